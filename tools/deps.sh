@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what Cairn needs to build, test and benchmark, from Debian's packages.
+# Idempotent and quiet when everything is present: `make` calls it before building.
+#   tools/deps.sh build   libraries + compilers + e2fsprogs (make, make test)
+#   tools/deps.sh bench   + the peers and plotting (make bench)
+set -euo pipefail
+want=(build-essential pkg-config clang librocksdb-dev libzstd-dev libxxhash-dev libs3-dev
+      libevent-dev libext2fs-dev libjansson-dev e2fsprogs zstd time)
+if [ "${1:-build}" = bench ]; then
+    want+=(restic borgbackup casync gnuplot-nox)
+fi
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps: installing ${missing[*]}" >&2
+SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
