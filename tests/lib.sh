@@ -1,0 +1,219 @@
+# Helpers sourced by tests/integration/*.sh.  A test runs in its own empty
+# directory ($T, made by tests/run.sh or here when the test is run by hand) and
+# finds the binaries through $BUILD.  Every cairn call is bounded by a timeout:
+# a hang must show up as a failure, not as a CI job that never ends.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${BUILD:-$REPO/build}
+case $BUILD in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
+CAIRN_BIN=$BUILD/cairn
+CORPUS_BIN=$BUILD/cairn-corpus
+CAIRN_TIMEOUT=${CAIRN_TIMEOUT:-120}
+# The system python starts in 20 ms; a pyenv shim takes 150 ms per call.
+PY=$(command -v /usr/bin/python3 || command -v python3)
+TEST_NAME=$(basename "$0" .sh)
+unset CAIRN_STORE
+
+# at_exit CMD: run CMD when the test ends, however it ends (latest first).
+_at_exit=()
+at_exit() { _at_exit=("$1" "${_at_exit[@]}"); }
+_run_at_exit() { local c; for c in "${_at_exit[@]}"; do eval "$c" || true; done; }
+trap _run_at_exit EXIT
+
+if [ -n "${TEST_TMP:-}" ]; then
+    T=$TEST_TMP
+else
+    T=$(mktemp -d "${TMPDIR:-/tmp}/cairn-$TEST_NAME.XXXXXX")
+    at_exit 'rm -rf "$T"'
+fi
+cd "$T"
+
+log()  { printf '%s: %s\n' "$TEST_NAME" "$*" >&2; }
+fail() { printf 'FAIL %s: %s\n' "$TEST_NAME" "$*" >&2; exit 1; }
+skip() { printf 'SKIP %s: %s\n' "$TEST_NAME" "$*" >&2; exit 77; }
+
+[ -x "$CAIRN_BIN" ] || fail "no $CAIRN_BIN (run make first)"
+
+# cairn ARGS: the binary under a timeout (exit 124 if it hangs).
+cairn() { timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" "$@"; }
+
+# expect RC CMD...: runs CMD, keeps its output in $T/out and $T/err, and fails
+# the test unless it exits RC.  Prints CMD's stdout.
+expect() {
+    local want=$1 rc=0; shift
+    "$@" >"$T/out" 2>"$T/err" || rc=$?
+    if [ "$rc" != "$want" ]; then
+        {   echo "command: $*"
+            echo "exit $rc, expected $want"
+            echo "--- stdout"; tail -n 20 "$T/out"
+            echo "--- stderr"; tail -n 20 "$T/err"; } >&2
+        fail "unexpected exit status $rc of: $*"
+    fi
+    cat "$T/out"
+}
+must() { expect 0 "$@"; }
+
+# json EXPR [FILE]: evaluates the Python expression EXPR with j = the JSON
+# document read from FILE or stdin; strings print bare, the rest as JSON.
+json() {
+    "$PY" -c '
+import json, sys
+j = json.load(open(sys.argv[2]) if len(sys.argv) > 2 else sys.stdin)
+v = eval(sys.argv[1], {"j": j})
+print(v if isinstance(v, str) else json.dumps(v))
+' "$@"
+}
+
+# is_json FILE: exactly one JSON object and nothing else.
+is_json_object() {
+    "$PY" -c 'import json,sys; assert isinstance(json.load(open(sys.argv[1])), dict)' "$1" 2>/dev/null
+}
+
+# assert_json EXPR FILE MSG: the Python expression over the JSON must be True.
+assert_json() { [ "$(json "$1" "$2")" = true ] || fail "${3:-$1}: $(head -c 400 "$2")"; }
+assert_eq() { [ "$1" = "$2" ] || fail "${3:-values differ}: got '$1', expected '$2'"; }
+# assert_cmp A OP B MSG: integer comparison, OP one of -lt -le -gt -ge -eq -ne
+assert_cmp() { [ "$1" "$2" "$3" ] || fail "${4:-comparison}: $1 $2 $3 is false"; }
+assert_grep() { grep -Eqi -- "$1" "$2" || fail "${3:-pattern}: /$1/ not in $2: $(head -c 400 "$2")"; }
+
+size_of()  { stat -c %s "$1"; }
+# bytes the file really occupies on disk
+alloc_of() { echo $(( $(stat -c %b "$1") * $(stat -c %B "$1") )); }
+
+# gen FILE SIZE SEED [ZERO_PERCENT]: deterministic pseudo-random pages; a page
+# is all-zero with probability ZERO_PERCENT and left as a hole.  SIZE need not
+# be a multiple of 4096.
+gen() {
+    "$PY" - "$@" <<'EOF'
+import random, sys, os
+path, size, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+zero = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+r = random.Random(seed)
+with open(path, "wb") as f:
+    f.truncate(size)
+    for off in range(0, size, 4096):
+        n = min(4096, size - off)
+        if r.randrange(100) < zero:
+            continue
+        f.seek(off)
+        f.write(r.randbytes(n))
+EOF
+}
+
+# mutate FILE NPAGES SEED: overwrites NPAGES random pages in place (the "next
+# snapshot of the same VM").
+mutate() {
+    "$PY" - "$@" <<'EOF'
+import random, sys, os
+path, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+r = random.Random(seed)
+pages = max(1, os.path.getsize(path) // 4096)
+with open(path, "r+b") as f:
+    for _ in range(n):
+        f.seek(r.randrange(pages) * 4096)
+        f.write(r.randbytes(4096))
+EOF
+}
+
+# nonzero_bytes FILE: 4096 x the number of pages that are not all zero.
+nonzero_bytes() {
+    "$PY" - "$1" <<'EOF'
+import sys
+z, n = bytes(4096), 0
+with open(sys.argv[1], "rb") as f:
+    while True:
+        b = f.read(1 << 20)
+        if not b:
+            break
+        for i in range(0, len(b), 4096):
+            if b[i:i + 4096] != z[:len(b[i:i + 4096])]:
+                n += 1
+print(n * 4096)
+EOF
+}
+
+# corpus NAME ARGS...: a cairn-corpus output dir, shared between the tests of
+# one run (tests/run.sh sets CAIRN_TEST_CACHE) since generating it is slow.
+corpus() {
+    local name=$1; shift
+    local dir=${CAIRN_TEST_CACHE:-$T}/corpus-$name
+    [ -x "$CORPUS_BIN" ] || fail "no $CORPUS_BIN (run make first)"
+    timeout 600 "$CORPUS_BIN" --out "$dir" "$@" >"$T/corpus.log" 2>&1 \
+        || { cat "$T/corpus.log" >&2; fail "cairn-corpus $* failed"; }
+    echo "$dir"
+}
+
+# A file set is named by a spec: "memory=PATH vmstate=PATH disk=PATH" (any
+# subset).  spec_args turns it into snapshot flags.
+spec_args() {
+    local kv
+    for kv in "$@"; do printf -- '--%s\n%s\n' "${kv%%=*}" "${kv#*=}"; done
+}
+
+# snap STORE TENANT SANDBOX SPEC...: snapshot, check the JSON, print the id.
+# The JSON answer is left in $T/snap.json.
+snap() {
+    local store=$1 tenant=$2 sandbox=$3; shift 3
+    local args; mapfile -t args < <(spec_args "$@")
+    expect 0 cairn snapshot --store "$store" --tenant "$tenant" --sandbox "$sandbox" \
+        "${args[@]}" --json >"$T/snap.json"
+    is_json_object "$T/snap.json" || fail "snapshot --json is not one JSON object: $(head -c 300 "$T/snap.json")"
+    local id; id=$(json 'j["snapshot"]' "$T/snap.json")
+    [ -n "$id" ] || fail "snapshot --json has an empty id"
+    echo "$id"
+}
+
+# verify STORE ID SPEC...: restores ID into a fresh dir and compares every file
+# of SPEC byte for byte; files not in SPEC must not be written.
+verify() {
+    local store=$1 id=$2; shift 2
+    local out; out=$(mktemp -u "$T/restore.XXXXXX")
+    expect 0 cairn restore --store "$store" --snapshot "$id" --out "$out" >/dev/null
+    local kv name
+    for name in memory vmstate disk; do
+        local src=
+        for kv in "$@"; do [ "${kv%%=*}" = "$name" ] && src=${kv#*=}; done
+        if [ -n "$src" ]; then
+            [ -f "$out/$name" ] || fail "restore of $id wrote no $name"
+            cmp -s "$src" "$out/$name" || fail "restore of $id: $name differs from $src"
+        else
+            [ ! -e "$out/$name" ] || fail "restore of $id wrote a $name it does not have"
+        fi
+    done
+    rm -rf "$out"
+}
+
+# fsck_ok STORE [FLAGS]: fsck --json must answer ok=true with no problems.
+fsck_ok() {
+    local store=$1; shift
+    local rc=0
+    cairn fsck --store "$store" --json "$@" >"$T/fsck.json" 2>"$T/fsck.err" || rc=$?
+    is_json_object "$T/fsck.json" || fail "fsck --json $* (exit $rc) is not JSON: $(head -c 300 "$T/fsck.json") $(head -c 300 "$T/fsck.err")"
+    [ "$(json 'j["ok"]' "$T/fsck.json")" = true ] \
+        || fail "fsck $* not ok (exit $rc): $(json 'j.get("problems")' "$T/fsck.json")"
+    [ "$(json 'len(j["problems"])' "$T/fsck.json")" = 0 ] || fail "fsck ok but problems listed"
+    [ "$rc" = 0 ] || fail "fsck answered ok but exited $rc"
+}
+
+# store_fp STORE: what a failed command must not change: packs and manifests.
+store_fp() {
+    (cd "$1" && find packs manifests -type f \( -name '*.pack' -o -name '*.cmf' \) \
+        -printf '%p %s\n' 2>/dev/null | sort)
+}
+
+# count_snapshots STORE SANDBOX
+count_snapshots() {
+    must cairn snapshots --store "$1" --sandbox "$2" --json | json 'len(j["snapshots"])'
+}
+
+pack_bytes() {
+    local s=0 f
+    for f in "$1"/packs/*.pack; do [ -e "$f" ] && s=$((s + $(size_of "$f"))); done
+    echo $s
+}
+
+# The corpus most tests share: 2 sandboxes of one template, 2 snapshots each.
+std_corpus() { corpus std --sandboxes 2 --snapshots 2 --memory-size 64M --disk-size 64M --seed 7; }
+# set_of DIR SB K: the spec of one corpus snapshot.
+set_of() { echo "memory=$1/$2/$3/memory vmstate=$1/$2/$3/vmstate disk=$1/$2/$3/disk"; }

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Runs the unit test binaries ($BUILD/tests/*) and the integration scripts
+# (tests/integration/*.sh), each in its own temporary directory, and prints one
+# line per test.  Exit 77 from a test means "skipped" (with the reason printed).
+#   tests/run.sh              everything
+#   tests/run.sh --fast       without tests/integration/*.slow.sh
+#   tests/run.sh --slow-only  only tests/integration/*.slow.sh
+#   tests/run.sh NAME...      only the tests whose name contains one of NAME
+# KEEP=1 keeps the directories of failed tests.
+set -uo pipefail
+
+mode=all
+filters=()
+for a in "$@"; do
+    case $a in
+        --fast) mode=fast ;;
+        --slow-only) mode=slow ;;
+        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -*) echo "run.sh: unknown option $a" >&2; exit 2 ;;
+        *) filters+=("$a") ;;
+    esac
+done
+
+BUILD=${BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
+export BUILD
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+
+root=$(mktemp -d "${TMPDIR:-/tmp}/cairn-tests.XXXXXX")
+export CAIRN_TEST_CACHE=$root/cache
+mkdir -p "$CAIRN_TEST_CACHE"
+
+# A test that mounts something (enospc) unmounts it itself; this is the net
+# under it, so rm -rf never runs across a mount point.
+unmount_under() {
+    local m
+    awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r m; do umount -l "$m" 2>/dev/null; done
+}
+cleanup() { unmount_under "$root"; rm -rf "$root"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+tests=()
+if [ "$mode" != slow ]; then
+    for f in "$BUILD"/tests/*; do
+        [ -f "$f" ] && [ -x "$f" ] && tests+=("$f")
+    done
+fi
+for f in "$REPO"/tests/integration/*.sh; do
+    [ -e "$f" ] || continue
+    case $f in
+        *.slow.sh) [ "$mode" = fast ] && continue ;;
+        *) [ "$mode" = slow ] && continue ;;
+    esac
+    tests+=("$f")
+done
+
+selected() {
+    [ ${#filters[@]} -eq 0 ] && return 0
+    local p
+    for p in "${filters[@]}"; do case $1 in *"$p"*) return 0 ;; esac; done
+    return 1
+}
+
+pass=0 failed=() skipped=()
+start=$EPOCHREALTIME
+for t in "${tests[@]}"; do
+    case $t in
+        "$REPO"/tests/integration/*) name=integration/$(basename "$t" .sh); limit=600 ;;
+        *) name=unit/$(basename "$t"); limit=300 ;;
+    esac
+    selected "$name" || continue
+    dir=$root/$(echo "$name" | tr / _)
+    mkdir -p "$dir"
+    t0=$EPOCHREALTIME
+    # timeout kills the test's whole process group, background jobs included.
+    ( cd "$dir" && TEST_TMP=$dir exec timeout -k 10 "$limit" "$t" ) >"$dir.log" 2>&1
+    rc=$?
+    secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+    case $rc in
+        0)  printf 'PASS  %-32s %6ss\n' "$name" "$secs"; pass=$((pass + 1)) ;;
+        77) why=$(grep -m1 -o 'SKIP.*' "$dir.log" || true)
+            printf 'SKIP  %-32s %6ss  %s\n' "$name" "$secs" "${why:-exit 77}"
+            skipped+=("$name") ;;
+        *)  [ "$rc" = 124 ] && note="(timed out after ${limit}s)" || note="(exit $rc)"
+            printf 'FAIL  %-32s %6ss  %s\n' "$name" "$secs" "$note"
+            tail -n 25 "$dir.log" | sed 's/^/    | /'
+            failed+=("$name")
+            if [ -n "${KEEP:-}" ]; then
+                keep=$(mktemp -d "${TMPDIR:-/tmp}/cairn-failed.XXXXXX")
+                unmount_under "$dir"
+                cp -a "$dir" "$dir.log" "$keep/" && echo "    kept in $keep"
+            fi ;;
+    esac
+    unmount_under "$dir"
+    rm -rf "$dir"
+done
+total=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
+
+ran=$((pass + ${#failed[@]} + ${#skipped[@]}))
+[ "$ran" -gt 0 ] || { echo "run.sh: no test matched" >&2; exit 1; }
+echo "----"
+echo "$pass passed, ${#failed[@]} failed, ${#skipped[@]} skipped in ${total}s"
+[ ${#skipped[@]} -eq 0 ] || echo "skipped: ${skipped[*]}"
+[ ${#failed[@]} -eq 0 ] || { echo "failed: ${failed[*]}"; exit 1; }
+exit 0
