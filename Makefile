@@ -1,0 +1,78 @@
+# Cairn: one plain Makefile.  `make help` lists the targets.
+CC      ?= cc
+BUILD   ?= build
+SAN     ?=
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -I. -MMD -MP
+ifneq ($(SAN),)
+CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SAN)
+endif
+LDLIBS  = -lrocksdb -lzstd -lxxhash -ljansson -lpthread -lm
+
+LIB_SRC   := $(wildcard store/*.c snapshotter/*.c restore/*.c gc/*.c)
+CLI_SRC   := $(wildcard tools/cli*.c)
+UNIT_SRC  := $(wildcard tests/unit/*.c)
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps test check test-slow demo bench asan ubsan clean help
+all: deps $(BUILD)/cairn $(BUILD)/cairn-corpus $(UNIT_BIN)
+
+help:
+	@echo "make            build build/cairn and build/cairn-corpus"
+	@echo "make demo       install deps, build, snapshot a sample VM set, restore, verify"
+	@echo "make test       install deps, build, run every test (CI runs this)"
+	@echo "make check      the fast tests only (skips tests/integration/*.slow.sh)"
+	@echo "make bench      Cairn beside zstd, cp, restic, borg, casync (BENCH_SIZE=small|full)"
+	@echo "make asan|ubsan the tests under AddressSanitizer / UBSan (build-asan, build-ubsan)"
+
+deps:
+	@tools/deps.sh build
+
+$(BUILD)/libcairn.a: $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(BUILD)/cairn: $(CLI_OBJ) $(BUILD)/libcairn.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/cairn-corpus: $(BUILD)/tools/corpus.o
+	$(CC) $(LDFLAGS) -o $@ $^ -lxxhash -lm
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libcairn.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+test: all
+	BUILD=$(BUILD) tests/run.sh
+
+check: all
+	BUILD=$(BUILD) tests/run.sh --fast
+
+test-slow: all
+	BUILD=$(BUILD) tests/run.sh --slow-only
+
+demo: all
+	BUILD=$(BUILD) tools/demo.sh
+
+bench: all
+	@tools/deps.sh bench
+	BUILD=$(BUILD) tools/bench.sh
+
+asan:
+	$(MAKE) BUILD=build-asan SAN=address OPT=-O1 test
+
+ubsan:
+	$(MAKE) BUILD=build-ubsan SAN=undefined OPT=-O1 test
+
+clean:
+	rm -rf build build-asan build-ubsan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

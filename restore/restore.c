@@ -1,0 +1,239 @@
+/* Full restore: recipe -> index locations -> groups in pack order -> parallel
+ * decompress + verify -> pwrite runs into a sparse temp file -> rename. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "restore/restore.h"
+
+typedef struct {
+    uint64_t pack, offset, page;
+    uint32_t clen;
+    uint16_t npages, slot;
+} ref;
+
+typedef struct {
+    store_t *s;
+    const store_snapshot *snap;
+    const store_blob *b;
+    int fd;
+    ref *refs;
+    size_t *gstart;          /* refs[gstart[g] .. gstart[g+1]) share one group */
+    size_t base;             /* first group of the current wave */
+    uint8_t **frame, **pages;
+    store_dctx **dctx;
+    size_t fcap;
+    pthread_mutex_t mu;
+    int rc;
+    store_err err;
+} job;
+
+static int cmp_ref(const void *x, const void *y)
+{
+    const ref *a = x, *b = y;
+    if (a->pack != b->pack) return a->pack < b->pack ? -1 : 1;
+    if (a->offset != b->offset) return a->offset < b->offset ? -1 : 1;
+    return a->page < b->page ? -1 : a->page > b->page;
+}
+
+static void fail(job *j, int rc, const char *fmt, const ref *r, const char *detail)
+{
+    pthread_mutex_lock(&j->mu);
+    if (!j->rc) {
+        j->rc = rc;
+        char what[256];
+        snprintf(what, sizeof what, fmt, detail);
+        store_errf(&j->err, rc, "snapshot %s: %s: page at offset %llu (pack %016llx, group at %llu): %s",
+                   j->snap->id, j->b->name, (unsigned long long)r->page * STORE_PAGE,
+                   (unsigned long long)r->pack, (unsigned long long)r->offset, what);
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void do_group(void *arg, size_t t)
+{
+    job *j = arg;
+    if (j->rc) return;
+    size_t g = j->base + t;
+    const ref *r0 = &j->refs[j->gstart[g]], *rend = &j->refs[j->gstart[g + 1]];
+    store_loc loc = {.pack = r0->pack, .offset = r0->offset, .clen = r0->clen, .npages = r0->npages};
+    store_err e;
+    if (store_read_frame(j->s, &loc, j->frame[t], j->fcap, &e)) {
+        fail(j, -EIO, "%s", r0, e.msg);
+        return;
+    }
+    uint8_t *pages = j->pages[t];
+    if (store_group_decompress(j->dctx[t], j->frame[t], r0->clen, pages, r0->npages, &e)) {
+        fail(j, -EBADMSG, "%s: the pack is damaged; no wrong byte was written", r0, e.msg);
+        return;
+    }
+    uint64_t verified = 0;
+    for (const ref *r = r0; r < rend; r++) {
+        if (r->slot >= r0->npages) {
+            fail(j, -EUCLEAN, "%s", r, "the index points past its group (run fsck --rebuild-index)");
+            return;
+        }
+        if (verified >> r->slot & 1) continue;
+        store_id id;
+        store_chunk_id(j->s, pages + (size_t)r->slot * STORE_PAGE, &id);
+        /* The wanted id is the recipe's: look it up through the page index. */
+        if (memcmp(&id, &j->b->ids[r->page], 16)) {
+            fail(j, -EBADMSG, "%s", r, "the stored page does not match its id (corrupt pack); "
+                 "no wrong byte was written");
+            return;
+        }
+        verified |= 1ULL << r->slot;
+    }
+    /* Write runs: consecutive slots going to consecutive pages are one pwrite. */
+    for (const ref *r = r0; r < rend;) {
+        const ref *q = r + 1;
+        while (q < rend && q->slot == q[-1].slot + 1 && q->page == q[-1].page + 1) q++;
+        uint64_t off = r->page * STORE_PAGE;
+        uint64_t len = (uint64_t)(q - r) * STORE_PAGE;
+        if (off + len > j->b->size) len = j->b->size - off;   /* the partial last page */
+        ssize_t w = 0;
+        for (uint64_t done = 0; done < len; done += (uint64_t)w) {
+            w = pwrite(j->fd, pages + (size_t)r->slot * STORE_PAGE + done, len - done, (off_t)(off + done));
+            if (w < 0 && errno == EINTR) {
+                w = 0;
+                continue;
+            }
+            if (w <= 0) {
+                fail(j, -errno, "writing: %s", r, strerror(errno));
+                return;
+            }
+        }
+        r = q;
+    }
+}
+
+int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, const char *path,
+                 store_err *e)
+{
+    size_t n = 0;
+    for (uint64_t i = 0; i < b->npages; i++) n += !store_id_is_zero(&b->ids[i]);
+    store_id *ids = malloc((n ? n : 1) * sizeof *ids);
+    uint64_t *pg = malloc((n ? n : 1) * sizeof *pg);
+    store_loc *locs = malloc((n ? n : 1) * sizeof *locs);
+    uint8_t *found = malloc(n ? n : 1);
+    ref *refs = malloc((n ? n : 1) * sizeof *refs);
+    size_t *gstart = malloc((n + 2) * sizeof *gstart);
+    int rc = ids && pg && locs && found && refs && gstart ? 0 : store_errf(e, -ENOMEM, "out of memory");
+    size_t k = 0;
+    for (uint64_t i = 0; !rc && i < b->npages; i++)
+        if (!store_id_is_zero(&b->ids[i])) {
+            ids[k] = b->ids[i];
+            pg[k++] = i;
+        }
+    if (!rc) rc = store_lookup(s, ids, n, found, locs, e);
+    for (size_t i = 0; !rc && i < n; i++) {
+        if (!found[i]) {
+            char hex[STORE_ID_HEX];
+            store_id_hex(&ids[i], hex);
+            rc = store_errf(e, -ENOENT, "snapshot %s: %s: page at offset %llu: chunk %s is not in "
+                            "the store", snap->id, b->name, (unsigned long long)pg[i] * STORE_PAGE, hex);
+            break;
+        }
+        refs[i] = (ref){.pack = locs[i].pack, .offset = locs[i].offset, .page = pg[i],
+                        .clen = locs[i].clen, .npages = locs[i].npages, .slot = locs[i].slot};
+    }
+    free(ids);
+    free(pg);
+    free(locs);
+    free(found);
+    size_t ngroups = 0;
+    if (!rc) {
+        qsort(refs, n, sizeof *refs, cmp_ref);
+        for (size_t i = 0; i < n; i++)
+            if (!i || refs[i].pack != refs[i - 1].pack || refs[i].offset != refs[i - 1].offset)
+                gstart[ngroups++] = i;
+        gstart[ngroups] = n;
+    }
+
+    /* The temp file sits beside the target so the final rename is atomic. */
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 16);
+    const char *slash = strrchr(path, '/');
+    size_t dlen = slash ? (size_t)(slash - path + 1) : 0;
+    int fd = -1;
+    if (!rc && tmp) {
+        snprintf(tmp, plen + 16, "%.*s.%s.cairn-tmp", (int)dlen, path, path + dlen);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) rc = store_errf(e, -errno, "%s: %s", tmp, strerror(errno));
+        else if (ftruncate(fd, (off_t)b->size) < 0)
+            rc = store_errf(e, -errno, "%s: cannot size to %llu bytes: %s", tmp,
+                            (unsigned long long)b->size, strerror(errno));
+    } else if (!rc) {
+        rc = store_errf(e, -ENOMEM, "out of memory");
+    }
+
+    unsigned wave = store_threads(s) * 4;
+    job j = {.s = s, .snap = snap, .b = b, .fd = fd, .refs = refs, .gstart = gstart,
+             .fcap = store_group_bound(STORE_GROUP_PAGES)};
+    pthread_mutex_init(&j.mu, NULL);
+    j.frame = calloc(wave, sizeof *j.frame);
+    j.pages = calloc(wave, sizeof *j.pages);
+    j.dctx = calloc(wave, sizeof *j.dctx);
+    for (unsigned i = 0; !rc && i < wave; i++) {
+        if (j.frame) j.frame[i] = malloc(j.fcap);
+        if (j.pages) j.pages[i] = malloc((size_t)STORE_GROUP_PAGES * STORE_PAGE);
+        if (j.dctx) j.dctx[i] = store_dctx_new();
+        if (!j.frame || !j.pages || !j.dctx || !j.frame[i] || !j.pages[i] || !j.dctx[i])
+            rc = store_errf(e, -ENOMEM, "out of memory");
+    }
+    for (size_t g = 0; !rc && g < ngroups; g += wave) {
+        j.base = g;
+        store_parallel(s, ngroups - g < wave ? ngroups - g : wave, do_group, &j);
+        if (j.rc) {
+            rc = j.rc;
+            *e = j.err;
+        }
+    }
+    if (fd >= 0 && close(fd) < 0 && !rc) rc = store_errf(e, -errno, "%s: %s", tmp, strerror(errno));
+    if (!rc && rename(tmp, path) < 0) rc = store_errf(e, -errno, "%s: %s", path, strerror(errno));
+    if (rc && fd >= 0) unlink(tmp);
+    for (unsigned i = 0; i < wave; i++) {
+        if (j.frame) free(j.frame[i]);
+        if (j.pages) free(j.pages[i]);
+        if (j.dctx) store_dctx_free(j.dctx[i]);
+    }
+    free(j.frame);
+    free(j.pages);
+    free(j.dctx);
+    pthread_mutex_destroy(&j.mu);
+    free(tmp);
+    free(refs);
+    free(gstart);
+    return rc;
+}
+
+int restore_snapshot(store_t *s, const char *id, const char *outdir,
+                     restore_progress_fn progress, void *arg, store_err *e)
+{
+    store_snapshot *snap = NULL;
+    int rc = store_snapshot_load(s, id, &snap, e);
+    if (rc) return rc;
+    if (mkdir(outdir, 0755) < 0 && errno != EEXIST)
+        rc = store_errf(e, -errno, "%s: %s", outdir, strerror(errno));
+    uint64_t done = 0;
+    for (int i = 0; !rc && i < snap->nblobs; i++) {
+        size_t len = strlen(outdir) + strlen(snap->blobs[i].name) + 2;
+        char *path = malloc(len);
+        if (!path) {
+            rc = store_errf(e, -ENOMEM, "out of memory");
+            break;
+        }
+        snprintf(path, len, "%s/%s", outdir, snap->blobs[i].name);
+        rc = restore_blob(s, snap, &snap->blobs[i], path, e);
+        free(path);
+        done += snap->blobs[i].size;
+        if (progress) progress(arg, done, snap->logical_bytes);
+    }
+    store_snapshot_free(snap);
+    return rc;
+}

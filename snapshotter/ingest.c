@@ -1,0 +1,325 @@
+/* Ingest pipeline, one batch of BATCH_PAGES at a time:
+ *   1. parallel: pread a slice, zero-test and hash each page        (all cores)
+ *   2. serial:   same id as the parent at this offset? seen in this ingest?  (no I/O)
+ *   3. serial:   the rest looked up in the index in one multi_get
+ *   4. misses are staged; full stages are compressed in parallel and appended to packs
+ * Holes are never read: SEEK_DATA/SEEK_HOLE give the data extents and the recipe's
+ * ids start zeroed (a zero id is a zero page). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "snapshotter/snapshotter.h"
+
+#define BATCH_PAGES 2048u             /* 8 MiB read per batch */
+#define SLICE_PAGES 128u              /* one parallel task */
+#define STAGE_GROUPS 8u               /* groups compressed per parallel round */
+
+/* Open-addressing set of the ids this ingest stored, so a page repeated within the ingest
+ * is stored once without an index lookup. */
+typedef struct {
+    store_id *slot;
+    size_t cap, n;
+} idset;
+
+static size_t idset_hash(const store_id *id, size_t mask)
+{
+    uint64_t h;
+    memcpy(&h, id->b, 8);
+    return (size_t)h & mask;
+}
+
+static int idset_has(const idset *s, const store_id *id)
+{
+    if (!s->cap) return 0;
+    for (size_t i = idset_hash(id, s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+        if (store_id_is_zero(&s->slot[i])) return 0;
+        if (!memcmp(&s->slot[i], id, 16)) return 1;
+    }
+}
+
+static int idset_add(idset *s, const store_id *id)
+{
+    if ((s->n + 1) * 2 > s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 1024;
+        store_id *ns = calloc(nc, sizeof *ns);
+        if (!ns) return -ENOMEM;
+        for (size_t i = 0; i < s->cap; i++) {
+            if (store_id_is_zero(&s->slot[i])) continue;
+            size_t j = idset_hash(&s->slot[i], nc - 1);
+            while (!store_id_is_zero(&ns[j])) j = (j + 1) & (nc - 1);
+            ns[j] = s->slot[i];
+        }
+        free(s->slot);
+        s->slot = ns;
+        s->cap = nc;
+    }
+    size_t i = idset_hash(id, s->cap - 1);
+    while (!store_id_is_zero(&s->slot[i])) i = (i + 1) & (s->cap - 1);
+    s->slot[i] = *id;
+    s->n++;
+    return 0;
+}
+
+typedef struct {
+    store_t *s;
+    store_writer *w;
+    idset seen;
+    /* current batch */
+    int fd;
+    uint64_t fsize;
+    uint64_t first_page, npages;     /* pages of the batch within the blob */
+    store_blob *blob;
+    uint8_t *buf;                    /* BATCH_PAGES pages */
+    int read_err;                    /* first -errno of a slice, 0 if none */
+    /* new pages waiting for compression */
+    uint8_t *stage;
+    store_id stage_ids[STAGE_GROUPS * STORE_GROUP_PAGES];
+    unsigned nstage;
+    store_cctx *cctx[STAGE_GROUPS];
+    uint8_t *cbuf[STAGE_GROUPS];
+    ssize_t clen[STAGE_GROUPS];
+    size_t cbound;
+    /* lookups */
+    store_id *look_ids;
+    uint32_t *look_pos;
+    uint8_t *found;
+    uint64_t done_bytes, total_bytes;
+} ingest;
+
+static void hash_slice(void *arg, size_t t)
+{
+    ingest *g = arg;
+    uint64_t lo = t * SLICE_PAGES, hi = lo + SLICE_PAGES;
+    if (hi > g->npages) hi = g->npages;
+    if (lo >= hi) return;
+    uint8_t *p = g->buf + lo * STORE_PAGE;
+    uint64_t off = (g->first_page + lo) * STORE_PAGE;
+    size_t want = (size_t)(hi - lo) * STORE_PAGE;
+    size_t avail = off + want <= g->fsize ? want : (size_t)(g->fsize - off);
+    size_t got = 0;
+    while (got < avail) {
+        ssize_t r = pread(g->fd, p + got, avail - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            g->read_err = r < 0 ? -errno : -ESTALE;   /* ESTALE: the file shrank under us */
+            return;
+        }
+        got += (size_t)r;
+    }
+    memset(p + avail, 0, want - avail);               /* the last page may be partial */
+    for (uint64_t i = lo; i < hi; i++, p += STORE_PAGE) {
+        store_id *id = &g->blob->ids[g->first_page + i];
+        if (store_page_is_zero(p)) memset(id, 0, sizeof *id);
+        else {
+            store_chunk_id(g->s, p, id);
+            if (store_id_is_zero(id)) g->read_err = -EILSEQ;   /* 2^-128: refuse, never guess */
+        }
+    }
+}
+
+static void compress_group(void *arg, size_t i)
+{
+    ingest *g = arg;
+    unsigned first = (unsigned)i * STORE_GROUP_PAGES;
+    unsigned n = g->nstage - first < STORE_GROUP_PAGES ? g->nstage - first : STORE_GROUP_PAGES;
+    g->clen[i] = store_group_compress(g->cctx[i], g->stage + (size_t)first * STORE_PAGE, n,
+                                      g->cbuf[i], g->cbound);
+}
+
+static int flush_stage(ingest *g, store_err *e)
+{
+    if (!g->nstage) return 0;
+    size_t ngroups = (g->nstage + STORE_GROUP_PAGES - 1) / STORE_GROUP_PAGES;
+    store_parallel(g->s, ngroups, compress_group, g);
+    for (size_t i = 0; i < ngroups; i++) {
+        unsigned first = (unsigned)i * STORE_GROUP_PAGES;
+        unsigned n = g->nstage - first < STORE_GROUP_PAGES ? g->nstage - first : STORE_GROUP_PAGES;
+        if (g->clen[i] < 0) return store_errf(e, -EIO, "compression failed");
+        int rc = store_writer_add_group(g->w, g->stage_ids + first, n, g->cbuf[i],
+                                        (size_t)g->clen[i], e);
+        if (rc) return rc;
+    }
+    g->nstage = 0;
+    return 0;
+}
+
+static int stage_page(ingest *g, const store_id *id, const uint8_t *page, store_err *e)
+{
+    memcpy(g->stage + (size_t)g->nstage * STORE_PAGE, page, STORE_PAGE);
+    g->stage_ids[g->nstage++] = *id;
+    if (idset_add(&g->seen, id)) return store_errf(e, -ENOMEM, "out of memory");
+    if (g->nstage == STAGE_GROUPS * STORE_GROUP_PAGES) return flush_stage(g, e);
+    return 0;
+}
+
+/* Steps 2-4 for the batch in g->buf. */
+static int classify_batch(ingest *g, const store_blob *parent, store_err *e)
+{
+    size_t nlook = 0;
+    for (uint64_t i = 0; i < g->npages; i++) {
+        uint64_t pg = g->first_page + i;
+        const store_id *id = &g->blob->ids[pg];
+        if (store_id_is_zero(id)) continue;
+        if (parent && pg < parent->npages && !memcmp(&parent->ids[pg], id, 16)) continue;
+        if (idset_has(&g->seen, id)) continue;
+        g->look_ids[nlook] = *id;
+        g->look_pos[nlook++] = (uint32_t)i;
+    }
+    if (!nlook) return 0;
+    int rc = store_lookup(g->s, g->look_ids, nlook, g->found, NULL, e);
+    if (rc) return rc;
+    for (size_t k = 0; k < nlook; k++) {
+        if (g->found[k] || idset_has(&g->seen, &g->look_ids[k])) continue;
+        rc = stage_page(g, &g->look_ids[k], g->buf + (size_t)g->look_pos[k] * STORE_PAGE, e);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int ingest_blob(ingest *g, store_blob *b, int fd, const store_blob *parent, const char *path,
+                       snap_progress_fn progress, void *parg, store_err *e)
+{
+    g->fd = fd;
+    g->fsize = b->size;
+    g->blob = b;
+    uint64_t pos = 0;
+    while (pos < b->size) {
+        off_t ds = lseek(fd, (off_t)pos, SEEK_DATA);
+        if (ds < 0 && errno == ENXIO) break;                /* only a hole remains */
+        if (ds < 0) ds = (off_t)pos;                        /* no SEEK_DATA here: read all */
+        off_t de = lseek(fd, ds, SEEK_HOLE);
+        if (de < 0 || (uint64_t)de > b->size) de = (off_t)b->size;
+        uint64_t p0 = (uint64_t)ds / STORE_PAGE, p1 = ((uint64_t)de + STORE_PAGE - 1) / STORE_PAGE;
+        for (uint64_t p = p0; p < p1; p += BATCH_PAGES) {
+            g->first_page = p;
+            g->npages = p1 - p < BATCH_PAGES ? p1 - p : BATCH_PAGES;
+            g->read_err = 0;
+            store_parallel(g->s, (g->npages + SLICE_PAGES - 1) / SLICE_PAGES, hash_slice, g);
+            if (g->read_err)
+                return store_errf(e, g->read_err, "%s: %s", path,
+                                  g->read_err == -ESTALE   ? "the file changed size while it was read"
+                                  : g->read_err == -EILSEQ ? "a page hashed to the reserved zero id"
+                                                           : strerror(-g->read_err));
+            int rc = classify_batch(g, parent, e);
+            if (rc) return rc;
+            if (progress) progress(parg, g->done_bytes + (p + g->npages) * STORE_PAGE, g->total_bytes);
+        }
+        pos = (uint64_t)de > pos ? (uint64_t)de : b->size;
+        if (pos % STORE_PAGE) pos = (pos / STORE_PAGE + 1) * STORE_PAGE;
+    }
+    g->done_bytes += b->size;
+    return 0;
+}
+
+static int open_input(const char *path, int *fd, uint64_t *size, store_err *e)
+{
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer; we refuse it below. */
+    *fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (*fd < 0) return store_errf(e, -errno, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(*fd, &st) < 0) return store_errf(e, -errno, "%s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return store_errf(e, -EINVAL, "%s: not a regular file (%s)", path,
+                          S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                          : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "special");
+    *size = (uint64_t)st.st_size;
+    posix_fadvise(*fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    return 0;
+}
+
+static void ingest_free(ingest *g)
+{
+    free(g->seen.slot);
+    free(g->buf);
+    free(g->stage);
+    for (unsigned i = 0; i < STAGE_GROUPS; i++) {
+        store_cctx_free(g->cctx[i]);
+        free(g->cbuf[i]);
+    }
+    free(g->look_ids);
+    free(g->look_pos);
+    free(g->found);
+}
+
+int snap_ingest(store_t *s, const snap_request *req, store_snapshot **out, store_err *e)
+{
+    *out = NULL;
+    if (store_name_valid(req->tenant) || store_name_valid(req->sandbox))
+        return store_errf(e, -EINVAL, "tenant and sandbox names are 1-128 of [A-Za-z0-9._-], "
+                          "not starting with '.' or '-'");
+    if (req->nblobs < 1 || req->nblobs > STORE_MAX_BLOBS)
+        return store_errf(e, -EINVAL, "a snapshot needs at least one file");
+    int fds[STORE_MAX_BLOBS];
+    for (int i = 0; i < STORE_MAX_BLOBS; i++) fds[i] = -1;
+    store_snapshot *snap = calloc(1, sizeof *snap), *parent = NULL;
+    ingest g = {.s = s};
+    int rc = snap ? 0 : store_errf(e, -ENOMEM, "out of memory");
+    /* Check every input before storing anything. */
+    for (int i = 0; !rc && i < req->nblobs; i++) {
+        store_blob *b = &snap->blobs[i];
+        snprintf(b->name, sizeof b->name, "%s", req->blob_name[i]);
+        rc = open_input(req->blob_path[i], &fds[i], &b->size, e);
+        if (rc) break;
+        snap->nblobs = i + 1;
+        b->npages = (b->size + STORE_PAGE - 1) / STORE_PAGE;
+        b->ids = calloc(b->npages ? b->npages : 1, sizeof *b->ids);
+        if (!b->ids) rc = store_errf(e, -ENOMEM, "%s: out of memory for its recipe", req->blob_path[i]);
+        snap->logical_bytes += b->size;
+    }
+    if (!rc) {
+        snprintf(snap->tenant, sizeof snap->tenant, "%s", req->tenant);
+        snprintf(snap->sandbox, sizeof snap->sandbox, "%s", req->sandbox);
+        snprintf(snap->tier, sizeof snap->tier, "%s", req->tier ? req->tier : "free");
+        char pid[STORE_SNAPID_LEN];
+        if (store_snapshot_latest(s, req->sandbox, pid, NULL) == 0 &&
+            store_snapshot_load(s, pid, &parent, NULL) == 0) {
+            if (strcmp(parent->tenant, req->tenant))
+                rc = store_errf(e, -EPERM, "sandbox %s belongs to tenant %s, not %s", req->sandbox,
+                                parent->tenant, req->tenant);
+            snprintf(snap->parent, sizeof snap->parent, "%s", pid);
+        }
+    }
+    g.buf = malloc((size_t)BATCH_PAGES * STORE_PAGE);
+    g.stage = malloc((size_t)STAGE_GROUPS * STORE_GROUP_PAGES * STORE_PAGE);
+    g.cbound = store_group_bound(STORE_GROUP_PAGES);
+    g.look_ids = malloc(BATCH_PAGES * sizeof *g.look_ids);
+    g.look_pos = malloc(BATCH_PAGES * sizeof *g.look_pos);
+    g.found = malloc(BATCH_PAGES);
+    int nomem = !g.buf || !g.stage || !g.look_ids || !g.look_pos || !g.found;
+    for (unsigned i = 0; i < STAGE_GROUPS; i++) {
+        g.cctx[i] = store_cctx_new();
+        g.cbuf[i] = malloc(g.cbound);
+        nomem |= !g.cctx[i] || !g.cbuf[i];
+    }
+    if (!rc && nomem) rc = store_errf(e, -ENOMEM, "out of memory");
+    if (!rc) rc = store_writer_open(s, &g.w, e);
+    g.total_bytes = snap ? snap->logical_bytes : 0;
+    for (int i = 0; !rc && i < snap->nblobs; i++) {
+        const store_blob *pb = NULL;
+        for (int k = 0; parent && k < parent->nblobs; k++)
+            if (!strcmp(parent->blobs[k].name, snap->blobs[i].name)) pb = &parent->blobs[k];
+        rc = ingest_blob(&g, &snap->blobs[i], fds[i], pb, req->blob_path[i], req->progress,
+                         req->progress_arg, e);
+    }
+    if (!rc) rc = flush_stage(&g, e);
+    if (!rc) {
+        rc = store_writer_commit(g.w, snap, e);   /* frees the writer either way */
+        g.w = NULL;
+    }
+    if (g.w) store_writer_abort(g.w);
+    for (int i = 0; i < STORE_MAX_BLOBS; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    ingest_free(&g);
+    store_snapshot_free(parent);
+    if (rc) {
+        store_snapshot_free(snap);
+        return rc;
+    }
+    *out = snap;
+    return 0;
+}

@@ -1,0 +1,428 @@
+/* Integrity: stats, fsck (read-only check) and rebuild of the index from packs+manifests.
+ *
+ * fsck's word for the two kinds of findings:
+ *   problem  something an acknowledged snapshot needs is missing or damaged
+ *   garbage  leftovers of an interrupted ingest (.tmp files, packs nothing references);
+ *            harmless, removed by gc
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store/internal.h"
+
+typedef struct {
+    uint64_t pack;
+    uint64_t size;
+    pack_group *groups;
+    uint32_t ngroups;
+    store_id *ids;
+    uint32_t nchunks;
+    uint64_t referenced;   /* index entries that point into it */
+} pack_info;
+
+typedef struct {
+    pack_info *v;
+    size_t n, cap;
+} pack_list;
+
+static void reportf(store_report_fn fn, void *arg, int problem, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void reportf(store_report_fn fn, void *arg, int problem, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (fn) fn(arg, problem, buf);
+}
+
+static int parse_pack_name(const char *name, uint64_t *n)
+{
+    if (strlen(name) != 21 || strcmp(name + 16, ".pack")) return -1;
+    char *end;
+    *n = strtoull(name, &end, 16);
+    return end == name + 16 ? 0 : -1;
+}
+
+static int cmp_pack(const void *a, const void *b)
+{
+    uint64_t x = ((const pack_info *)a)->pack, y = ((const pack_info *)b)->pack;
+    return x < y ? -1 : x > y;
+}
+
+/* Reads every pack footer; damaged packs are reported and left out of the list. */
+static int scan_packs(store_t *s, pack_list *pl, store_report_fn report, void *arg,
+                      uint64_t *tmp_bytes)
+{
+    char *dir = util_path(s->dir, "packs");
+    DIR *d = dir ? opendir(dir) : NULL;
+    if (!d) {
+        free(dir);
+        return -errno;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode)) continue;
+        uint64_t n;
+        size_t len = strlen(de->d_name);
+        if (len > 4 && !strcmp(de->d_name + len - 4, ".tmp")) {
+            reportf(report, arg, 0, "packs/%s: unfinished pack of an interrupted ingest (%lld bytes)",
+                    de->d_name, (long long)st.st_size);
+            if (tmp_bytes) *tmp_bytes += (uint64_t)st.st_size;
+            continue;
+        }
+        if (parse_pack_name(de->d_name, &n)) {
+            reportf(report, arg, 0, "packs/%s: not a pack file", de->d_name);
+            continue;
+        }
+        int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC);
+        pack_info pi = {.pack = n, .size = (uint64_t)st.st_size};
+        store_err e;
+        int rc = fd < 0 ? store_errf(&e, -errno, "pack %s: %s", de->d_name, strerror(errno))
+                        : pack_read_footer(fd, pi.size, &pi.groups, &pi.ngroups, &pi.ids,
+                                           &pi.nchunks, &e, de->d_name);
+        if (fd >= 0) close(fd);
+        if (rc) {
+            reportf(report, arg, 1, "%s", e.msg);
+            continue;
+        }
+        if (pl->n == pl->cap) {
+            pl->cap = pl->cap ? pl->cap * 2 : 64;
+            pl->v = realloc(pl->v, pl->cap * sizeof *pl->v);
+            if (!pl->v) abort();
+        }
+        pl->v[pl->n++] = pi;
+    }
+    closedir(d);
+    free(dir);
+    qsort(pl->v, pl->n, sizeof *pl->v, cmp_pack);
+    return 0;
+}
+
+static void free_packs(pack_list *pl)
+{
+    for (size_t i = 0; i < pl->n; i++) {
+        free(pl->v[i].groups);
+        free(pl->v[i].ids);
+    }
+    free(pl->v);
+}
+
+static pack_info *find_pack(pack_list *pl, uint64_t n)
+{
+    pack_info key = {.pack = n};
+    return bsearch(&key, pl->v, pl->n, sizeof *pl->v, cmp_pack);
+}
+
+static pack_group *find_group(pack_info *pi, uint64_t off)
+{
+    size_t lo = 0, hi = pi->ngroups;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (pi->groups[mid].offset < off) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < pi->ngroups && pi->groups[lo].offset == off ? &pi->groups[lo] : NULL;
+}
+
+/* Lists manifest ids; .tmp leftovers are reported as garbage. */
+static int list_manifests(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
+                          store_report_fn report, void *arg)
+{
+    char *dir = util_path(s->dir, "manifests");
+    DIR *d = dir ? opendir(dir) : NULL;
+    free(dir);
+    if (!d) return -errno;
+    size_t cap = 64;
+    *n = 0;
+    *ids = malloc(cap * sizeof **ids);
+    struct dirent *de;
+    while (*ids && (de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (de->d_name[0] == '.') continue;
+        if (len == 24 && !strcmp(de->d_name + 20, ".cmf")) {
+            char id[STORE_SNAPID_LEN];
+            memcpy(id, de->d_name, 20);
+            id[20] = 0;
+            if (!store_snapid_valid(id)) {
+                if (*n == cap) *ids = realloc(*ids, (cap *= 2) * sizeof **ids);
+                if (*ids) memcpy((*ids)[(*n)++], id, STORE_SNAPID_LEN);
+                continue;
+            }
+        }
+        reportf(report, arg, 0, "manifests/%s: not a manifest (leftover of an interrupted commit?)",
+                de->d_name);
+    }
+    closedir(d);
+    return *ids ? 0 : -ENOMEM;
+}
+
+static int verify_pack_data(store_t *s, pack_info *pi, store_report_fn report, void *arg)
+{
+    char *path = pack_path(s, pi->pack, 0);
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    free(path);
+    if (fd < 0) return -errno;
+    store_dctx *d = store_dctx_new();
+    uint8_t *frame = NULL, *pages = malloc((size_t)STORE_GROUP_PAGES * STORE_PAGE);
+    size_t fcap = 0;
+    int bad = 0;
+    for (uint32_t g = 0; g < pi->ngroups && pages && d; g++) {
+        pack_group *gr = &pi->groups[g];
+        if (gr->clen > fcap) {
+            fcap = gr->clen;
+            free(frame);
+            frame = malloc(fcap);
+            if (!frame) break;
+        }
+        store_err e;
+        int rc = util_pread_all(fd, frame, gr->clen, (off_t)gr->offset);
+        if (!rc) rc = store_group_decompress(d, frame, gr->clen, pages, gr->npages, &e);
+        else store_errf(&e, rc, "read error");
+        if (rc) {
+            reportf(report, arg, 1, "pack %016llx: group at offset %llu: %s",
+                    (unsigned long long)pi->pack, (unsigned long long)gr->offset, e.msg);
+            bad++;
+            continue;
+        }
+        for (unsigned i = 0; i < gr->npages; i++) {
+            store_id id;
+            store_chunk_id(s, pages + (size_t)i * STORE_PAGE, &id);
+            if (memcmp(&id, &pi->ids[gr->first + i], 16)) {
+                char hex[STORE_ID_HEX];
+                store_id_hex(&pi->ids[gr->first + i], hex);
+                reportf(report, arg, 1, "pack %016llx: group at offset %llu: page %u does not "
+                        "match its id %s (corrupt data)", (unsigned long long)pi->pack,
+                        (unsigned long long)gr->offset, i, hex);
+                bad++;
+            }
+        }
+    }
+    free(frame);
+    free(pages);
+    store_dctx_free(d);
+    close(fd);
+    return bad;
+}
+
+int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_err *e)
+{
+    pack_list pl = {0};
+    int rc = scan_packs(s, &pl, report, arg, NULL);
+    if (rc) return store_errf(e, rc, "%s/packs: %s", s->dir, strerror(-rc));
+
+    /* Every index entry must point at a footer slot holding the same id. */
+    uint64_t nchunks = 0, bad_entries = 0;
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_CHUNKS]);
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        store_loc l;
+        nchunks++;
+        pack_info *pi = NULL;
+        pack_group *g = NULL;
+        int ok = kl == 16 && index_decode_loc((const uint8_t *)v, vl, &l) == 0 &&
+                 (pi = find_pack(&pl, l.pack)) && (g = find_group(pi, l.offset)) &&
+                 g->clen == l.clen && g->npages == l.npages && l.slot < g->npages &&
+                 !memcmp(&pi->ids[g->first + l.slot], k, 16);
+        if (ok) pi->referenced++;
+        else if (bad_entries++ < 20) {
+            char hex[STORE_ID_HEX] = "?";
+            if (kl == 16) store_id_hex((const store_id *)k, hex);
+            reportf(report, arg, 1, "index: chunk %s points to a place that does not hold it%s",
+                    hex, pi ? "" : " (pack missing)");
+        }
+    }
+    rocksdb_iter_destroy(it);
+    if (bad_entries > 20)
+        reportf(report, arg, 1, "index: %llu bad chunk entries in all (run `cairn fsck --rebuild-index`)",
+                (unsigned long long)bad_entries);
+    uint64_t counted = 0;
+    index_get_u64(s, "chunks", &counted);
+    if (counted != nchunks)
+        reportf(report, arg, 0, "index: chunk counter says %llu, the index holds %llu",
+                (unsigned long long)counted, (unsigned long long)nchunks);
+    for (size_t i = 0; i < pl.n; i++)
+        if (!pl.v[i].referenced && pl.v[i].nchunks)
+            reportf(report, arg, 0, "pack %016llx: no index entry uses it (%llu bytes, from an "
+                    "interrupted ingest)", (unsigned long long)pl.v[i].pack,
+                    (unsigned long long)pl.v[i].size);
+    if (flags & STORE_FSCK_VERIFY_DATA)
+        for (size_t i = 0; i < pl.n; i++) verify_pack_data(s, &pl.v[i], report, arg);
+
+    /* Every manifest must parse, be indexed, and name only chunks the index can find. */
+    char (*ids)[STORE_SNAPID_LEN] = NULL;
+    size_t nm = 0;
+    rc = list_manifests(s, &ids, &nm, report, arg);
+    for (size_t m = 0; !rc && m < nm; m++) {
+        store_snapshot *snap = NULL;
+        store_err me;
+        if (store_snapshot_load(s, ids[m], &snap, &me)) {
+            reportf(report, arg, 1, "%s", me.msg);
+            continue;
+        }
+        char *err = NULL;
+        size_t vl = 0;
+        char *rec = rocksdb_get_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS], ids[m], strlen(ids[m]), &vl, &err);
+        free(err);
+        if (!rec) reportf(report, arg, 1, "snapshot %s: has a manifest but no index record", ids[m]);
+        rocksdb_free(rec);
+        for (int b = 0; b < snap->nblobs; b++) {
+            store_blob *bl = &snap->blobs[b];
+            uint8_t *found = malloc(bl->npages ? bl->npages : 1);
+            if (!found) break;
+            store_lookup(s, bl->ids, bl->npages, found, NULL, NULL);
+            uint64_t missing = 0;
+            for (uint64_t i = 0; i < bl->npages; i++) {
+                if (found[i] || store_id_is_zero(&bl->ids[i])) continue;
+                if (missing++ < 5)
+                    reportf(report, arg, 1, "snapshot %s: %s: page at offset %llu: chunk not in "
+                            "the store", snap->id, bl->name, (unsigned long long)i * STORE_PAGE);
+            }
+            if (missing > 5)
+                reportf(report, arg, 1, "snapshot %s: %s: %llu pages missing in all", snap->id,
+                        bl->name, (unsigned long long)missing);
+            free(found);
+        }
+        store_snapshot_free(snap);
+    }
+    /* And every index record must have its manifest. */
+    it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS]);
+    for (rocksdb_iter_seek_to_first(it); !rc && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        int have = 0;
+        for (size_t m = 0; m < nm && !have; m++) have = kl == 20 && !memcmp(ids[m], k, 20);
+        if (!have) reportf(report, arg, 1, "snapshot %.*s: indexed but its manifest is missing", (int)kl, k);
+    }
+    rocksdb_iter_destroy(it);
+    free(ids);
+    free_packs(&pl);
+    if (rc) return store_errf(e, rc, "%s/manifests: %s", s->dir, strerror(-rc));
+    return 0;
+}
+
+int store_get_stats(store_t *s, store_stats *st, store_err *e)
+{
+    (void)e;
+    memset(st, 0, sizeof *st);
+    index_get_u64(s, "snapshots", &st->snapshots);
+    index_get_u64(s, "logical_bytes", &st->logical_bytes);
+    index_get_u64(s, "chunks", &st->chunks);
+    char *dir = util_path(s->dir, "packs");
+    DIR *d = dir ? opendir(dir) : NULL;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        struct stat sb;
+        if (de->d_name[0] == '.' || fstatat(dirfd(d), de->d_name, &sb, 0) < 0) continue;
+        st->stored_bytes += (uint64_t)sb.st_size;
+        st->packs++;
+    }
+    if (d) closedir(d);
+    free(dir);
+    dir = util_path(s->dir, "index");
+    st->index_bytes = dir ? util_dir_bytes(dir) : 0;
+    free(dir);
+    dir = util_path(s->dir, "manifests");
+    st->manifest_bytes = dir ? util_dir_bytes(dir) : 0;
+    free(dir);
+    return 0;
+}
+
+static int rm_index_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d) return errno == ENOENT ? 0 : -errno;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            unlinkat(dirfd(d), de->d_name, 0);
+    closedir(d);
+    return rmdir(path) < 0 ? -errno : 0;
+}
+
+int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err *e)
+{
+    if (s->mode != STORE_WRITE) return store_errf(e, -EROFS, "rebuild needs the store opened for writing");
+    index_close(s);
+    char *path = util_path(s->dir, "index");
+    int rc = path ? rm_index_dir(path) : -ENOMEM;
+    free(path);
+    if (rc) return store_errf(e, rc, "%s/index: cannot remove: %s", s->dir, strerror(-rc));
+    if ((rc = index_open(s, 1, e))) return rc;
+
+    pack_list pl = {0};
+    if ((rc = scan_packs(s, &pl, report, arg, NULL)))
+        return store_errf(e, rc, "%s/packs: %s", s->dir, strerror(-rc));
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    uint64_t chunks = 0, next_pack = 0;
+    for (size_t i = 0; !rc && i < pl.n; i++) {
+        pack_info *pi = &pl.v[i];
+        if (pi->pack >= next_pack) next_pack = pi->pack + 1;
+        for (uint32_t g = 0; g < pi->ngroups; g++)
+            for (unsigned k = 0; k < pi->groups[g].npages; k++) {
+                store_loc l = {.pack = pi->pack, .offset = pi->groups[g].offset,
+                               .clen = pi->groups[g].clen, .npages = pi->groups[g].npages,
+                               .slot = (uint16_t)k};
+                uint8_t v[40];
+                size_t vl;
+                index_encode_loc(&l, v, &vl);
+                rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS],
+                                          (const char *)pi->ids[pi->groups[g].first + k].b, 16,
+                                          (const char *)v, vl);
+                chunks++;
+            }
+        if (rocksdb_writebatch_count(b) > 100000) {
+            rc = index_write(s, b, 0, e);
+            rocksdb_writebatch_clear(b);
+        }
+    }
+    free_packs(&pl);
+    if (!rc) rc = index_write(s, b, 0, e);
+    rocksdb_writebatch_clear(b);
+    /* A chunk stored twice (two packs) was counted twice above: count distinct keys. */
+    if (!rc) {
+        chunks = 0;
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_CHUNKS]);
+        for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) chunks++;
+        rocksdb_iter_destroy(it);
+    }
+    char (*ids)[STORE_SNAPID_LEN] = NULL;
+    size_t nm = 0;
+    if (!rc) rc = list_manifests(s, &ids, &nm, report, arg);
+    for (size_t m = 0; !rc && m < nm; m++) {
+        store_snapshot *snap = NULL;
+        store_err me;
+        if (store_snapshot_load(s, ids[m], &snap, &me)) {
+            reportf(report, arg, 1, "%s (left out of the index)", me.msg);
+            continue;
+        }
+        index_put_snapshot(s, b, snap);
+        store_snapshot_free(snap);
+        rc = index_write(s, b, 0, e);
+        rocksdb_writebatch_clear(b);
+    }
+    free(ids);
+    if (!rc) {
+        char num[32];
+        int n = snprintf(num, sizeof num, "%llu", (unsigned long long)chunks);
+        rocksdb_writebatch_put(b, "chunks", 6, num, (size_t)n);
+        n = snprintf(num, sizeof num, "%llu", (unsigned long long)next_pack);
+        rocksdb_writebatch_put(b, "next_pack", 9, num, (size_t)n);
+        rocksdb_writebatch_put(b, "complete", 8, "1", 1);
+        rc = index_write(s, b, 1, e);
+        s->next_pack = next_pack;
+    }
+    rocksdb_writebatch_destroy(b);
+    return rc;
+}

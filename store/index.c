@@ -1,0 +1,273 @@
+/* The RocksDB index: a cache of packs and manifests (invariant I3 of store.h).
+ *
+ * Column families and their records
+ *   default    counters ("chunks", "snapshots", "logical_bytes", "next_pack"), "complete"
+ *              (1 once init or a rebuild finished), "pending:<snapshot id>" (a commit
+ *              between its manifest and its index record; see recover_pending)
+ *   chunks     id (16 bytes) -> varints pack, offset, clen, npages, slot   (~10 bytes)
+ *   snapshots  snapshot id -> JSON record (what `cairn snapshots` prints)
+ *   sandboxes  sandbox '\0' snapshot id -> "" (a sandbox's snapshots, time ordered)
+ *
+ * Chunk keys are random, so the chunks family is tuned for point lookups: a bloom filter
+ * (in memory, ahead of any block read: most lookups of fresh data are misses) and
+ * zstd on the bottommost level, where the zeroed sequence numbers compress away.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/internal.h"
+
+static const char *cf_names[CF_COUNT] = {"default", "chunks", "snapshots", "sandboxes"};
+
+static int rdb_err(store_err *e, char *err, const char *what)
+{
+    int rc = store_errf(e, -EIO, "index: %s: %s", what, err ? err : "unknown error");
+    free(err);
+    return rc;
+}
+
+int index_open(store_t *s, int create, store_err *e)
+{
+    char *path = util_path(s->dir, "index");
+    if (!path) return store_errf(e, -ENOMEM, "out of memory");
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(o, create);
+    rocksdb_options_set_create_missing_column_families(o, create);
+    rocksdb_options_set_info_log_level(o, 3 /* ERROR: keep LOG small */);
+    rocksdb_options_set_keep_log_file_num(o, 1);
+    rocksdb_options_set_max_log_file_size(o, 1 << 20);
+    rocksdb_options_set_write_buffer_size(o, 16 << 20);
+    rocksdb_options_set_max_background_jobs(o, 2);
+    rocksdb_options_set_compression(o, rocksdb_lz4_compression);
+    rocksdb_options_set_bottommost_compression(o, rocksdb_zstd_compression);
+    rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
+    rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom_full(10));
+    rocksdb_block_based_options_set_block_size(t, 16 << 10);
+    rocksdb_block_based_options_set_format_version(t, 5);
+    rocksdb_options_set_block_based_table_factory(o, t);
+    s->opts = o;
+    s->topts = t;
+
+    const rocksdb_options_t *cfo[CF_COUNT];
+    for (int i = 0; i < CF_COUNT; i++) cfo[i] = o;
+    char *err = NULL;
+    if (s->mode == STORE_WRITE || create)
+        s->db = rocksdb_open_column_families(o, path, CF_COUNT, cf_names, cfo, s->cf, &err);
+    else
+        s->db = rocksdb_open_for_read_only_column_families(o, path, CF_COUNT, cf_names, cfo,
+                                                           s->cf, 0, &err);
+    free(path);
+    if (!s->db) {
+        int rc = store_errf(e, -EIO, "%s/index: cannot open (%s); if it is lost or damaged, "
+                            "`cairn fsck --rebuild-index` recreates it from the packs",
+                            s->dir, err ? err : "?");
+        free(err);
+        return rc;
+    }
+    s->ro = rocksdb_readoptions_create();
+    s->wo = rocksdb_writeoptions_create();
+    s->wo_sync = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(s->wo_sync, 1);
+    return 0;
+}
+
+void index_close(store_t *s)
+{
+    if (s->db) {
+        if (s->mode == STORE_WRITE) {
+            /* Flush so the index on disk is SST files, not a WAL that grows per snapshot. */
+            rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+            char *err = NULL;
+            for (int i = 0; i < CF_COUNT; i++) {
+                rocksdb_flush_cf(s->db, fo, s->cf[i], &err);
+                free(err);
+                err = NULL;
+            }
+            rocksdb_flushoptions_destroy(fo);
+        }
+        for (int i = 0; i < CF_COUNT; i++)
+            if (s->cf[i]) rocksdb_column_family_handle_destroy(s->cf[i]);
+        rocksdb_close(s->db);
+        s->db = NULL;
+    }
+    if (s->ro) rocksdb_readoptions_destroy(s->ro);
+    if (s->wo) rocksdb_writeoptions_destroy(s->wo);
+    if (s->wo_sync) rocksdb_writeoptions_destroy(s->wo_sync);
+    if (s->opts) rocksdb_options_destroy(s->opts);
+    if (s->topts) rocksdb_block_based_options_destroy(s->topts);
+    s->ro = NULL;
+    s->wo = s->wo_sync = NULL;
+    s->opts = NULL;
+    s->topts = NULL;
+    memset(s->cf, 0, sizeof s->cf);
+}
+
+int index_get_u64(store_t *s, const char *key, uint64_t *v)
+{
+    char *err = NULL;
+    size_t len = 0;
+    char *val = rocksdb_get_cf(s->db, s->ro, s->cf[CF_DEFAULT], key, strlen(key), &len, &err);
+    free(err);
+    if (!val) return -ENOENT;
+    char buf[32];
+    size_t n = len < sizeof buf - 1 ? len : sizeof buf - 1;
+    memcpy(buf, val, n);
+    buf[n] = 0;
+    rocksdb_free(val);
+    *v = strtoull(buf, NULL, 10);
+    return 0;
+}
+
+void index_encode_loc(const store_loc *l, uint8_t *buf, size_t *len)
+{
+    size_t n = 0;
+    n += util_put_varint(buf + n, l->pack);
+    n += util_put_varint(buf + n, l->offset);
+    n += util_put_varint(buf + n, l->clen);
+    n += util_put_varint(buf + n, l->npages);
+    n += util_put_varint(buf + n, l->slot);
+    *len = n;
+}
+
+int index_decode_loc(const uint8_t *buf, size_t len, store_loc *l)
+{
+    const uint8_t *p = buf, *end = buf + len;
+    uint64_t v[5];
+    for (int i = 0; i < 5; i++)
+        if (util_get_varint(&p, end, &v[i])) return -EINVAL;
+    if (v[2] > UINT32_MAX || v[3] == 0 || v[3] > STORE_GROUP_PAGES || v[4] >= v[3]) return -EINVAL;
+    *l = (store_loc){.pack = v[0], .offset = v[1], .clen = (uint32_t)v[2],
+                     .npages = (uint16_t)v[3], .slot = (uint16_t)v[4]};
+    return 0;
+}
+
+int store_lookup(store_t *s, const store_id *ids, size_t n, uint8_t *found, store_loc *locs,
+                 store_err *e)
+{
+    enum { BATCH = 1024 };
+    const char *keys[BATCH];
+    size_t klens[BATCH];
+    char *vals[BATCH];
+    size_t vlens[BATCH];
+    char *errs[BATCH];
+    const rocksdb_column_family_handle_t *cfs[BATCH];
+    for (size_t i = 0; i < BATCH; i++) {
+        klens[i] = 16;
+        cfs[i] = s->cf[CF_CHUNKS];
+    }
+    int rc = 0;
+    for (size_t base = 0; base < n; base += BATCH) {
+        size_t m = n - base < BATCH ? n - base : BATCH;
+        for (size_t i = 0; i < m; i++) keys[i] = (const char *)ids[base + i].b;
+        rocksdb_multi_get_cf(s->db, s->ro, cfs, m, keys, klens, vals, vlens, errs);
+        for (size_t i = 0; i < m; i++) {
+            found[base + i] = 0;
+            if (errs[i]) {
+                if (!rc) rc = store_errf(e, -EIO, "index lookup: %s", errs[i]);
+                free(errs[i]);
+            } else if (vals[i]) {
+                store_loc l;
+                if (index_decode_loc((const uint8_t *)vals[i], vlens[i], &l) == 0) {
+                    found[base + i] = 1;
+                    if (locs) locs[base + i] = l;
+                } else if (!rc) {
+                    rc = store_errf(e, -EUCLEAN, "index: damaged chunk record: run "
+                                    "`cairn fsck --rebuild-index`");
+                }
+            }
+            free(vals[i]);
+        }
+    }
+    return rc;
+}
+
+static void put_counter(store_t *s, rocksdb_writebatch_t *b, const char *key, int64_t delta)
+{
+    uint64_t v = 0;
+    index_get_u64(s, key, &v);
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%llu", (unsigned long long)(v + (uint64_t)delta));
+    rocksdb_writebatch_put_cf(b, s->cf[CF_DEFAULT], key, strlen(key), buf, (size_t)n);
+}
+
+void index_put_snapshot(store_t *s, rocksdb_writebatch_t *b, const store_snapshot *snap)
+{
+    char *json = manifest_record_json(snap);
+    size_t idl = strlen(snap->id), sbl = strlen(snap->sandbox);
+    char key[STORE_NAME_MAX + STORE_SNAPID_LEN + 2];
+    memcpy(key, snap->sandbox, sbl);
+    key[sbl] = 0;
+    memcpy(key + sbl + 1, snap->id, idl);
+    rocksdb_writebatch_put_cf(b, s->cf[CF_SNAPSHOTS], snap->id, idl, json, strlen(json));
+    rocksdb_writebatch_put_cf(b, s->cf[CF_SANDBOXES], key, sbl + 1 + idl, "", 0);
+    put_counter(s, b, "snapshots", 1);
+    put_counter(s, b, "logical_bytes", (int64_t)snap->logical_bytes);
+    free(json);
+}
+
+int index_write(store_t *s, rocksdb_writebatch_t *b, int sync, store_err *e)
+{
+    char *err = NULL;
+    rocksdb_write(s->db, sync ? s->wo_sync : s->wo, b, &err);
+    return err ? rdb_err(e, err, "write") : 0;
+}
+
+int store_snapshot_list(store_t *s, const char *sandbox, store_snapshot_fn fn, void *arg,
+                        store_err *e)
+{
+    size_t sbl = strlen(sandbox);
+    char prefix[STORE_NAME_MAX + 2];
+    if (sbl > STORE_NAME_MAX) return store_errf(e, -EINVAL, "sandbox name too long");
+    memcpy(prefix, sandbox, sbl);
+    prefix[sbl] = 0;
+    /* Newest first: seek past the prefix ("\1" sorts after every "\0<id>"), walk back. */
+    char end[STORE_NAME_MAX + 2];
+    memcpy(end, sandbox, sbl);
+    end[sbl] = 1;
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_SANDBOXES]);
+    int rc = 0;
+    rocksdb_iter_seek_for_prev(it, end, sbl + 1);
+    for (; rocksdb_iter_valid(it); rocksdb_iter_prev(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen <= sbl + 1 || memcmp(k, prefix, sbl + 1)) break;
+        char id[STORE_SNAPID_LEN] = "";
+        if (klen - sbl - 1 >= sizeof id) continue;
+        memcpy(id, k + sbl + 1, klen - sbl - 1);
+        char *err = NULL;
+        size_t vlen = 0;
+        char *val = rocksdb_get_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS], id, strlen(id), &vlen, &err);
+        free(err);
+        if (!val) continue;
+        char *json = malloc(vlen + 1);
+        if (json) {
+            memcpy(json, val, vlen);
+            json[vlen] = 0;
+        }
+        rocksdb_free(val);
+        int stop = json ? fn(arg, id, json) : 0;
+        free(json);
+        if (stop) break;
+    }
+    rocksdb_iter_destroy(it);
+    return rc;
+}
+
+static int first_id(void *arg, const char *id, const char *json)
+{
+    (void)json;
+    snprintf(arg, STORE_SNAPID_LEN, "%s", id);
+    return 1;
+}
+
+int store_snapshot_latest(store_t *s, const char *sandbox, char id_out[STORE_SNAPID_LEN],
+                          store_err *e)
+{
+    id_out[0] = 0;
+    int rc = store_snapshot_list(s, sandbox, first_id, id_out, e);
+    if (rc) return rc;
+    if (!id_out[0]) return store_errf(e, -ENOENT, "sandbox %s has no snapshots", sandbox);
+    return 0;
+}

@@ -1,0 +1,272 @@
+/* Manifests: the durable, self-contained description of one snapshot.
+ *
+ * Layout (little-endian)
+ *   "CAIRNMF1", u32 format, u32 json length, JSON metadata (ids, names, sizes, packs)
+ *   per blob: u64 recipe length, u64 compressed length, zstd(recipe)
+ *   u64 XXH3-64 of everything above, "CAIRNMFE"
+ * A recipe is a run list: varint(run << 1 | zero), and after a non-zero run its ids.
+ * Every recipe names every page, so no snapshot depends on another (no diff chains).
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "store/internal.h"
+
+void store_snapshot_free(store_snapshot *snap)
+{
+    if (!snap) return;
+    for (int i = 0; i < snap->nblobs; i++) free(snap->blobs[i].ids);
+    free(snap);
+}
+
+static size_t recipe_encode(const store_blob *b, uint8_t *out)
+{
+    size_t n = 0;
+    for (uint64_t i = 0; i < b->npages;) {
+        int zero = store_id_is_zero(&b->ids[i]);
+        uint64_t j = i + 1;
+        while (j < b->npages && store_id_is_zero(&b->ids[j]) == zero) j++;
+        n += util_put_varint(out + n, (j - i) << 1 | (uint64_t)zero);
+        if (!zero) {
+            memcpy(out + n, &b->ids[i], (size_t)(j - i) * 16);
+            n += (size_t)(j - i) * 16;
+        }
+        i = j;
+    }
+    return n;
+}
+
+static int recipe_decode(const uint8_t *p, size_t len, store_blob *b)
+{
+    const uint8_t *end = p + len;
+    uint64_t pos = 0;
+    while (p < end) {
+        uint64_t v;
+        if (util_get_varint(&p, end, &v)) return -EBADMSG;
+        uint64_t run = v >> 1;
+        if (run == 0 || run > b->npages - pos) return -EBADMSG;
+        if (!(v & 1)) {
+            if ((uint64_t)(end - p) < run * 16) return -EBADMSG;
+            memcpy(&b->ids[pos], p, (size_t)run * 16);
+            for (uint64_t i = pos; i < pos + run; i++)
+                if (store_id_is_zero(&b->ids[i])) return -EBADMSG;
+            p += run * 16;
+        }
+        pos += run;
+    }
+    return pos == b->npages ? 0 : -EBADMSG;
+}
+
+static void rfc3339(int64_t ms, char out[32])
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static json_t *snapshot_json(const store_snapshot *snap)
+{
+    char when[32];
+    rfc3339(snap->time_ms, when);
+    json_t *blobs = json_object();
+    for (int i = 0; i < snap->nblobs; i++)
+        json_object_set_new(blobs, snap->blobs[i].name, json_integer((json_int_t)snap->blobs[i].size));
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:o}",
+                     "snapshot", snap->id, "tenant", snap->tenant, "sandbox", snap->sandbox,
+                     "tier", snap->tier, "time", when, "time_ms", (json_int_t)snap->time_ms,
+                     "logical_bytes", (json_int_t)snap->logical_bytes,
+                     "new_bytes", (json_int_t)snap->new_bytes,
+                     "new_chunks", (json_int_t)snap->new_chunks, "parent", snap->parent,
+                     "blobs", blobs);
+}
+
+char *manifest_record_json(const store_snapshot *snap)
+{
+    json_t *j = snapshot_json(snap);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return s;
+}
+
+int manifest_encode(const store_snapshot *snap, const uint64_t *packs, size_t npacks,
+                    uint8_t **out, size_t *len, store_err *e)
+{
+    json_t *j = snapshot_json(snap);
+    json_t *jp = json_array();
+    for (size_t i = 0; i < npacks; i++) json_array_append_new(jp, json_integer((json_int_t)packs[i]));
+    json_object_set_new(j, "packs", jp);
+    json_t *jb = json_array();
+    for (int i = 0; i < snap->nblobs; i++)
+        json_array_append_new(jb, json_pack("{s:s, s:I, s:I}", "name", snap->blobs[i].name,
+                                            "size", (json_int_t)snap->blobs[i].size,
+                                            "npages", (json_int_t)snap->blobs[i].npages));
+    json_object_set_new(j, "blob_list", jb);
+    char *meta = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!meta) return store_errf(e, -ENOMEM, "out of memory");
+    size_t mlen = strlen(meta);
+    size_t cap = 16 + mlen + 16;
+    for (int i = 0; i < snap->nblobs; i++) {
+        size_t raw = (size_t)snap->blobs[i].npages * 17 + 16;
+        cap += 16 + ZSTD_compressBound(raw);
+    }
+    uint8_t *buf = malloc(cap);
+    uint8_t *raw = NULL;
+    if (!buf) {
+        free(meta);
+        return store_errf(e, -ENOMEM, "out of memory");
+    }
+    memcpy(buf, MANIFEST_MAGIC, 8);
+    util_put_le32(buf + 8, STORE_FORMAT);
+    util_put_le32(buf + 12, (uint32_t)mlen);
+    memcpy(buf + 16, meta, mlen);
+    free(meta);
+    size_t n = 16 + mlen;
+    for (int i = 0; i < snap->nblobs; i++) {
+        raw = malloc((size_t)snap->blobs[i].npages * 17 + 16);
+        if (!raw) {
+            free(buf);
+            return store_errf(e, -ENOMEM, "out of memory");
+        }
+        size_t rl = recipe_encode(&snap->blobs[i], raw);
+        size_t zl = ZSTD_compress(buf + n + 16, cap - n - 16, raw, rl, 3);
+        free(raw);
+        if (ZSTD_isError(zl)) {
+            free(buf);
+            return store_errf(e, -EIO, "compressing a recipe: %s", ZSTD_getErrorName(zl));
+        }
+        util_put_le64(buf + n, rl);
+        util_put_le64(buf + n + 8, zl);
+        n += 16 + zl;
+    }
+    util_put_le64(buf + n, XXH3_64bits(buf, n));
+    memcpy(buf + n + 8, MANIFEST_END, 8);
+    *out = buf;
+    *len = n + 16;
+    return 0;
+}
+
+static int copy_str(char *dst, size_t cap, json_t *v)
+{
+    const char *s = json_string_value(v);
+    if (!s || strlen(s) >= cap) return -1;
+    memcpy(dst, s, strlen(s) + 1);
+    return 0;
+}
+
+int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64_t **packs,
+                    size_t *npacks, store_err *e)
+{
+    *out = NULL;
+    if (len < 32 || memcmp(buf, MANIFEST_MAGIC, 8) || memcmp(buf + len - 8, MANIFEST_END, 8))
+        return store_errf(e, -EBADMSG, "not a manifest (bad magic)");
+    if (XXH3_64bits(buf, len - 16) != util_get_le64(buf + len - 16))
+        return store_errf(e, -EBADMSG, "manifest checksum mismatch (damaged file)");
+    uint32_t mlen = util_get_le32(buf + 12);
+    if ((size_t)mlen > len - 32) return store_errf(e, -EBADMSG, "manifest metadata too long");
+    json_error_t jerr;
+    json_t *j = json_loadb((const char *)buf + 16, mlen, 0, &jerr);
+    if (!j) return store_errf(e, -EBADMSG, "manifest metadata: %s", jerr.text);
+    store_snapshot *snap = calloc(1, sizeof *snap);
+    int rc = snap ? 0 : -ENOMEM;
+    json_t *bl = json_object_get(j, "blob_list");
+    if (!rc && (copy_str(snap->id, sizeof snap->id, json_object_get(j, "snapshot")) ||
+                copy_str(snap->tenant, sizeof snap->tenant, json_object_get(j, "tenant")) ||
+                copy_str(snap->sandbox, sizeof snap->sandbox, json_object_get(j, "sandbox")) ||
+                copy_str(snap->tier, sizeof snap->tier, json_object_get(j, "tier")) ||
+                copy_str(snap->parent, sizeof snap->parent, json_object_get(j, "parent")) ||
+                !json_is_array(bl) || json_array_size(bl) > STORE_MAX_BLOBS))
+        rc = -EBADMSG;
+    if (!rc) {
+        snap->time_ms = json_integer_value(json_object_get(j, "time_ms"));
+        snap->logical_bytes = (uint64_t)json_integer_value(json_object_get(j, "logical_bytes"));
+        snap->new_bytes = (uint64_t)json_integer_value(json_object_get(j, "new_bytes"));
+        snap->new_chunks = (uint64_t)json_integer_value(json_object_get(j, "new_chunks"));
+    }
+    const uint8_t *p = buf + 16 + mlen, *end = buf + len - 16;
+    for (size_t i = 0; !rc && i < json_array_size(bl); i++) {
+        json_t *jb = json_array_get(bl, i);
+        store_blob *b = &snap->blobs[i];
+        snap->nblobs = (int)i + 1;
+        if (copy_str(b->name, sizeof b->name, json_object_get(jb, "name"))) rc = -EBADMSG;
+        b->size = (uint64_t)json_integer_value(json_object_get(jb, "size"));
+        b->npages = (uint64_t)json_integer_value(json_object_get(jb, "npages"));
+        if (!rc && (b->npages != (b->size + STORE_PAGE - 1) / STORE_PAGE || b->npages > (1ULL << 40) ||
+                    end - p < 16))
+            rc = -EBADMSG;
+        if (rc) break;
+        uint64_t rl = util_get_le64(p), zl = util_get_le64(p + 8);
+        p += 16;
+        if (zl > (uint64_t)(end - p) || rl > b->npages * 17 + 16) {
+            rc = -EBADMSG;
+            break;
+        }
+        b->ids = calloc(b->npages ? b->npages : 1, sizeof *b->ids);
+        uint8_t *raw = malloc(rl ? rl : 1);
+        if (!b->ids || !raw) rc = -ENOMEM;
+        else if (ZSTD_decompress(raw, rl, p, zl) != rl) rc = -EBADMSG;
+        else rc = recipe_decode(raw, rl, b);
+        free(raw);
+        p += zl;
+    }
+    if (!rc && packs) {
+        json_t *jp = json_object_get(j, "packs");
+        *npacks = json_array_size(jp);
+        *packs = calloc(*npacks + 1, sizeof **packs);
+        for (size_t i = 0; *packs && i < *npacks; i++)
+            (*packs)[i] = (uint64_t)json_integer_value(json_array_get(jp, i));
+        if (!*packs) rc = -ENOMEM;
+    }
+    json_decref(j);
+    if (rc) {
+        store_snapshot_free(snap);
+        return store_errf(e, rc, rc == -ENOMEM ? "out of memory" : "manifest is malformed");
+    }
+    *out = snap;
+    return 0;
+}
+
+int manifest_load_path(const char *path, store_snapshot **out, store_err *e)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = util_read_file(path, &buf, &len);
+    if (rc) return store_errf(e, rc, "%s: %s", path, strerror(-rc));
+    rc = manifest_decode(buf, len, out, NULL, NULL, e);
+    free(buf);
+    return rc;
+}
+
+int store_snapshot_load(store_t *s, const char *id, store_snapshot **out, store_err *e)
+{
+    *out = NULL;
+    if (store_snapid_valid(id))
+        return store_errf(e, -EINVAL, "'%s' is not a snapshot id (20 hex digits)", id);
+    char name[64];
+    snprintf(name, sizeof name, "manifests/%s.cmf", id);
+    char *path = util_path(s->dir, name);
+    if (!path) return store_errf(e, -ENOMEM, "out of memory");
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = util_read_file(path, &buf, &len);
+    free(path);
+    if (rc == -ENOENT) return store_errf(e, -ENOENT, "no snapshot %s in %s", id, s->dir);
+    if (rc) return store_errf(e, rc, "snapshot %s: reading its manifest: %s", id, strerror(-rc));
+    store_err me;
+    rc = manifest_decode(buf, len, out, NULL, NULL, &me);
+    free(buf);
+    if (rc) return store_errf(e, rc, "snapshot %s: %s", id, me.msg);
+    if (strcmp((*out)->id, id)) {
+        store_snapshot_free(*out);
+        *out = NULL;
+        return store_errf(e, -EBADMSG, "snapshot %s: its manifest names another snapshot", id);
+    }
+    return 0;
+}

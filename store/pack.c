@@ -1,0 +1,472 @@
+/* Packs: immutable files of compressed page groups, and the writer that makes them.
+ *
+ * Layout (little-endian)
+ *   header   16 B   "CAIRNPK1", u32 format, u32 0
+ *   frames          one zstd frame (with its content checksum) per group of <= 64 pages
+ *   footer          per group: u64 offset, u32 clen, u16 npages, u16 0;
+ *                   then every chunk id, group by group, in slot order
+ *   trailer  32 B   u64 footer offset, u32 groups, u32 chunks, u64 XXH3-64(footer), "CAIRNPKE"
+ * The footer alone says which chunk sits where, so the index is rebuildable (I3).
+ *
+ * Writer states: no pack open -> pack open (.tmp, appending) -> sealed (footer written,
+ * still .tmp) -> committed (fsynced, renamed to .pack). Abort unlinks every .tmp.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "store/internal.h"
+
+#define ZSTD_LEVEL 3
+
+char *pack_path(const store_t *s, uint64_t pack, int tmp)
+{
+    char name[64];
+    snprintf(name, sizeof name, "packs/%016llx.pack%s", (unsigned long long)pack, tmp ? ".tmp" : "");
+    return util_path(s->dir, name);
+}
+
+/* ---- compression ----------------------------------------------------------------- */
+
+struct store_cctx { ZSTD_CCtx *z; };
+struct store_dctx { ZSTD_DCtx *z; };
+
+store_cctx *store_cctx_new(void)
+{
+    store_cctx *c = malloc(sizeof *c);
+    if (!c) return NULL;
+    c->z = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(c->z, ZSTD_c_compressionLevel, ZSTD_LEVEL);
+    ZSTD_CCtx_setParameter(c->z, ZSTD_c_checksumFlag, 1);
+    return c;
+}
+
+void store_cctx_free(store_cctx *c)
+{
+    if (!c) return;
+    ZSTD_freeCCtx(c->z);
+    free(c);
+}
+
+size_t store_group_bound(unsigned n) { return ZSTD_compressBound((size_t)n * STORE_PAGE); }
+
+ssize_t store_group_compress(store_cctx *c, const void *pages, unsigned n, void *dst, size_t cap)
+{
+    size_t r = ZSTD_compress2(c->z, dst, cap, pages, (size_t)n * STORE_PAGE);
+    return ZSTD_isError(r) ? -EIO : (ssize_t)r;
+}
+
+store_dctx *store_dctx_new(void)
+{
+    store_dctx *d = malloc(sizeof *d);
+    if (!d) return NULL;
+    d->z = ZSTD_createDCtx();
+    return d;
+}
+
+void store_dctx_free(store_dctx *d)
+{
+    if (!d) return;
+    ZSTD_freeDCtx(d->z);
+    free(d);
+}
+
+int store_group_decompress(store_dctx *d, const void *frame, size_t flen, void *pages,
+                           unsigned npages, store_err *e)
+{
+    size_t want = (size_t)npages * STORE_PAGE;
+    size_t r = ZSTD_decompressDCtx(d->z, pages, want, frame, flen);
+    if (ZSTD_isError(r)) return store_errf(e, -EBADMSG, "corrupt group: %s", ZSTD_getErrorName(r));
+    if (r != want) return store_errf(e, -EBADMSG, "corrupt group: %zu bytes, expected %zu", r, want);
+    return 0;
+}
+
+/* ---- writer ---------------------------------------------------------------------- */
+
+struct store_writer {
+    store_t *s;
+    int fd;                     /* open .tmp pack, -1 if none */
+    uint64_t pack;
+    uint64_t off;
+    pack_group *groups;
+    uint32_t ngroups, gcap;
+    store_id *ids;              /* ids of the open pack, in group/slot order */
+    uint32_t nids, icap;
+    /* Sealed packs of this writer, waiting for commit. */
+    uint64_t *packs;
+    int *fds;
+    size_t npacks, pcap;
+    /* Every chunk written, for the index batch at commit. */
+    store_id *all_ids;
+    store_loc *all_locs;
+    size_t nall, acap;
+    uint64_t bytes;
+};
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) return 0;
+    size_t nc = *cap ? *cap * 2 : 64;
+    while (nc < need) nc *= 2;
+    void *q = realloc(*p, nc * elem);
+    if (!q) return -ENOMEM;
+    *p = q;
+    *cap = nc;
+    return 0;
+}
+
+int store_writer_open(store_t *s, store_writer **out, store_err *e)
+{
+    if (s->mode != STORE_WRITE) return store_errf(e, -EROFS, "store opened read-only");
+    store_writer *w = calloc(1, sizeof *w);
+    if (!w) return store_errf(e, -ENOMEM, "out of memory");
+    w->s = s;
+    w->fd = -1;
+    *out = w;
+    return 0;
+}
+
+uint64_t store_writer_bytes(const store_writer *w) { return w->bytes; }
+
+static int open_pack(store_writer *w, store_err *e)
+{
+    store_t *s = w->s;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        uint64_t n = s->next_pack++;
+        pthread_mutex_unlock(&s->mu);
+        /* The counter is only a hint (it may lag after a crash): never reuse a name. */
+        char *final = pack_path(s, n, 0), *tmp = pack_path(s, n, 1);
+        struct stat st;
+        int taken = final && stat(final, &st) == 0;
+        int fd = -1;
+        if (!taken && tmp) fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        int err = errno;
+        free(final);
+        free(tmp);
+        if (taken || (fd < 0 && err == EEXIST)) continue;
+        if (fd < 0) return store_errf(e, -err, "%s/packs: cannot create a pack: %s", s->dir, strerror(err));
+        uint8_t hdr[PACK_HEADER_LEN] = {0};
+        memcpy(hdr, PACK_HEADER, 8);
+        util_put_le32(hdr + 8, STORE_FORMAT);
+        int rc = util_write_all(fd, hdr, sizeof hdr);
+        if (rc) {
+            close(fd);
+            char *t = pack_path(s, n, 1);
+            if (t) unlink(t);
+            free(t);
+            return store_errf(e, rc, "%s/packs: writing a pack: %s", s->dir, strerror(-rc));
+        }
+        w->fd = fd;
+        w->pack = n;
+        w->off = PACK_HEADER_LEN;
+        w->ngroups = w->nids = 0;
+        return 0;
+    }
+}
+
+static int seal_pack(store_writer *w, store_err *e)
+{
+    if (w->fd < 0) return 0;
+    size_t flen = (size_t)w->ngroups * 16 + (size_t)w->nids * 16;
+    uint8_t *f = malloc(flen + PACK_TRAILER_LEN);
+    if (!f) return store_errf(e, -ENOMEM, "out of memory");
+    uint8_t *p = f;
+    for (uint32_t g = 0; g < w->ngroups; g++, p += 16) {
+        util_put_le64(p, w->groups[g].offset);
+        util_put_le32(p + 8, w->groups[g].clen);
+        p[12] = (uint8_t)w->groups[g].npages;
+        p[13] = (uint8_t)(w->groups[g].npages >> 8);
+        p[14] = p[15] = 0;
+    }
+    memcpy(p, w->ids, (size_t)w->nids * 16);
+    p += (size_t)w->nids * 16;
+    util_put_le64(p, w->off);
+    util_put_le32(p + 8, w->ngroups);
+    util_put_le32(p + 12, w->nids);
+    util_put_le64(p + 16, XXH3_64bits(f, flen));
+    memcpy(p + 24, PACK_TRAILER, 8);
+    int rc = util_pwrite_all(w->fd, f, flen + PACK_TRAILER_LEN, (off_t)w->off);
+    free(f);
+    if (rc) return store_errf(e, rc, "%s/packs: writing a pack footer: %s", w->s->dir, strerror(-rc));
+    w->bytes += flen + PACK_TRAILER_LEN + PACK_HEADER_LEN;
+    if (w->npacks == w->pcap) {
+        size_t nc = w->pcap ? 2 * w->pcap : 8;
+        uint64_t *np = realloc(w->packs, nc * sizeof *np);
+        if (np) w->packs = np;
+        int *nf = realloc(w->fds, nc * sizeof *nf);
+        if (nf) w->fds = nf;
+        if (!np || !nf) return store_errf(e, -ENOMEM, "out of memory");
+        w->pcap = nc;
+    }
+    w->packs[w->npacks] = w->pack;
+    w->fds[w->npacks] = w->fd;
+    w->npacks++;
+    w->fd = -1;
+    return 0;
+}
+
+int store_writer_add_group(store_writer *w, const store_id *ids, unsigned n, const void *frame,
+                           size_t flen, store_err *e)
+{
+    if (n == 0 || n > STORE_GROUP_PAGES) return store_errf(e, -EINVAL, "bad group size %u", n);
+    int rc;
+    if (w->fd < 0 && (rc = open_pack(w, e))) return rc;
+    size_t gcap = w->gcap, icap = w->icap;
+    if (grow((void **)&w->groups, &gcap, w->ngroups + 1, sizeof *w->groups) ||
+        grow((void **)&w->ids, &icap, (size_t)w->nids + n, sizeof *w->ids) ||
+        grow((void **)&w->all_ids, &w->acap, w->nall + n, sizeof *w->all_ids))
+        return store_errf(e, -ENOMEM, "out of memory");
+    w->gcap = (uint32_t)gcap;
+    w->icap = (uint32_t)icap;
+    store_loc *nl = realloc(w->all_locs, w->acap * sizeof *nl);
+    if (!nl) return store_errf(e, -ENOMEM, "out of memory");
+    w->all_locs = nl;
+    rc = util_pwrite_all(w->fd, frame, flen, (off_t)w->off);
+    if (rc)
+        return store_errf(e, rc, "%s/packs: writing pack %016llx: %s", w->s->dir,
+                          (unsigned long long)w->pack, strerror(-rc));
+    w->groups[w->ngroups++] = (pack_group){.offset = w->off, .clen = (uint32_t)flen,
+                                           .npages = (uint16_t)n, .first = w->nids};
+    memcpy(w->ids + w->nids, ids, (size_t)n * sizeof *ids);
+    w->nids += n;
+    for (unsigned i = 0; i < n; i++) {
+        w->all_ids[w->nall] = ids[i];
+        w->all_locs[w->nall++] = (store_loc){.pack = w->pack, .offset = w->off,
+                                             .clen = (uint32_t)flen, .npages = (uint16_t)n,
+                                             .slot = (uint16_t)i};
+    }
+    w->off += flen;
+    w->bytes += flen;
+    if (w->off >= PACK_TARGET_BYTES) return seal_pack(w, e);
+    return 0;
+}
+
+static void writer_free(store_writer *w, int unlink_tmp)
+{
+    if (!w) return;
+    if (w->fd >= 0) {
+        close(w->fd);
+        if (unlink_tmp) {
+            char *t = pack_path(w->s, w->pack, 1);
+            if (t) unlink(t);
+            free(t);
+        }
+    }
+    for (size_t i = 0; i < w->npacks; i++) {
+        if (w->fds[i] >= 0) close(w->fds[i]);
+        if (unlink_tmp) {
+            char *t = pack_path(w->s, w->packs[i], 1);
+            if (t) unlink(t);
+            free(t);
+        }
+    }
+    free(w->groups);
+    free(w->ids);
+    free(w->packs);
+    free(w->fds);
+    free(w->all_ids);
+    free(w->all_locs);
+    free(w);
+}
+
+void store_writer_abort(store_writer *w) { writer_free(w, 1); }
+
+static int new_snapshot_id(char out[STORE_SNAPID_LEN], int64_t ms)
+{
+    uint32_t r;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (!f || fread(&r, sizeof r, 1, f) != 1) {
+        if (f) fclose(f);
+        return -EIO;
+    }
+    fclose(f);
+    snprintf(out, STORE_SNAPID_LEN, "%012llx%08x", (unsigned long long)ms & 0xffffffffffffULL, r);
+    return 0;
+}
+
+int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
+{
+    store_t *s = w->s;
+    int rc = seal_pack(w, e);
+    /* 1. Packs durable: fsync each, rename, then one fsync of the folder. */
+    for (size_t i = 0; !rc && i < w->npacks; i++) {
+        if (fsync(w->fds[i]) < 0) {
+            rc = store_errf(e, -errno, "%s/packs: fsync: %s", s->dir, strerror(errno));
+            break;
+        }
+        close(w->fds[i]);
+        w->fds[i] = -1;
+        char *tmp = pack_path(s, w->packs[i], 1), *fin = pack_path(s, w->packs[i], 0);
+        if (!tmp || !fin || rename(tmp, fin) < 0)
+            rc = store_errf(e, -errno, "%s/packs: rename: %s", s->dir, strerror(errno));
+        free(tmp);
+        free(fin);
+    }
+    char *packdir = util_path(s->dir, "packs");
+    if (!rc && w->npacks && (rc = util_fsync_dir(packdir)))
+        store_errf(e, rc, "%s: fsync: %s", packdir, strerror(-rc));
+    free(packdir);
+
+    int64_t now = store_now_ms();
+    if (!rc && new_snapshot_id(snap->id, now)) rc = store_errf(e, -EIO, "cannot read /dev/urandom");
+    snap->time_ms = now;
+    snap->new_bytes = w->bytes;
+    snap->new_chunks = w->nall;
+
+    /* 2. The chunks into the index, with a pending marker for this snapshot. */
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    char key[64];
+    int klen = snprintf(key, sizeof key, "pending:%s", snap->id);
+    if (!rc) {
+        for (size_t i = 0; i < w->nall; i++) {
+            uint8_t v[40];
+            size_t vl;
+            index_encode_loc(&w->all_locs[i], v, &vl);
+            rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)w->all_ids[i].b, 16,
+                                      (const char *)v, vl);
+        }
+        pthread_mutex_lock(&s->mu);
+        uint64_t chunks = 0;
+        index_get_u64(s, "chunks", &chunks);
+        char num[32];
+        int nl = snprintf(num, sizeof num, "%llu", (unsigned long long)(chunks + w->nall));
+        rocksdb_writebatch_put(b, "chunks", 6, num, (size_t)nl);
+        nl = snprintf(num, sizeof num, "%llu", (unsigned long long)s->next_pack);
+        rocksdb_writebatch_put(b, "next_pack", 9, num, (size_t)nl);
+        rocksdb_writebatch_put(b, key, (size_t)klen, "", 0);
+        rc = index_write(s, b, 1, e);
+        pthread_mutex_unlock(&s->mu);
+    }
+    rocksdb_writebatch_clear(b);
+
+    /* 3. The manifest: the commit point. */
+    if (!rc) {
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        rc = manifest_encode(snap, w->packs, w->npacks, &buf, &len, e);
+        char *mdir = util_path(s->dir, "manifests");
+        char name[64];
+        snprintf(name, sizeof name, "%s.cmf", snap->id);
+        if (!rc && (rc = util_write_file_durable(mdir, name, buf, len)))
+            store_errf(e, rc, "%s/%s: %s", mdir, name, strerror(-rc));
+        free(mdir);
+        free(buf);
+    }
+
+    /* 4. The index record; a crash before it is finished by recover_pending. */
+    if (!rc) {
+        pthread_mutex_lock(&s->mu);
+        index_put_snapshot(s, b, snap);
+        rocksdb_writebatch_delete(b, key, (size_t)klen);
+        rc = index_write(s, b, 1, e);
+        pthread_mutex_unlock(&s->mu);
+        if (rc) rc = 0; /* durable already: the next writer's open finishes the record */
+    }
+    rocksdb_writebatch_destroy(b);
+    /* Renamed packs stay on failure: garbage that gc removes (I2); only .tmp goes now. */
+    writer_free(w, 1);
+    return rc;
+}
+
+/* ---- reading --------------------------------------------------------------------- */
+
+int pack_fd(store_t *s, uint64_t pack, store_err *e)
+{
+    pthread_mutex_lock(&s->mu);
+    if (pack < s->npack_fds && s->pack_fds[pack] > 0) {
+        int fd = s->pack_fds[pack];
+        pthread_mutex_unlock(&s->mu);
+        return fd;
+    }
+    int rc = 0;
+    if (pack >= s->npack_fds) {
+        uint64_t n = pack + 64;
+        int *f = realloc(s->pack_fds, n * sizeof *f);
+        if (!f) rc = -ENOMEM;
+        else {
+            memset(f + s->npack_fds, 0, (n - s->npack_fds) * sizeof *f);
+            s->pack_fds = f;
+            s->npack_fds = n;
+        }
+    }
+    char *path = rc ? NULL : pack_path(s, pack, 0);
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd < 0) rc = store_errf(e, -errno, "pack %016llx: %s", (unsigned long long)pack, strerror(errno));
+    else s->pack_fds[pack] = fd;
+    free(path);
+    pthread_mutex_unlock(&s->mu);
+    return rc ? rc : fd;
+}
+
+int store_read_frame(store_t *s, const store_loc *loc, void *buf, size_t cap, store_err *e)
+{
+    if (loc->clen > cap) return store_errf(e, -EINVAL, "frame larger than buffer");
+    int fd = pack_fd(s, loc->pack, e);
+    if (fd < 0) return fd;
+    int rc = util_pread_all(fd, buf, loc->clen, (off_t)loc->offset);
+    if (rc)
+        return store_errf(e, rc, "pack %016llx: reading %u bytes at %llu: %s",
+                          (unsigned long long)loc->pack, loc->clen,
+                          (unsigned long long)loc->offset, rc == -EIO ? "truncated pack" : strerror(-rc));
+    return 0;
+}
+
+int pack_read_footer(int fd, uint64_t fsize, pack_group **groups, uint32_t *ngroups,
+                     store_id **ids, uint32_t *nchunks, store_err *e, const char *name)
+{
+    uint8_t hdr[PACK_HEADER_LEN], tr[PACK_TRAILER_LEN];
+    if (fsize < PACK_HEADER_LEN + PACK_TRAILER_LEN ||
+        util_pread_all(fd, hdr, sizeof hdr, 0) || util_pread_all(fd, tr, sizeof tr, (off_t)(fsize - PACK_TRAILER_LEN)))
+        return store_errf(e, -EBADMSG, "pack %s: too short or unreadable", name);
+    if (memcmp(hdr, PACK_HEADER, 8) || memcmp(tr + 24, PACK_TRAILER, 8))
+        return store_errf(e, -EBADMSG, "pack %s: bad header or trailer magic", name);
+    uint64_t foff = util_get_le64(tr);
+    uint32_t ng = util_get_le32(tr + 8), nc = util_get_le32(tr + 12);
+    uint64_t flen = (uint64_t)ng * 16 + (uint64_t)nc * 16;
+    if (foff < PACK_HEADER_LEN || foff + flen + PACK_TRAILER_LEN != fsize ||
+        nc > (uint64_t)ng * STORE_GROUP_PAGES)
+        return store_errf(e, -EBADMSG, "pack %s: footer does not fit the file", name);
+    uint8_t *f = malloc(flen ? flen : 1);
+    pack_group *g = malloc(((size_t)ng + 1) * sizeof *g);
+    store_id *id = malloc(((size_t)nc + 1) * sizeof *id);
+    int rc = 0;
+    if (!f || !g || !id) rc = store_errf(e, -ENOMEM, "out of memory");
+    else if (util_pread_all(fd, f, flen, (off_t)foff))
+        rc = store_errf(e, -EBADMSG, "pack %s: cannot read footer", name);
+    else if (XXH3_64bits(f, flen) != util_get_le64(tr + 16))
+        rc = store_errf(e, -EBADMSG, "pack %s: footer checksum mismatch", name);
+    uint64_t pos = PACK_HEADER_LEN;
+    uint32_t first = 0;
+    for (uint32_t i = 0; !rc && i < ng; i++) {
+        const uint8_t *p = f + (size_t)i * 16;
+        g[i] = (pack_group){.offset = util_get_le64(p), .clen = util_get_le32(p + 8),
+                            .npages = (uint16_t)(p[12] | p[13] << 8), .first = first};
+        /* Groups tile the data region in order: anything else is a damaged footer. */
+        if (g[i].offset != pos || g[i].npages == 0 || g[i].npages > STORE_GROUP_PAGES ||
+            g[i].clen == 0 || pos + g[i].clen > foff)
+            rc = store_errf(e, -EBADMSG, "pack %s: group %u is malformed", name, i);
+        pos += g[i].clen;
+        first += g[i].npages;
+    }
+    if (!rc && (first != nc || pos != foff))
+        rc = store_errf(e, -EBADMSG, "pack %s: footer counts disagree", name);
+    if (!rc) memcpy(id, f + (size_t)ng * 16, (size_t)nc * 16);
+    free(f);
+    if (rc) {
+        free(g);
+        free(id);
+        return rc;
+    }
+    *groups = g;
+    *ngroups = ng;
+    *ids = id;
+    *nchunks = nc;
+    return 0;
+}

@@ -1,0 +1,274 @@
+/* Store lifecycle: init, open (lock, config, index, crash recovery), close, chunk ids. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "store/internal.h"
+
+#define CONF_NAME "cairn.conf"
+
+static int write_conf(const char *dir, const uint8_t *secret, store_err *e)
+{
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf,
+                     "# Cairn store. The secret keys chunk ids: never edit or share it.\n"
+                     "format=%d\ncreated_ms=%lld\nsecret=",
+                     STORE_FORMAT, (long long)store_now_ms());
+    for (int i = 0; i < SECRET_LEN; i++) n += snprintf(buf + n, sizeof buf - (size_t)n, "%02x", secret[i]);
+    n += snprintf(buf + n, sizeof buf - (size_t)n, "\n");
+    int rc = util_write_file_durable(dir, CONF_NAME, buf, (size_t)n);
+    if (rc) return store_errf(e, rc, "%s/%s: cannot write: %s", dir, CONF_NAME, strerror(-rc));
+    char *path = util_path(dir, CONF_NAME);
+    if (path) chmod(path, 0600);
+    free(path);
+    return 0;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+static int read_conf(store_t *s, store_err *e)
+{
+    char *path = util_path(s->dir, CONF_NAME);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = path ? util_read_file(path, &buf, &len) : -ENOMEM;
+    free(path);
+    if (rc == -ENOENT)
+        return store_errf(e, -ENOENT, "%s is not a Cairn store (no %s; create one with `cairn init`)",
+                          s->dir, CONF_NAME);
+    if (rc) return store_errf(e, rc, "%s/%s: %s", s->dir, CONF_NAME, strerror(-rc));
+    int format = -1, have_secret = 0;
+    for (char *line = strtok((char *)buf, "\n"); line; line = strtok(NULL, "\n")) {
+        if (!strncmp(line, "format=", 7)) format = atoi(line + 7);
+        if (!strncmp(line, "secret=", 7) && strlen(line + 7) == 2 * SECRET_LEN) {
+            have_secret = 1;
+            for (int i = 0; i < SECRET_LEN; i++) {
+                int hi = hexval(line[7 + 2 * i]), lo = hexval(line[8 + 2 * i]);
+                if (hi < 0 || lo < 0) have_secret = 0;
+                s->secret[i] = (uint8_t)(hi << 4 | lo);
+            }
+        }
+    }
+    free(buf);
+    if (format != STORE_FORMAT || !have_secret)
+        return store_errf(e, -EINVAL, "%s/%s: not a store of format %d or its secret is damaged",
+                          s->dir, CONF_NAME, STORE_FORMAT);
+    return 0;
+}
+
+int store_init(const char *dir, store_err *e)
+{
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return store_errf(e, -errno, "%s: cannot create: %s", dir, strerror(errno));
+    struct stat st;
+    char *conf = util_path(dir, CONF_NAME);
+    int exists = conf && stat(conf, &st) == 0;
+    free(conf);
+    if (exists) return store_errf(e, -EEXIST, "%s is already a Cairn store", dir);
+    static const char *subdirs[] = {"packs", "manifests"};
+    for (size_t i = 0; i < 2; i++) {
+        char *p = util_path(dir, subdirs[i]);
+        int rc = p && (mkdir(p, 0755) == 0 || errno == EEXIST) ? 0 : -errno;
+        free(p);
+        if (rc) return store_errf(e, rc, "%s/%s: %s", dir, subdirs[i], strerror(-rc));
+    }
+    store_t tmp = {.dir = (char *)dir, .lock_fd = -1, .mode = STORE_WRITE};
+    pthread_mutex_init(&tmp.mu, NULL);
+    int rc = index_open(&tmp, 1, e);
+    if (!rc) {
+        rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+        rocksdb_writebatch_put(b, "complete", 8, "1", 1);
+        rc = index_write(&tmp, b, 1, e);
+        rocksdb_writebatch_destroy(b);
+        index_close(&tmp);
+    }
+    pthread_mutex_destroy(&tmp.mu);
+    if (rc) return rc;
+    /* cairn.conf last: a folder without it is not a store, so a failed init is harmless. */
+    uint8_t secret[SECRET_LEN];
+    if (getrandom(secret, sizeof secret, 0) != (ssize_t)sizeof secret)
+        return store_errf(e, -EIO, "cannot read random bytes for the store secret");
+    return write_conf(dir, secret, e);
+}
+
+static int take_lock(store_t *s, store_err *e)
+{
+    char *path = util_path(s->dir, "lock");
+    s->lock_fd = path ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644) : -1;
+    free(path);
+    if (s->lock_fd < 0) return store_errf(e, -errno, "%s/lock: %s", s->dir, strerror(errno));
+    int op = s->mode == STORE_WRITE ? LOCK_EX : LOCK_SH;
+    if (flock(s->lock_fd, op | LOCK_NB) < 0) {
+        if (errno != EWOULDBLOCK) return store_errf(e, -errno, "%s/lock: %s", s->dir, strerror(errno));
+        char who[32] = "";
+        ssize_t n = pread(s->lock_fd, who, sizeof who - 1, 0);
+        who[n > 0 ? n : 0] = 0;
+        who[strcspn(who, "\n")] = 0;
+        fprintf(stderr, "cairn: waiting for another cairn process (pid %s) to finish with %s\n",
+                who[0] ? who : "?", s->dir);
+        while (flock(s->lock_fd, op) < 0)
+            if (errno != EINTR) return store_errf(e, -errno, "%s/lock: %s", s->dir, strerror(errno));
+    }
+    if (s->mode == STORE_WRITE) {
+        char pid[32];
+        int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+        if (ftruncate(s->lock_fd, 0) == 0) (void)!pwrite(s->lock_fd, pid, (size_t)n, 0);
+    }
+    return 0;
+}
+
+/* A crash between the manifest's rename and the index record leaves a "pending:" key;
+ * finish that commit if the manifest made it, else drop the key (the snapshot was never
+ * acknowledged). */
+static int recover_pending(store_t *s, store_err *e)
+{
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_DEFAULT]);
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    int rc = 0;
+    for (rocksdb_iter_seek(it, "pending:", 8); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen < 8 || memcmp(k, "pending:", 8)) break;
+        char id[STORE_SNAPID_LEN] = "";
+        if (klen - 8 < sizeof id) memcpy(id, k + 8, klen - 8);
+        rocksdb_writebatch_delete(b, k, klen);
+        if (store_snapid_valid(id) == 0) {
+            char name[64];
+            snprintf(name, sizeof name, "manifests/%s.cmf", id);
+            char *path = util_path(s->dir, name);
+            store_snapshot *snap = NULL;
+            if (path && manifest_load_path(path, &snap, NULL) == 0)
+                index_put_snapshot(s, b, snap);   /* reads counters: one batch per record */
+            free(path);
+            store_snapshot_free(snap);
+        }
+        if ((rc = index_write(s, b, 1, e))) break;
+        rocksdb_writebatch_clear(b);
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_writebatch_destroy(b);
+    return rc;
+}
+
+int store_open(const char *dir, int mode, store_t **out, store_err *e)
+{
+    *out = NULL;
+    store_t *s = calloc(1, sizeof *s);
+    if (!s) return store_errf(e, -ENOMEM, "out of memory");
+    s->dir = strdup(dir);
+    s->mode = mode;
+    s->lock_fd = -1;
+    pthread_mutex_init(&s->mu, NULL);
+    struct stat st;
+    int rc = 0;
+    if (stat(dir, &st) < 0)
+        rc = store_errf(e, -errno, "%s: %s (create a store with `cairn init`)", dir, strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        rc = store_errf(e, -ENOTDIR, "%s is not a Cairn store (not a directory)", dir);
+    if (!rc) rc = read_conf(s, e);
+    if (!rc) rc = take_lock(s, e);
+    if (!rc) rc = index_open(s, 0, e);
+    if (!rc) {
+        uint64_t complete = 0;
+        index_get_u64(s, "complete", &complete);
+        if (complete != 1)
+            rc = store_errf(e, -EUCLEAN, "%s: the index is incomplete (an interrupted rebuild?): "
+                            "run `cairn fsck --rebuild-index`", dir);
+    }
+    if (!rc && mode == STORE_WRITE) rc = recover_pending(s, e);
+    if (!rc) index_get_u64(s, "next_pack", &s->next_pack);
+    if (rc) {
+        store_close(s);
+        return rc;
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    const char *env = getenv("CAIRN_THREADS");
+    long want = env ? atol(env) : ncpu;
+    if (want < 1) want = 1;
+    if (want > 16) want = 16;
+    s->pool = pool_new((unsigned)want - 1);
+    *out = s;
+    return 0;
+}
+
+void store_close(store_t *s)
+{
+    if (!s) return;
+    pool_free(s->pool);
+    index_close(s);
+    for (uint64_t i = 0; i < s->npack_fds; i++)
+        if (s->pack_fds[i] > 0) close(s->pack_fds[i]);
+    free(s->pack_fds);
+    if (s->lock_fd >= 0) close(s->lock_fd);   /* releases the flock */
+    pthread_mutex_destroy(&s->mu);
+    free(s->dir);
+    free(s);
+}
+
+const char *store_dir(const store_t *s) { return s->dir; }
+
+int store_page_is_zero(const void *page)
+{
+    const uint64_t *p = page;
+    /* Most non-zero pages differ in their first words: test those before the full scan. */
+    if (p[0] | p[1] | p[STORE_PAGE / 16] | p[STORE_PAGE / 8 - 1]) return 0;
+    uint64_t acc = 0;
+    for (size_t i = 0; i < STORE_PAGE / 8; i += 8)
+        acc |= p[i] | p[i + 1] | p[i + 2] | p[i + 3] | p[i + 4] | p[i + 5] | p[i + 6] | p[i + 7];
+    return acc == 0;
+}
+
+void store_chunk_id(const store_t *s, const void *page, store_id *out)
+{
+    XXH128_hash_t h = XXH3_128bits_withSecret(page, STORE_PAGE, s->secret, SECRET_LEN);
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, h);
+    memcpy(out->b, c.digest, 16);
+}
+
+int store_id_is_zero(const store_id *id)
+{
+    uint64_t a, b;
+    memcpy(&a, id->b, 8);
+    memcpy(&b, id->b + 8, 8);
+    return (a | b) == 0;
+}
+
+void store_id_hex(const store_id *id, char out[STORE_ID_HEX])
+{
+    for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", id->b[i]);
+}
+
+int store_snapid_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n != 20) return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (hexval((unsigned char)s[i]) < 0) return -EINVAL;
+    return 0;
+}
+
+int store_name_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > STORE_NAME_MAX || s[0] == '.' || s[0] == '-') return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return -EINVAL;
+    }
+    return 0;
+}

@@ -1,0 +1,213 @@
+/*
+ * store: Cairn's content-addressed store of 4 KiB pages.
+ *
+ * What it owns
+ *   A store is a directory:
+ *     cairn.conf          marker, format version, the chunk-id key (never leaves the store)
+ *     lock                flock(2): exclusive for writers, shared for readers
+ *     packs/P.pack        immutable packs: zstd frames of page groups + a self-describing
+ *                         footer (ids and locations), so the index can be rebuilt from them
+ *     manifests/ID.cmf    one per acknowledged snapshot: metadata + a complete recipe per
+ *                         blob (no diff chains); its presence is the commit point
+ *     index/              RocksDB: a cache of what packs and manifests say
+ *
+ * Invariants
+ *   I1  A manifest exists only after every pack it needs is durable and every chunk it
+ *       names is in the index (store_writer_commit orders the fsyncs to make this so).
+ *   I2  Packs are never modified after rename from .tmp; a .tmp pack or a pack that no
+ *       manifest references is garbage: fsck reports it, gc removes it.
+ *   I3  The index can be deleted at any time and rebuilt from packs + manifests.
+ *   I4  A page leaves the store only after its keyed hash matched its id (restore and
+ *       fsck --verify-data check it), so a flipped bit is an error, never wrong bytes.
+ *   I5  All-zero pages are never stored; recipes record them as zero runs.
+ *
+ * Identity
+ *   A chunk id is XXH3-128 of the page keyed with a 192-byte secret made at `init`.
+ *   Dedup is global across tenants; the secret keeps a tenant from crafting a page whose
+ *   id collides with another tenant's (see docs/design.md, "Chunk ids").
+ *
+ * Concurrency
+ *   One store_t per process. A writer process holds the exclusive lock from open to close;
+ *   readers share it. Within a process, store_t is thread-safe for lookups and reads;
+ *   each store_writer belongs to one thread at a time.
+ *
+ * Errors
+ *   Functions return 0 or a negative errno-style code and, when `e` is not NULL, write a
+ *   message with context into it. Nothing here calls exit().
+ *
+ * Ownership
+ *   Every *_open/_load has a matching *_close/_free; every free accepts NULL.
+ */
+#ifndef CAIRN_STORE_H
+#define CAIRN_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define STORE_PAGE 4096u
+#define STORE_GROUP_PAGES 64u          /* pages compressed together in one zstd frame */
+#define STORE_ID_HEX 33                /* 32 hex digits + NUL */
+#define STORE_SNAPID_LEN 24            /* snapshot ids: 20 hex digits + NUL, padded */
+#define STORE_NAME_MAX 128             /* tenant / sandbox names */
+
+typedef struct { char msg[640]; } store_err;
+
+/* Sets e->msg (if e) from a printf format and returns `code` (a negative errno). */
+int store_errf(store_err *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+typedef struct { uint8_t b[16]; } store_id;
+
+/* Where a chunk lives: a page slot inside a compressed group of a pack. */
+typedef struct {
+    uint64_t pack;      /* pack number: packs/%016llx.pack */
+    uint64_t offset;    /* byte offset of the group's zstd frame in the pack */
+    uint32_t clen;      /* compressed length of the frame */
+    uint16_t npages;    /* pages in the group */
+    uint16_t slot;      /* this chunk's page index inside the group */
+} store_loc;
+
+typedef struct store store_t;
+
+enum { STORE_READ = 0, STORE_WRITE = 1 };
+
+/* Creates an empty store in dir (made if missing; must be empty or absent). */
+int store_init(const char *dir, store_err *e);
+
+/* Opens a store. STORE_WRITE takes the exclusive lock (waiting, with one message on
+ * stderr, while another process holds it) and finishes any commit a crash interrupted;
+ * STORE_READ takes the shared lock and opens the index read-only. */
+int store_open(const char *dir, int mode, store_t **out, store_err *e);
+void store_close(store_t *s);
+const char *store_dir(const store_t *s);
+
+/* ---- chunks ------------------------------------------------------------------------ */
+
+/* 1 if the page (STORE_PAGE bytes) is all zero. */
+int store_page_is_zero(const void *page);
+void store_chunk_id(const store_t *s, const void *page, store_id *out);
+int store_id_is_zero(const store_id *id);   /* the recipe's marker for a zero page */
+void store_id_hex(const store_id *id, char out[STORE_ID_HEX]);
+
+/* Looks up n ids in one batch. found[i] is 1 and locs[i] set when the chunk is stored.
+ * locs may be NULL when only presence matters. */
+int store_lookup(store_t *s, const store_id *ids, size_t n, uint8_t *found,
+                 store_loc *locs, store_err *e);
+
+/* ---- recipes and snapshots --------------------------------------------------------- */
+
+/* A blob's recipe: one id per page, all-zero id = zero page (I5). */
+typedef struct {
+    char name[16];          /* "memory", "vmstate", "disk" */
+    uint64_t size;          /* exact byte size; the last page may be partial */
+    uint64_t npages;
+    store_id *ids;          /* npages entries, owned by the snapshot */
+} store_blob;
+
+#define STORE_MAX_BLOBS 8
+
+typedef struct {
+    char id[STORE_SNAPID_LEN];
+    char tenant[STORE_NAME_MAX + 1];
+    char sandbox[STORE_NAME_MAX + 1];
+    char tier[8];
+    int64_t time_ms;              /* acknowledged at, unix ms */
+    uint64_t logical_bytes;       /* sum of blob sizes */
+    uint64_t new_bytes;           /* pack bytes this snapshot added */
+    uint64_t new_chunks;
+    char parent[STORE_SNAPID_LEN];/* "" if none; informational only (no chains) */
+    int nblobs;
+    store_blob blobs[STORE_MAX_BLOBS];
+} store_snapshot;
+
+void store_snapshot_free(store_snapshot *snap);   /* frees blobs' ids and snap itself */
+
+/* 0 if s is a well-formed snapshot id (and so safe to use in a path). */
+int store_snapid_valid(const char *s);
+/* 0 if s is a valid tenant or sandbox name: [A-Za-z0-9._-], 1..128, not starting '.'. */
+int store_name_valid(const char *s);
+
+/* Loads a snapshot's manifest (checksum verified). -ENOENT if there is no such snapshot. */
+int store_snapshot_load(store_t *s, const char *id, store_snapshot **out, store_err *e);
+
+/* The newest snapshot of a sandbox into id_out; -ENOENT if it has none. */
+int store_snapshot_latest(store_t *s, const char *sandbox, char id_out[STORE_SNAPID_LEN],
+                          store_err *e);
+
+/* Calls fn for each snapshot of sandbox, newest first, with its index record (JSON text,
+ * valid during the call). Stops early if fn returns non-zero. */
+typedef int (*store_snapshot_fn)(void *arg, const char *id, const char *json);
+int store_snapshot_list(store_t *s, const char *sandbox, store_snapshot_fn fn, void *arg,
+                        store_err *e);
+
+/* ---- writing ----------------------------------------------------------------------- */
+
+/* A writer appends new chunks to packs of its own, then commits one snapshot. Until
+ * commit nothing it wrote is visible; abort (or a crash) leaves only garbage (I2). */
+typedef struct store_writer store_writer;
+
+int store_writer_open(store_t *s, store_writer **out, store_err *e);
+
+/* Compresses n (<= STORE_GROUP_PAGES) pages into dst; thread-safe given its own cctx.
+ * Returns the compressed length or a negative code. dst needs store_group_bound(n). */
+typedef struct store_cctx store_cctx;
+store_cctx *store_cctx_new(void);
+void store_cctx_free(store_cctx *c);
+size_t store_group_bound(unsigned n);
+ssize_t store_group_compress(store_cctx *c, const void *pages, unsigned n, void *dst,
+                             size_t cap);
+
+/* Appends one compressed group holding the chunks ids[0..n) (all new, distinct). */
+int store_writer_add_group(store_writer *w, const store_id *ids, unsigned n,
+                           const void *frame, size_t flen, store_err *e);
+
+/* Bytes appended to packs so far by this writer. */
+uint64_t store_writer_bytes(const store_writer *w);
+
+/* Makes snap durable: seals and syncs packs, indexes their chunks, writes the manifest
+ * (the commit point), then records the snapshot in the index. Fills snap->id, time_ms,
+ * new_bytes. On error nothing is acknowledged. The writer is freed either way. */
+int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e);
+void store_writer_abort(store_writer *w);
+
+/* ---- reading ----------------------------------------------------------------------- */
+
+/* Reads the compressed frame at loc into buf (cap >= loc->clen). Thread-safe. */
+int store_read_frame(store_t *s, const store_loc *loc, void *buf, size_t cap, store_err *e);
+
+/* Decompresses a frame of npages pages into pages (npages * STORE_PAGE bytes). */
+typedef struct store_dctx store_dctx;
+store_dctx *store_dctx_new(void);
+void store_dctx_free(store_dctx *d);
+int store_group_decompress(store_dctx *d, const void *frame, size_t flen, void *pages,
+                           unsigned npages, store_err *e);
+
+/* ---- maintenance ------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t snapshots, logical_bytes, stored_bytes, packs, chunks, index_bytes;
+    uint64_t manifest_bytes;
+} store_stats;
+int store_get_stats(store_t *s, store_stats *st, store_err *e);
+
+enum { STORE_FSCK_VERIFY_DATA = 1 };
+/* Checks the store; calls report(arg, is_problem, text) for each finding. Problems
+ * threaten a snapshot; garbage (is_problem = 0) is leftovers gc will remove.
+ * Returns 0 when the check ran (whatever it found), < 0 when it could not run. */
+typedef void (*store_report_fn)(void *arg, int is_problem, const char *text);
+int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_err *e);
+
+/* Deletes and recreates the index from packs and manifests. Needs STORE_WRITE. */
+int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err *e);
+
+/* ---- small shared utilities (used by snapshotter and restore) ---------------------- */
+
+/* Runs fn(arg, i) for i in [0, n) on the store's worker threads and the caller. */
+typedef void (*store_task_fn)(void *arg, size_t i);
+void store_parallel(store_t *s, size_t n, store_task_fn fn, void *arg);
+unsigned store_threads(const store_t *s);
+
+int64_t store_now_ms(void);
+
+#endif

@@ -1,0 +1,168 @@
+/* `cairn`: dispatch, help, and the helpers every command shares. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tools/cli.h"
+
+#define COMMON_OPTS \
+    "  --store DIR   the store (default: $CAIRN_STORE, else ./cairn-data)\n" \
+    "  --json        print one JSON object on stdout\n" \
+    "  --help        this help\n"
+
+static const cli_command commands[] = {
+    {"init", "create an empty store",
+     "usage: cairn init [--store DIR] [--json]\n\nCreates an empty store in DIR.\n\n" COMMON_OPTS,
+     cmd_init},
+    {"snapshot", "store a sandbox's memory, vmstate and disk files",
+     "usage: cairn snapshot --tenant T --sandbox S [--tier free|pro] [--memory F] [--vmstate F]\n"
+     "                      [--disk F] [--store DIR] [--json]\n\n"
+     "Stores the given files as one snapshot of sandbox S and prints its id (last line of\n"
+     "stdout) once it is durable. At least one file is needed. Names: 1-128 of [A-Za-z0-9._-].\n"
+     "JSON: snapshot, sandbox, tenant, logical_bytes, new_bytes, new_chunks, seconds.\n\n" COMMON_OPTS,
+     cmd_snapshot},
+    {"restore", "write a snapshot's files back, byte-exact",
+     "usage: cairn restore --snapshot ID --out DIR [--store DIR] [--json]\n\n"
+     "Writes DIR/memory, DIR/vmstate, DIR/disk (those the snapshot has), sparse.\n"
+     "A damaged or missing page fails the restore; no file with wrong bytes is left.\n\n" COMMON_OPTS,
+     cmd_restore},
+    {"snapshots", "list a sandbox's snapshots, newest first",
+     "usage: cairn snapshots --sandbox S [--store DIR] [--json]\n\n"
+     "JSON: {\"snapshots\": [{\"snapshot\", \"time\", \"tenant\", \"logical_bytes\", \"new_bytes\", ...}]}\n\n"
+     COMMON_OPTS,
+     cmd_snapshots},
+    {"stats", "sizes of the store",
+     "usage: cairn stats [--store DIR] [--json]\n\n"
+     "JSON: snapshots, logical_bytes, stored_bytes (pack bytes on disk), chunks, index_bytes,\n"
+     "manifest_bytes, packs, dedup_ratio.\n\n" COMMON_OPTS,
+     cmd_stats},
+    {"fsck", "check the store; rebuild its index",
+     "usage: cairn fsck [--verify-data] [--rebuild-index] [--store DIR] [--json]\n\n"
+     "Checks packs, index and manifests. --verify-data also decompresses every page and checks\n"
+     "it against its id. --rebuild-index recreates the index from packs and manifests first.\n"
+     "Exit 0 when no problem was found (garbage from interrupted work is not a problem),\n"
+     "1 otherwise. JSON: ok, problems, garbage.\n\n" COMMON_OPTS,
+     cmd_fsck},
+};
+
+static const char *main_usage =
+    "usage: cairn [--help] COMMAND [ARGS]\n\n"
+    "Cairn stores microVM snapshots (memory, device state, root disk), deduplicated by\n"
+    "4 KiB page, and gives them back byte-exact.\n\ncommands:\n";
+
+static const char *exit_codes =
+    "\nexit codes: 0 success, 1 the operation failed (message on stderr), 2 bad usage.\n"
+    "`cairn COMMAND --help` describes a command.\n";
+
+const cli_command *cli_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(commands[i].name, name)) return &commands[i];
+    return NULL;
+}
+
+int cli_fail(int code, const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "cairn %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return code;
+}
+
+int cli_usage(const cli_command *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "cairn %s: ", c->name);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n%s", c->usage);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+void cli_human(uint64_t bytes, char out[32])
+{
+    static const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024 && u < 5) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0) snprintf(out, 32, "%llu B", (unsigned long long)bytes);
+    else snprintf(out, 32, "%.1f %s", v, unit[u]);
+}
+
+void cli_print_json(json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_COMPACT);
+    if (s) puts(s);
+    free(s);
+    json_decref(obj);
+}
+
+store_t *cli_open(const char *cmd, const cli_common *c, int mode)
+{
+    store_t *s = NULL;
+    store_err e;
+    if (store_open(c->store, mode, &s, &e)) {
+        cli_fail(EXIT_FAIL, cmd, "%s", e.msg);
+        return NULL;
+    }
+    return s;
+}
+
+static int progress_shown;
+
+void cli_progress(void *arg, uint64_t done, uint64_t total)
+{
+    const char *what = arg;
+    if (!isatty(2)) return;
+    char d[32], t[32];
+    cli_human(done, d);
+    cli_human(total, t);
+    fprintf(stderr, "\r%s %s / %s (%.0f%%)   ", what, d, t, total ? 100.0 * (double)done / (double)total : 100.0);
+    progress_shown = 1;
+}
+
+void cli_progress_end(void)
+{
+    if (progress_shown) fprintf(stderr, "\r\033[K");
+    progress_shown = 0;
+}
+
+double cli_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        FILE *out = argc < 2 ? stderr : stdout;
+        fputs(main_usage, out);
+        for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+            fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fputs(exit_codes, out);
+        return argc < 2 ? EXIT_USAGE : EXIT_OK;
+    }
+    const cli_command *c = cli_find(argv[1]);
+    if (!c) {
+        fprintf(stderr, "cairn: unknown command '%s' (see `cairn --help`)\n", argv[1]);
+        return EXIT_USAGE;
+    }
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(c->usage, stdout);
+            return EXIT_OK;
+        }
+    return c->run(argc - 1, argv + 1);
+}

@@ -1,0 +1,48 @@
+/* The `cairn` command-line front end: shared helpers of the command files.
+ * Exit codes (documented in `cairn --help` and the README):
+ *   0 success, 1 the operation failed (message on stderr), 2 bad usage. */
+#ifndef CAIRN_CLI_H
+#define CAIRN_CLI_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+typedef struct {
+    const char *store;     /* --store, $CAIRN_STORE, ./cairn-data */
+    int json;              /* --json */
+} cli_common;
+
+typedef struct {
+    const char *name;
+    const char *summary;
+    const char *usage;     /* full help text of the command */
+    int (*run)(int argc, char **argv);
+} cli_command;
+
+/* Prints "cairn CMD: message" to stderr; returns code. */
+int cli_fail(int code, const char *cmd, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Prints the command's usage to stderr with a reason; returns EXIT_USAGE. */
+int cli_usage(const cli_command *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const cli_command *cli_find(const char *name);
+void cli_human(uint64_t bytes, char out[32]);
+/* Prints obj as one line of JSON on stdout and frees it. */
+void cli_print_json(json_t *obj);
+/* Opens the store in the given mode; prints the error and returns NULL on failure. */
+store_t *cli_open(const char *cmd, const cli_common *c, int mode);
+/* A progress line on stderr, only when stderr is a terminal. */
+void cli_progress(void *arg, uint64_t done, uint64_t total);
+void cli_progress_end(void);
+double cli_seconds(void);
+
+int cmd_init(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_snapshots(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
+int cmd_fsck(int argc, char **argv);
+
+#endif

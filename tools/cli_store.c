@@ -1,0 +1,279 @@
+/* The core commands: init, snapshot, restore, snapshots, stats, fsck. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "restore/restore.h"
+#include "snapshotter/snapshotter.h"
+#include "tools/cli.h"
+
+typedef struct {
+    const char *name;      /* without the leading "--" */
+    const char **value;    /* option with an argument */
+    int *flag;             /* or a flag */
+} opt;
+
+/* Parses --name VALUE / --name=VALUE / --flag; --store and --json are always accepted.
+ * Returns 0 or EXIT_USAGE (after printing the command's usage). */
+static int parse(const char *cmd, int argc, char **argv, opt *opts, cli_common *c)
+{
+    const cli_command *cc = cli_find(cmd);
+    c->store = getenv("CAIRN_STORE");
+    if (!c->store || !*c->store) c->store = "./cairn-data";
+    c->json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2)) return cli_usage(cc, "unexpected argument '%s'", a);
+        a += 2;
+        const char *eq = strchr(a, '=');
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        const char **dst = NULL;
+        int *flag = NULL;
+        if (len == 5 && !strncmp(a, "store", 5)) dst = &c->store;
+        else if (len == 4 && !strncmp(a, "json", 4)) flag = &c->json;
+        for (opt *o = opts; o && o->name && !dst && !flag; o++)
+            if (strlen(o->name) == len && !strncmp(a, o->name, len)) {
+                dst = o->value;
+                flag = o->flag;
+            }
+        if (!dst && !flag) return cli_usage(cc, "unknown option '%s'", argv[i]);
+        if (flag) {
+            if (eq) return cli_usage(cc, "option '--%.*s' takes no value", (int)len, a);
+            *flag = 1;
+        } else if (eq) {
+            *dst = eq + 1;
+        } else {
+            if (i + 1 >= argc) return cli_usage(cc, "option '%s' needs a value", argv[i]);
+            *dst = argv[++i];
+        }
+    }
+    if (!*c->store) return cli_usage(cc, "--store needs a folder");
+    return 0;
+}
+
+int cmd_init(int argc, char **argv)
+{
+    cli_common c;
+    int rc = parse("init", argc, argv, NULL, &c);
+    if (rc) return rc;
+    store_err e;
+    if (store_init(c.store, &e)) return cli_fail(EXIT_FAIL, "init", "%s", e.msg);
+    if (c.json) cli_print_json(json_pack("{s:s, s:b}", "store", c.store, "created", 1));
+    else printf("created an empty store in %s\n", c.store);
+    return EXIT_OK;
+}
+
+int cmd_snapshot(int argc, char **argv)
+{
+    const char *tenant = NULL, *sandbox = NULL, *tier = NULL, *mem = NULL, *vms = NULL, *disk = NULL;
+    opt opts[] = {{"tenant", &tenant, NULL},  {"sandbox", &sandbox, NULL}, {"tier", &tier, NULL},
+                  {"memory", &mem, NULL},     {"vmstate", &vms, NULL},     {"disk", &disk, NULL},
+                  {NULL, NULL, NULL}};
+    cli_common c;
+    int rc = parse("snapshot", argc, argv, opts, &c);
+    if (rc) return rc;
+    const cli_command *cc = cli_find("snapshot");
+    if (!tenant || !sandbox) return cli_usage(cc, "--tenant and --sandbox are required");
+    if (store_name_valid(tenant) || store_name_valid(sandbox))
+        return cli_usage(cc, "tenant and sandbox names are 1-128 of [A-Za-z0-9._-], not starting with '.' or '-'");
+    if (tier && strcmp(tier, "free") && strcmp(tier, "pro"))
+        return cli_usage(cc, "--tier is free or pro, not '%s'", tier);
+    snap_request req = {.tenant = tenant, .sandbox = sandbox, .tier = tier ? tier : "free",
+                        .progress = cli_progress, .progress_arg = "snapshot"};
+    const char *names[] = {"memory", "vmstate", "disk"}, *paths[] = {mem, vms, disk};
+    for (int i = 0; i < 3; i++)
+        if (paths[i]) {
+            req.blob_name[req.nblobs] = names[i];
+            req.blob_path[req.nblobs++] = paths[i];
+        }
+    if (!req.nblobs) return cli_usage(cc, "give at least one of --memory, --vmstate, --disk");
+
+    double t0 = cli_seconds();
+    store_t *s = cli_open("snapshot", &c, STORE_WRITE);
+    if (!s) return EXIT_FAIL;
+    store_snapshot *snap = NULL;
+    store_err e;
+    rc = snap_ingest(s, &req, &snap, &e);
+    store_close(s);
+    cli_progress_end();
+    if (rc) return cli_fail(EXIT_FAIL, "snapshot", "%s; nothing was stored", e.msg);
+    double secs = cli_seconds() - t0;
+    if (c.json) {
+        cli_print_json(json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "snapshot", snap->id,
+                                 "tenant", snap->tenant, "sandbox", snap->sandbox,
+                                 "logical_bytes", (json_int_t)snap->logical_bytes,
+                                 "new_bytes", (json_int_t)snap->new_bytes,
+                                 "new_chunks", (json_int_t)snap->new_chunks, "seconds", secs));
+    } else {
+        char l[32], n[32];
+        cli_human(snap->logical_bytes, l);
+        cli_human(snap->new_bytes, n);
+        fprintf(stderr, "snapshot of %s: %s, %s new, %.2f s\n", snap->sandbox, l, n, secs);
+        printf("%s\n", snap->id);
+    }
+    store_snapshot_free(snap);
+    return EXIT_OK;
+}
+
+int cmd_restore(int argc, char **argv)
+{
+    const char *id = NULL, *out = NULL;
+    opt opts[] = {{"snapshot", &id, NULL}, {"out", &out, NULL}, {NULL, NULL, NULL}};
+    cli_common c;
+    int rc = parse("restore", argc, argv, opts, &c);
+    if (rc) return rc;
+    if (!id || !out) return cli_usage(cli_find("restore"), "--snapshot and --out are required");
+    if (store_snapid_valid(id))
+        return cli_fail(EXIT_FAIL, "restore", "'%s' is not a snapshot id (20 hex digits)", id);
+    double t0 = cli_seconds();
+    store_t *s = cli_open("restore", &c, STORE_READ);
+    if (!s) return EXIT_FAIL;
+    store_err e;
+    rc = restore_snapshot(s, id, out, cli_progress, "restore", &e);
+    store_close(s);
+    cli_progress_end();
+    if (rc) return cli_fail(EXIT_FAIL, "restore", "%s", e.msg);
+    double secs = cli_seconds() - t0;
+    if (c.json) cli_print_json(json_pack("{s:s, s:s, s:f}", "snapshot", id, "out", out, "seconds", secs));
+    else fprintf(stderr, "restored snapshot %s into %s in %.2f s\n", id, out, secs);
+    return EXIT_OK;
+}
+
+typedef struct {
+    json_t *list;
+    int json;
+} list_ctx;
+
+static int print_snapshot(void *arg, const char *id, const char *rec)
+{
+    list_ctx *l = arg;
+    json_t *j = json_loads(rec, 0, NULL);
+    if (!j) j = json_pack("{s:s}", "snapshot", id);
+    if (l->json) {
+        json_array_append_new(l->list, j);
+        return 0;
+    }
+    char lb[32], nb[32];
+    cli_human((uint64_t)json_integer_value(json_object_get(j, "logical_bytes")), lb);
+    cli_human((uint64_t)json_integer_value(json_object_get(j, "new_bytes")), nb);
+    printf("%-20s  %-20s  %10s  %10s\n", id, json_string_value(json_object_get(j, "time")), lb, nb);
+    json_decref(j);
+    return 0;
+}
+
+int cmd_snapshots(int argc, char **argv)
+{
+    const char *sandbox = NULL;
+    opt opts[] = {{"sandbox", &sandbox, NULL}, {NULL, NULL, NULL}};
+    cli_common c;
+    int rc = parse("snapshots", argc, argv, opts, &c);
+    if (rc) return rc;
+    if (!sandbox) return cli_usage(cli_find("snapshots"), "--sandbox is required");
+    store_t *s = cli_open("snapshots", &c, STORE_READ);
+    if (!s) return EXIT_FAIL;
+    list_ctx l = {.list = json_array(), .json = c.json};
+    if (!c.json) printf("%-20s  %-20s  %10s  %10s\n", "SNAPSHOT", "TIME", "LOGICAL", "NEW");
+    store_err e;
+    rc = store_snapshot_list(s, sandbox, print_snapshot, &l, &e);
+    store_close(s);
+    if (rc) {
+        json_decref(l.list);
+        return cli_fail(EXIT_FAIL, "snapshots", "%s", e.msg);
+    }
+    if (c.json) cli_print_json(json_pack("{s:s, s:o}", "sandbox", sandbox, "snapshots", l.list));
+    else json_decref(l.list);
+    return EXIT_OK;
+}
+
+int cmd_stats(int argc, char **argv)
+{
+    cli_common c;
+    int rc = parse("stats", argc, argv, NULL, &c);
+    if (rc) return rc;
+    store_t *s = cli_open("stats", &c, STORE_READ);
+    if (!s) return EXIT_FAIL;
+    store_stats st;
+    store_err e;
+    rc = store_get_stats(s, &st, &e);
+    store_close(s);
+    if (rc) return cli_fail(EXIT_FAIL, "stats", "%s", e.msg);
+    double ratio = st.stored_bytes ? (double)st.logical_bytes / (double)st.stored_bytes : 0;
+    if (c.json) {
+        cli_print_json(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
+                                 "snapshots", (json_int_t)st.snapshots,
+                                 "logical_bytes", (json_int_t)st.logical_bytes,
+                                 "stored_bytes", (json_int_t)st.stored_bytes,
+                                 "chunks", (json_int_t)st.chunks, "packs", (json_int_t)st.packs,
+                                 "index_bytes", (json_int_t)st.index_bytes,
+                                 "manifest_bytes", (json_int_t)st.manifest_bytes,
+                                 "dedup_ratio", ratio));
+        return EXIT_OK;
+    }
+    char lb[32], sb[32], ib[32], mb[32];
+    cli_human(st.logical_bytes, lb);
+    cli_human(st.stored_bytes, sb);
+    cli_human(st.index_bytes, ib);
+    cli_human(st.manifest_bytes, mb);
+    printf("snapshots       %llu\nlogical         %s\nstored (packs)  %s in %llu packs\n"
+           "ratio           %.1fx\nchunks          %llu\nindex           %s (%.1f bytes/chunk)\n"
+           "manifests       %s\n",
+           (unsigned long long)st.snapshots, lb, sb, (unsigned long long)st.packs, ratio,
+           (unsigned long long)st.chunks, ib, st.chunks ? (double)st.index_bytes / (double)st.chunks : 0.0, mb);
+    return EXIT_OK;
+}
+
+typedef struct {
+    json_t *problems, *garbage;
+    int json;
+} fsck_ctx;
+
+static void fsck_report(void *arg, int problem, const char *text)
+{
+    fsck_ctx *f = arg;
+    json_array_append_new(problem ? f->problems : f->garbage, json_string(text));
+    if (!f->json) printf("%s: %s\n", problem ? "PROBLEM" : "garbage", text);
+}
+
+int cmd_fsck(int argc, char **argv)
+{
+    int verify = 0, rebuild = 0;
+    opt opts[] = {{"verify-data", NULL, &verify}, {"rebuild-index", NULL, &rebuild}, {NULL, NULL, NULL}};
+    cli_common c;
+    int rc = parse("fsck", argc, argv, opts, &c);
+    if (rc) return rc;
+    store_t *s = cli_open("fsck", &c, rebuild ? STORE_WRITE : STORE_READ);
+    if (!s && rebuild) return EXIT_FAIL;
+    if (!s) return EXIT_FAIL;
+    fsck_ctx f = {.problems = json_array(), .garbage = json_array(), .json = c.json};
+    store_err e;
+    if (rebuild) {
+        rc = store_rebuild_index(s, fsck_report, &f, &e);
+        if (rc) {
+            store_close(s);
+            json_decref(f.problems);
+            json_decref(f.garbage);
+            return cli_fail(EXIT_FAIL, "fsck", "rebuilding the index: %s", e.msg);
+        }
+        if (!c.json) printf("index rebuilt from packs and manifests\n");
+        json_array_clear(f.problems);
+        json_array_clear(f.garbage);
+    }
+    rc = store_fsck(s, verify ? STORE_FSCK_VERIFY_DATA : 0, fsck_report, &f, &e);
+    store_close(s);
+    if (rc) {
+        json_decref(f.problems);
+        json_decref(f.garbage);
+        return cli_fail(EXIT_FAIL, "fsck", "%s", e.msg);
+    }
+    int ok = json_array_size(f.problems) == 0;
+    if (c.json)
+        cli_print_json(json_pack("{s:b, s:O, s:O, s:b, s:b}", "ok", ok, "problems", f.problems,
+                                 "garbage", f.garbage, "verified_data", verify, "rebuilt_index", rebuild));
+    else
+        printf("%s: %zu problems, %zu garbage items\n", ok ? "ok" : "NOT OK", json_array_size(f.problems),
+               json_array_size(f.garbage));
+    json_decref(f.problems);
+    json_decref(f.garbage);
+    return ok ? EXIT_OK : EXIT_FAIL;
+}
