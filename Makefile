@@ -18,6 +18,7 @@ LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
+.SECONDARY:
 .PHONY: all deps test check test-slow demo bench asan ubsan clean help
 all: deps $(BUILD)/cairn $(BUILD)/cairn-corpus $(UNIT_BIN)
 

@@ -195,7 +195,10 @@ int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64
         json_t *jb = json_array_get(bl, i);
         store_blob *b = &snap->blobs[i];
         snap->nblobs = (int)i + 1;
-        if (copy_str(b->name, sizeof b->name, json_object_get(jb, "name"))) rc = -EBADMSG;
+        /* The name becomes a file name at restore: only [a-z0-9_] is acceptable. */
+        if (copy_str(b->name, sizeof b->name, json_object_get(jb, "name")) || !b->name[0] ||
+            strspn(b->name, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(b->name))
+            rc = -EBADMSG;
         b->size = (uint64_t)json_integer_value(json_object_get(jb, "size"));
         b->npages = (uint64_t)json_integer_value(json_object_get(jb, "npages"));
         if (!rc && (b->npages != (b->size + STORE_PAGE - 1) / STORE_PAGE || b->npages > (1ULL << 40) ||

@@ -1,0 +1,303 @@
+/* Unit tests of store/: ids, packs, manifests, index, commit and recovery, on a real
+ * store in a temporary folder (real RocksDB, real files). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "restore/restore.h"
+#include "snapshotter/snapshotter.h"
+#include "store/internal.h"
+
+static int failures;
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+            failures++;                                                              \
+        }                                                                            \
+    } while (0)
+
+static char root[256];
+
+static char *tmp_path(const char *name)
+{
+    static char buf[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", root, name);
+    return buf[k];
+}
+
+static void fill_page(uint8_t *p, uint64_t seed)
+{
+    for (size_t i = 0; i < STORE_PAGE; i += 8) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        memcpy(p + i, &seed, 8);
+    }
+}
+
+static void test_varint(void)
+{
+    uint64_t vals[] = {0, 1, 127, 128, 300, 1ULL << 35, UINT64_MAX};
+    for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
+        uint8_t buf[16];
+        size_t n = util_put_varint(buf, vals[i]);
+        const uint8_t *p = buf;
+        uint64_t v;
+        CHECK(util_get_varint(&p, buf + n, &v) == 0 && v == vals[i] && p == buf + n);
+        p = buf;
+        CHECK(n == 1 || util_get_varint(&p, buf + n - 1, &v) == -EINVAL);   /* truncated */
+    }
+}
+
+static void test_zero_and_ids(store_t *a, store_t *b)
+{
+    uint8_t page[STORE_PAGE] = {0};
+    CHECK(store_page_is_zero(page));
+    page[STORE_PAGE - 1] = 1;   /* a difference only in the last byte */
+    CHECK(!store_page_is_zero(page));
+    page[STORE_PAGE - 1] = 0;
+    page[2000] = 1;
+    CHECK(!store_page_is_zero(page));
+    store_id x, y, z;
+    store_chunk_id(a, page, &x);
+    store_chunk_id(a, page, &y);
+    store_chunk_id(b, page, &z);
+    CHECK(!memcmp(&x, &y, 16));
+    /* Keyed: another store's secret gives another id, so ids cannot be precomputed. */
+    CHECK(memcmp(&x, &z, 16) != 0);
+    CHECK(!store_id_is_zero(&x));
+}
+
+static void test_names(void)
+{
+    CHECK(store_name_valid("sb-01.a_b") == 0);
+    CHECK(store_name_valid("") != 0);
+    CHECK(store_name_valid("../x") != 0);
+    CHECK(store_name_valid(".hidden") != 0);
+    CHECK(store_name_valid("a/b") != 0);
+    CHECK(store_name_valid("a\nb") != 0);
+    CHECK(store_snapid_valid("0123456789abcdef0123") == 0);
+    CHECK(store_snapid_valid("0123456789abcdef012") != 0);
+    CHECK(store_snapid_valid("../../../../etc/pass") != 0);
+}
+
+static void write_file(const char *path, const uint8_t *buf, size_t len, off_t size)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(fd >= 0);
+    CHECK(ftruncate(fd, size) == 0);
+    CHECK(pwrite(fd, buf, len, 0) == (ssize_t)len);
+    close(fd);
+}
+
+static int files_equal(const char *x, const char *y)
+{
+    uint8_t *a, *b;
+    size_t la, lb;
+    if (util_read_file(x, &a, &la) || util_read_file(y, &b, &lb)) return 0;
+    int eq = la == lb && !memcmp(a, b, la);
+    free(a);
+    free(b);
+    return eq;
+}
+
+/* Ingest, dedup within a file and against the parent, restore byte-exact. */
+static void test_ingest_restore(store_t *s)
+{
+    size_t n = 300;
+    uint8_t *buf = calloc(n, STORE_PAGE);
+    for (size_t i = 0; i < n; i++)
+        if (i % 3 == 0) fill_page(buf + i * STORE_PAGE, i % 30);   /* 10 distinct pages */
+    write_file(tmp_path("mem"), buf, n * STORE_PAGE - 100, (off_t)(n * STORE_PAGE - 100));
+    snap_request r = {.tenant = "t", .sandbox = "sb", .tier = "free", .nblobs = 1,
+                      .blob_name = {"memory"}, .blob_path = {tmp_path("mem")}};
+    store_snapshot *snap = NULL;
+    store_err e;
+    CHECK(snap_ingest(s, &r, &snap, &e) == 0);
+    if (!snap) {
+        fprintf(stderr, "ingest: %s\n", e.msg);
+        free(buf);
+        return;
+    }
+    CHECK(snap->new_chunks == 10);
+    char id1[STORE_SNAPID_LEN];
+    memcpy(id1, snap->id, sizeof id1);
+    store_snapshot_free(snap);
+    /* The same file again: nothing new. */
+    CHECK(snap_ingest(s, &r, &snap, &e) == 0);
+    CHECK(snap && snap->new_chunks == 0 && snap->new_bytes == 0 && !strcmp(snap->parent, id1));
+    store_snapshot_free(snap);
+    CHECK(restore_snapshot(s, id1, tmp_path("out"), NULL, NULL, &e) == 0);
+    CHECK(files_equal(tmp_path("mem"), tmp_path("out/memory")));
+    struct stat st;
+    CHECK(stat(tmp_path("out/memory"), &st) == 0 && st.st_size == (off_t)(n * STORE_PAGE - 100));
+    /* Sparse: the zero pages are holes. */
+    CHECK((uint64_t)st.st_blocks * 512 < n * STORE_PAGE / 2);
+    char latest[STORE_SNAPID_LEN];
+    CHECK(store_snapshot_latest(s, "sb", latest, &e) == 0 && strcmp(latest, id1) != 0);
+    CHECK(store_snapshot_latest(s, "nobody", latest, &e) == -ENOENT);
+    free(buf);
+}
+
+/* A manifest survives encode/decode; any flipped byte is detected. */
+static void test_manifest(void)
+{
+    store_snapshot snap = {.id = "0123456789abcdef0123", .tenant = "t", .sandbox = "s", .tier = "pro",
+                           .nblobs = 1};
+    store_blob *b = &snap.blobs[0];
+    strcpy(b->name, "disk");
+    b->size = 10 * STORE_PAGE + 5;
+    b->npages = 11;
+    b->ids = calloc(11, sizeof *b->ids);
+    for (int i = 0; i < 11; i++)
+        if (i != 3 && i != 4) memset(&b->ids[i], i + 1, 16);
+    uint64_t packs[] = {7, 9};
+    uint8_t *buf;
+    size_t len;
+    CHECK(manifest_encode(&snap, packs, 2, &buf, &len, NULL) == 0);
+    store_snapshot *out = NULL;
+    uint64_t *op = NULL;
+    size_t np = 0;
+    CHECK(manifest_decode(buf, len, &out, &op, &np, NULL) == 0);
+    CHECK(out && out->nblobs == 1 && out->blobs[0].size == b->size && np == 2 && op[1] == 9);
+    CHECK(out && !memcmp(out->blobs[0].ids, b->ids, 11 * 16));
+    CHECK(out && !strcmp(out->tier, "pro"));
+    store_snapshot_free(out);
+    free(op);
+    for (size_t i = 0; i < len; i += 7) {
+        buf[i] ^= 0x10;
+        store_snapshot *bad = NULL;
+        CHECK(manifest_decode(buf, len, &bad, NULL, NULL, NULL) != 0);
+        store_snapshot_free(bad);
+        buf[i] ^= 0x10;
+    }
+    free(buf);
+    free(b->ids);
+}
+
+/* Pack footers: a damaged footer or truncated pack is refused, not misread. */
+static void test_pack_footer(store_t *s)
+{
+    int fd = -1;
+    for (uint64_t p = 0; p < 64 && fd < 0; p++) {
+        char *path = pack_path(s, p, 0);
+        fd = open(path, O_RDONLY);
+        free(path);
+    }
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    struct stat st;
+    fstat(fd, &st);
+    uint8_t *data = malloc((size_t)st.st_size);
+    CHECK(pread(fd, data, (size_t)st.st_size, 0) == st.st_size);
+    close(fd);
+    pack_group *g;
+    store_id *ids;
+    uint32_t ng, nc;
+    char *copy = tmp_path("pack-copy");
+    write_file(copy, data, (size_t)st.st_size, st.st_size);
+    fd = open(copy, O_RDONLY);
+    CHECK(pack_read_footer(fd, (uint64_t)st.st_size, &g, &ng, &ids, &nc, NULL, "x") == 0);
+    free(g);
+    free(ids);
+    close(fd);
+    /* Flip a byte of the footer (just before the trailer). */
+    data[st.st_size - PACK_TRAILER_LEN - 3] ^= 1;
+    write_file(copy, data, (size_t)st.st_size, st.st_size);
+    fd = open(copy, O_RDONLY);
+    CHECK(pack_read_footer(fd, (uint64_t)st.st_size, &g, &ng, &ids, &nc, NULL, "x") == -EBADMSG);
+    close(fd);
+    /* Truncate. */
+    write_file(copy, data, (size_t)st.st_size - 1, st.st_size - 1);
+    fd = open(copy, O_RDONLY);
+    CHECK(pack_read_footer(fd, (uint64_t)st.st_size - 1, &g, &ng, &ids, &nc, NULL, "x") == -EBADMSG);
+    close(fd);
+    free(data);
+}
+
+/* A crash after the manifest but before the index record is finished at the next open. */
+static void test_pending_recovery(const char *dir)
+{
+    store_t *s = NULL;
+    store_err e;
+    CHECK(store_open(dir, STORE_WRITE, &s, &e) == 0);
+    if (!s) return;
+    uint64_t before = 0;
+    index_get_u64(s, "snapshots", &before);
+    /* Take an existing manifest, give it a new id, and mark it pending as a commit would. */
+    char latest[STORE_SNAPID_LEN];
+    CHECK(store_snapshot_latest(s, "sb", latest, &e) == 0);
+    store_snapshot *snap = NULL;
+    CHECK(store_snapshot_load(s, latest, &snap, &e) == 0);
+    if (!snap) return;
+    strcpy(snap->id, "ffffffffffff00000001");
+    uint8_t *buf;
+    size_t len;
+    CHECK(manifest_encode(snap, NULL, 0, &buf, &len, NULL) == 0);
+    char *mdir = util_path(dir, "manifests");
+    CHECK(util_write_file_durable(mdir, "ffffffffffff00000001.cmf", buf, len) == 0);
+    free(mdir);
+    free(buf);
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    rocksdb_writebatch_put(b, "pending:ffffffffffff00000001", 28, "", 0);
+    rocksdb_writebatch_put(b, "pending:ffffffffffff00000002", 28, "", 0);   /* never made it */
+    CHECK(index_write(s, b, 1, NULL) == 0);
+    rocksdb_writebatch_destroy(b);
+    store_snapshot_free(snap);
+    store_close(s);
+
+    CHECK(store_open(dir, STORE_WRITE, &s, &e) == 0);
+    if (!s) return;
+    uint64_t after = 0, pend = 0;
+    index_get_u64(s, "snapshots", &after);
+    CHECK(after == before + 1);
+    CHECK(index_get_u64(s, "pending:ffffffffffff00000002", &pend) == -ENOENT);
+    CHECK(store_snapshot_latest(s, "sb", latest, &e) == 0 && !strcmp(latest, "ffffffffffff00000001"));
+    store_close(s);
+}
+
+static void test_locked_out_reader(const char *dir)
+{
+    /* A second writer handle in the same process would block: readers share, though. */
+    store_t *r1 = NULL, *r2 = NULL;
+    store_err e;
+    CHECK(store_open(dir, STORE_READ, &r1, &e) == 0);
+    CHECK(store_open(dir, STORE_READ, &r2, &e) == 0);
+    store_close(r1);
+    store_close(r2);
+}
+
+int main(void)
+{
+    snprintf(root, sizeof root, "%s/cairn-unit-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(root)) return 1;
+    store_err e;
+    CHECK(store_init(tmp_path("a"), &e) == 0);
+    CHECK(store_init(tmp_path("b"), &e) == 0);
+    CHECK(store_init(tmp_path("a"), &e) == -EEXIST);
+    store_t *a = NULL, *b = NULL;
+    CHECK(store_open(tmp_path("a"), STORE_WRITE, &a, &e) == 0);
+    CHECK(store_open(tmp_path("b"), STORE_READ, &b, &e) == 0);
+    CHECK(store_open(tmp_path("nope"), STORE_READ, &(store_t *){NULL}, &e) == -ENOENT);
+    if (!a || !b) return 1;
+    test_varint();
+    test_names();
+    test_zero_and_ids(a, b);
+    test_manifest();
+    test_ingest_restore(a);
+    test_pack_footer(a);
+    store_close(a);
+    store_close(b);
+    test_pending_recovery(tmp_path("a"));
+    test_locked_out_reader(tmp_path("a"));
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    if (system(cmd)) fprintf(stderr, "could not remove %s\n", root);
+    if (failures) fprintf(stderr, "%d checks failed\n", failures);
+    return failures ? 1 : 0;
+}
