@@ -41,6 +41,17 @@ static int cmp_ref(const void *x, const void *y)
     return a->page < b->page ? -1 : a->page > b->page;
 }
 
+/* qsort has no context argument: the recipe being sorted is set just before the call.
+ * Restores of one process run one blob at a time per thread. */
+static _Thread_local const store_id *idsort_ids;
+
+static int cmp_page_by_id(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    int c = memcmp(&idsort_ids[a], &idsort_ids[b], 16);
+    return c ? c : (a < b ? -1 : a > b);
+}
+
 static void fail(job *j, int rc, const char *fmt, const ref *r, const char *detail)
 {
     pthread_mutex_lock(&j->mu);
@@ -126,21 +137,25 @@ int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, co
     int rc = ids && pg && locs && found && refs && gstart ? 0 : store_errf(e, -ENOMEM, "out of memory");
     size_t k = 0;
     for (uint64_t i = 0; !rc && i < b->npages; i++)
-        if (!store_id_is_zero(&b->ids[i])) {
-            ids[k] = b->ids[i];
-            pg[k++] = i;
-        }
-    if (!rc) rc = store_lookup(s, ids, n, found, locs, e);
-    for (size_t i = 0; !rc && i < n; i++) {
-        if (!found[i]) {
+        if (!store_id_is_zero(&b->ids[i])) pg[k++] = i;
+    /* Look each distinct id up once: sort the pages by id, then one lookup per run. */
+    idsort_ids = b->ids;
+    if (!rc) qsort(pg, n, sizeof *pg, cmp_page_by_id);
+    size_t nd = 0;
+    for (size_t i = 0; !rc && i < n; i++)
+        if (!nd || memcmp(&ids[nd - 1], &b->ids[pg[i]], 16)) ids[nd++] = b->ids[pg[i]];
+    if (!rc) rc = store_lookup(s, ids, nd, found, locs, e);
+    for (size_t i = 0, d = 0; !rc && i < n; i++) {
+        if (i && memcmp(&b->ids[pg[i - 1]], &b->ids[pg[i]], 16)) d++;
+        if (!found[d]) {
             char hex[STORE_ID_HEX];
-            store_id_hex(&ids[i], hex);
+            store_id_hex(&ids[d], hex);
             rc = store_errf(e, -ENOENT, "snapshot %s: %s: page at offset %llu: chunk %s is not in "
                             "the store", snap->id, b->name, (unsigned long long)pg[i] * STORE_PAGE, hex);
             break;
         }
-        refs[i] = (ref){.pack = locs[i].pack, .offset = locs[i].offset, .page = pg[i],
-                        .clen = locs[i].clen, .npages = locs[i].npages, .slot = locs[i].slot};
+        refs[i] = (ref){.pack = locs[d].pack, .offset = locs[d].offset, .page = pg[i],
+                        .clen = locs[d].clen, .npages = locs[d].npages, .slot = locs[d].slot};
     }
     free(ids);
     free(pg);
