@@ -198,8 +198,8 @@ fsck_ok() {
 
 # store_fp STORE: what a failed command must not change: packs and manifests.
 store_fp() {
-    (cd "$1" && find packs manifests -type f \( -name '*.pack' -o -name '*.cmf' \) \
-        -printf '%p %s\n' 2>/dev/null | sort)
+    (cd "$1" && { find packs manifests -type f \( -name '*.pack' -o -name '*.cmf' \) \
+        -printf '%p %s\n' 2>/dev/null || true; } | sort)
 }
 
 # count_snapshots STORE SANDBOX
