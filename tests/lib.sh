@@ -75,7 +75,7 @@ assert_json() { [ "$(json "$1" "$2")" = true ] || fail "${3:-$1}: $(head -c 400 
 assert_eq() { [ "$1" = "$2" ] || fail "${3:-values differ}: got '$1', expected '$2'"; }
 # assert_cmp A OP B MSG: integer comparison, OP one of -lt -le -gt -ge -eq -ne
 assert_cmp() { [ "$1" "$2" "$3" ] || fail "${4:-comparison}: $1 $2 $3 is false"; }
-assert_grep() { grep -Eqi -- "$1" "$2" || fail "${3:-pattern}: /$1/ not in $2: $(head -c 400 "$2")"; }
+assert_grep() { grep -Eqi -e "$1" "$2" || fail "${3:-pattern}: /$1/ not in $2: $(head -c 400 "$2")"; }
 
 size_of()  { stat -c %s "$1"; }
 # bytes the file really occupies on disk

@@ -22,7 +22,8 @@ $(diff <(echo "$fp0") <(store_fp "$S"))"
 bad() {
     local rc=$1 what=$2; shift 2
     expect "$rc" "$@" >/dev/null
-    [ -s "$T/err" ] || fail "$what: exit $rc but nothing on stderr"
+    cp "$T/err" "$T/bad.err"
+    [ -s "$T/bad.err" ] || fail "$what: exit $rc but nothing on stderr"
     unchanged "$what"
 }
 # refused WHAT CMD...: exit 1 or 2 (either reading is defensible), as bad.
@@ -30,7 +31,8 @@ refused() {
     local what=$1 rc=0; shift
     "$@" >"$T/out" 2>"$T/err" || rc=$?
     case $rc in 1|2) ;; *) fail "$what: exit $rc, expected 1 or 2; stderr: $(head -c 300 "$T/err")" ;; esac
-    [ -s "$T/err" ] || fail "$what: exit $rc but nothing on stderr"
+    cp "$T/err" "$T/bad.err"
+    [ -s "$T/bad.err" ] || fail "$what: exit $rc but nothing on stderr"
     unchanged "$what"
 }
 
@@ -38,7 +40,7 @@ snapshot() { cairn snapshot --store "$S" --tenant acme --sandbox box "$@"; }
 
 # Input files that cannot be snapshotted.
 bad 1 "missing file" snapshot --memory "$T/nosuchfile"
-assert_grep nosuchfile "$T/err" "the message names the missing file"
+assert_grep nosuchfile "$T/bad.err" "the message names the missing file"
 bad 1 "missing file beside a good one" snapshot --memory "$T/mem" --disk "$T/nosuchdisk"
 mkdir "$T/adir"
 bad 1 "a directory" snapshot --memory "$T/adir"
@@ -51,7 +53,7 @@ CAIRN_TIMEOUT=10 bad 1 "/dev/null (not a regular file)" snapshot --vmstate /dev/
 unknown=$(echo "$id0" | tr '0-9a-f' '1-9a-f0')
 [ "$unknown" != "$id0" ] || unknown=${id0}x
 bad 1 "unknown snapshot id" cairn restore --store "$S" --snapshot "$unknown" --out "$T/r1"
-assert_grep "$unknown" "$T/err" "the message names the unknown id"
+assert_grep "$unknown" "$T/bad.err" "the message names the unknown id"
 [ ! -e "$T/r1/memory" ] || fail "restore of an unknown id wrote a memory file"
 
 # A path in place of an id must not reach outside manifests/: a copy of a real
@@ -90,14 +92,14 @@ bad 2 "snapshot without --tenant" cairn snapshot --store "$S" --sandbox box --me
 bad 2 "snapshot without --sandbox" cairn snapshot --store "$S" --tenant acme --memory "$T/mem"
 bad 2 "snapshot flag without its value" snapshot --memory "$T/mem" --disk
 bad 2 "bad --tier" snapshot --tier gold --memory "$T/mem"
-assert_grep tier "$T/err" "the message names --tier"
+assert_grep tier "$T/bad.err" "the message names --tier"
 bad 2 "empty --tier" snapshot --tier "" --memory "$T/mem"
 bad 2 "restore without --snapshot" cairn restore --store "$S" --out "$T/r4"
 bad 2 "restore without --out" cairn restore --store "$S" --snapshot "$id0"
 bad 2 "snapshots without --sandbox" cairn snapshots --store "$S"
 bad 2 "unknown option" cairn stats --store "$S" --frobnicate
 bad 2 "unknown command" cairn frobnicate --store "$S"
-assert_grep frobnicate "$T/err" "the message names the unknown command"
+assert_grep frobnicate "$T/bad.err" "the message names the unknown command"
 bad 2 "no command" cairn
 bad 2 "stray argument" cairn stats --store "$S" extra
 [ ! -e "$T/r4" ] || fail "a usage error created the --out dir"

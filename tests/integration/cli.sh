@@ -12,10 +12,10 @@ for c in "${cmds[@]}"; do
     assert_grep usage "$T/help.$c" "cairn $c --help prints usage"
     assert_grep "\\b$c\\b" "$T/help.$c" "cairn $c --help names the command"
 done
-assert_grep -- '--tenant' "$T/help.snapshot" "snapshot --help lists --tenant"
-assert_grep -- '--tier' "$T/help.snapshot" "snapshot --help lists --tier"
-assert_grep -- '--out' "$T/help.restore" "restore --help lists --out"
-assert_grep -- '--rebuild-index' "$T/help.fsck" "fsck --help lists --rebuild-index"
+assert_grep '--tenant' "$T/help.snapshot" "snapshot --help lists --tenant"
+assert_grep '--tier' "$T/help.snapshot" "snapshot --help lists --tier"
+assert_grep '--out' "$T/help.restore" "restore --help lists --out"
+assert_grep '--rebuild-index' "$T/help.fsck" "fsck --help lists --rebuild-index"
 expect 2 cairn >/dev/null
 assert_grep usage "$T/err" "cairn with no command prints usage on stderr"
 

@@ -60,6 +60,7 @@ no_wrong_files() {
 fsck_bad() {
     local store=$1 name=$2; shift 2
     expect 1 cairn fsck --store "$store" --json "$@" >"$T/fsck.json"
+    log "fsck $*: $(json 'j["problems"][:3]' "$T/fsck.json")"
     assert_json 'j["ok"] is False' "$T/fsck.json" "fsck $* on a damaged store"
     assert_json "any('$name' in p for p in j['problems'])" "$T/fsck.json" "fsck $* names $name"
 }
@@ -72,6 +73,7 @@ read -r lo hi < <(pack_data_range "$p1")
 flip_bit "$p1" $(( (lo + hi) / 2 ))
 fsck_bad "$T/s1" "$(basename "$pack_a" .pack)" --verify-data
 expect 1 cairn restore --store "$T/s1" --snapshot "$ida" --out "$T/o1" >/dev/null
+log "restore: $(cat "$T/err")"
 assert_grep "$ida" "$T/err" "the restore error names the snapshot"
 assert_grep 'offset|byte|at [0-9]' "$T/err" "the restore error gives where"
 no_wrong_files "$T/o1" "${A[@]}"
@@ -83,6 +85,7 @@ truncate -s $(( $(size_of "$p2") / 2 )) "$p2"
 fsck_bad "$T/s2" "$(basename "$pack_b" .pack)"
 fsck_bad "$T/s2" "$(basename "$pack_b" .pack)" --verify-data
 expect 1 cairn restore --store "$T/s2" --snapshot "$idb" --out "$T/o2" >/dev/null
+log "restore: $(cat "$T/err")"
 assert_grep "$idb" "$T/err" "the restore error names the snapshot"
 no_wrong_files "$T/o2" "${B[@]}"
 verify "$T/s2" "$ida" "${A[@]}"
@@ -93,6 +96,7 @@ m=$(ls "$T/s3/manifests/$ida".* 2>/dev/null | head -n 1)
 flip_bit "$m" $(( $(size_of "$m") / 2 ))
 fsck_bad "$T/s3" "$ida"
 expect 1 cairn restore --store "$T/s3" --snapshot "$ida" --out "$T/o3" >/dev/null
+log "restore: $(cat "$T/err")"
 assert_grep "$ida|manifest" "$T/err" "the restore error names the snapshot or its manifest"
 no_wrong_files "$T/o3" "${A[@]}"
 verify "$T/s3" "$idb" "${B[@]}"

@@ -27,6 +27,7 @@ id0=$(snap "$S" acme box memory="$T/mem" vmstate="$T/vm")
 # 80 MiB of incompressible pages cannot fit.
 gen "$T/big" $((80 << 20)) 3
 expect 1 cairn snapshot --store "$S" --tenant acme --sandbox huge --memory "$T/big" >/dev/null
+log "ingest on a full disk: $(cat "$T/err")"
 assert_grep 'space|ENOSPC|full' "$T/err" "the message says the disk is full"
 fsck_ok "$S"
 assert_eq "$(count_snapshots "$S" huge)" 0 "snapshots of the failed ingest"
@@ -44,6 +45,7 @@ dd if=/dev/zero of="$fill" bs=1M status=none 2>/dev/null || true
 rc=0
 cairn restore --store "$S" --snapshot "$id0" --out "$M/out" >/dev/null 2>"$T/err" || rc=$?
 assert_eq "$rc" 1 "restore onto a full disk: exit status"
+log "restore onto a full disk: $(cat "$T/err")"
 assert_grep 'space|ENOSPC|full' "$T/err" "restore on a full disk says so"
 for f in memory vmstate; do
     src=$T/mem; [ $f = vmstate ] && src=$T/vm
