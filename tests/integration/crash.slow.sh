@@ -64,7 +64,7 @@ for i in $(seq 3 $((ITER + 2))); do
     pid=$!
     sleep_ms "$delay"
     kill -9 "$pid" 2>/dev/null || true
-    rc=0; wait "$pid" || rc=$?
+    rc=0; { wait "$pid"; } 2>/dev/null || rc=$?
     id=$(json 'j["snapshot"]' "$T/snap.$i" 2>/dev/null || true)
     if [ -n "$id" ]; then
         echo "$id $i" >>"$T/acked"; finished=$((finished + 1))
@@ -104,7 +104,7 @@ for j in $(seq 1 8); do
     pid=$!
     sleep_ms $((RANDOM % (restore_ms * 6 / 5 + 1)))
     kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" || true
+    { wait "$pid"; } 2>/dev/null || true
     for f in memory vmstate disk; do
         src=$T/in/$i/$f; [ $f = vmstate ] && src=$T/vm
         [ ! -e "$out/$f" ] || cmp -s "$src" "$out/$f" \
@@ -120,7 +120,7 @@ for j in 1 2 3; do
     pid=$!
     sleep_ms $((RANDOM % 300))
     kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" || true
+    { wait "$pid"; } 2>/dev/null || true
 done
 fsck_ok "$S" --rebuild-index
 fsck_ok "$S" --verify-data
