@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `make bench`: Cairn beside restic, borg, casync and the limits (cat, cp, zstd, the
+# page-level ideal) on one generated fleet corpus.  Prints the table and writes
+# docs/performance.md (between the bench markers), docs/bench.png and
+# $BENCH_CACHE/bench-results.json.
+#   BENCH_SIZE=small|full   corpus shape (small: a couple of minutes; full: under 20)
+#   BENCH_CACHE=DIR         corpus and results, reused between runs (./bench-cache)
+#   BENCH_RUNS=N            runs per system, best taken (small 1, full 3)
+#   BENCH_ONLY=a,b          only these systems (cairn restic borg borg-fixed casync cat cp zstd1 zstd3)
+set -euo pipefail
+t0=$(date +%s.%N)
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+size=${BENCH_SIZE:-small}
+cache=${BENCH_CACHE:-./bench-cache}
+case $size in
+    small) sandboxes=2 snapshots=2 mem=512M disk=128M runs=1 ;;
+    full)  sandboxes=5 snapshots=3 mem=512M disk=256M runs=3 ;;
+    *) echo "bench: BENCH_SIZE must be small or full" >&2; exit 2 ;;
+esac
+runs=${BENCH_RUNS:-$runs}
+shape="$sandboxes sandboxes x $snapshots snapshots, memory $mem, disk $disk each"
+for tool in restic borg casync zstd gnuplot /usr/bin/time python3 cmp; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool missing (tools/deps.sh bench)" >&2; exit 1; }
+done
+[ -x "$BUILD/cairn-corpus" ] || { echo "bench: $BUILD/cairn-corpus not built (make)" >&2; exit 1; }
+mkdir -p "$cache" docs
+corpus=$cache/corpus-$size
+echo "bench: corpus $corpus ($shape)" >&2
+"$BUILD/cairn-corpus" --out "$corpus" --sandboxes "$sandboxes" --snapshots "$snapshots" \
+    --memory-size "$mem" --disk-size "$disk" >&2
+BENCH_T0=$t0 exec python3 tools/bench/run.py --corpus "$corpus" --cache "$cache" --cairn "$BUILD/cairn" \
+    --runs "$runs" --size "$size" --shape "$shape" --only "${BENCH_ONLY:-}" \
+    --doc docs/performance.md --png docs/bench.png
