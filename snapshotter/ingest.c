@@ -7,9 +7,13 @@
  * ids start zeroed (a zero id is a zero page). */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,7 +78,10 @@ typedef struct {
     uint64_t fsize;
     uint64_t first_page, npages;     /* pages of the batch within the blob */
     store_blob *blob;
-    uint8_t *buf;                    /* BATCH_PAGES pages */
+    const store_blob *parent;        /* the same blob in the parent snapshot, or NULL */
+    uint8_t *buf;                    /* BATCH_PAGES pages; only candidates are filled */
+    uint8_t *need;                   /* per page of the batch: 1 if it may be new */
+    const uint8_t *map;              /* the batch's pages mapped read-only, or NULL */
     int read_err;                    /* first -errno of a slice, 0 if none */
     /* new pages waiting for compression */
     uint8_t *stage;
@@ -91,34 +98,86 @@ typedef struct {
     uint64_t done_bytes, total_bytes;
 } ingest;
 
+/* A mapped input that shrinks under us raises SIGBUS on access: the worker that touches
+ * it jumps back to its slice and reports the file as changed, instead of the process
+ * dying. Outside a mapped read the signal keeps its default action. */
+static _Thread_local sigjmp_buf *bus_jmp;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+    (void)si;
+    (void)uc;
+    if (bus_jmp) siglongjmp(*bus_jmp, 1);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void install_sigbus(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigaction(SIGBUS, &sa, NULL);
+}
+
+/* Zero-tests and hashes one page; pages equal to the parent's at this offset are done,
+ * the others are copied out as candidates for step 2. */
+static void hash_page(ingest *g, uint64_t i, const uint8_t *p)
+{
+    uint64_t pg = g->first_page + i;
+    store_id *id = &g->blob->ids[pg];
+    g->need[i] = 0;
+    if (store_page_is_zero(p)) {
+        memset(id, 0, sizeof *id);
+        return;
+    }
+    store_chunk_id(g->s, p, id);
+    if (store_id_is_zero(id)) g->read_err = -EILSEQ;   /* 2^-128: refuse, never guess */
+    if (g->parent && pg < g->parent->npages && !memcmp(&g->parent->ids[pg], id, 16)) return;
+    g->need[i] = 1;
+    memcpy(g->buf + i * STORE_PAGE, p, STORE_PAGE);
+}
+
+/* Step 1 for one slice. With the batch mapped (the usual case) pages are hashed where
+ * they sit in the page cache: no copy, which is what `cat` pays for. Without a mapping,
+ * pread goes through a small buffer that stays in L2. */
+#define READ_PAGES 32u
 static void hash_slice(void *arg, size_t t)
 {
     ingest *g = arg;
     uint64_t lo = t * SLICE_PAGES, hi = lo + SLICE_PAGES;
     if (hi > g->npages) hi = g->npages;
-    if (lo >= hi) return;
-    uint8_t *p = g->buf + lo * STORE_PAGE;
-    uint64_t off = (g->first_page + lo) * STORE_PAGE;
-    size_t want = (size_t)(hi - lo) * STORE_PAGE;
-    size_t avail = off + want <= g->fsize ? want : (size_t)(g->fsize - off);
-    size_t got = 0;
-    while (got < avail) {
-        ssize_t r = pread(g->fd, p + got, avail - got, (off_t)(off + got));
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            g->read_err = r < 0 ? -errno : -ESTALE;   /* ESTALE: the file shrank under us */
+    if (g->map) {
+        sigjmp_buf jb;
+        if (sigsetjmp(jb, 0)) {
+            bus_jmp = NULL;
+            g->read_err = -ESTALE;
             return;
         }
-        got += (size_t)r;
+        bus_jmp = &jb;
+        for (uint64_t i = lo; i < hi; i++) hash_page(g, i, g->map + i * STORE_PAGE);
+        bus_jmp = NULL;
+        return;
     }
-    memset(p + avail, 0, want - avail);               /* the last page may be partial */
-    for (uint64_t i = lo; i < hi; i++, p += STORE_PAGE) {
-        store_id *id = &g->blob->ids[g->first_page + i];
-        if (store_page_is_zero(p)) memset(id, 0, sizeof *id);
-        else {
-            store_chunk_id(g->s, p, id);
-            if (store_id_is_zero(id)) g->read_err = -EILSEQ;   /* 2^-128: refuse, never guess */
+    _Alignas(64) uint8_t local[READ_PAGES * STORE_PAGE];
+    for (uint64_t c = lo; c < hi; c += READ_PAGES) {
+        uint64_t ce = hi - c < READ_PAGES ? hi : c + READ_PAGES;
+        uint64_t off = (g->first_page + c) * STORE_PAGE;
+        size_t want = (size_t)(ce - c) * STORE_PAGE;
+        size_t avail = off + want <= g->fsize ? want : (size_t)(g->fsize - off);
+        size_t got = 0;
+        while (got < avail) {
+            ssize_t r = pread(g->fd, local + got, avail - got, (off_t)(off + got));
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) {
+                g->read_err = r < 0 ? -errno : -ESTALE;   /* ESTALE: the file shrank under us */
+                return;
+            }
+            got += (size_t)r;
         }
+        memset(local + avail, 0, want - avail);           /* the last page may be partial */
+        for (uint64_t i = c; i < ce; i++) hash_page(g, i, local + (i - c) * STORE_PAGE);
     }
 }
 
@@ -157,15 +216,13 @@ static int stage_page(ingest *g, const store_id *id, const uint8_t *page, store_
     return 0;
 }
 
-/* Steps 2-4 for the batch in g->buf. */
-static int classify_batch(ingest *g, const store_blob *parent, store_err *e)
+/* Steps 2-4 for the candidates of the batch (g->need). */
+static int classify_batch(ingest *g, store_err *e)
 {
     size_t nlook = 0;
     for (uint64_t i = 0; i < g->npages; i++) {
-        uint64_t pg = g->first_page + i;
-        const store_id *id = &g->blob->ids[pg];
-        if (store_id_is_zero(id)) continue;
-        if (parent && pg < parent->npages && !memcmp(&parent->ids[pg], id, 16)) continue;
+        if (!g->need[i]) continue;
+        const store_id *id = &g->blob->ids[g->first_page + i];
         if (idset_has(&g->seen, id)) continue;
         g->look_ids[nlook] = *id;
         g->look_pos[nlook++] = (uint32_t)i;
@@ -187,6 +244,7 @@ static int ingest_blob(ingest *g, store_blob *b, int fd, const store_blob *paren
     g->fd = fd;
     g->fsize = b->size;
     g->blob = b;
+    g->parent = parent;
     uint64_t pos = 0;
     while (pos < b->size) {
         off_t ds = lseek(fd, (off_t)pos, SEEK_DATA);
@@ -199,13 +257,19 @@ static int ingest_blob(ingest *g, store_blob *b, int fd, const store_blob *paren
             g->first_page = p;
             g->npages = p1 - p < BATCH_PAGES ? p1 - p : BATCH_PAGES;
             g->read_err = 0;
+            /* Bytes past EOF in the last page read as zeros in a mapping, as in the pread path. */
+            size_t mlen = (size_t)g->npages * STORE_PAGE;
+            void *m = mmap(NULL, mlen, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, (off_t)(p * STORE_PAGE));
+            g->map = m == MAP_FAILED ? NULL : m;
             store_parallel(g->s, (g->npages + SLICE_PAGES - 1) / SLICE_PAGES, hash_slice, g);
+            if (g->map) munmap((void *)g->map, mlen);   /* keeps RSS flat whatever the file size */
+            g->map = NULL;
             if (g->read_err)
                 return store_errf(e, g->read_err, "%s: %s", path,
                                   g->read_err == -ESTALE   ? "the file changed size while it was read"
                                   : g->read_err == -EILSEQ ? "a page hashed to the reserved zero id"
                                                            : strerror(-g->read_err));
-            int rc = classify_batch(g, parent, e);
+            int rc = classify_batch(g, e);
             if (rc) return rc;
             if (progress) progress(parg, g->done_bytes + (p + g->npages) * STORE_PAGE, g->total_bytes);
         }
@@ -244,6 +308,7 @@ static void ingest_free(ingest *g)
     free(g->look_ids);
     free(g->look_pos);
     free(g->found);
+    free(g->need);
 }
 
 int snap_ingest(store_t *s, const snap_request *req, store_snapshot **out, store_err *e)
@@ -254,6 +319,8 @@ int snap_ingest(store_t *s, const snap_request *req, store_snapshot **out, store
                           "not starting with '.' or '-'");
     if (req->nblobs < 1 || req->nblobs > STORE_MAX_BLOBS)
         return store_errf(e, -EINVAL, "a snapshot needs at least one file");
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, install_sigbus);
     int fds[STORE_MAX_BLOBS];
     for (int i = 0; i < STORE_MAX_BLOBS; i++) fds[i] = -1;
     store_snapshot *snap = calloc(1, sizeof *snap), *parent = NULL;
@@ -290,7 +357,8 @@ int snap_ingest(store_t *s, const snap_request *req, store_snapshot **out, store
     g.look_ids = malloc(BATCH_PAGES * sizeof *g.look_ids);
     g.look_pos = malloc(BATCH_PAGES * sizeof *g.look_pos);
     g.found = malloc(BATCH_PAGES);
-    int nomem = !g.buf || !g.stage || !g.look_ids || !g.look_pos || !g.found;
+    g.need = malloc(BATCH_PAGES);
+    int nomem = !g.need || !g.buf || !g.stage || !g.look_ids || !g.look_pos || !g.found;
     for (unsigned i = 0; i < STAGE_GROUPS; i++) {
         g.cctx[i] = store_cctx_new();
         g.cbuf[i] = malloc(g.cbound);
