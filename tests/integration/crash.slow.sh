@@ -8,8 +8,9 @@
 ITER=${CRASH_ITER:-30}
 S=$T/store
 must cairn init --store "$S" >/dev/null
-RANDOM=${CRASH_SEED:-$$}
-log "seed $RANDOM (CRASH_SEED to replay)"
+seed=${CRASH_SEED:-$$}
+RANDOM=$seed
+log "seed $seed (CRASH_SEED=$seed to replay)"
 
 gen "$T/base" $((32 << 20)) 1 40
 gen "$T/vm" 300001 2
@@ -98,7 +99,7 @@ must cairn restore --store "$S" --snapshot "$id" --out "$T/rt" >/dev/null
 restore_ms=$(elapsed_ms "$t0")
 rm -rf "$T/rt"
 for j in $(seq 1 8); do
-    line=$(shuf -n 1 "$T/acked"); id=${line% *}; i=${line#* }
+    line=$(sed -n "$((RANDOM % $(wc -l <"$T/acked") + 1))p" "$T/acked"); id=${line% *}; i=${line#* }
     out=$T/rk.$j
     "$CAIRN_BIN" restore --store "$S" --snapshot "$id" --out "$out" >/dev/null 2>&1 &
     pid=$!
