@@ -9,14 +9,14 @@ set -euo pipefail
 BUILD=${BUILD:-build}
 CAIRN=$BUILD/cairn
 CORPUS_BIN=$BUILD/cairn-corpus
-STORE=./cairn-data
-DATA=./demo-data
+STORE=$PWD/cairn-data
+DATA=$PWD/demo-data
 PY=$(command -v /usr/bin/python3 || command -v python3)
 for b in "$CAIRN" "$CORPUS_BIN"; do
     [ -x "$b" ] || { echo "demo: $b is missing; run make first" >&2; exit 1; }
 done
 
-human() { numfmt --to=iec-i --suffix=B --format='%.1f' "$1"; }
+human() { numfmt --to=iec-i --suffix=B --round=nearest --format='%.1f' "$1"; }
 jget() { "$PY" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 step() { printf '\n== %s\n' "$*"; }
 t_start=$EPOCHREALTIME
