@@ -14,8 +14,8 @@ BUILD=${BUILD:-build}
 size=${BENCH_SIZE:-small}
 cache=${BENCH_CACHE:-./bench-cache}
 case $size in
-    small) sandboxes=2 snapshots=2 mem=512M disk=128M runs=1 ;;
-    full)  sandboxes=5 snapshots=3 mem=512M disk=256M runs=3 ;;
+    small) sandboxes=2 snapshots=2 mem=512M disk=64M runs=1 ;;
+    full)  sandboxes=3 snapshots=3 mem=512M disk=256M runs=3 ;;
     *) echo "bench: BENCH_SIZE must be small or full" >&2; exit 2 ;;
 esac
 runs=${BENCH_RUNS:-$runs}

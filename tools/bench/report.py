@@ -4,6 +4,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 
@@ -40,9 +41,10 @@ def machine():
     return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "os": osname,
             "mem_gib": round(mem / 2**30, 1),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "versions": {"restic": sh(["restic", "version"]), "borg": sh(["borg", "--version"]),
-                         "casync": "casync " + sh(["casync", "--version"]),
-                         "zstd": sh(["zstd", "--version"]),
+            "versions": {"restic": " ".join(sh(["restic", "version"]).split()[:2]),
+                         "borg": sh(["borg", "--version"]),
+                         "casync": "casync " + sh(["casync", "--version"]).split()[-1],
+                         "zstd": "zstd " + re.sub(r".*(v[0-9.]+).*", r"\1", sh(["zstd", "--version"])),
                          "cairn": "git " + sh(["git", "describe", "--always", "--dirty"])}}
 
 
@@ -143,12 +145,15 @@ def markdown(res):
            f"fleet, whose parent and every other snapshot are already stored. Fresh = "
            f"{meta['fresh']}, the first. Restore = {meta['restored']} into an empty folder, "
            f"then `cmp` against the input. Stored = `du -sb` of the repository (cp: "
-           f"allocated bytes). Peak RSS from `/usr/bin/time -f %M`, max over the commands.",
+           f"allocated bytes). Peak RSS from `/usr/bin/time -f %M`, max over the commands. "
+           f"Cairn's times include its fsyncs (durable before acknowledged); cp and zstd "
+           f"do not sync. Ratios in parentheses are to Cairn's figure.",
            f"- Bench took {meta['seconds_total']:.0f} s.", ""]
     out.append(table(res))
     if cb.get("index_bytes") is not None:
-        out += ["", f"Cairn `stats`: stored_bytes {cb.get('pack_bytes')} , index_bytes "
-                f"{cb['index_bytes']}, chunks {cb.get('chunks')}."]
+        out += ["", f"Cairn `stats`: stored_bytes {fmt_b(cb.get('pack_bytes'))} (packs), "
+                f"index_bytes {fmt_b(cb['index_bytes'])}, chunks {cb.get('chunks')}; "
+                f"the page-level ideal has {ideal['distinct_pages']} distinct pages."]
     fails = [(v["label"], v["error"]) for v in s.values() if v["error"]]
     if fails:
         out += ["", "Failures:"] + [f"- {lab}: {err}" for lab, err in fails]

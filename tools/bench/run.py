@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report  # noqa: E402
 from systems import make_systems  # noqa: E402
@@ -107,8 +108,10 @@ def one_run(name, factory, snaps, target, workroot):
                 res["ingest_rss_kib"] = max(res["ingest_rss_kib"], rss)
             res["per_snapshot"][snap.key] = secs
         res["ingest_s"] = sum(res["per_snapshot"].values())
+        t0 = time.perf_counter()
         res["stored_bytes"] = s.stored()
         res.update(s.extra())
+        res["measure_s"] = time.perf_counter() - t0
         if s.restores:
             out = os.path.join(workroot, f"{name}.out")
             shutil.rmtree(out, ignore_errors=True)
@@ -119,13 +122,17 @@ def one_run(name, factory, snaps, target, workroot):
                 t, rss = run(cmd, env, rssfile)
                 res["restore_s"] += t
                 res["restore_rss_kib"] = max(res["restore_rss_kib"], rss)
+            t0 = time.perf_counter()
             verify(mapping, target)
+            res["verify_s"] = time.perf_counter() - t0
             shutil.rmtree(out)
     finally:
+        t0 = time.perf_counter()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(os.path.join(workroot, f"{name}.out"), ignore_errors=True)
         # Untimed: the next system must not pay for this one's dirty pages.
         subprocess.run(["sync"])
+        res["cleanup_s"] = time.perf_counter() - t0
     return res
 
 
@@ -199,7 +206,9 @@ def main():
             runs[name].append(res)
             print(f"bench: run {r + 1}/{a.runs} {name:10s} ingest {res['ingest_s']:7.2f} s"
                   + (f"  restore {res['restore_s']:6.2f} s" if "restore_s" in res else "")
-                  + f"  ({time.time() - t0:.0f} s)", file=sys.stderr)
+                  + f"  ({time.time() - t0:.0f} s; untimed: measure {res['measure_s']:.1f}"
+                  f" verify {res.get('verify_s', 0):.1f} cleanup {res['cleanup_s']:.1f})",
+                  file=sys.stderr)
     shutil.rmtree(workroot, ignore_errors=True)
 
     meta = {"size": a.size, "shape": a.shape, "runs": a.runs, "corpus": corpus,
