@@ -109,7 +109,7 @@ static int take_lock(store_t *s, store_err *e)
     s->lock_fd = path ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644) : -1;
     free(path);
     if (s->lock_fd < 0) return store_errf(e, -errno, "%s/lock: %s", s->dir, strerror(errno));
-    int op = s->mode == STORE_WRITE ? LOCK_EX : LOCK_SH;
+    int op = s->mode == STORE_READ ? LOCK_SH : LOCK_EX;
     if (flock(s->lock_fd, op | LOCK_NB) < 0) {
         if (errno != EWOULDBLOCK) return store_errf(e, -errno, "%s/lock: %s", s->dir, strerror(errno));
         char who[32] = "";
@@ -121,7 +121,7 @@ static int take_lock(store_t *s, store_err *e)
         while (flock(s->lock_fd, op) < 0)
             if (errno != EINTR) return store_errf(e, -errno, "%s/lock: %s", s->dir, strerror(errno));
     }
-    if (s->mode == STORE_WRITE) {
+    if (s->mode != STORE_READ) {
         char pid[32];
         int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
         if (ftruncate(s->lock_fd, 0) == 0) (void)!pwrite(s->lock_fd, pid, (size_t)n, 0);
@@ -179,6 +179,10 @@ int store_open(const char *dir, int mode, store_t **out, store_err *e)
         rc = store_errf(e, -ENOTDIR, "%s is not a Cairn store (not a directory)", dir);
     if (!rc) rc = read_conf(s, e);
     if (!rc) rc = take_lock(s, e);
+    if (mode == STORE_REPAIR) {
+        s->mode = STORE_WRITE;
+        if (!rc) goto ready;
+    }
     if (!rc) rc = index_open(s, 0, e);
     if (!rc) {
         uint64_t complete = 0;
@@ -193,6 +197,7 @@ int store_open(const char *dir, int mode, store_t **out, store_err *e)
         store_close(s);
         return rc;
     }
+ready:;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     const char *env = getenv("CAIRN_THREADS");
     long want = env ? atol(env) : ncpu;

@@ -70,14 +70,16 @@ typedef struct {
 
 typedef struct store store_t;
 
-enum { STORE_READ = 0, STORE_WRITE = 1 };
+enum { STORE_READ = 0, STORE_WRITE = 1, STORE_REPAIR = 2 };
 
 /* Creates an empty store in dir (made if missing; must be empty or absent). */
 int store_init(const char *dir, store_err *e);
 
 /* Opens a store. STORE_WRITE takes the exclusive lock (waiting, with one message on
  * stderr, while another process holds it) and finishes any commit a crash interrupted;
- * STORE_READ takes the shared lock and opens the index read-only. */
+ * STORE_READ takes the shared lock and opens the index read-only. STORE_REPAIR takes the
+ * exclusive lock and does not open the index (it may be lost): only for
+ * store_rebuild_index, after which the store is open as for STORE_WRITE. */
 int store_open(const char *dir, int mode, store_t **out, store_err *e);
 void store_close(store_t *s);
 const char *store_dir(const store_t *s);

@@ -242,8 +242,7 @@ int cmd_fsck(int argc, char **argv)
     cli_common c;
     int rc = parse("fsck", argc, argv, opts, &c);
     if (rc) return rc;
-    store_t *s = cli_open("fsck", &c, rebuild ? STORE_WRITE : STORE_READ);
-    if (!s && rebuild) return EXIT_FAIL;
+    store_t *s = cli_open("fsck", &c, rebuild ? STORE_REPAIR : STORE_READ);
     if (!s) return EXIT_FAIL;
     fsck_ctx f = {.problems = json_array(), .garbage = json_array(), .json = c.json};
     store_err e;
