@@ -9,10 +9,12 @@
 #   BENCH_ONLY=a,b          only these systems (cairn restic borg borg-fixed casync cat cp zstd1 zstd3)
 set -euo pipefail
 t0=$(date +%s.%N)
-cd "$(dirname "$0")/.."
-BUILD=${BUILD:-build}
 size=${BENCH_SIZE:-small}
 cache=${BENCH_CACHE:-./bench-cache}
+mkdir -p "$cache"
+cache=$(cd "$cache" && pwd)  # relative to where we were called; cairn-corpus wants it absolute
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
 case $size in
     small) sandboxes=2 snapshots=2 mem=512M disk=64M runs=1 ;;
     full)  sandboxes=3 snapshots=3 mem=512M disk=256M runs=3 ;;
@@ -24,7 +26,7 @@ for tool in restic borg casync zstd gnuplot /usr/bin/time python3 cmp; do
     command -v "$tool" >/dev/null || { echo "bench: $tool missing (tools/deps.sh bench)" >&2; exit 1; }
 done
 [ -x "$BUILD/cairn-corpus" ] || { echo "bench: $BUILD/cairn-corpus not built (make)" >&2; exit 1; }
-mkdir -p "$cache" docs
+mkdir -p docs
 corpus=$cache/corpus-$size
 echo "bench: corpus $corpus ($shape)" >&2
 "$BUILD/cairn-corpus" --out "$corpus" --sandboxes "$sandboxes" --snapshots "$snapshots" \

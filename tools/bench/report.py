@@ -14,6 +14,8 @@ LABELS = {"cairn": "cairn", "restic": "restic 0.14 (v2, auto)", "borg": "borg 1.
           "borg-fixed": "borg 1.2 fixed,4096", "casync": "casync", "cat": "cat (read)",
           "cp": "cp --sparse=always", "zstd1": "zstd -1 -T0", "zstd3": "zstd -3 -T0 / zstd -d"}
 PEERS = ("restic", "borg", "borg-fixed", "casync")
+SHORT = {"cairn": "cairn", "restic": "restic", "borg": "borg", "borg-fixed": "borg fixed",
+         "casync": "casync", "cat": "cat", "cp": "cp", "zstd1": "zstd -1", "zstd3": "zstd -3 / -d"}
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -60,7 +62,8 @@ def best(runs, inc, fresh):
     if "restore_s" in runs[0]:
         b["restore_s"] = min(r["restore_s"] for r in runs)
         b["restore_rss_kib"] = max(r["restore_rss_kib"] for r in runs)
-    for k in ("pack_bytes", "index_bytes", "chunks", "logical_bytes", "stats_error"):
+    for k in ("pack_bytes", "index_bytes", "chunks", "logical_bytes", "stats_error",
+              "store_parts"):
         if k in runs[-1]:
             b[k] = runs[-1][k]
     return b
@@ -92,7 +95,7 @@ def fmt_m(v):
 def cell(fmt, v, ref):
     if v is None:
         return "—"
-    if ref is None or ref == 0 or v is ref:
+    if not ref:
         return fmt(v)
     return f"{fmt(v)} ({v / ref:.2g}x)"
 
@@ -110,10 +113,12 @@ def table(res):
     for name, sysres in s.items():
         b = sysres["best"]
         if b is None:
-            lines.append(f"| {sysres['label']} | FAILED: {sysres['error']} |"
+            err = sysres["error"].replace("|", "/")
+            lines.append(f"| {sysres['label']} | FAILED: {err} |"
                          + " |" * len(cols))
             continue
-        row = [cell(f, b.get(k), cb.get(k)) for _, k, f in cols]
+        ref = {} if name == "cairn" else cb
+        row = [cell(f, b.get(k), ref.get(k)) for _, k, f in cols]
         st = b.get("stored_bytes")
         row.append(f"{st / ideal['ideal_bytes']:.2f}x" if st else "—")
         lines.append(f"| {sysres['label']} | " + " | ".join(row) + " |")
@@ -153,10 +158,12 @@ def markdown(res):
     if cb.get("index_bytes") is not None:
         out += ["", f"Cairn `stats`: stored_bytes {fmt_b(cb.get('pack_bytes'))} (packs), "
                 f"index_bytes {fmt_b(cb['index_bytes'])}, chunks {cb.get('chunks')}; "
-                f"the page-level ideal has {ideal['distinct_pages']} distinct pages."]
+                f"the page-level ideal has {ideal['distinct_pages']} distinct pages. "
+                "Store folders (`du -sb`): " + ", ".join(
+                    f"{d}/ {fmt_b(v)}" for d, v in (cb.get("store_parts") or {}).items()) + "."]
     fails = [(v["label"], v["error"]) for v in s.values() if v["error"]]
     if fails:
-        out += ["", "Failures:"] + [f"- {lab}: {err}" for lab, err in fails]
+        out += ["", "Failures:"] + [f"- {lab}: `{err.replace('`', '')}`" for lab, err in fails]
     out += ["", "### Targets (issue 5 on BENCH_SIZE=full; issue 2)", "",
             "| issue | target | measured | result |", "|---|---|---|---|"]
     for t in res["targets"]:
@@ -190,15 +197,16 @@ def plot(res, png):
         for key, title, unit, scale in (("ingest_s", "fleet ingest", "s", 1),
                                         ("restore_s", "restore one snapshot", "s", 1),
                                         ("stored_bytes", "stored bytes", "MB", 1e-6)):
-            rows = [(v["label"], v["best"][key]) for n, v in s.items()
+            colour = {"cairn": 1, "cat": 3, "cp": 3, "zstd1": 3, "zstd3": 3}
+            rows = [(SHORT[n], v["best"][key], colour.get(n, 2)) for n, v in s.items()
                     if v["best"] and v["best"].get(key)]
             if key == "stored_bytes":
-                rows.append(("page-level ideal", res["ideal"]["ideal_bytes"]))
+                rows.append(("ideal", res["ideal"]["ideal_bytes"], 4))
             ref = cb.get(key)
             with open(os.path.join(d, key), "w") as f:
-                for lab, v in rows:
+                for lab, v, c in rows:
                     y = v / ref if ref else v * scale
-                    f.write(f'"{lab}" {y:.6g} {1 if lab == "cairn" else 2}\n')
+                    f.write(f'"{lab}" {y:.6g} {c}\n')
             ylab = "relative to cairn (log scale)" if ref else f"{unit} (log scale)"
             i = len(panels) + 1
             panels.append(f'f{i}="{os.path.join(d, key)}"; t{i}="{title}"; y{i}="{ylab}"')

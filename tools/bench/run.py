@@ -217,6 +217,7 @@ def main():
             "seconds_total": round(time.time() - t_start, 1)}
     results = report.build(meta, ideal, runs, errors)
     report.emit(results, os.path.join(cache, "bench-results.json"), a.doc, a.png)
+    print(f"bench: done in {time.time() - t_start:.0f} s", file=sys.stderr)
     mismatch = any(e.startswith("RESTORE MISMATCH") for e in errors.values())
     return 1 if mismatch or "cairn" in errors else 0
 

@@ -77,9 +77,13 @@ class Cairn(System):
         if r.returncode != 0:
             return {"stats_error": r.stderr.strip()[-300:]}
         s = json.loads(r.stdout)
+        # Where the store's bytes are, beside the packs: index, manifests, the rest.
+        parts = {d: du_apparent(os.path.join(self.repo, d)) for d in sorted(os.listdir(self.repo))
+                 if os.path.isdir(os.path.join(self.repo, d))}
         # stats' stored_bytes counts packs only; "stored_bytes" here is the whole store
         return {"pack_bytes": s.get("stored_bytes"), "index_bytes": s.get("index_bytes"),
-                "chunks": s.get("chunks"), "logical_bytes": s.get("logical_bytes")}
+                "chunks": s.get("chunks"), "logical_bytes": s.get("logical_bytes"),
+                "store_parts": parts}
 
 
 class Restic(System):
