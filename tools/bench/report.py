@@ -13,7 +13,6 @@ import targets as tg
 LABELS = {"cairn": "cairn", "restic": "restic 0.14 (v2, auto)", "borg": "borg 1.2 (zstd,3)",
           "borg-fixed": "borg 1.2 fixed,4096", "casync": "casync", "cat": "cat (read)",
           "cp": "cp --sparse=always", "zstd1": "zstd -1 -T0", "zstd3": "zstd -3 -T0 / zstd -d"}
-PEERS = ("restic", "borg", "borg-fixed", "casync")
 SHORT = {"cairn": "cairn", "restic": "restic", "borg": "borg", "borg-fixed": "borg fixed",
          "casync": "casync", "cat": "cat", "cp": "cp", "zstd1": "zstd -1", "zstd3": "zstd -3 / -d"}
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -118,10 +117,11 @@ def table(res):
                          + " |" * len(cols))
             continue
         ref = {} if name == "cairn" else cb
+        label = sysres["label"] + (" (FAILED in a later run)" if sysres["error"] else "")
         row = [cell(f, b.get(k), ref.get(k)) for _, k, f in cols]
         st = b.get("stored_bytes")
         row.append(f"{st / ideal['ideal_bytes']:.2f}x" if st else "—")
-        lines.append(f"| {sysres['label']} | " + " | ".join(row) + " |")
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
     lines.append(f"| page-level ideal | — | — | {fmt_b(ideal['ideal_bytes'])}"
                  + (f" ({ideal['ideal_bytes'] / cb['stored_bytes']:.2g}x)"
                     if cb.get("stored_bytes") else "") + " | — | — | — | 1.00x |")

@@ -183,6 +183,9 @@ def main():
     ideal = ideal_of(files, cache)
     systems = make_systems(lambda n: os.path.join(workroot, n), os.path.abspath(a.cairn))
     if a.only:
+        unknown = set(a.only.split(",")) - {n for n, _ in systems}
+        if unknown:
+            sys.exit(f"bench: unknown system(s) {', '.join(sorted(unknown))}")
         systems = [s for s in systems if s[0] in a.only.split(",")]
     runs = {name: [] for name, _ in systems}
     errors = {}
@@ -198,8 +201,8 @@ def main():
             t0 = time.time()
             try:
                 res = one_run(name, factory, snaps, target, workroot)
-            except Failed as e:
-                errors[name] = str(e)
+            except Exception as e:  # one system's trouble must not stop the others
+                errors[name] = str(e) if isinstance(e, Failed) else f"{type(e).__name__}: {e}"
                 loud = isinstance(e, Mismatch)
                 print(f"bench: {'!!! ' if loud else ''}{name} FAILED: {e}", file=sys.stderr)
                 continue
