@@ -46,6 +46,10 @@ int index_open(store_t *s, int create, store_err *e)
     rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom_full(10));
     rocksdb_block_based_options_set_block_size(t, 16 << 10);
     rocksdb_block_based_options_set_format_version(t, 5);
+    /* A hash inside each data block: a point lookup skips the binary search. */
+    rocksdb_block_based_options_set_data_block_index_type(
+        t, rocksdb_block_based_table_data_block_index_type_binary_search_and_hash);
+    rocksdb_block_based_options_set_data_block_hash_ratio(t, 0.75);
     rocksdb_options_set_block_based_table_factory(o, t);
     s->opts = o;
     s->topts = t;
@@ -143,44 +147,72 @@ int index_decode_loc(const uint8_t *buf, size_t len, store_loc *l)
     return 0;
 }
 
+typedef struct {
+    store_t *s;
+    const store_id *ids;
+    size_t n;
+    uint8_t *found;
+    store_loc *locs;
+    int rc;
+    store_err err;
+    pthread_mutex_t mu;
+} lookup_job;
+
+enum { LOOKUP_BATCH = 1024 };
+
+/* One multi_get of up to LOOKUP_BATCH ids: ids[t * LOOKUP_BATCH ...]. */
+static void lookup_batch(void *arg, size_t t)
+{
+    lookup_job *j = arg;
+    size_t base = t * LOOKUP_BATCH;
+    size_t m = j->n - base < LOOKUP_BATCH ? j->n - base : LOOKUP_BATCH;
+    if (base >= j->n) return;
+    const char *keys[LOOKUP_BATCH];
+    size_t klens[LOOKUP_BATCH];
+    char *vals[LOOKUP_BATCH];
+    size_t vlens[LOOKUP_BATCH];
+    char *errs[LOOKUP_BATCH];
+    const rocksdb_column_family_handle_t *cfs[LOOKUP_BATCH];
+    for (size_t i = 0; i < m; i++) {
+        keys[i] = (const char *)j->ids[base + i].b;
+        klens[i] = 16;
+        cfs[i] = j->s->cf[CF_CHUNKS];
+    }
+    rocksdb_multi_get_cf(j->s->db, j->s->ro, cfs, m, keys, klens, vals, vlens, errs);
+    for (size_t i = 0; i < m; i++) {
+        j->found[base + i] = 0;
+        if (errs[i]) {
+            pthread_mutex_lock(&j->mu);
+            if (!j->rc) j->rc = store_errf(&j->err, -EIO, "index lookup: %s", errs[i]);
+            pthread_mutex_unlock(&j->mu);
+            free(errs[i]);
+        } else if (vals[i]) {
+            store_loc l;
+            if (index_decode_loc((const uint8_t *)vals[i], vlens[i], &l) == 0) {
+                j->found[base + i] = 1;
+                if (j->locs) j->locs[base + i] = l;
+            } else {
+                pthread_mutex_lock(&j->mu);
+                if (!j->rc)
+                    j->rc = store_errf(&j->err, -EUCLEAN, "index: damaged chunk record: run "
+                                       "`cairn fsck --rebuild-index`");
+                pthread_mutex_unlock(&j->mu);
+            }
+        }
+        free(vals[i]);
+    }
+}
+
 int store_lookup(store_t *s, const store_id *ids, size_t n, uint8_t *found, store_loc *locs,
                  store_err *e)
 {
-    enum { BATCH = 1024 };
-    const char *keys[BATCH];
-    size_t klens[BATCH];
-    char *vals[BATCH];
-    size_t vlens[BATCH];
-    char *errs[BATCH];
-    const rocksdb_column_family_handle_t *cfs[BATCH];
-    for (size_t i = 0; i < BATCH; i++) {
-        klens[i] = 16;
-        cfs[i] = s->cf[CF_CHUNKS];
-    }
-    int rc = 0;
-    for (size_t base = 0; base < n; base += BATCH) {
-        size_t m = n - base < BATCH ? n - base : BATCH;
-        for (size_t i = 0; i < m; i++) keys[i] = (const char *)ids[base + i].b;
-        rocksdb_multi_get_cf(s->db, s->ro, cfs, m, keys, klens, vals, vlens, errs);
-        for (size_t i = 0; i < m; i++) {
-            found[base + i] = 0;
-            if (errs[i]) {
-                if (!rc) rc = store_errf(e, -EIO, "index lookup: %s", errs[i]);
-                free(errs[i]);
-            } else if (vals[i]) {
-                store_loc l;
-                if (index_decode_loc((const uint8_t *)vals[i], vlens[i], &l) == 0) {
-                    found[base + i] = 1;
-                    if (locs) locs[base + i] = l;
-                } else if (!rc) {
-                    rc = store_errf(e, -EUCLEAN, "index: damaged chunk record: run "
-                                    "`cairn fsck --rebuild-index`");
-                }
-            }
-            free(vals[i]);
-        }
-    }
-    return rc;
+    lookup_job j = {.s = s, .ids = ids, .n = n, .found = found, .locs = locs};
+    pthread_mutex_init(&j.mu, NULL);
+    /* Big lookups (a restore's recipe, fsck) use every core; RocksDB reads are thread-safe. */
+    store_parallel(s, (n + LOOKUP_BATCH - 1) / LOOKUP_BATCH, lookup_batch, &j);
+    pthread_mutex_destroy(&j.mu);
+    if (j.rc && e) *e = j.err;
+    return j.rc;
 }
 
 static void put_counter(store_t *s, rocksdb_writebatch_t *b, const char *key, int64_t delta)
