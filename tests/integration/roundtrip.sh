@@ -40,7 +40,7 @@ mem=$T/r2/memory
 nz=$(nonzero_bytes "$mem")
 assert_cmp "$nz" -lt $(( $(size_of "$mem") * 3 / 4 )) "corpus memory should be mostly zero pages"
 assert_cmp "$(alloc_of "$mem")" -le $(( nz + (1 << 20) )) \
-    "restored memory is not sparse (size $(size_of "$mem"), non-zero $nz, allocated)"
+    "restored memory must be sparse: allocated bytes vs non-zero pages + 1 MiB (size $(size_of "$mem"))"
 rm -rf "$T/r2"
 
 # snapshots: newest first, each with its id and time.
