@@ -85,6 +85,9 @@ int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64
 char *manifest_record_json(const store_snapshot *snap);
 int manifest_load_path(const char *path, store_snapshot **out, store_err *e);
 
+/* files.c */
+int files_write(store_t *s, store_snapshot *snap, store_err *e);
+
 /* pool.c */
 struct pool *pool_new(unsigned threads);
 void pool_free(struct pool *p);

@@ -22,6 +22,7 @@ void store_snapshot_free(store_snapshot *snap)
 {
     if (!snap) return;
     for (int i = 0; i < snap->nblobs; i++) free(snap->blobs[i].ids);
+    store_findex_free(snap->files);
     free(snap);
 }
 
@@ -78,13 +79,17 @@ static json_t *snapshot_json(const store_snapshot *snap)
     json_t *blobs = json_object();
     for (int i = 0; i < snap->nblobs; i++)
         json_object_set_new(blobs, snap->blobs[i].name, json_integer((json_int_t)snap->blobs[i].size));
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:o}",
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:o}",
                      "snapshot", snap->id, "tenant", snap->tenant, "sandbox", snap->sandbox,
                      "tier", snap->tier, "time", when, "time_ms", (json_int_t)snap->time_ms,
                      "logical_bytes", (json_int_t)snap->logical_bytes,
                      "new_bytes", (json_int_t)snap->new_bytes,
                      "new_chunks", (json_int_t)snap->new_chunks, "parent", snap->parent,
                      "blobs", blobs);
+    if (snap->template_name[0]) json_object_set_new(j, "template", json_string(snap->template_name));
+    if (snap->files_hash[0]) json_object_set_new(j, "files_hash", json_string(snap->files_hash));
+    if (snap->files) json_object_set_new(j, "files", json_integer((json_int_t)snap->files->n));
+    return j;
 }
 
 char *manifest_record_json(const store_snapshot *snap)
@@ -183,6 +188,11 @@ int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64
                 copy_str(snap->tier, sizeof snap->tier, json_object_get(j, "tier")) ||
                 copy_str(snap->parent, sizeof snap->parent, json_object_get(j, "parent")) ||
                 !json_is_array(bl) || json_array_size(bl) > STORE_MAX_BLOBS))
+        rc = -EBADMSG;
+    json_t *jt = json_object_get(j, "template"), *jh = json_object_get(j, "files_hash");
+    if (!rc && jt && copy_str(snap->template_name, sizeof snap->template_name, jt)) rc = -EBADMSG;
+    if (!rc && jh && (copy_str(snap->files_hash, sizeof snap->files_hash, jh) ||
+                      strlen(snap->files_hash) != 16))
         rc = -EBADMSG;
     if (!rc) {
         snap->time_ms = json_integer_value(json_object_get(j, "time_ms"));

@@ -346,7 +346,8 @@ int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
     }
     rocksdb_writebatch_clear(b);
 
-    /* 3. The manifest: the commit point. */
+    /* 3. The file index, then the manifest (the commit point), which records its hash. */
+    if (!rc && snap->files) rc = files_write(s, snap, e);
     if (!rc) {
         uint8_t *buf = NULL;
         size_t len = 0;

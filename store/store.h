@@ -119,6 +119,9 @@ typedef struct {
     uint64_t new_bytes;           /* pack bytes this snapshot added */
     uint64_t new_chunks;
     char parent[STORE_SNAPID_LEN];/* "" if none; informational only (no chains) */
+    char template_name[STORE_NAME_MAX + 1]; /* "" if none: the template it was booted from */
+    struct store_findex *files;   /* file index of the disk, or NULL; owned by the snapshot */
+    char files_hash[17];          /* hex XXH3-64 of manifests/ID.files, "" if none */
     int nblobs;
     store_blob blobs[STORE_MAX_BLOBS];
 } store_snapshot;
@@ -142,6 +145,89 @@ int store_snapshot_latest(store_t *s, const char *sandbox, char id_out[STORE_SNA
 typedef int (*store_snapshot_fn)(void *arg, const char *id, const char *json);
 int store_snapshot_list(store_t *s, const char *sandbox, store_snapshot_fn fn, void *arg,
                         store_err *e);
+
+
+/* ---- file index (issue 3) -----------------------------------------------------------
+ *
+ * A snapshot with a disk carries an index of the disk's files, written with the snapshot
+ * (manifests/ID.files, checksummed, written before the manifest, which records its hash).
+ * It is what `ls`, `cat`, `extract` and `rebuild` read: a file's bytes come from the
+ * disk's chunks through its extents, never from re-parsing the image.
+ *
+ * Paths are the raw bytes of the image's names joined by '/', starting with '/'. They may
+ * hold any byte but NUL and '/' inside a component (the walker refuses those names and
+ * "." / ".." entries). They are not necessarily UTF-8. Entries are sorted by path
+ * (memcmp order), so a directory's children follow it.
+ */
+typedef enum {
+    STORE_FT_FILE = 1, STORE_FT_DIR, STORE_FT_SYMLINK, STORE_FT_HARDLINK,
+    STORE_FT_CHR, STORE_FT_BLK, STORE_FT_FIFO, STORE_FT_SOCK
+} store_ftype;
+
+typedef enum {
+    STORE_CLASS_RUNTIME = 0, STORE_CLASS_ARTIFACT, STORE_CLASS_UPLOAD, STORE_CLASS_PROJECT,
+    STORE_CLASS_SECRET, STORE_CLASS_CACHE, STORE_CLASS_TEMP, STORE_CLASS_COUNT
+} store_class;
+
+/* "artifact", "upload", ...; -1 if unknown. Important = artifact, upload, project. */
+const char *store_class_name(store_class c);
+int store_class_parse(const char *name);
+int store_class_important(store_class c);
+
+typedef struct {
+    uint64_t file_off;      /* offset in the file */
+    uint64_t disk_off;      /* byte offset in the snapshot's disk blob */
+    uint64_t len;           /* bytes; the extent is data (holes are absent) */
+} store_extent;
+
+typedef struct {
+    char *name;             /* "user.foo", "security.selinux", ... (NUL-terminated) */
+    uint8_t *value;
+    uint32_t len;
+} store_xattr;
+
+typedef struct {
+    char *path;             /* NUL-terminated; see the rules above */
+    uint32_t path_len;      /* strlen(path) */
+    uint8_t type;           /* store_ftype */
+    uint8_t cls;            /* store_class */
+    uint32_t mode;          /* permission bits + S_IFMT, as in st_mode */
+    uint32_t uid, gid;
+    int64_t atime_ns, mtime_ns, ctime_ns;
+    uint64_t size;
+    uint32_t nlink;
+    uint64_t rdev;          /* devices: makedev(major, minor) */
+    char *target;           /* symlink: its target (raw bytes); hardlink: the path of the
+                               first name of the inode (an entry of type FILE); else NULL */
+    uint8_t *inline_data;   /* file bytes kept in the inode (ext4 inline_data), or NULL */
+    uint32_t inline_len;
+    store_extent *ext;      /* file data as disk ranges, file_off ascending; none if inline */
+    uint32_t next;
+    store_xattr *xattrs;
+    uint32_t nxattrs;
+} store_fentry;
+
+typedef struct store_findex {
+    store_fentry *e;        /* sorted by path */
+    size_t n;
+    char *warning;          /* non-NULL when the index is truncated or names were refused */
+} store_findex;
+
+void store_findex_free(store_findex *fi);          /* frees entries and fi itself */
+/* Finds the entry of exactly this path, or NULL (binary search). */
+const store_fentry *store_findex_get(const store_findex *fi, const char *path);
+/* Serialises / parses the index (format of manifests/ID.files). Parsing checks every
+ * length against the buffer: a damaged file is an error, never an overread. */
+int store_findex_encode(const store_findex *fi, uint8_t **out, size_t *len, store_err *e);
+int store_findex_decode(const uint8_t *buf, size_t len, store_findex **out, store_err *e);
+
+/* The file index of a snapshot: -ENOENT if it has none (no disk, or not indexed). */
+int store_findex_load(store_t *s, const store_snapshot *snap, store_findex **out, store_err *e);
+
+/* Reads len bytes of the snapshot's blob `name` at offset into buf, through its recipe;
+ * each page read is verified against its id. Zero pages read as zeros. */
+int store_blob_read(store_t *s, const store_snapshot *snap, const char *name, uint64_t off,
+                    void *buf, size_t len, store_err *e);
 
 /* ---- writing ----------------------------------------------------------------------- */
 
