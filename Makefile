@@ -9,7 +9,7 @@ ifneq ($(SAN),)
 CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SAN)
 endif
-LDLIBS  = -lrocksdb -lzstd -lxxhash -ljansson -lpthread -lm
+LDLIBS  = -lrocksdb -lzstd -lxxhash -ljansson -lext2fs -lcom_err -lpthread -lm
 
 LIB_SRC   := $(wildcard store/*.c snapshotter/*.c restore/*.c gc/*.c)
 CLI_SRC   := $(wildcard tools/cli*.c)

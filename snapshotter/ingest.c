@@ -311,7 +311,7 @@ static void ingest_free(ingest *g)
     free(g->need);
 }
 
-int snap_ingest(store_t *s, const snap_request *req, store_snapshot **out, store_err *e)
+int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *e)
 {
     *out = NULL;
     if (store_name_valid(req->tenant) || store_name_valid(req->sandbox))
@@ -338,7 +338,22 @@ int snap_ingest(store_t *s, const snap_request *req, store_snapshot **out, store
         if (!b->ids) rc = store_errf(e, -ENOMEM, "%s: out of memory for its recipe", req->blob_path[i]);
         snap->logical_bytes += b->size;
     }
+    /* The disk's file index first: a hostile image can cost the index, never the snapshot
+     * (a hibernated VM must come back whatever its filesystem holds). */
+    req->warning[0] = 0;
+    for (int i = 0; !rc && req->policy && i < snap->nblobs; i++) {
+        if (strcmp(snap->blobs[i].name, "disk")) continue;
+        store_err ie;
+        if (snap_index_disk(req->blob_path[i], snap->blobs[i].size, &snap->files, &ie)) {
+            snprintf(req->warning, sizeof req->warning, "no file index for the disk: %s", ie.msg);
+        } else {
+            snap_policy_apply(req->policy, snap->files);
+            if (snap->files->warning)
+                snprintf(req->warning, sizeof req->warning, "partial file index: %s", snap->files->warning);
+        }
+    }
     if (!rc) {
+        if (req->template_name) snprintf(snap->template_name, sizeof snap->template_name, "%s", req->template_name);
         snprintf(snap->tenant, sizeof snap->tenant, "%s", req->tenant);
         snprintf(snap->sandbox, sizeof snap->sandbox, "%s", req->sandbox);
         snprintf(snap->tier, sizeof snap->tier, "%s", req->tier ? req->tier : "free");

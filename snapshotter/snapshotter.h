@@ -19,6 +19,28 @@
 
 typedef void (*snap_progress_fn)(void *arg, uint64_t done, uint64_t total);
 
+/* ---- classes (policy.c) --------------------------------------------------------------
+ * A policy classifies paths: explicit per-path classes (a "class<TAB>path" file from the
+ * orchestrator; a folder's class covers everything below it), then rules "GLOB CLASS" of
+ * a policy file, then of the store's `policy` file, then the built-in defaults; the first
+ * match wins. Unmatched paths are runtime. */
+typedef struct snap_policy snap_policy;
+/* store_dir, policy_file and classes_file may each be NULL. */
+int snap_policy_load(const char *store_dir, const char *policy_file, const char *classes_file,
+                     snap_policy **out, store_err *e);
+void snap_policy_free(snap_policy *p);
+store_class snap_policy_classify(const snap_policy *p, const char *path, size_t len);
+void snap_policy_apply(const snap_policy *p, store_findex *fi);
+const char *snap_policy_defaults(void);   /* the built-in rules, as text */
+
+/* ---- file index of a disk image (ext4walk.c) -----------------------------------------
+ * Walks an ext4 image in a confined child process (see ext4walk.c) and returns its file
+ * index, sorted, classes unset (runtime). disk_bytes bounds every extent. The process must
+ * be able to fork; the child never touches the store. On error (not ext4, corrupt beyond
+ * use, the parser crashed or timed out) *out is NULL and e says why. A partial index
+ * (loops, refused names, truncated) comes back with fi->warning set. */
+int snap_index_disk(const char *image, uint64_t disk_bytes, store_findex **out, store_err *e);
+
 typedef struct {
     const char *tenant;
     const char *sandbox;
@@ -28,11 +50,14 @@ typedef struct {
     int nblobs;
     snap_progress_fn progress;        /* may be NULL */
     void *progress_arg;
+    const char *template_name;        /* may be NULL: the template the sandbox booted from */
+    const snap_policy *policy;        /* classes for the disk's file index; NULL: no index */
+    char warning[768];                /* out: why the file index is missing or partial */
 } snap_request;
 
 /* Ingests the request's files and commits one snapshot. On success *out is the committed
  * snapshot (free with store_snapshot_free); on failure nothing is acknowledged and only
  * garbage that fsck reports may remain (after a crash), never a half snapshot. */
-int snap_ingest(store_t *s, const snap_request *req, store_snapshot **out, store_err *e);
+int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *e);
 
 #endif

@@ -19,10 +19,18 @@ static const cli_command commands[] = {
      cmd_init},
     {"snapshot", "store a sandbox's memory, vmstate and disk files",
      "usage: cairn snapshot --tenant T --sandbox S [--tier free|pro] [--memory F] [--vmstate F]\n"
-     "                      [--disk F] [--store DIR] [--json]\n\n"
+     "                      [--disk F] [--template NAME] [--policy FILE] [--classes FILE]\n"
+     "                      [--no-file-index] [--store DIR] [--json]\n\n"
      "Stores the given files as one snapshot of sandbox S and prints its id (last line of\n"
      "stdout) once it is durable. At least one file is needed. Names: 1-128 of [A-Za-z0-9._-].\n"
-     "JSON: snapshot, sandbox, tenant, logical_bytes, new_bytes, new_chunks, seconds.\n\n" COMMON_OPTS,
+     "A disk (raw ext4) is also indexed file by file, each file classed (artifact, upload,\n"
+     "project, secret, cache, temp, runtime) by the rules of --policy FILE (\"GLOB CLASS\"\n"
+     "lines, first match wins), then the store's `policy` file, then the defaults\n"
+     "(`cairn policy` prints them); --classes FILE gives explicit \"CLASS<TAB>/path\" lines.\n"
+     "An image that cannot be indexed is still stored, with a warning.\n"
+     "--template NAME records the template the sandbox booted from (used by rebuild).\n"
+     "JSON: snapshot, sandbox, tenant, logical_bytes, new_bytes, new_chunks, files, warning,\n"
+     "seconds.\n\n" COMMON_OPTS,
      cmd_snapshot},
     {"restore", "write a snapshot's files back, byte-exact",
      "usage: cairn restore --snapshot ID --out DIR [--store DIR] [--json]\n\n"

@@ -67,9 +67,12 @@ int cmd_init(int argc, char **argv)
 int cmd_snapshot(int argc, char **argv)
 {
     const char *tenant = NULL, *sandbox = NULL, *tier = NULL, *mem = NULL, *vms = NULL, *disk = NULL;
+    const char *tmpl = NULL, *policy = NULL, *classes = NULL;
+    int no_index = 0;
     opt opts[] = {{"tenant", &tenant, NULL},  {"sandbox", &sandbox, NULL}, {"tier", &tier, NULL},
                   {"memory", &mem, NULL},     {"vmstate", &vms, NULL},     {"disk", &disk, NULL},
-                  {NULL, NULL, NULL}};
+                  {"template", &tmpl, NULL},  {"policy", &policy, NULL},   {"classes", &classes, NULL},
+                  {"no-file-index", NULL, &no_index}, {NULL, NULL, NULL}};
     cli_common c;
     int rc = parse("snapshot", argc, argv, opts, &c);
     if (rc) return rc;
@@ -88,23 +91,38 @@ int cmd_snapshot(int argc, char **argv)
             req.blob_path[req.nblobs++] = paths[i];
         }
     if (!req.nblobs) return cli_usage(cc, "give at least one of --memory, --vmstate, --disk");
+    if (tmpl && store_name_valid(tmpl)) return cli_usage(cc, "bad template name '%s'", tmpl);
+    req.template_name = tmpl;
+    snap_policy *pol = NULL;
+    store_err pe;
+    if (disk && !no_index && snap_policy_load(c.store, policy, classes, &pol, &pe))
+        return cli_fail(EXIT_USAGE, "snapshot", "%s", pe.msg);
+    req.policy = pol;
 
     double t0 = cli_seconds();
     store_t *s = cli_open("snapshot", &c, STORE_WRITE);
-    if (!s) return EXIT_FAIL;
+    if (!s) {
+        snap_policy_free(pol);
+        return EXIT_FAIL;
+    }
     store_snapshot *snap = NULL;
     store_err e;
     rc = snap_ingest(s, &req, &snap, &e);
     store_close(s);
+    snap_policy_free(pol);
     cli_progress_end();
+    if (req.warning[0]) fprintf(stderr, "cairn snapshot: warning: %s\n", req.warning);
     if (rc) return cli_fail(EXIT_FAIL, "snapshot", "%s; nothing was stored", e.msg);
     double secs = cli_seconds() - t0;
     if (c.json) {
-        cli_print_json(json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "snapshot", snap->id,
-                                 "tenant", snap->tenant, "sandbox", snap->sandbox,
-                                 "logical_bytes", (json_int_t)snap->logical_bytes,
-                                 "new_bytes", (json_int_t)snap->new_bytes,
-                                 "new_chunks", (json_int_t)snap->new_chunks, "seconds", secs));
+        json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "snapshot", snap->id,
+                              "tenant", snap->tenant, "sandbox", snap->sandbox,
+                              "logical_bytes", (json_int_t)snap->logical_bytes,
+                              "new_bytes", (json_int_t)snap->new_bytes,
+                              "new_chunks", (json_int_t)snap->new_chunks, "seconds", secs);
+        if (snap->files) json_object_set_new(j, "files", json_integer((json_int_t)snap->files->n));
+        if (req.warning[0]) json_object_set_new(j, "warning", json_string(req.warning));
+        cli_print_json(j);
     } else {
         char l[32], n[32];
         cli_human(snap->logical_bytes, l);

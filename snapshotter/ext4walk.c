@@ -1,0 +1,628 @@
+/* The disk's file index: a confined child process walks the ext4 image with libext2fs.
+ *
+ * The image is tenant-controlled: every byte of it may be hostile. The child
+ *   - opens the image read-only, then confines itself: no new privileges, dies with its
+ *     parent, chroot to an empty folder and the nobody user when root, memory (RLIMIT_AS),
+ *     CPU time and file-size (0: it can write no file) limits;
+ *   - walks from the root, never visiting a directory inode twice (loops), bounding depth,
+ *     entries, extents and xattrs, refusing names with '/' or NUL and "."/"..";
+ *   - reads extents with the extent API (whole extents, never block by block, so a hostile
+ *     "1 TiB" extent costs nothing) and refuses those past the end of the disk;
+ *   - sends the result as the store's own file-index encoding through a pipe.
+ * The parent parses that with the bounds-checked decoder, under a wall-clock timeout.
+ * A child that crashes or times out costs the snapshot its index, never the snapshot.
+ */
+#include <sys/types.h>
+
+#include <errno.h>
+#include <ext2fs/ext2fs.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "snapshotter/snapshotter.h"
+
+#define MAX_ENTRIES 2000000
+#define MAX_DEPTH 256
+#define MAX_PATH 4096
+#define MAX_EXTENTS 65536
+#define MAX_XATTRS 64
+#define MAX_XATTR_BYTES 65536
+#define CHILD_MEM (1536ULL << 20)
+#define CHILD_CPU_SECONDS 60
+#define WALL_SECONDS 120
+
+typedef struct {
+    ext2_filsys fs;
+    store_findex *fi;
+    size_t cap;
+    uint64_t disk_bytes;
+    unsigned blocksize;
+    /* first path of each inode with nlink > 1, for hard links */
+    ext2_ino_t *link_ino;
+    size_t *link_entry;
+    size_t nlinks, link_cap;
+    ext2fs_inode_bitmap seen_dirs;
+    int truncated, refused, bad_inodes;
+} walk;
+
+static int64_t ts_ns(uint32_t sec, uint32_t extra, int has_extra)
+{
+    int64_t s = (int32_t)sec;
+    if (!has_extra) return s * 1000000000LL;
+    s += (int64_t)(extra & 3) << 32;            /* epoch bits extend the seconds */
+    return s * 1000000000LL + (extra >> 2);
+}
+
+static store_fentry *new_entry(walk *w, const char *path, size_t plen)
+{
+    if (w->fi->n >= MAX_ENTRIES) {
+        w->truncated = 1;
+        return NULL;
+    }
+    if (w->fi->n == w->cap) {
+        size_t nc = w->cap ? w->cap * 2 : 1024;
+        store_fentry *ne = realloc(w->fi->e, nc * sizeof *ne);
+        if (!ne) {
+            w->truncated = 1;
+            return NULL;
+        }
+        w->fi->e = ne;
+        w->cap = nc;
+    }
+    store_fentry *f = &w->fi->e[w->fi->n];
+    memset(f, 0, sizeof *f);
+    f->path = malloc(plen + 1);
+    if (!f->path) {
+        w->truncated = 1;
+        return NULL;
+    }
+    memcpy(f->path, path, plen);
+    f->path[plen] = 0;
+    f->path_len = (uint32_t)plen;
+    w->fi->n++;
+    return f;
+}
+
+typedef struct {
+    store_fentry *f;
+    size_t max, bytes;
+} xattr_ctx;
+
+static int xattr_cb(char *name, char *value, size_t vlen, void *data)
+{
+    xattr_ctx *c = data;
+    if (c->f->nxattrs >= c->max || c->bytes + vlen > MAX_XATTR_BYTES) return XATTR_ABORT;
+    store_xattr *x = &c->f->xattrs[c->f->nxattrs];
+    x->name = strdup(name);
+    x->value = malloc(vlen ? vlen : 1);
+    if (!x->name || !x->value) {
+        free(x->name);
+        free(x->value);
+        return XATTR_ABORT;
+    }
+    memcpy(x->value, value, vlen);
+    x->len = (uint32_t)vlen;
+    c->f->nxattrs++;
+    c->bytes += vlen;
+    return 0;
+}
+
+static void read_xattrs(walk *w, ext2_ino_t ino, store_fentry *f)
+{
+    struct ext2_xattr_handle *h = NULL;
+    if (ext2fs_xattrs_open(w->fs, ino, &h)) return;
+    size_t count = 0;
+    if (ext2fs_xattrs_read(h) == 0 && ext2fs_xattrs_count(h, &count) == 0 && count) {
+        if (count > MAX_XATTRS) count = MAX_XATTRS;
+        f->xattrs = calloc(count, sizeof *f->xattrs);
+        xattr_ctx c = {f, f->xattrs ? count : 0, 0};
+        if (f->xattrs) ext2fs_xattrs_iterate(h, xattr_cb, &c);
+    }
+    ext2fs_xattrs_close(&h);
+}
+
+/* Data extents of an extent-mapped file, as disk byte ranges. Uninitialised extents read
+ * as zeros: they are holes. Extents outside the disk or past the file size are refused. */
+static int read_extents(walk *w, ext2_ino_t ino, struct ext2_inode *inode, store_fentry *f)
+{
+    ext2_extent_handle_t h;
+    if (ext2fs_extent_open2(w->fs, ino, inode, &h)) return -1;
+    struct ext2fs_extent ex;
+    size_t cap = 0;
+    int rc = 0;
+    errcode_t err = ext2fs_extent_get(h, EXT2_EXTENT_ROOT, &ex);
+    for (unsigned steps = 0; !err && steps < 4 * MAX_EXTENTS; steps++) {
+        if ((ex.e_flags & EXT2_EXTENT_FLAGS_LEAF) && !(ex.e_flags & EXT2_EXTENT_FLAGS_UNINIT) &&
+            ex.e_len) {
+            uint64_t boff = (uint64_t)ex.e_lblk * w->blocksize;
+            uint64_t doff = (uint64_t)ex.e_pblk * w->blocksize;
+            uint64_t len = (uint64_t)ex.e_len * w->blocksize;
+            if (doff >= w->disk_bytes || len > w->disk_bytes - doff) {
+                rc = -1;                         /* points outside the disk: hostile/corrupt */
+                break;
+            }
+            if (boff < f->size) {
+                if (len > f->size - boff) len = f->size - boff;
+                if (f->next && f->ext[f->next - 1].file_off + f->ext[f->next - 1].len > boff) {
+                    rc = -1;                     /* overlapping or unordered: corrupt */
+                    break;
+                }
+                if (f->next == MAX_EXTENTS) {
+                    rc = -1;
+                    break;
+                }
+                if (f->next == cap) {
+                    cap = cap ? cap * 2 : 8;
+                    store_extent *ne = realloc(f->ext, cap * sizeof *ne);
+                    if (!ne) {
+                        rc = -1;
+                        break;
+                    }
+                    f->ext = ne;
+                }
+                store_extent *last = f->next ? &f->ext[f->next - 1] : NULL;
+                if (last && last->file_off + last->len == boff && last->disk_off + last->len == doff)
+                    last->len += len;            /* physically contiguous: one range */
+                else
+                    f->ext[f->next++] = (store_extent){boff, doff, len};
+            }
+        }
+        err = ext2fs_extent_get(h, EXT2_EXTENT_NEXT_LEAF, &ex);
+    }
+    ext2fs_extent_free(h);
+    return rc;
+}
+
+/* Old-style (ext2/3) block-mapped files: iterate blocks, bounded by the disk size. */
+typedef struct {
+    walk *w;
+    store_fentry *f;
+    size_t cap;
+    int bad;
+} blk_ctx;
+
+static int blk_cb(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt, blk64_t ref_blk,
+                  int ref_offset, void *priv)
+{
+    (void)fs;
+    (void)ref_blk;
+    (void)ref_offset;
+    blk_ctx *c = priv;
+    if (blockcnt < 0) return 0;                  /* metadata (indirect) blocks */
+    uint64_t boff = (uint64_t)blockcnt * c->w->blocksize, doff = *blocknr * c->w->blocksize;
+    if (doff >= c->w->disk_bytes || c->f->next >= MAX_EXTENTS) {
+        c->bad = 1;
+        return BLOCK_ABORT;
+    }
+    if (boff >= c->f->size) return 0;
+    uint64_t len = c->w->blocksize;
+    if (len > c->f->size - boff) len = c->f->size - boff;
+    store_extent *last = c->f->next ? &c->f->ext[c->f->next - 1] : NULL;
+    if (last && last->file_off + last->len == boff && last->disk_off + last->len == doff) {
+        last->len += len;
+        return 0;
+    }
+    if (c->f->next == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 8;
+        store_extent *ne = realloc(c->f->ext, c->cap * sizeof *ne);
+        if (!ne) {
+            c->bad = 1;
+            return BLOCK_ABORT;
+        }
+        c->f->ext = ne;
+    }
+    c->f->ext[c->f->next++] = (store_extent){boff, doff, len};
+    return 0;
+}
+
+static void read_data(walk *w, ext2_ino_t ino, struct ext2_inode *inode, store_fentry *f)
+{
+    int bad = 0;
+    if (inode->i_flags & EXT4_INLINE_DATA_FL) {
+        size_t sz = 0;
+        if (ext2fs_inline_data_size(w->fs, ino, &sz) || sz > 65536) bad = 1;
+        else if ((f->inline_data = malloc(sz ? sz : 1)) == NULL) bad = 1;
+        else if (ext2fs_inline_data_get(w->fs, ino, inode, f->inline_data, &sz)) bad = 1;
+        else f->inline_len = (uint32_t)(sz < f->size ? sz : f->size);
+    } else if (inode->i_flags & EXT4_EXTENTS_FL) {
+        bad = read_extents(w, ino, inode, f) != 0;
+    } else if (ext2fs_inode_has_valid_blocks2(w->fs, inode)) {
+        blk_ctx c = {w, f, 0, 0};
+        if (ext2fs_block_iterate3(w->fs, ino, BLOCK_FLAG_READ_ONLY | BLOCK_FLAG_DATA_ONLY, NULL,
+                                  blk_cb, &c) || c.bad)
+            bad = 1;
+    }
+    if (bad) {
+        /* Keep the entry (its metadata is real) but with no bytes we could trust. */
+        free(f->ext);
+        f->ext = NULL;
+        f->next = 0;
+        free(f->inline_data);
+        f->inline_data = NULL;
+        f->inline_len = 0;
+        f->size = 0;
+        w->bad_inodes++;
+    }
+}
+
+static void read_symlink(walk *w, ext2_ino_t ino, struct ext2_inode *inode, store_fentry *f)
+{
+    uint64_t sz = EXT2_I_SIZE(inode);
+    if (sz == 0 || sz >= MAX_PATH) {
+        w->bad_inodes++;
+        return;
+    }
+    char *t = calloc(1, sz + 1);
+    if (!t) return;
+    if (ext2fs_is_fast_symlink(inode)) {
+        memcpy(t, (char *)inode->i_block, sz < sizeof inode->i_block ? sz : sizeof inode->i_block);
+    } else if (inode->i_flags & EXT4_INLINE_DATA_FL) {
+        size_t got = sz;
+        char *tmp = malloc(65536);
+        if (tmp && ext2fs_inline_data_get(w->fs, ino, inode, tmp, &got) == 0)
+            memcpy(t, tmp, got < sz ? got : sz);
+        free(tmp);
+    } else {
+        ext2_file_t file;
+        unsigned got = 0;
+        if (ext2fs_file_open2(w->fs, ino, inode, 0, &file) == 0) {
+            ext2fs_file_read(file, t, (unsigned)sz, &got);
+            ext2fs_file_close(file);
+        }
+    }
+    if (memchr(t, 0, sz)) {     /* a NUL inside a target: corrupt; keep what precedes */
+        w->bad_inodes++;
+    }
+    f->target = t;
+}
+
+static int link_lookup(walk *w, ext2_ino_t ino, size_t *entry)
+{
+    for (size_t i = 0; i < w->nlinks; i++)          /* few hard links in practice */
+        if (w->link_ino[i] == ino) {
+            *entry = w->link_entry[i];
+            return 1;
+        }
+    return 0;
+}
+
+static void link_add(walk *w, ext2_ino_t ino, size_t entry)
+{
+    if (w->nlinks == w->link_cap) {
+        size_t nc = w->link_cap ? w->link_cap * 2 : 64;
+        ext2_ino_t *a = realloc(w->link_ino, nc * sizeof *a);
+        if (a) w->link_ino = a;
+        size_t *b = realloc(w->link_entry, nc * sizeof *b);
+        if (b) w->link_entry = b;
+        if (!a || !b) return;
+        w->link_cap = nc;
+    }
+    w->link_ino[w->nlinks] = ino;
+    w->link_entry[w->nlinks++] = entry;
+}
+
+typedef struct {
+    walk *w;
+    char *path;
+    size_t plen;
+    int depth;
+    ext2_ino_t *subdirs;
+    size_t nsub, subcap;
+    size_t *subentry;
+} dir_ctx;
+
+static void visit_dir(walk *w, ext2_ino_t dir, char *path, size_t plen, int depth);
+
+static int dir_cb(ext2_ino_t dir, int entry, struct ext2_dir_entry *dirent, int offset,
+                  int blocksize, char *buf, void *priv)
+{
+    (void)dir;
+    (void)entry;
+    (void)offset;
+    (void)blocksize;
+    (void)buf;
+    dir_ctx *c = priv;
+    walk *w = c->w;
+    unsigned nlen = ext2fs_dirent_name_len(dirent);
+    const char *name = dirent->name;
+    ext2_ino_t ino = dirent->inode;
+    if (!ino) return 0;
+    if ((nlen == 1 && name[0] == '.') || (nlen == 2 && name[0] == '.' && name[1] == '.')) return 0;
+    if (nlen == 0 || memchr(name, '/', nlen) || memchr(name, 0, nlen) || c->plen + 1 + nlen >= MAX_PATH) {
+        w->refused++;
+        return 0;
+    }
+    if (ino > w->fs->super->s_inodes_count || w->truncated) {
+        if (!w->truncated) w->refused++;
+        return w->truncated ? DIRENT_ABORT : 0;
+    }
+    size_t base = c->plen;
+    if (!(base == 1 && c->path[0] == '/')) c->path[base++] = '/';
+    else base = 1;
+    memcpy(c->path + base, name, nlen);
+    size_t plen = base + nlen;
+    struct ext2_inode_large in;
+    memset(&in, 0, sizeof in);
+    if (ext2fs_read_inode_full(w->fs, ino, (struct ext2_inode *)&in, sizeof in)) {
+        w->bad_inodes++;
+        return 0;
+    }
+    struct ext2_inode *inode = (struct ext2_inode *)&in;
+    store_fentry *f = new_entry(w, c->path, plen);
+    if (!f) return DIRENT_ABORT;
+    size_t me = w->fi->n - 1;
+    int has_extra = EXT2_INODE_SIZE(w->fs->super) > EXT2_GOOD_OLD_INODE_SIZE &&
+                    in.i_extra_isize >= 24;
+    f->mode = inode->i_mode;
+    f->uid = inode_uid(*inode);
+    f->gid = inode_gid(*inode);
+    f->atime_ns = ts_ns(inode->i_atime, in.i_atime_extra, has_extra);
+    f->mtime_ns = ts_ns(inode->i_mtime, in.i_mtime_extra, has_extra);
+    f->ctime_ns = ts_ns(inode->i_ctime, in.i_ctime_extra, has_extra);
+    f->nlink = inode->i_links_count;
+    f->size = EXT2_I_SIZE(inode);
+    switch (inode->i_mode & S_IFMT) {
+    case S_IFDIR:
+        f->type = STORE_FT_DIR;
+        f->size = 0;
+        break;
+    case S_IFLNK:
+        f->type = STORE_FT_SYMLINK;
+        read_symlink(w, ino, inode, f);
+        break;
+    case S_IFCHR:
+    case S_IFBLK:
+        f->type = S_ISCHR(inode->i_mode) ? STORE_FT_CHR : STORE_FT_BLK;
+        f->rdev = inode->i_block[0] ? makedev((inode->i_block[0] >> 8) & 0xff, inode->i_block[0] & 0xff)
+                                    : makedev((inode->i_block[1] & 0xfff00) >> 8,
+                                              (inode->i_block[1] & 0xff) | ((inode->i_block[1] >> 12) & 0xfff00));
+        f->size = 0;
+        break;
+    case S_IFIFO:
+        f->type = STORE_FT_FIFO;
+        f->size = 0;
+        break;
+    case S_IFSOCK:
+        f->type = STORE_FT_SOCK;
+        f->size = 0;
+        break;
+    case S_IFREG: {
+        size_t first;
+        if (inode->i_links_count > 1 && link_lookup(w, ino, &first)) {
+            f->type = STORE_FT_HARDLINK;
+            f->target = strdup(w->fi->e[first].path);
+            break;
+        }
+        f->type = STORE_FT_FILE;
+        if (inode->i_links_count > 1) link_add(w, ino, me);
+        read_data(w, ino, inode, f);
+        break;
+    }
+    default:
+        w->bad_inodes++;
+        f->type = STORE_FT_FILE;
+        f->size = 0;
+        f->mode = (f->mode & 07777) | S_IFREG;
+        break;
+    }
+    if (f->type != STORE_FT_HARDLINK) read_xattrs(w, ino, f);
+    if (f->type == STORE_FT_DIR) {
+        /* Recurse after this directory's iteration: libext2fs keeps state per call. */
+        if (c->nsub == c->subcap) {
+            size_t nc = c->subcap ? c->subcap * 2 : 16;
+            ext2_ino_t *a = realloc(c->subdirs, nc * sizeof *a);
+            if (a) c->subdirs = a;
+            size_t *b = realloc(c->subentry, nc * sizeof *b);
+            if (b) c->subentry = b;
+            if (!a || !b) return DIRENT_ABORT;
+            c->subcap = nc;
+        }
+        c->subdirs[c->nsub] = ino;
+        c->subentry[c->nsub++] = me;
+    }
+    return 0;
+}
+
+static void visit_dir(walk *w, ext2_ino_t dir, char *path, size_t plen, int depth)
+{
+    if (depth > MAX_DEPTH) {
+        w->refused++;
+        return;
+    }
+    if (ext2fs_test_inode_bitmap2(w->seen_dirs, dir)) {   /* a loop or a second link */
+        w->refused++;
+        return;
+    }
+    ext2fs_mark_inode_bitmap2(w->seen_dirs, dir);
+    dir_ctx c = {.w = w, .path = path, .plen = plen, .depth = depth};
+    if (ext2fs_dir_iterate2(w->fs, dir, 0, NULL, dir_cb, &c)) w->bad_inodes++;
+    for (size_t i = 0; i < c.nsub && !w->truncated; i++) {
+        const store_fentry *f = &w->fi->e[c.subentry[i]];
+        size_t l = f->path_len;
+        memcpy(path, f->path, l);
+        visit_dir(w, c.subdirs[i], path, l, depth + 1);
+    }
+    free(c.subdirs);
+    free(c.subentry);
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+    const store_fentry *x = a, *y = b;
+    int c = memcmp(x->path, y->path, x->path_len < y->path_len ? x->path_len : y->path_len);
+    return c ? c : (x->path_len < y->path_len ? -1 : x->path_len > y->path_len);
+}
+
+static void confine(void)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    struct rlimit mem = {CHILD_MEM, CHILD_MEM}, cpu = {CHILD_CPU_SECONDS, CHILD_CPU_SECONDS + 1},
+                  zero = {0, 0};
+    setrlimit(RLIMIT_AS, &mem);
+    setrlimit(RLIMIT_CPU, &cpu);
+    setrlimit(RLIMIT_FSIZE, &zero);
+    setrlimit(RLIMIT_CORE, &zero);
+}
+
+static int drop_root(const char *empty)
+{
+    if (geteuid() != 0) return 0;
+    if (chroot(empty) < 0 || chdir("/") < 0) return -1;
+    if (setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0) return -1;
+    return 0;
+}
+
+/* The child: never returns. Exit 0 after writing the encoded index to fd. */
+static void child_main(const char *image, uint64_t disk_bytes, const char *empty, int fd)
+{
+    initialize_ext2_error_table();
+    confine();
+    ext2_filsys fs = NULL;
+    errcode_t err = ext2fs_open2(image, NULL, EXT2_FLAG_64BITS | EXT2_FLAG_IGNORE_CSUM_ERRORS, 0, 0,
+                                 unix_io_manager, &fs);
+    if (err) {
+        dprintf(fd, "E%s", error_message(err));
+        _exit(3);
+    }
+    if (drop_root(empty) < 0) _exit(4);
+    walk w = {.fs = fs, .disk_bytes = disk_bytes, .blocksize = fs->blocksize};
+    w.fi = calloc(1, sizeof *w.fi);
+    if (!w.fi || ext2fs_allocate_inode_bitmap(fs, "seen", &w.seen_dirs)) _exit(5);
+    if (ext2fs_read_bitmaps(fs) == 0) { /* only for sanity of counts; the walk does not need them */ }
+    char *path = malloc(MAX_PATH + 256);
+    if (!path) _exit(5);
+    /* The root itself. */
+    struct ext2_inode root;
+    store_fentry *r = new_entry(&w, "/", 1);
+    if (r && ext2fs_read_inode(fs, EXT2_ROOT_INO, &root) == 0) {
+        r->type = STORE_FT_DIR;
+        r->mode = root.i_mode;
+        r->uid = inode_uid(root);
+        r->gid = inode_gid(root);
+        r->mtime_ns = (int64_t)(int32_t)root.i_mtime * 1000000000LL;
+        r->atime_ns = (int64_t)(int32_t)root.i_atime * 1000000000LL;
+        r->ctime_ns = (int64_t)(int32_t)root.i_ctime * 1000000000LL;
+        r->nlink = root.i_links_count;
+    }
+    path[0] = '/';
+    visit_dir(&w, EXT2_ROOT_INO, path, 1, 0);
+    qsort(w.fi->e, w.fi->n, sizeof *w.fi->e, cmp_entry);
+    /* Duplicate names in one directory (a corrupt image) would break lookups: drop them. */
+    size_t k = 0;
+    for (size_t i = 0; i < w.fi->n; i++) {
+        if (k && !cmp_entry(&w.fi->e[k - 1], &w.fi->e[i])) {
+            w.refused++;
+            continue;
+        }
+        w.fi->e[k++] = w.fi->e[i];
+    }
+    w.fi->n = k;
+    char warn[256] = "";
+    if (w.truncated || w.refused || w.bad_inodes)
+        snprintf(warn, sizeof warn, "%s%d names refused (loops, '/', '..', too deep), %d inodes "
+                 "unreadable or corrupt", w.truncated ? "index truncated at 2000000 entries; " : "",
+                 w.refused, w.bad_inodes);
+    if (warn[0]) w.fi->warning = strdup(warn);
+    uint8_t *buf;
+    size_t len;
+    if (store_findex_encode(w.fi, &buf, &len, NULL)) _exit(6);
+    if (write(fd, "I", 1) != 1) _exit(7);
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write(fd, buf + off, len - off);
+        if (n <= 0) _exit(7);
+        off += (size_t)n;
+    }
+    _exit(0);
+}
+
+int snap_index_disk(const char *image, uint64_t disk_bytes, store_findex **out, store_err *e)
+{
+    *out = NULL;
+    char empty[] = "/tmp/cairn-walk-XXXXXX";
+    if (!mkdtemp(empty)) return store_errf(e, -errno, "cannot make a folder for the image parser: %s", strerror(errno));
+    chmod(empty, 0555);
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        rmdir(empty);
+        return store_errf(e, -errno, "pipe: %s", strerror(errno));
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        rmdir(empty);
+        return store_errf(e, -errno, "fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        close(p[0]);
+        child_main(image, disk_bytes, empty, p[1]);
+    }
+    close(p[1]);
+    uint8_t *buf = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left = WALL_SECONDS * 1000L - ((now.tv_sec - t0.tv_sec) * 1000L + (now.tv_nsec - t0.tv_nsec) / 1000000L);
+        struct pollfd pf = {p[0], POLLIN, 0};
+        if (left <= 0 || poll(&pf, 1, (int)left) == 0) {
+            rc = store_errf(e, -ETIMEDOUT, "the disk image parser took more than %d s (killed)", WALL_SECONDS);
+            break;
+        }
+        if (len == cap) {
+            cap = cap ? cap * 2 : 1 << 16;
+            if (cap > (1ULL << 31)) {
+                rc = store_errf(e, -EFBIG, "the disk image parser sent too much");
+                break;
+            }
+            uint8_t *nb = realloc(buf, cap);
+            if (!nb) {
+                rc = store_errf(e, -ENOMEM, "out of memory");
+                break;
+            }
+            buf = nb;
+        }
+        ssize_t n = read(p[0], buf + len, cap - len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        len += (size_t)n;
+    }
+    close(p[0]);
+    kill(pid, SIGKILL);   /* no-op when it already exited */
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    rmdir(empty);
+    if (!rc && WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL)
+        rc = store_errf(e, -EBADMSG, "the disk image parser died (signal %d): the image is corrupt "
+                        "or hostile", WTERMSIG(status));
+    else if (!rc && len > 0 && buf[0] == 'E')
+        rc = store_errf(e, -EBADMSG, "not a readable ext4 image: %.*s", (int)(len - 1 > 200 ? 200 : len - 1),
+                        (const char *)buf + 1);
+    else if (!rc && (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || len < 1 || buf[0] != 'I'))
+        rc = store_errf(e, -EBADMSG, "the disk image parser failed (status %d)",
+                        WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    if (!rc) {
+        store_err de;
+        rc = store_findex_decode(buf + 1, len - 1, out, &de);
+        if (rc) store_errf(e, rc, "the disk image parser's output: %s", de.msg);
+    }
+    free(buf);
+    return rc;
+}
