@@ -152,6 +152,55 @@ double cli_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+int cli_parse(const char *cmd, int argc, char **argv, cli_opt *opts, cli_common *c, cli_args *pos)
+{
+    const cli_command *cc = cli_find(cmd);
+    c->store = getenv("CAIRN_STORE");
+    if (!c->store || !*c->store) c->store = "./cairn-data";
+    c->json = 0;
+    if (pos) {
+        pos->n = 0;
+        pos->v = calloc((size_t)argc + 1, sizeof *pos->v);
+        if (!pos->v) return cli_fail(EXIT_FAIL, cmd, "out of memory");
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) || !strcmp(a, "--")) {
+            if (!pos) return cli_usage(cc, "unexpected argument '%s'", a);
+            if (!strcmp(a, "--")) {                  /* the rest are paths, even "--x" */
+                while (++i < argc) pos->v[pos->n++] = argv[i];
+                break;
+            }
+            pos->v[pos->n++] = a;
+            continue;
+        }
+        a += 2;
+        const char *eq = strchr(a, '=');
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        const char **dst = NULL;
+        int *flag = NULL;
+        if (len == 5 && !strncmp(a, "store", 5)) dst = &c->store;
+        else if (len == 4 && !strncmp(a, "json", 4)) flag = &c->json;
+        for (cli_opt *o = opts; o && o->name && !dst && !flag; o++)
+            if (strlen(o->name) == len && !strncmp(a, o->name, len)) {
+                dst = o->value;
+                flag = o->flag;
+            }
+        if (!dst && !flag) return cli_usage(cc, "unknown option '%s'", argv[i]);
+        if (flag) {
+            if (eq) return cli_usage(cc, "option '--%.*s' takes no value", (int)len, a);
+            *flag = 1;
+        } else if (eq) {
+            *dst = eq + 1;
+        } else {
+            if (i + 1 >= argc) return cli_usage(cc, "option '%s' needs a value", argv[i]);
+            *dst = argv[++i];
+        }
+    }
+    if (!*c->store) return cli_usage(cc, "--store needs a folder");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {

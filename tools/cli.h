@@ -23,6 +23,22 @@ typedef struct {
     int (*run)(int argc, char **argv);
 } cli_command;
 
+typedef struct {
+    const char *name;      /* without the leading "--" */
+    const char **value;    /* option with an argument */
+    int *flag;             /* or a flag */
+} cli_opt;
+
+typedef struct {
+    const char **v;        /* positional arguments (malloc'd array; strings are argv's) */
+    size_t n;
+} cli_args;
+
+/* Parses --name VALUE / --name=VALUE / --flag; --store and --json are always accepted.
+ * Positional arguments go to pos (NULL: none allowed; "--" ends the options; free pos->v).
+ * Returns 0 or EXIT_USAGE (after printing the command's usage). */
+int cli_parse(const char *cmd, int argc, char **argv, cli_opt *opts, cli_common *c, cli_args *pos);
+
 /* Prints "cairn CMD: message" to stderr; returns code. */
 int cli_fail(int code, const char *cmd, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Prints the command's usage to stderr with a reason; returns EXIT_USAGE. */
@@ -44,5 +60,12 @@ int cmd_restore(int argc, char **argv);
 int cmd_snapshots(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_fsck(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_cat(int argc, char **argv);
+int cmd_extract(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
+int cmd_template(int argc, char **argv);
+int cmd_rebuild(int argc, char **argv);
+int cmd_policy(int argc, char **argv);
 
 #endif

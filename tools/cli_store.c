@@ -8,54 +8,10 @@
 #include "snapshotter/snapshotter.h"
 #include "tools/cli.h"
 
-typedef struct {
-    const char *name;      /* without the leading "--" */
-    const char **value;    /* option with an argument */
-    int *flag;             /* or a flag */
-} opt;
-
-/* Parses --name VALUE / --name=VALUE / --flag; --store and --json are always accepted.
- * Returns 0 or EXIT_USAGE (after printing the command's usage). */
-static int parse(const char *cmd, int argc, char **argv, opt *opts, cli_common *c)
-{
-    const cli_command *cc = cli_find(cmd);
-    c->store = getenv("CAIRN_STORE");
-    if (!c->store || !*c->store) c->store = "./cairn-data";
-    c->json = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strncmp(a, "--", 2)) return cli_usage(cc, "unexpected argument '%s'", a);
-        a += 2;
-        const char *eq = strchr(a, '=');
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        const char **dst = NULL;
-        int *flag = NULL;
-        if (len == 5 && !strncmp(a, "store", 5)) dst = &c->store;
-        else if (len == 4 && !strncmp(a, "json", 4)) flag = &c->json;
-        for (opt *o = opts; o && o->name && !dst && !flag; o++)
-            if (strlen(o->name) == len && !strncmp(a, o->name, len)) {
-                dst = o->value;
-                flag = o->flag;
-            }
-        if (!dst && !flag) return cli_usage(cc, "unknown option '%s'", argv[i]);
-        if (flag) {
-            if (eq) return cli_usage(cc, "option '--%.*s' takes no value", (int)len, a);
-            *flag = 1;
-        } else if (eq) {
-            *dst = eq + 1;
-        } else {
-            if (i + 1 >= argc) return cli_usage(cc, "option '%s' needs a value", argv[i]);
-            *dst = argv[++i];
-        }
-    }
-    if (!*c->store) return cli_usage(cc, "--store needs a folder");
-    return 0;
-}
-
 int cmd_init(int argc, char **argv)
 {
     cli_common c;
-    int rc = parse("init", argc, argv, NULL, &c);
+    int rc = cli_parse("init", argc, argv, NULL, &c, NULL);
     if (rc) return rc;
     store_err e;
     if (store_init(c.store, &e)) return cli_fail(EXIT_FAIL, "init", "%s", e.msg);
@@ -69,12 +25,12 @@ int cmd_snapshot(int argc, char **argv)
     const char *tenant = NULL, *sandbox = NULL, *tier = NULL, *mem = NULL, *vms = NULL, *disk = NULL;
     const char *tmpl = NULL, *policy = NULL, *classes = NULL;
     int no_index = 0;
-    opt opts[] = {{"tenant", &tenant, NULL},  {"sandbox", &sandbox, NULL}, {"tier", &tier, NULL},
+    cli_opt opts[] = {{"tenant", &tenant, NULL},  {"sandbox", &sandbox, NULL}, {"tier", &tier, NULL},
                   {"memory", &mem, NULL},     {"vmstate", &vms, NULL},     {"disk", &disk, NULL},
                   {"template", &tmpl, NULL},  {"policy", &policy, NULL},   {"classes", &classes, NULL},
                   {"no-file-index", NULL, &no_index}, {NULL, NULL, NULL}};
     cli_common c;
-    int rc = parse("snapshot", argc, argv, opts, &c);
+    int rc = cli_parse("snapshot", argc, argv, opts, &c, NULL);
     if (rc) return rc;
     const cli_command *cc = cli_find("snapshot");
     if (!tenant || !sandbox) return cli_usage(cc, "--tenant and --sandbox are required");
@@ -137,9 +93,9 @@ int cmd_snapshot(int argc, char **argv)
 int cmd_restore(int argc, char **argv)
 {
     const char *id = NULL, *out = NULL;
-    opt opts[] = {{"snapshot", &id, NULL}, {"out", &out, NULL}, {NULL, NULL, NULL}};
+    cli_opt opts[] = {{"snapshot", &id, NULL}, {"out", &out, NULL}, {NULL, NULL, NULL}};
     cli_common c;
-    int rc = parse("restore", argc, argv, opts, &c);
+    int rc = cli_parse("restore", argc, argv, opts, &c, NULL);
     if (rc) return rc;
     if (!id || !out) return cli_usage(cli_find("restore"), "--snapshot and --out are required");
     if (store_snapid_valid(id))
@@ -183,9 +139,9 @@ static int print_snapshot(void *arg, const char *id, const char *rec)
 int cmd_snapshots(int argc, char **argv)
 {
     const char *sandbox = NULL;
-    opt opts[] = {{"sandbox", &sandbox, NULL}, {NULL, NULL, NULL}};
+    cli_opt opts[] = {{"sandbox", &sandbox, NULL}, {NULL, NULL, NULL}};
     cli_common c;
-    int rc = parse("snapshots", argc, argv, opts, &c);
+    int rc = cli_parse("snapshots", argc, argv, opts, &c, NULL);
     if (rc) return rc;
     if (!sandbox) return cli_usage(cli_find("snapshots"), "--sandbox is required");
     store_t *s = cli_open("snapshots", &c, STORE_READ);
@@ -207,7 +163,7 @@ int cmd_snapshots(int argc, char **argv)
 int cmd_stats(int argc, char **argv)
 {
     cli_common c;
-    int rc = parse("stats", argc, argv, NULL, &c);
+    int rc = cli_parse("stats", argc, argv, NULL, &c, NULL);
     if (rc) return rc;
     store_t *s = cli_open("stats", &c, STORE_READ);
     if (!s) return EXIT_FAIL;
@@ -256,9 +212,9 @@ static void fsck_report(void *arg, int problem, const char *text)
 int cmd_fsck(int argc, char **argv)
 {
     int verify = 0, rebuild = 0;
-    opt opts[] = {{"verify-data", NULL, &verify}, {"rebuild-index", NULL, &rebuild}, {NULL, NULL, NULL}};
+    cli_opt opts[] = {{"verify-data", NULL, &verify}, {"rebuild-index", NULL, &rebuild}, {NULL, NULL, NULL}};
     cli_common c;
-    int rc = parse("fsck", argc, argv, opts, &c);
+    int rc = cli_parse("fsck", argc, argv, opts, &c, NULL);
     if (rc) return rc;
     store_t *s = cli_open("fsck", &c, rebuild ? STORE_REPAIR : STORE_READ);
     if (!s) return EXIT_FAIL;
