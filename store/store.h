@@ -229,6 +229,13 @@ int store_findex_load(store_t *s, const store_snapshot *snap, store_findex **out
 int store_blob_read(store_t *s, const store_snapshot *snap, const char *name, uint64_t off,
                     void *buf, size_t len, store_err *e);
 
+/* ---- audit log ---------------------------------------------------------------------
+ * DIR/audit.log: one JSON object per line, appended and fsynced before an audited read
+ * runs (if the append fails, the read must not run). */
+int store_audit_append(store_t *s, const char *json_line, store_err *e);
+/* Calls fn for each line, oldest first; stops early when fn returns non-zero. */
+int store_audit_read(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e);
+
 /* ---- writing ----------------------------------------------------------------------- */
 
 /* A writer appends new chunks to packs of its own, then commits one snapshot. Until
