@@ -41,6 +41,7 @@ def machine():
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "os": osname,
             "mem_gib": round(mem / 2**30, 1),
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "versions": {"restic": " ".join(sh(["restic", "version"]).split()[:2]),
                          "borg": sh(["borg", "--version"]),
@@ -134,7 +135,9 @@ def markdown(res):
     cb = (s.get("cairn") or {}).get("best") or {}
     out = [f"## Benchmark (`make bench`, BENCH_SIZE={meta['size']}), generated {m['date']}", "",
            f"- Machine: {m['nproc']} cores, {m['cpu']}, {m['mem_gib']} GiB RAM, "
-           f"kernel {m['kernel']}, {m['os']}.",
+           f"kernel {m['kernel']}, {m['os']}; load average at the end "
+           f"{'/'.join(map(str, m['loadavg_end']))} (1/5/15 min: other work on the machine "
+           f"disturbs the times).",
            "- Versions: " + "; ".join(m["versions"].values()) + ".",
            f"- Corpus: {meta['shape']}; {len(meta['snapshots'])} snapshots, "
            f"{ideal['files']} files, {ideal['logical_bytes'] / 2**30:.2f} GiB logical, "
