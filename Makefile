@@ -19,7 +19,7 @@ CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .SECONDARY:
-.PHONY: all deps test check test-slow demo bench asan ubsan clean help
+.PHONY: all deps test check test-slow demo bench fuzz asan ubsan clean help
 all: deps $(BUILD)/cairn $(BUILD)/cairn-corpus $(UNIT_BIN)
 
 help:
@@ -28,6 +28,7 @@ help:
 	@echo "make test       install deps, build, run every test (CI runs this)"
 	@echo "make check      the fast tests only (skips tests/integration/*.slow.sh)"
 	@echo "make bench      Cairn beside zstd, cp, restic, borg, casync (BENCH_SIZE=small|full)"
+	@echo "make fuzz       the image reader under libFuzzer (FUZZ_SECONDS=60)"
 	@echo "make asan|ubsan the tests under AddressSanitizer / UBSan (build-asan, build-ubsan)"
 
 deps:
@@ -67,6 +68,9 @@ bench: all
 	@tools/deps.sh bench
 	BUILD=$(BUILD) tools/bench.sh
 
+fuzz: deps
+	tools/fuzz.sh
+
 asan:
 	$(MAKE) BUILD=build-asan SAN=address OPT=-O1 test
 
@@ -74,6 +78,6 @@ ubsan:
 	$(MAKE) BUILD=build-ubsan SAN=undefined OPT=-O1 test
 
 clean:
-	rm -rf build build-asan build-ubsan
+	rm -rf build build-asan build-ubsan build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -485,26 +485,30 @@ static int drop_root(const char *empty)
     return 0;
 }
 
-/* The child: never returns. Exit 0 after writing the encoded index to fd. */
-static void child_main(const char *image, uint64_t disk_bytes, const char *empty, int fd)
+static void free_entry(store_fentry *f)
 {
-    initialize_ext2_error_table();
-    confine();
-    ext2_filsys fs = NULL;
-    errcode_t err = ext2fs_open2(image, NULL, EXT2_FLAG_64BITS | EXT2_FLAG_IGNORE_CSUM_ERRORS, 0, 0,
-                                 unix_io_manager, &fs);
-    if (err) {
-        dprintf(fd, "E%s", error_message(err));
-        _exit(3);
+    free(f->path);
+    free(f->target);
+    free(f->inline_data);
+    free(f->ext);
+    for (uint32_t k = 0; k < f->nxattrs; k++) {
+        free(f->xattrs[k].name);
+        free(f->xattrs[k].value);
     }
-    if (drop_root(empty) < 0) _exit(4);
+    free(f->xattrs);
+}
+
+/* Walks an open filesystem into a sorted, duplicate-free index (NULL when out of memory). */
+static store_findex *walk_fs(ext2_filsys fs, uint64_t disk_bytes)
+{
     walk w = {.fs = fs, .disk_bytes = disk_bytes, .blocksize = fs->blocksize};
     w.fi = calloc(1, sizeof *w.fi);
-    if (!w.fi || ext2fs_allocate_inode_bitmap(fs, "seen", &w.seen_dirs)) _exit(5);
-    if (ext2fs_read_bitmaps(fs) == 0) { /* only for sanity of counts; the walk does not need them */ }
     char *path = malloc(MAX_PATH + 256);
-    if (!path) _exit(5);
-    /* The root itself. */
+    if (!w.fi || !path || ext2fs_allocate_inode_bitmap(fs, "seen", &w.seen_dirs)) {
+        free(path);
+        store_findex_free(w.fi);
+        return NULL;
+    }
     struct ext2_inode root;
     store_fentry *r = new_entry(&w, "/", 1);
     if (r && ext2fs_read_inode(fs, EXT2_ROOT_INO, &root) == 0) {
@@ -516,14 +520,22 @@ static void child_main(const char *image, uint64_t disk_bytes, const char *empty
         r->atime_ns = (int64_t)(int32_t)root.i_atime * 1000000000LL;
         r->ctime_ns = (int64_t)(int32_t)root.i_ctime * 1000000000LL;
         r->nlink = root.i_links_count;
+    } else if (r) {
+        r->type = STORE_FT_DIR;
+        r->mode = S_IFDIR | 0755;
     }
     path[0] = '/';
     visit_dir(&w, EXT2_ROOT_INO, path, 1, 0);
+    free(path);
+    ext2fs_free_inode_bitmap(w.seen_dirs);
+    free(w.link_ino);
+    free(w.link_entry);
     qsort(w.fi->e, w.fi->n, sizeof *w.fi->e, cmp_entry);
     /* Duplicate names in one directory (a corrupt image) would break lookups: drop them. */
     size_t k = 0;
     for (size_t i = 0; i < w.fi->n; i++) {
         if (k && !cmp_entry(&w.fi->e[k - 1], &w.fi->e[i])) {
+            free_entry(&w.fi->e[i]);
             w.refused++;
             continue;
         }
@@ -536,9 +548,43 @@ static void child_main(const char *image, uint64_t disk_bytes, const char *empty
                  "unreadable or corrupt", w.truncated ? "index truncated at 2000000 entries; " : "",
                  w.refused, w.bad_inodes);
     if (warn[0]) w.fi->warning = strdup(warn);
+    return w.fi;
+}
+
+static errcode_t open_image(const char *image, ext2_filsys *fs)
+{
+    initialize_ext2_error_table();
+    return ext2fs_open2(image, NULL, EXT2_FLAG_64BITS | EXT2_FLAG_IGNORE_CSUM_ERRORS, 0, 0,
+                        unix_io_manager, fs);
+}
+
+int snap_index_disk_unconfined(const char *image, uint64_t disk_bytes, store_findex **out, store_err *e)
+{
+    *out = NULL;
+    ext2_filsys fs = NULL;
+    errcode_t err = open_image(image, &fs);
+    if (err) return store_errf(e, -EBADMSG, "not a readable ext4 image: %s", error_message(err));
+    *out = walk_fs(fs, disk_bytes);
+    ext2fs_close_free(&fs);
+    return *out ? 0 : store_errf(e, -ENOMEM, "out of memory walking the image");
+}
+
+/* The child: never returns. Exit 0 after writing the encoded index to fd. */
+static void child_main(const char *image, uint64_t disk_bytes, const char *empty, int fd)
+{
+    confine();
+    ext2_filsys fs = NULL;
+    errcode_t err = open_image(image, &fs);
+    if (err) {
+        dprintf(fd, "E%s", error_message(err));
+        _exit(3);
+    }
+    if (drop_root(empty) < 0) _exit(4);
+    store_findex *fi = walk_fs(fs, disk_bytes);
+    if (!fi) _exit(5);
     uint8_t *buf;
     size_t len;
-    if (store_findex_encode(w.fi, &buf, &len, NULL)) _exit(6);
+    if (store_findex_encode(fi, &buf, &len, NULL)) _exit(6);
     if (write(fd, "I", 1) != 1) _exit(7);
     for (size_t off = 0; off < len;) {
         ssize_t n = write(fd, buf + off, len - off);

@@ -4,7 +4,7 @@
 #   tools/deps.sh build   libraries + compilers + e2fsprogs (make, make test)
 #   tools/deps.sh bench   + the peers and plotting (make bench)
 set -euo pipefail
-want=(build-essential pkg-config clang librocksdb-dev libzstd-dev libxxhash-dev libs3-dev
+want=(build-essential pkg-config clang libclang-rt-14-dev librocksdb-dev libzstd-dev libxxhash-dev libs3-dev
       libevent-dev libext2fs-dev libjansson-dev e2fsprogs zstd time)
 if [ "${1:-build}" = bench ]; then
     want+=(restic borgbackup casync gnuplot-nox)
