@@ -3,12 +3,16 @@
 # Idempotent and quiet when everything is present: `make` calls it before building.
 #   tools/deps.sh build   libraries + compilers + e2fsprogs (make, make test)
 #   tools/deps.sh bench   + the peers and plotting (make bench)
+#   tools/deps.sh vm      + QEMU and the guest's pieces (tests/e2e calls it itself)
 set -euo pipefail
 want=(build-essential pkg-config clang libclang-rt-14-dev librocksdb-dev libzstd-dev libxxhash-dev libs3-dev
       libevent-dev libext2fs-dev libjansson-dev e2fsprogs zstd time)
-if [ "${1:-build}" = bench ]; then
-    want+=(restic borgbackup casync gnuplot-nox)
-fi
+case ${1:-build} in
+    bench) want+=(restic borgbackup casync gnuplot-nox) ;;
+    # The guest kernel is not a dependency: the e2e test fetches it with
+    # `apt-get download` into its own cache, so the host's /boot is untouched.
+    vm) want+=(qemu-system-x86 busybox-static cpio kmod) ;;
+esac
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
