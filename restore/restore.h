@@ -26,4 +26,72 @@ int restore_snapshot(store_t *s, const char *id, const char *outdir,
 int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, const char *path,
                  store_err *e);
 
+/* ---- extract (issue 3): support engineers' file recovery -----------------------------
+ *
+ * Reads files straight from a snapshot's file index and disk chunks. Every path, name and
+ * symlink target in the index is hostile (a tenant controls its image): extraction writes
+ * only below its output folder, resolving every name with openat2(RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS) relative to that folder, creating with O_EXCL|O_NOFOLLOW and never
+ * following a symlink it made. A tar stream holds the same members under the same rules.
+ *
+ * Refused (counted in refused, reported through warn, the rest goes on): a path with an
+ * empty, "." or ".." component or one over 255 bytes, a path below an entry that is not a
+ * directory, a name that already exists in the output, a symlink in the way, a hard link
+ * whose target is not a regular file of the index. Skipped without error: devices, FIFOs
+ * and sockets (specials), secrets unless asked for (secrets_skipped; a secret directory's
+ * whole subtree and hard links to a secret file count as secret). Modes lose S_ISUID and
+ * S_ISGID; owners are kept only when running as root; only user.* xattrs are written to a
+ * folder (a tar keeps all but security.capability as SCHILY.xattr.*).
+ *
+ * Errors: negative errno + message in e. When entries were refused or failed the function
+ * still extracts the rest, then returns -EPERM (refusals) or the first failure's code with
+ * a summary naming the first one.
+ */
+/* Called for each refused or failed entry: path is printable (bytes outside printable
+ * ASCII escaped as \xNN), why is a short reason. */
+typedef void (*restore_warn_fn)(void *arg, const char *path, const char *why);
+
+typedef struct {
+    uint64_t files, dirs, symlinks, bytes, refused, secrets_skipped;
+    uint64_t hardlinks;         /* members made as hard links (also counted in files) */
+    uint64_t specials;          /* devices, FIFOs, sockets: skipped */
+    uint64_t failed;            /* data unreadable (damaged store or index entry): not written */
+    restore_warn_fn warn;       /* optional, set by the caller */
+    void *warn_arg;
+    char first_problem[480];    /* out: the first refused or failed entry and why */
+} restore_extract_stats;
+
+/* Writes the bytes of a regular file entry (or a hardlink's target) to fd. Secrets are the
+ * caller's decision (the CLI checks the class before calling; for a hardlink, the class of
+ * its target too). Holes are written as zeros. */
+int restore_cat(store_t *s, const store_snapshot *snap, const store_findex *fi,
+                const store_fentry *f, int fd, store_err *e);
+
+/* Selects entries: each path in paths (or "/" if npaths == 0) and, for directories,
+ * everything below; keeps only classes in class_mask (bit 1<<class; 0 = all); skips class
+ * secret unless include_secrets (counting them in st->secrets_skipped). Calls fn(arg,
+ * entry) for each selected entry in path order; a non-zero return stops and is returned.
+ * Refuses hostile paths (see above). -ENOENT if a requested path is not in the index,
+ * -EINVAL if the index is not sorted. */
+typedef int (*restore_select_fn)(void *arg, const store_fentry *f);
+int restore_select(const store_findex *fi, const char *const *paths, size_t npaths,
+                   unsigned class_mask, int include_secrets, restore_select_fn fn, void *arg,
+                   restore_extract_stats *st, store_err *e);
+
+/* Extracts the selected entries below outdir (made if missing), at their index paths
+ * (/a/b -> outdir/a/b); missing parents are made 0755. Directories' modes and times are
+ * set after their children. Sparse files stay sparse. */
+int restore_extract_dir(store_t *s, const store_snapshot *snap, const store_findex *fi,
+                        const char *const *paths, size_t npaths, unsigned class_mask,
+                        int include_secrets, const char *outdir, restore_extract_stats *st,
+                        store_err *e);
+
+/* Writes the selected entries as a POSIX tar stream (pax headers for long/non-ASCII names,
+ * big sizes, nanosecond times and xattrs as SCHILY.xattr.*; files with holes in the GNU
+ * sparse 1.0 format) to fd. Member names are relative ("home/ubuntu/x"); hard links are
+ * tar hard links to a member written earlier in the stream. */
+int restore_extract_tar(store_t *s, const store_snapshot *snap, const store_findex *fi,
+                        const char *const *paths, size_t npaths, unsigned class_mask,
+                        int include_secrets, int fd, restore_extract_stats *st, store_err *e);
+
 #endif
