@@ -23,56 +23,10 @@
 #define SLICE_PAGES 128u              /* one parallel task */
 #define STAGE_GROUPS 8u               /* groups compressed per parallel round */
 
-/* Open-addressing set of the ids this ingest stored, so a page repeated within the ingest
- * is stored once without an index lookup. */
-typedef struct {
-    store_id *slot;
-    size_t cap, n;
-} idset;
-
-static size_t idset_hash(const store_id *id, size_t mask)
-{
-    uint64_t h;
-    memcpy(&h, id->b, 8);
-    return (size_t)h & mask;
-}
-
-static int idset_has(const idset *s, const store_id *id)
-{
-    if (!s->cap) return 0;
-    for (size_t i = idset_hash(id, s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
-        if (store_id_is_zero(&s->slot[i])) return 0;
-        if (!memcmp(&s->slot[i], id, 16)) return 1;
-    }
-}
-
-static int idset_add(idset *s, const store_id *id)
-{
-    if ((s->n + 1) * 2 > s->cap) {
-        size_t nc = s->cap ? s->cap * 2 : 1024;
-        store_id *ns = calloc(nc, sizeof *ns);
-        if (!ns) return -ENOMEM;
-        for (size_t i = 0; i < s->cap; i++) {
-            if (store_id_is_zero(&s->slot[i])) continue;
-            size_t j = idset_hash(&s->slot[i], nc - 1);
-            while (!store_id_is_zero(&ns[j])) j = (j + 1) & (nc - 1);
-            ns[j] = s->slot[i];
-        }
-        free(s->slot);
-        s->slot = ns;
-        s->cap = nc;
-    }
-    size_t i = idset_hash(id, s->cap - 1);
-    while (!store_id_is_zero(&s->slot[i])) i = (i + 1) & (s->cap - 1);
-    s->slot[i] = *id;
-    s->n++;
-    return 0;
-}
-
 typedef struct {
     store_t *s;
     store_writer *w;
-    idset seen;
+    store_idset *seen;               /* ids this ingest stored: a repeat needs no lookup */
     /* current batch */
     int fd;
     uint64_t fsize;
@@ -211,7 +165,7 @@ static int stage_page(ingest *g, const store_id *id, const uint8_t *page, store_
 {
     memcpy(g->stage + (size_t)g->nstage * STORE_PAGE, page, STORE_PAGE);
     g->stage_ids[g->nstage++] = *id;
-    if (idset_add(&g->seen, id)) return store_errf(e, -ENOMEM, "out of memory");
+    if (store_idset_add(g->seen, id)) return store_errf(e, -ENOMEM, "out of memory");
     if (g->nstage == STAGE_GROUPS * STORE_GROUP_PAGES) return flush_stage(g, e);
     return 0;
 }
@@ -223,7 +177,7 @@ static int classify_batch(ingest *g, store_err *e)
     for (uint64_t i = 0; i < g->npages; i++) {
         if (!g->need[i]) continue;
         const store_id *id = &g->blob->ids[g->first_page + i];
-        if (idset_has(&g->seen, id)) continue;
+        if (store_idset_has(g->seen, id)) continue;
         g->look_ids[nlook] = *id;
         g->look_pos[nlook++] = (uint32_t)i;
     }
@@ -231,7 +185,7 @@ static int classify_batch(ingest *g, store_err *e)
     int rc = store_lookup(g->s, g->look_ids, nlook, g->found, NULL, e);
     if (rc) return rc;
     for (size_t k = 0; k < nlook; k++) {
-        if (g->found[k] || idset_has(&g->seen, &g->look_ids[k])) continue;
+        if (g->found[k] || store_idset_has(g->seen, &g->look_ids[k])) continue;
         rc = stage_page(g, &g->look_ids[k], g->buf + (size_t)g->look_pos[k] * STORE_PAGE, e);
         if (rc) return rc;
     }
@@ -298,7 +252,7 @@ static int open_input(const char *path, int *fd, uint64_t *size, store_err *e)
 
 static void ingest_free(ingest *g)
 {
-    free(g->seen.slot);
+    store_idset_free(g->seen);
     free(g->buf);
     free(g->stage);
     for (unsigned i = 0; i < STAGE_GROUPS; i++) {
@@ -356,7 +310,8 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
         if (req->template_name) snprintf(snap->template_name, sizeof snap->template_name, "%s", req->template_name);
         snprintf(snap->tenant, sizeof snap->tenant, "%s", req->tenant);
         snprintf(snap->sandbox, sizeof snap->sandbox, "%s", req->sandbox);
-        snprintf(snap->tier, sizeof snap->tier, "%s", req->tier ? req->tier : "free");
+        snprintf(snap->tier, sizeof snap->tier, "%s", req->tier ? req->tier : "");
+        snprintf(snap->kind, sizeof snap->kind, "full");
         char pid[STORE_SNAPID_LEN];
         if (store_snapshot_latest(s, req->sandbox, pid, NULL) == 0 &&
             store_snapshot_load(s, pid, &parent, NULL) == 0) {
@@ -373,7 +328,8 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
     g.look_pos = malloc(BATCH_PAGES * sizeof *g.look_pos);
     g.found = malloc(BATCH_PAGES);
     g.need = malloc(BATCH_PAGES);
-    int nomem = !g.need || !g.buf || !g.stage || !g.look_ids || !g.look_pos || !g.found;
+    g.seen = store_idset_new();
+    int nomem = !g.seen || !g.need || !g.buf || !g.stage || !g.look_ids || !g.look_pos || !g.found;
     for (unsigned i = 0; i < STAGE_GROUPS; i++) {
         g.cctx[i] = store_cctx_new();
         g.cbuf[i] = malloc(g.cbound);

@@ -47,7 +47,7 @@ int snap_index_disk_unconfined(const char *image, uint64_t disk_bytes, store_fin
 typedef struct {
     const char *tenant;
     const char *sandbox;
-    const char *tier;                 /* "free" or "pro" */
+    const char *tier;                 /* "free", "pro", or NULL: the tenant's tier as it is */
     const char *blob_name[STORE_MAX_BLOBS];
     const char *blob_path[STORE_MAX_BLOBS];
     int nblobs;

@@ -1,7 +1,8 @@
-/* The audit log: one JSON object per line in DIR/audit.log, appended with O_APPEND in a
- * single write and fsynced before the audited read happens, so no support read goes
- * unrecorded. Readers of the store may append (the shared lock is enough: O_APPEND writes
- * of one line do not interleave on a local filesystem). */
+/* Append-only logs of JSON lines: audit.log (support reads) and events.log (lifecycle:
+ * see docs/gc.md). A line is appended with O_APPEND in a single write and fsynced before
+ * the caller goes on, so an audited read never happens unrecorded and an event is never
+ * lost. Any process may append, with or without the lock: O_APPEND writes of one line do
+ * not interleave on a local filesystem. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -11,9 +12,9 @@
 
 #include "store/internal.h"
 
-int store_audit_append(store_t *s, const char *line, store_err *e)
+static int log_append(store_t *s, const char *name, const char *line, store_err *e)
 {
-    char *path = util_path(s->dir, "audit.log");
+    char *path = util_path(s->dir, name);
     if (!path) return store_errf(e, -ENOMEM, "out of memory");
     size_t n = strlen(line);
     char *buf = malloc(n + 1);
@@ -30,18 +31,18 @@ int store_audit_append(store_t *s, const char *line, store_err *e)
     }
     if (fd >= 0) close(fd);
     free(buf);
-    if (rc) store_errf(e, rc, "%s: cannot record the audit entry (%s); the read was not done", path,
-                       strerror(-rc));
+    if (rc) store_errf(e, rc, "%s: cannot append (%s)", path, strerror(-rc));
     free(path);
     return rc;
 }
 
-int store_audit_read(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e)
+static int log_read(store_t *s, const char *name, int (*fn)(void *arg, const char *line), void *arg,
+                    store_err *e)
 {
-    char *path = util_path(s->dir, "audit.log");
+    char *path = util_path(s->dir, name);
     FILE *f = path ? fopen(path, "r") : NULL;
     if (!f) {
-        int rc = errno == ENOENT ? 0 : store_errf(e, -errno, "%s: %s", path ? path : "audit.log", strerror(errno));
+        int rc = errno == ENOENT ? 0 : store_errf(e, -errno, "%s: %s", path ? path : name, strerror(errno));
         free(path);
         return rc;
     }
@@ -56,4 +57,27 @@ int store_audit_read(store_t *s, int (*fn)(void *arg, const char *line), void *a
     fclose(f);
     free(path);
     return 0;
+}
+
+int store_audit_append(store_t *s, const char *line, store_err *e)
+{
+    store_err le;
+    int rc = log_append(s, "audit.log", line, &le);
+    if (rc) store_errf(e, rc, "%s; the read was not done", le.msg);
+    return rc;
+}
+
+int store_audit_read(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e)
+{
+    return log_read(s, "audit.log", fn, arg, e);
+}
+
+int store_event_append(store_t *s, const char *line, store_err *e)
+{
+    return log_append(s, "events.log", line, e);
+}
+
+int store_event_read(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e)
+{
+    return log_read(s, "events.log", fn, arg, e);
 }

@@ -432,3 +432,65 @@ int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err
     rocksdb_writebatch_destroy(b);
     return rc;
 }
+
+int store_pack_list(store_t *s, uint64_t **packs, size_t *n, store_err *e)
+{
+    char *dir = util_path(s->dir, "packs");
+    DIR *d = dir ? opendir(dir) : NULL;
+    free(dir);
+    if (!d) return store_errf(e, -errno, "%s/packs: %s", s->dir, strerror(errno));
+    size_t cap = 64;
+    *n = 0;
+    *packs = malloc(cap * sizeof **packs);
+    struct dirent *de;
+    while (*packs && (de = readdir(d))) {
+        uint64_t p;
+        if (parse_pack_name(de->d_name, &p)) continue;
+        if (*n == cap) *packs = realloc(*packs, (cap *= 2) * sizeof **packs);
+        if (*packs) (*packs)[(*n)++] = p;
+    }
+    closedir(d);
+    if (!*packs) return store_errf(e, -ENOMEM, "out of memory");
+    for (size_t i = 1; i < *n; i++)          /* insertion sort: the list is nearly sorted */
+        for (size_t j = i; j > 0 && (*packs)[j - 1] > (*packs)[j]; j--) {
+            uint64_t t = (*packs)[j];
+            (*packs)[j] = (*packs)[j - 1];
+            (*packs)[j - 1] = t;
+        }
+    return 0;
+}
+
+int store_pack_footer(store_t *s, uint64_t pack, store_group **groups, uint32_t *ngroups,
+                      store_id **ids, uint32_t *nchunks, uint64_t *bytes, store_err *e)
+{
+    char *path = pack_path(s, pack, 0);
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    char name[32];
+    snprintf(name, sizeof name, "%016llx", (unsigned long long)pack);
+    free(path);
+    if (fd < 0) return store_errf(e, -errno, "pack %s: %s", name, strerror(errno));
+    struct stat st;
+    int rc = fstat(fd, &st) < 0 ? store_errf(e, -errno, "pack %s: %s", name, strerror(errno))
+                                : pack_read_footer(fd, (uint64_t)st.st_size, groups, ngroups, ids, nchunks, e, name);
+    if (!rc && bytes) *bytes = (uint64_t)st.st_size;
+    close(fd);
+    return rc;
+}
+
+int store_pack_delete(store_t *s, uint64_t pack, store_err *e)
+{
+    char *path = pack_path(s, pack, 0);
+    int rc = path && unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+    free(path);
+    pthread_mutex_lock(&s->mu);           /* a cached read fd of it is stale now */
+    if (pack < s->npack_fds && s->pack_fds[pack] > 0) {
+        close(s->pack_fds[pack]);
+        s->pack_fds[pack] = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    char *dir = util_path(s->dir, "packs");
+    if (!rc && dir) rc = util_fsync_dir(dir);
+    free(dir);
+    if (rc) return store_errf(e, rc, "pack %016llx: cannot delete: %s", (unsigned long long)pack, strerror(-rc));
+    return 0;
+}

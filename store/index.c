@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store/internal.h"
 
@@ -302,4 +303,105 @@ int store_snapshot_latest(store_t *s, const char *sandbox, char id_out[STORE_SNA
     if (rc) return rc;
     if (!id_out[0]) return store_errf(e, -ENOENT, "sandbox %s has no snapshots", sandbox);
     return 0;
+}
+
+int store_snapshot_all(store_t *s, store_snapshot_fn fn, void *arg, store_err *e)
+{
+    (void)e;
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS]);
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        char id[STORE_SNAPID_LEN];
+        char *json = malloc(vl + 1);
+        if (kl >= sizeof id || !json) {
+            free(json);
+            continue;
+        }
+        memcpy(id, k, kl);
+        id[kl] = 0;
+        memcpy(json, v, vl);
+        json[vl] = 0;
+        int stop = fn(arg, id, json);
+        free(json);
+        if (stop) break;
+    }
+    rocksdb_iter_destroy(it);
+    return 0;
+}
+
+int store_snapshot_drop(store_t *s, const char *id, store_err *e)
+{
+    if (s->mode != STORE_WRITE) return store_errf(e, -EROFS, "store opened read-only");
+    store_snapshot *snap = NULL;
+    int rc = store_snapshot_load(s, id, &snap, e);
+    if (rc) return rc;
+    /* Manifest first (the truth), then the index records (a cache). */
+    char name[64];
+    char *mdir = util_path(s->dir, "manifests");
+    snprintf(name, sizeof name, "%s/%s.cmf", mdir ? mdir : ".", id);
+    if (unlink(name) < 0 && errno != ENOENT) rc = store_errf(e, -errno, "%s: %s", name, strerror(errno));
+    snprintf(name, sizeof name, "%s/%s.files", mdir ? mdir : ".", id);
+    if (!rc) unlink(name);
+    if (!rc && mdir && (rc = util_fsync_dir(mdir))) store_errf(e, rc, "%s: fsync: %s", mdir, strerror(-rc));
+    free(mdir);
+    if (!rc) {
+        rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+        size_t sbl = strlen(snap->sandbox), idl = strlen(id);
+        char key[STORE_NAME_MAX + STORE_SNAPID_LEN + 2];
+        memcpy(key, snap->sandbox, sbl);
+        key[sbl] = 0;
+        memcpy(key + sbl + 1, id, idl);
+        rocksdb_writebatch_delete_cf(b, s->cf[CF_SNAPSHOTS], id, idl);
+        rocksdb_writebatch_delete_cf(b, s->cf[CF_SANDBOXES], key, sbl + 1 + idl);
+        pthread_mutex_lock(&s->mu);
+        put_counter(s, b, "snapshots", -1);
+        put_counter(s, b, "logical_bytes", -(int64_t)snap->logical_bytes);
+        rc = index_write(s, b, 1, e);
+        pthread_mutex_unlock(&s->mu);
+        rocksdb_writebatch_destroy(b);
+    }
+    store_snapshot_free(snap);
+    return rc;
+}
+
+int store_index_apply(store_t *s, const store_index_edit *ed, size_t n, size_t *applied, store_err *e)
+{
+    *applied = 0;
+    if (s->mode != STORE_WRITE) return store_errf(e, -EROFS, "store opened read-only");
+    store_id *ids = calloc(n ? n : 1, sizeof *ids);
+    store_loc *locs = calloc(n ? n : 1, sizeof *locs);
+    uint8_t *found = calloc(n ? n : 1, 1);
+    int rc = ids && locs && found ? 0 : store_errf(e, -ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < n; i++) ids[i] = ed[i].id;
+    if (!rc) rc = store_lookup(s, ids, n, found, locs, e);
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    int64_t deleted = 0;
+    for (size_t i = 0; !rc && i < n; i++) {
+        const store_loc *c = &locs[i], *x = &ed[i].expect;
+        /* Only an entry that still names the copy gc planned for may change. */
+        if (!found[i] || c->pack != x->pack || c->offset != x->offset || c->slot != x->slot) continue;
+        if (ed[i].del) {
+            rocksdb_writebatch_delete_cf(b, s->cf[CF_CHUNKS], (const char *)ed[i].id.b, 16);
+            deleted++;
+        } else {
+            uint8_t v[40];
+            size_t vl;
+            index_encode_loc(&ed[i].to, v, &vl);
+            rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)ed[i].id.b, 16, (const char *)v, vl);
+        }
+        (*applied)++;
+    }
+    if (!rc) {
+        pthread_mutex_lock(&s->mu);
+        put_counter(s, b, "chunks", -deleted);
+        rc = index_write(s, b, 1, e);
+        pthread_mutex_unlock(&s->mu);
+    }
+    rocksdb_writebatch_destroy(b);
+    free(ids);
+    free(locs);
+    free(found);
+    return rc;
 }

@@ -72,7 +72,7 @@ int index_write(store_t *s, rocksdb_writebatch_t *b, int sync, store_err *e);
 char *pack_path(const store_t *s, uint64_t pack, int tmp);
 /* Parses and checks a pack's footer. On success *groups (n entries) and *ids (nchunks)
  * are malloc'd: group g holds ids[first[g] .. first[g]+npages). */
-typedef struct { uint64_t offset; uint32_t clen; uint16_t npages; uint32_t first; } pack_group;
+typedef store_group pack_group;
 int pack_read_footer(int fd, uint64_t fsize, pack_group **groups, uint32_t *ngroups,
                      store_id **ids, uint32_t *nchunks, store_err *e, const char *name);
 int pack_fd(store_t *s, uint64_t pack, store_err *e);

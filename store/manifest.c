@@ -86,6 +86,7 @@ static json_t *snapshot_json(const store_snapshot *snap)
                      "new_bytes", (json_int_t)snap->new_bytes,
                      "new_chunks", (json_int_t)snap->new_chunks, "parent", snap->parent,
                      "blobs", blobs);
+    json_object_set_new(j, "kind", json_string(snap->kind[0] ? snap->kind : "full"));
     if (snap->template_name[0]) json_object_set_new(j, "template", json_string(snap->template_name));
     if (snap->files_hash[0]) json_object_set_new(j, "files_hash", json_string(snap->files_hash));
     if (snap->files) json_object_set_new(j, "files", json_integer((json_int_t)snap->files->n));
@@ -190,6 +191,10 @@ int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64
                 !json_is_array(bl) || json_array_size(bl) > STORE_MAX_BLOBS))
         rc = -EBADMSG;
     json_t *jt = json_object_get(j, "template"), *jh = json_object_get(j, "files_hash");
+    json_t *jk = json_object_get(j, "kind");
+    if (!rc && (copy_str(snap->kind, sizeof snap->kind, jk) ||
+                (strcmp(snap->kind, "full") && strcmp(snap->kind, "files"))))
+        rc = -EBADMSG;
     if (!rc && jt && copy_str(snap->template_name, sizeof snap->template_name, jt)) rc = -EBADMSG;
     if (!rc && jh && (copy_str(snap->files_hash, sizeof snap->files_hash, jh) ||
                       strlen(snap->files_hash) != 16))

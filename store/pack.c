@@ -291,11 +291,11 @@ static int new_snapshot_id(char out[STORE_SNAPID_LEN], int64_t ms)
     return 0;
 }
 
-int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
+/* Packs durable: seal, fsync each, rename, then one fsync of the folder. */
+static int sync_packs(store_writer *w, store_err *e)
 {
     store_t *s = w->s;
     int rc = seal_pack(w, e);
-    /* 1. Packs durable: fsync each, rename, then one fsync of the folder. */
     for (size_t i = 0; !rc && i < w->npacks; i++) {
         if (fsync(w->fds[i]) < 0) {
             rc = store_errf(e, -errno, "%s/packs: fsync: %s", s->dir, strerror(errno));
@@ -313,6 +313,24 @@ int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
     if (!rc && w->npacks && (rc = util_fsync_dir(packdir)))
         store_errf(e, rc, "%s: fsync: %s", packdir, strerror(-rc));
     free(packdir);
+    return rc;
+}
+
+int store_writer_seal(store_writer *w, const store_id **ids, const store_loc **locs, size_t *n,
+                      store_err *e)
+{
+    int rc = sync_packs(w, e);
+    *ids = w->all_ids;
+    *locs = w->all_locs;
+    *n = rc ? 0 : w->nall;
+    return rc;
+}
+
+int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
+{
+    store_t *s = w->s;
+    /* 1. Packs durable. */
+    int rc = sync_packs(w, e);
 
     int64_t now = store_now_ms();
     if (!rc && new_snapshot_id(snap->id, now)) rc = store_errf(e, -EIO, "cannot read /dev/urandom");

@@ -70,7 +70,7 @@ typedef struct {
 
 typedef struct store store_t;
 
-enum { STORE_READ = 0, STORE_WRITE = 1, STORE_REPAIR = 2 };
+enum { STORE_READ = 0, STORE_WRITE = 1, STORE_REPAIR = 2, STORE_SCAN = 3 };
 
 /* Creates an empty store in dir (made if missing; must be empty or absent). */
 int store_init(const char *dir, store_err *e);
@@ -79,7 +79,9 @@ int store_init(const char *dir, store_err *e);
  * stderr, while another process holds it) and finishes any commit a crash interrupted;
  * STORE_READ takes the shared lock and opens the index read-only. STORE_REPAIR takes the
  * exclusive lock and does not open the index (it may be lost): only for
- * store_rebuild_index, after which the store is open as for STORE_WRITE. */
+ * store_rebuild_index, after which the store is open as for STORE_WRITE. STORE_SCAN takes
+ * no lock and opens no index: for gc's heavy phase, which reads only manifests and packs
+ * (files that appear atomically) and writes only new packs (see docs/gc.md). */
 int store_open(const char *dir, int mode, store_t **out, store_err *e);
 void store_close(store_t *s);
 const char *store_dir(const store_t *s);
@@ -96,6 +98,15 @@ void store_id_hex(const store_id *id, char out[STORE_ID_HEX]);
  * locs may be NULL when only presence matters. */
 int store_lookup(store_t *s, const store_id *ids, size_t n, uint8_t *found,
                  store_loc *locs, store_err *e);
+
+/* A set of ids (32 bytes per id at most). add ignores the zero id and duplicates; it
+ * returns -ENOMEM when it cannot grow. */
+typedef struct store_idset store_idset;
+store_idset *store_idset_new(void);
+void store_idset_free(store_idset *s);
+int store_idset_add(store_idset *s, const store_id *id);
+int store_idset_has(const store_idset *s, const store_id *id);
+size_t store_idset_count(const store_idset *s);
 
 /* ---- recipes and snapshots --------------------------------------------------------- */
 
@@ -122,6 +133,8 @@ typedef struct {
     char template_name[STORE_NAME_MAX + 1]; /* "" if none: the template it was booted from */
     struct store_findex *files;   /* file index of the disk, or NULL; owned by the snapshot */
     char files_hash[17];          /* hex XXH3-64 of manifests/ID.files, "" if none */
+    char kind[8];                 /* "full" (what was given) or "files" (reclaimed: only the
+                                     important files' pages; not restorable as a VM) */
     int nblobs;
     store_blob blobs[STORE_MAX_BLOBS];
 } store_snapshot;
@@ -235,6 +248,10 @@ int store_blob_read(store_t *s, const store_snapshot *snap, const char *name, ui
 int store_audit_append(store_t *s, const char *json_line, store_err *e);
 /* Calls fn for each line, oldest first; stops early when fn returns non-zero. */
 int store_audit_read(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e);
+/* DIR/events.log: lifecycle events (touch, tier, delete, pin, unpin, restore, rebuild, drop),
+ * the source of truth for what manifests do not say (docs/gc.md). Same rules as audit. */
+int store_event_append(store_t *s, const char *json_line, store_err *e);
+int store_event_read(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e);
 
 /* ---- writing ----------------------------------------------------------------------- */
 
@@ -265,6 +282,32 @@ uint64_t store_writer_bytes(const store_writer *w);
  * new_bytes. On error nothing is acknowledged. The writer is freed either way. */
 int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e);
 void store_writer_abort(store_writer *w);
+
+/* Seals and syncs the writer's packs (fsync, rename, folder fsync) without committing a
+ * snapshot: for gc, which re-points the index at them itself. ids and locs (n entries, owned
+ * by the writer) say where each chunk went. Free the writer with store_writer_abort. */
+int store_writer_seal(store_writer *w, const store_id **ids, const store_loc **locs, size_t *n,
+                      store_err *e);
+
+/* Removes an acknowledged snapshot (manifest, file index, index records). Needs
+ * STORE_WRITE. The caller logs why (a "drop" event) first. -ENOENT if it is not there. */
+int store_snapshot_drop(store_t *s, const char *id, store_err *e);
+
+/* Calls fn for every snapshot's index record (JSON), in id (time) order. */
+int store_snapshot_all(store_t *s, store_snapshot_fn fn, void *arg, store_err *e);
+
+/* Opens a pack's footer: its groups and ids (malloc'd; free both). */
+typedef struct { uint64_t offset; uint32_t clen; uint16_t npages; uint32_t first; } store_group;
+int store_pack_footer(store_t *s, uint64_t pack, store_group **groups, uint32_t *ngroups,
+                      store_id **ids, uint32_t *nchunks, uint64_t *bytes, store_err *e);
+/* Lists pack numbers (malloc'd, ascending). */
+int store_pack_list(store_t *s, uint64_t **packs, size_t *n, store_err *e);
+/* Deletes a pack file (after the index stopped naming it) and syncs the folder. */
+int store_pack_delete(store_t *s, uint64_t pack, store_err *e);
+/* Index edits for gc, applied as one synced batch: re-point or delete chunk entries. Each
+ * edit applies only if the entry still points at `expect` (pack and offset and slot). */
+typedef struct { store_id id; store_loc expect; int del; store_loc to; } store_index_edit;
+int store_index_apply(store_t *s, const store_index_edit *ed, size_t n, size_t *applied, store_err *e);
 
 /* ---- reading ----------------------------------------------------------------------- */
 

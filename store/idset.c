@@ -1,0 +1,63 @@
+/* An open-addressing set of chunk ids (the all-zero id is the empty slot; it is never a
+ * stored chunk's id). Ids are keyed hashes already, so their first 8 bytes index it. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/internal.h"
+
+struct store_idset {
+    store_id *slot;
+    size_t cap, n;
+};
+
+store_idset *store_idset_new(void) { return calloc(1, sizeof(store_idset)); }
+
+void store_idset_free(store_idset *s)
+{
+    if (!s) return;
+    free(s->slot);
+    free(s);
+}
+
+size_t store_idset_count(const store_idset *s) { return s->n; }
+
+static size_t slot_of(const store_id *id, size_t mask)
+{
+    uint64_t h;
+    memcpy(&h, id->b, 8);
+    return (size_t)h & mask;
+}
+
+int store_idset_has(const store_idset *s, const store_id *id)
+{
+    if (!s->cap) return 0;
+    for (size_t i = slot_of(id, s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+        if (store_id_is_zero(&s->slot[i])) return 0;
+        if (!memcmp(&s->slot[i], id, 16)) return 1;
+    }
+}
+
+int store_idset_add(store_idset *s, const store_id *id)
+{
+    if (store_id_is_zero(id) || store_idset_has(s, id)) return 0;
+    if ((s->n + 1) * 2 > s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 1024;
+        store_id *ns = calloc(nc, sizeof *ns);
+        if (!ns) return -ENOMEM;
+        for (size_t i = 0; i < s->cap; i++) {
+            if (store_id_is_zero(&s->slot[i])) continue;
+            size_t j = slot_of(&s->slot[i], nc - 1);
+            while (!store_id_is_zero(&ns[j])) j = (j + 1) & (nc - 1);
+            ns[j] = s->slot[i];
+        }
+        free(s->slot);
+        s->slot = ns;
+        s->cap = nc;
+    }
+    size_t i = slot_of(id, s->cap - 1);
+    while (!store_id_is_zero(&s->slot[i])) i = (i + 1) & (s->cap - 1);
+    s->slot[i] = *id;
+    s->n++;
+    return 0;
+}
