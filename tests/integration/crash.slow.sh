@@ -35,10 +35,11 @@ for i in 1 2; do
     t0=$(now)
     read -ra sp <<<"$(spec $i)"
     id=$(snap "$S" acme box "${sp[@]}")
-    ingest_ms=$(elapsed_ms "$t0")
+    ms=$(elapsed_ms "$t0")
+    [ $i = 1 ] || [ "$ms" -lt "$ingest_ms" ] && ingest_ms=$ms
     echo "$id $i" >>"$T/acked"
 done
-log "ingest takes ${ingest_ms} ms; killing $ITER ingests within 0..$((ingest_ms * 6 / 5)) ms"
+log "ingest takes ${ingest_ms} ms; killing $ITER ingests at random in 0..that, adapted as they go"
 
 verify_acked() {      # verify_acked all|some
     local n; n=$(wc -l <"$T/acked")
@@ -59,7 +60,7 @@ for i in $(seq 3 $((ITER + 2))); do
     input "$i"
     read -ra sp <<<"$(spec "$i")"
     args=(); for kv in "${sp[@]}"; do args+=("--${kv%%=*}" "${kv#*=}"); done
-    delay=$((RANDOM % (ingest_ms * 6 / 5 + 1)))
+    delay=$((RANDOM % (ingest_ms + 1)))
     "$CAIRN_BIN" snapshot --store "$S" --tenant acme --sandbox box "${args[@]}" --json \
         >"$T/snap.$i" 2>"$T/snap.$i.err" &
     pid=$!
@@ -69,9 +70,12 @@ for i in $(seq 3 $((ITER + 2))); do
     id=$(json 'j["snapshot"]' "$T/snap.$i" 2>/dev/null || true)
     if [ -n "$id" ]; then
         echo "$id $i" >>"$T/acked"; finished=$((finished + 1))
+        ingest_ms=$((ingest_ms * 3 / 4 + 1))     # the machine is faster than measured
     else
         [ "$rc" = 137 ] || fail "ingest $i exit $rc (not killed): $(cat "$T/snap.$i.err")"
         killed=$((killed + 1))
+        # Kills settle around the end of an ingest (its commit), ~3 in 4 killed.
+        ingest_ms=$((ingest_ms * 11 / 10 + 1))
         rm -rf "$T/in/$i"
     fi
     # The next command must not trip over what the killed one left (lock,
