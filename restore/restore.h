@@ -94,4 +94,43 @@ int restore_extract_tar(store_t *s, const store_snapshot *snap, const store_find
                         const char *const *paths, size_t npaths, unsigned class_mask,
                         int include_secrets, int fd, restore_extract_stats *st, store_err *e);
 
+/* ---- rebuild (issue 3): a fresh VM disk for a reclaimed sandbox ----------------------
+ *
+ * Writes out_path: a raw ext4 image = the template snapshot's "disk" blob, with every entry
+ * of the sandbox snapshot's file index whose class is important (store_class_important)
+ * written into it with libext2fs, keeping path, mode, uid/gid, atime/mtime (nanoseconds
+ * when the inodes are large; ctime is the rebuild's time, as for any copy), xattrs and
+ * symlinks; parent directories are made as needed (with the index's metadata when it has
+ * them, else 0755 root); a file that exists in the template is replaced; hard links to an
+ * important file become hard links; holes stay holes. Nothing of class secret, cache, temp
+ * or runtime is copied (an inode one of whose names is secret is copied under none).
+ * The image passes e2fsck -fn. Cost: the template's data (restored sparse) plus the
+ * important files' bytes, not the disk's size.
+ *
+ * Skipped, counted in skipped and reported through warn (the rest goes on): a path with an
+ * empty, "." or ".." component, a directory of the template that is not empty where the
+ * snapshot has a non-directory (or the reverse of an empty one: it is replaced), devices
+ * and sockets, a symlink of the template in the way that leads to no directory, an entry
+ * whose extents are out of order or outside the snapshot's disk. Links made by the rebuild
+ * are never followed; the template's own symlinks on the way (/bin -> usr/bin) are.
+ *
+ * The file index is snap->files when set, else loaded from the store. Written to
+ * out_path.tmp and renamed on success; on error nothing is left at out_path and the
+ * message names the file (-ENOSPC when the image has no room left). Not fsynced (as for a
+ * wake): the caller syncs it if it needs it durable.
+ */
+typedef struct {
+    uint64_t files, dirs, symlinks, bytes, replaced, skipped;
+    double seconds;
+    uint64_t hardlinks;         /* names made as hard links (not counted in files) */
+    uint64_t xattrs_dropped;    /* xattrs the image could not take (no room, bad name) */
+    char first_skip[512];       /* why the first skipped entry was skipped, "" if none */
+    /* set by the caller, kept across the call: path is printable (\xNN escapes) */
+    void (*warn)(void *arg, const char *path, const char *why);
+    void *warn_arg;
+} restore_rebuild_stats;
+
+int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot *snap,
+                    const char *out_path, restore_rebuild_stats *st, store_err *e);
+
 #endif
