@@ -114,6 +114,17 @@ static int is_secret_entry(const store_findex *fi, const store_fentry *f)
     return 0;
 }
 
+int restore_is_secret(const store_findex *fi, const store_fentry *f)
+{
+    if (is_secret_entry(fi, f)) return 1;
+    const char *p = f->path ? f->path : "";
+    for (size_t i = 1, n = strlen(p); i < n; i++) {
+        const store_fentry *a = p[i] == '/' ? find(fi, p, i) : NULL;
+        if (a && a->cls == STORE_CLASS_SECRET) return 1;
+    }
+    return 0;
+}
+
 /* ---- selection ---------------------------------------------------------------------- */
 
 typedef struct {

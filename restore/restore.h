@@ -61,9 +61,13 @@ typedef struct {
     char first_problem[480];    /* out: the first refused or failed entry and why */
 } restore_extract_stats;
 
+/* 1 if the entry's bytes are a secret: class secret, below a secret folder, or a hard link
+ * to a secret file (what select skips; what cat's caller must check). fi must be sorted. */
+int restore_is_secret(const store_findex *fi, const store_fentry *f);
+
 /* Writes the bytes of a regular file entry (or a hardlink's target) to fd. Secrets are the
- * caller's decision (the CLI checks the class before calling; for a hardlink, the class of
- * its target too). Holes are written as zeros. */
+ * caller's decision (the CLI checks restore_is_secret before calling). Holes are written
+ * as zeros. */
 int restore_cat(store_t *s, const store_snapshot *snap, const store_findex *fi,
                 const store_fentry *f, int fd, store_err *e);
 

@@ -220,6 +220,8 @@ static void test_cat(store_t *s, store_snapshot *snap)
         CHECK(file_equals(tpath("cat.out"), want, d->size));
         free(want);
     }
+    CHECK(restore_is_secret(fi, get("/s/.ssh/id_rsa")) && restore_is_secret(fi, get("/s/keylink")));
+    CHECK(restore_is_secret(fi, get("/s/.ssh/known")) && !restore_is_secret(fi, get("/s/ok")));
     store_err e;
     CHECK(restore_cat(s, snap, fi, get("/t/sub"), 1, &e) == -EINVAL);
     CHECK(restore_cat(s, snap, fi, get("/h/badext"), 1, &e) < 0);
