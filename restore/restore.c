@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "restore/restore.h"
@@ -227,12 +228,53 @@ int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, co
     return rc;
 }
 
+typedef struct {
+    const char *id;
+    char sandbox[STORE_NAME_MAX + 1], reason[32], when[32];
+} why_dropped;
+
+static int find_drop(void *arg, const char *line)
+{
+    why_dropped *w = arg;
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"snapshot\":\"%s\"", w->id);
+    if (!strstr(line, "\"event\":\"drop\"") || !strstr(line, pat)) return 0;
+    const char *r = strstr(line, "\"reason\":\""), *sb = strstr(line, "\"sandbox\":\""), *at = strstr(line, "\"at\":");
+    if (r) sscanf(r + 10, "%31[^\"]", w->reason);
+    if (sb) sscanf(sb + 11, "%128[^\"]", w->sandbox);
+    if (at) {
+        time_t t = (time_t)(atoll(at + 5) / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(w->when, sizeof w->when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    return 0;
+}
+
 int restore_snapshot(store_t *s, const char *id, const char *outdir,
                      restore_progress_fn progress, void *arg, store_err *e)
 {
     store_snapshot *snap = NULL;
     int rc = store_snapshot_load(s, id, &snap, e);
+    if (rc == -ENOENT) {
+        /* Dropped by gc? events.log says why, and what brings the files back. */
+        why_dropped w = {.id = id};
+        store_event_read(s, find_drop, &w, NULL);
+        if (w.sandbox[0])
+            return store_errf(e, -ENOENT, "snapshot %s was dropped by gc (%s) on %s; %s", id, w.reason, w.when,
+                              !strcmp(w.reason, "reclaimed")
+                                  ? "its sandbox was reclaimed: `cairn rebuild --sandbox` brings its important "
+                                    "files back in a fresh disk"
+                                  : "it cannot be restored");
+    }
     if (rc) return rc;
+    if (!strcmp(snap->kind, "files")) {
+        rc = store_errf(e, -ENOENT, "snapshot %s holds only the important files of reclaimed sandbox %s, not a "
+                        "VM: `cairn rebuild --sandbox %s` makes a fresh disk with them", id, snap->sandbox,
+                        snap->sandbox);
+        store_snapshot_free(snap);
+        return rc;
+    }
     if (mkdir(outdir, 0755) < 0 && errno != EEXIST)
         rc = store_errf(e, -errno, "%s: %s", outdir, strerror(errno));
     uint64_t done = 0;

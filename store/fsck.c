@@ -135,8 +135,8 @@ static pack_group *find_group(pack_info *pi, uint64_t off)
 }
 
 /* Lists manifest ids; .tmp leftovers are reported as garbage. */
-static int list_manifests(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
-                          store_report_fn report, void *arg)
+int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
+                        store_report_fn report, void *arg)
 {
     char *dir = util_path(s->dir, "manifests");
     DIR *d = dir ? opendir(dir) : NULL;
@@ -264,7 +264,7 @@ int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_e
     /* Every manifest must parse, be indexed, and name only chunks the index can find. */
     char (*ids)[STORE_SNAPID_LEN] = NULL;
     size_t nm = 0;
-    rc = list_manifests(s, &ids, &nm, report, arg);
+    rc = store_manifest_list(s, &ids, &nm, report, arg);
     for (size_t m = 0; !rc && m < nm; m++) {
         store_snapshot *snap = NULL;
         store_err me;
@@ -405,7 +405,7 @@ int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err
     }
     char (*ids)[STORE_SNAPID_LEN] = NULL;
     size_t nm = 0;
-    if (!rc) rc = list_manifests(s, &ids, &nm, report, arg);
+    if (!rc) rc = store_manifest_list(s, &ids, &nm, report, arg);
     for (size_t m = 0; !rc && m < nm; m++) {
         store_snapshot *snap = NULL;
         store_err me;
@@ -492,5 +492,24 @@ int store_pack_delete(store_t *s, uint64_t pack, store_err *e)
     if (!rc && dir) rc = util_fsync_dir(dir);
     free(dir);
     if (rc) return store_errf(e, rc, "pack %016llx: cannot delete: %s", (unsigned long long)pack, strerror(-rc));
+    return 0;
+}
+
+int store_remove_temps(store_t *s, store_err *e)
+{
+    (void)e;
+    static const char *dirs[] = {"packs", "manifests"};
+    for (size_t k = 0; k < 2; k++) {
+        char *dir = util_path(s->dir, dirs[k]);
+        DIR *d = dir ? opendir(dir) : NULL;
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            size_t len = strlen(de->d_name);
+            if (len > 4 && !strcmp(de->d_name + len - 4, ".tmp")) unlinkat(dirfd(d), de->d_name, 0);
+        }
+        if (d) closedir(d);
+        if (dir) util_fsync_dir(dir);
+        free(dir);
+    }
     return 0;
 }

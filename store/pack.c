@@ -107,6 +107,7 @@ struct store_writer {
     store_loc *all_locs;
     size_t nall, acap;
     uint64_t bytes;
+    uint64_t range_next, range_end;   /* pack numbers of its own (range writer), else 0 */
 };
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -118,6 +119,35 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     if (!q) return -ENOMEM;
     *p = q;
     *cap = nc;
+    return 0;
+}
+
+int store_reserve_packs(store_t *s, uint64_t n, uint64_t *first, store_err *e)
+{
+    if (s->mode != STORE_WRITE) return store_errf(e, -EROFS, "store opened read-only");
+    pthread_mutex_lock(&s->mu);
+    *first = s->next_pack;
+    s->next_pack += n;
+    char num[32];
+    int nl = snprintf(num, sizeof num, "%llu", (unsigned long long)s->next_pack);
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    rocksdb_writebatch_put(b, "next_pack", 9, num, (size_t)nl);
+    int rc = index_write(s, b, 1, e);
+    rocksdb_writebatch_destroy(b);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int store_writer_open_range(store_t *s, uint64_t first, uint64_t n, store_writer **out, store_err *e)
+{
+    if (s->mode == STORE_READ) return store_errf(e, -EROFS, "store opened read-only");
+    store_writer *w = calloc(1, sizeof *w);
+    if (!w) return store_errf(e, -ENOMEM, "out of memory");
+    w->s = s;
+    w->fd = -1;
+    w->range_next = first;
+    w->range_end = first + n;
+    *out = w;
     return 0;
 }
 
@@ -138,9 +168,16 @@ static int open_pack(store_writer *w, store_err *e)
 {
     store_t *s = w->s;
     for (;;) {
-        pthread_mutex_lock(&s->mu);
-        uint64_t n = s->next_pack++;
-        pthread_mutex_unlock(&s->mu);
+        uint64_t n;
+        if (w->range_end) {
+            if (w->range_next >= w->range_end)
+                return store_errf(e, -ENOSPC, "out of reserved pack numbers");
+            n = w->range_next++;
+        } else {
+            pthread_mutex_lock(&s->mu);
+            n = s->next_pack++;
+            pthread_mutex_unlock(&s->mu);
+        }
         /* The counter is only a hint (it may lag after a crash): never reuse a name. */
         char *final = pack_path(s, n, 0), *tmp = pack_path(s, n, 1);
         struct stat st;

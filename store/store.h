@@ -59,6 +59,9 @@ int store_errf(store_err *e, int code, const char *fmt, ...)
 
 typedef struct { uint8_t b[16]; } store_id;
 
+/* A finding of fsck or gc: problems threaten a snapshot; the rest is garbage or notes. */
+typedef void (*store_report_fn)(void *arg, int is_problem, const char *text);
+
 /* Where a chunk lives: a page slot inside a compressed group of a pack. */
 typedef struct {
     uint64_t pack;      /* pack number: packs/%016llx.pack */
@@ -261,6 +264,13 @@ typedef struct store_writer store_writer;
 
 int store_writer_open(store_t *s, store_writer **out, store_err *e);
 
+/* Reserves n pack numbers in the index (STORE_WRITE), so a writer opened later without
+ * the lock (gc's heavy phase, STORE_SCAN) can never reuse a number: a reader holding a
+ * deleted pack open must not mistake a new pack for it. */
+int store_reserve_packs(store_t *s, uint64_t n, uint64_t *first, store_err *e);
+/* A writer that takes pack numbers from [first, first + n) only (then fails -ENOSPC). */
+int store_writer_open_range(store_t *s, uint64_t first, uint64_t n, store_writer **out, store_err *e);
+
 /* Compresses n (<= STORE_GROUP_PAGES) pages into dst; thread-safe given its own cctx.
  * Returns the compressed length or a negative code. dst needs store_group_bound(n). */
 typedef struct store_cctx store_cctx;
@@ -300,6 +310,13 @@ int store_snapshot_all(store_t *s, store_snapshot_fn fn, void *arg, store_err *e
 typedef struct { uint64_t offset; uint32_t clen; uint16_t npages; uint32_t first; } store_group;
 int store_pack_footer(store_t *s, uint64_t pack, store_group **groups, uint32_t *ngroups,
                       store_id **ids, uint32_t *nchunks, uint64_t *bytes, store_err *e);
+/* Lists the manifests' snapshot ids (malloc'd); other files are reported as garbage when
+ * report is not NULL. */
+int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
+                        store_report_fn report, void *arg);
+/* Removes the .tmp leftovers of interrupted writers. Only under the exclusive lock
+ * (STORE_WRITE), where no writer can be running. */
+int store_remove_temps(store_t *s, store_err *e);
 /* Lists pack numbers (malloc'd, ascending). */
 int store_pack_list(store_t *s, uint64_t **packs, size_t *n, store_err *e);
 /* Deletes a pack file (after the index stopped naming it) and syncs the folder. */
@@ -333,7 +350,6 @@ enum { STORE_FSCK_VERIFY_DATA = 1 };
 /* Checks the store; calls report(arg, is_problem, text) for each finding. Problems
  * threaten a snapshot; garbage (is_problem = 0) is leftovers gc will remove.
  * Returns 0 when the check ran (whatever it found), < 0 when it could not run. */
-typedef void (*store_report_fn)(void *arg, int is_problem, const char *text);
 int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_err *e);
 
 /* Deletes and recreates the index from packs and manifests. Needs STORE_WRITE. */

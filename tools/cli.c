@@ -54,6 +54,79 @@ static const cli_command commands[] = {
      "Exit 0 when no problem was found (garbage from interrupted work is not a problem),\n"
      "1 otherwise. JSON: ok, problems, garbage.\n\n" COMMON_OPTS,
      cmd_fsck},
+    {"ls", "list a snapshot's files, with their classes (audited)",
+     "usage: cairn ls --snapshot ID|SANDBOX@latest [PATH] [--recursive] --actor NAME [--json]\n\n"
+     "Lists PATH (default /) of the snapshot's disk from its file index: a folder's entries\n"
+     "(all below it with --recursive) or the file itself. Each entry shows its type, mode,\n"
+     "owner, size, time and class. Bytes outside printable ASCII are shown as \\xNN; in JSON a\n"
+     "path that is not UTF-8 also comes exactly as \"path_hex\". Audited: --actor NAME or\n"
+     "$CAIRN_ACTOR is required. JSON: {\"entries\": [{\"path\", \"type\", \"size\", \"class\",\n"
+     "\"mode\", \"uid\", \"gid\", \"mtime\", \"target\"}]}.\n\n" COMMON_OPTS,
+     cmd_ls},
+    {"cat", "print a file of a snapshot (audited)",
+     "usage: cairn cat --snapshot ID|SANDBOX@latest PATH --actor NAME [--include-secrets]\n\n"
+     "Writes the file's bytes to stdout. Files of class secret are refused unless\n"
+     "--include-secrets is given (recorded in the audit log).\n\n" COMMON_OPTS,
+     cmd_cat},
+    {"extract", "copy files of a snapshot out, to a folder or a tar (audited)",
+     "usage: cairn extract --snapshot ID|SANDBOX@latest [PATH...] (--out DIR | --tar FILE|-)\n"
+     "                     [--class C,...] [--include-secrets] --actor NAME [--json]\n\n"
+     "Extracts the PATHs (default /) and everything below them, keeping modes, times and\n"
+     "symlinks (as symlinks), only below DIR: no name, \"..\" or symlink in the image can make\n"
+     "it write or follow a link outside. --class keeps only those classes. Secrets are skipped\n"
+     "unless --include-secrets. Refused entries are named on stderr; the rest is extracted\n"
+     "and the exit code is 1.\n\n" COMMON_OPTS,
+     cmd_extract},
+    {"audit", "the log of support reads",
+     "usage: cairn audit [--store DIR] [--json]\n\n"
+     "Every ls, cat and extract: when, who, which sandbox and snapshot, which paths, whether\n"
+     "secrets were included. JSON: {\"entries\": [...]}.\n\n" COMMON_OPTS,
+     cmd_audit},
+    {"template", "store a template's disk (and memory) for rebuilds",
+     "usage: cairn template add --name NAME --disk IMG [--memory F --vmstate F] [--json]\n\n"
+     "Stores the template like a snapshot (deduplicated with everything else).\n\n" COMMON_OPTS,
+     cmd_template},
+    {"rebuild", "a fresh VM disk: the template + the sandbox's important files",
+     "usage: cairn rebuild --sandbox S [--template NAME] --out IMG [--json]\n\n"
+     "Writes a raw ext4 image: the template's disk with the important files (artifact, upload,\n"
+     "project) of the sandbox's latest snapshot written in (modes, owners, times, xattrs,\n"
+     "symlinks kept). The template defaults to the one recorded at snapshot time.\n\n" COMMON_OPTS,
+     cmd_rebuild},
+    {"policy", "print the file-class rules",
+     "usage: cairn policy [--store DIR] [--json]\n\n"
+     "Prints the store's policy file (if any) and the built-in rules, in the order they apply.\n\n"
+     COMMON_OPTS,
+     cmd_policy},
+    {"touch", "record activity of a sandbox (retention counts from it)",
+     "usage: cairn touch --sandbox S [--at TIME] [--json]\n\n"
+     "TIME is RFC 3339 (2026-11-21T10:00:00Z) or unix seconds; default now.\n\n" COMMON_OPTS,
+     cmd_touch},
+    {"tier", "set a tenant's tier (applies to all its sandboxes at the next gc)",
+     "usage: cairn tier --tenant T free|pro [--json]\n\n"
+     "free: sandboxes are reclaimed after 7 idle days; pro: after 21.\n\n" COMMON_OPTS,
+     cmd_tier},
+    {"sandboxes", "sandboxes with tier, state, last activity",
+     "usage: cairn sandboxes [--tenant T] [--json]\n\n"
+     "JSON: {\"sandboxes\": [{\"sandbox\", \"tenant\", \"tier\", \"state\", \"last_activity\",\n"
+     "\"bytes\", \"snapshots\", \"latest\", \"template\"}]}; state is hibernated, reclaimed or\n"
+     "deleted; bytes are the pack bytes its snapshots added.\n\n" COMMON_OPTS,
+     cmd_sandboxes},
+    {"delete", "the user deleted a sandbox: everything goes at the next gc",
+     "usage: cairn delete --sandbox S [--json]\n\n" COMMON_OPTS,
+     cmd_delete},
+    {"pin", "keep a snapshot through gc", "usage: cairn pin --snapshot ID [--json]\n\n" COMMON_OPTS, cmd_pin},
+    {"unpin", "undo pin", "usage: cairn unpin --snapshot ID [--json]\n\n" COMMON_OPTS, cmd_unpin},
+    {"gc", "retention and garbage collection (what the cron runs)",
+     "usage: cairn gc [--now TIME] [--dry-run] [--json]\n\n"
+     "Reclaims hibernated sandboxes idle past their tier's window (free 7 days, pro 21, from\n"
+     "the last activity to --now, default the clock): a files-only snapshot of the important\n"
+     "files first, then their full snapshots go. Drops superseded snapshots (all but the\n"
+     "latest and pinned ones) and deleted sandboxes, then sweeps unreferenced chunks and\n"
+     "rewrites packs that became mostly garbage. Safe beside running snapshots (docs/gc.md).\n"
+     "--dry-run reports and changes nothing. One line per action on stderr. Exit 1 only if\n"
+     "it failed; the next run resumes. JSON: reclaimed, dropped_snapshots, freed_bytes,\n"
+     "seconds, reclaimed_sandboxes, packs_deleted, packs_rewritten, chunks_removed.\n\n" COMMON_OPTS,
+     cmd_gc},
 };
 
 static const char *main_usage =
@@ -143,6 +216,15 @@ void cli_progress_end(void)
 {
     if (progress_shown) fprintf(stderr, "\r\033[K");
     progress_shown = 0;
+}
+
+void cli_activity(store_t *s, const char *kind, const char *sandbox)
+{
+    char line[512];
+    snprintf(line, sizeof line, "{\"event\":\"%s\",\"sandbox\":\"%s\",\"at\":%lld}", kind, sandbox,
+             (long long)store_now_ms());
+    store_err e;
+    if (store_event_append(s, line, &e)) fprintf(stderr, "cairn %s: warning: activity not recorded: %s\n", kind, e.msg);
 }
 
 double cli_seconds(void)

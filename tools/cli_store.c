@@ -34,11 +34,12 @@ int cmd_snapshot(int argc, char **argv)
     if (rc) return rc;
     const cli_command *cc = cli_find("snapshot");
     if (!tenant || !sandbox) return cli_usage(cc, "--tenant and --sandbox are required");
-    if (store_name_valid(tenant) || store_name_valid(sandbox))
-        return cli_usage(cc, "tenant and sandbox names are 1-128 of [A-Za-z0-9._-], not starting with '.' or '-'");
+    if (store_name_valid(tenant) || store_name_valid(sandbox) || tenant[0] == '_' || sandbox[0] == '_')
+        return cli_usage(cc, "tenant and sandbox names are 1-128 of [A-Za-z0-9._-], not starting with "
+                         "'.', '-' or '_' (reserved)");
     if (tier && strcmp(tier, "free") && strcmp(tier, "pro"))
         return cli_usage(cc, "--tier is free or pro, not '%s'", tier);
-    snap_request req = {.tenant = tenant, .sandbox = sandbox, .tier = tier ? tier : "free",
+    snap_request req = {.tenant = tenant, .sandbox = sandbox, .tier = tier,
                         .progress = cli_progress, .progress_arg = "snapshot"};
     const char *names[] = {"memory", "vmstate", "disk"}, *paths[] = {mem, vms, disk};
     for (int i = 0; i < 3; i++)
@@ -105,6 +106,11 @@ int cmd_restore(int argc, char **argv)
     if (!s) return EXIT_FAIL;
     store_err e;
     rc = restore_snapshot(s, id, out, cli_progress, "restore", &e);
+    if (!rc) {
+        store_snapshot *snap = NULL;
+        if (store_snapshot_load(s, id, &snap, NULL) == 0) cli_activity(s, "restore", snap->sandbox);
+        store_snapshot_free(snap);
+    }
     store_close(s);
     cli_progress_end();
     if (rc) return cli_fail(EXIT_FAIL, "restore", "%s", e.msg);

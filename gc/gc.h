@@ -1,0 +1,70 @@
+/*
+ * gc: the sandbox lifecycle, retention by tier, reclaim, and mark-and-sweep of the store.
+ *
+ * The protocol (why a concurrent ingest never loses a chunk, why a crash leaves only
+ * garbage) is written down in docs/gc.md; the short of it: heavy work without any lock,
+ * changes in short exclusive sections that first re-read every manifest that appeared.
+ *
+ * State lives in manifests (snapshots) and in the store's events.log (activity, tiers,
+ * deletions, pins, drops); nothing here depends on the index surviving.
+ */
+#ifndef CAIRN_GC_H
+#define CAIRN_GC_H
+
+#include "store/store.h"
+
+#define GC_FREE_WINDOW_MS (7LL * 24 * 3600 * 1000)
+#define GC_PRO_WINDOW_MS (21LL * 24 * 3600 * 1000)
+
+typedef struct {
+    char sandbox[STORE_NAME_MAX + 1];
+    char tenant[STORE_NAME_MAX + 1];
+    char tier[8];                   /* "free" or "pro" (the tenant's, as gc will apply it) */
+    char state[12];                 /* "hibernated", "reclaimed", "deleted" */
+    char template_name[STORE_NAME_MAX + 1];
+    char latest[STORE_SNAPID_LEN];  /* newest snapshot, "" if none */
+    int64_t last_activity_ms;
+    int64_t delete_ms;              /* 0 unless deleted */
+    uint32_t snapshots;
+    uint64_t bytes;                 /* pack bytes its snapshots added (new_bytes) */
+    int latest_files_only;          /* latest snapshot is files-only */
+    int latest_indexed;             /* latest has a file index */
+    int latest_has_disk;
+} gc_sandbox;
+
+/* The lifecycle view of every sandbox (store open for reading). tenant may be NULL (all).
+ * *out is malloc'd (free it); sandboxes of Cairn itself (names starting '_') are left out. */
+int gc_sandboxes(store_t *s, const char *tenant, gc_sandbox **out, size_t *n, store_err *e);
+
+/* Appends a lifecycle event after checking it makes sense (the sandbox, snapshot exists).
+ * kind: "touch", "delete" (sandbox, at_ms), "tier" (tenant, tier), "pin", "unpin" (snapshot),
+ * "restore", "rebuild" (sandbox). */
+int gc_event(store_t *s, const char *kind, const char *name, const char *value, int64_t at_ms,
+             store_err *e);
+
+typedef void (*gc_log_fn)(void *arg, const char *line);
+
+typedef struct {
+    int64_t now_ms;                 /* the clock retention is measured against */
+    int dry_run;                    /* compute and report; change nothing */
+    gc_log_fn log;                  /* one line per action; may be NULL */
+    void *log_arg;
+} gc_options;
+
+typedef struct {
+    uint64_t reclaimed, dropped_snapshots, not_reclaimed;
+    uint64_t packs_deleted, packs_rewritten, chunks_removed;
+    uint64_t freed_bytes;           /* pack + manifest bytes removed, minus bytes rewritten */
+    uint64_t bytes_before, bytes_after;
+    char **reclaimed_list;          /* sandbox names */
+    size_t nreclaimed_list;
+    double seconds;
+} gc_result;
+
+/* Runs retention and sweep on the store at dir (gc opens it as it needs: see docs/gc.md).
+ * Returns 0 when everything planned was done, or a negative code; r says what was done
+ * either way (a failed run is resumed safely by the next). */
+int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e);
+void gc_result_free(gc_result *r);
+
+#endif

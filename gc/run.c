@@ -1,0 +1,298 @@
+/* gc_run: plan under the shared lock, retention (reclaims, drops) in short exclusive
+ * sections, then the sweep (sweep.c). docs/gc.md is the specification. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gc/internal.h"
+
+#define ACTIONS_PER_SECTION 16
+
+void gc_logf(gc_log_fn fn, void *arg, const char *fmt, ...)
+{
+    if (!fn) return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    fn(arg, buf);
+}
+
+void gc_result_free(gc_result *r)
+{
+    for (size_t i = 0; i < r->nreclaimed_list; i++) free(r->reclaimed_list[i]);
+    free(r->reclaimed_list);
+    r->reclaimed_list = NULL;
+    r->nreclaimed_list = 0;
+}
+
+typedef struct {
+    char id[STORE_SNAPID_LEN];
+    char sandbox[STORE_NAME_MAX + 1];
+    char reason[16];                 /* deleted, superseded, reclaimed, resumed */
+} drop;
+
+typedef struct {
+    char sandbox[STORE_NAME_MAX + 1];
+    char source[STORE_SNAPID_LEN];   /* latest full snapshot */
+    double idle_days;
+    char tier[8];
+    int skipped;                     /* no longer eligible when its section ran */
+} reclaim;
+
+typedef struct {
+    drop *drops;
+    size_t ndrops, dcap;
+    reclaim *reclaims;
+    size_t nreclaims, rcap;
+    uint64_t *packs;
+    size_t npacks;
+} plan;
+
+static int add_drop(plan *p, const char *id, const char *sandbox, const char *reason)
+{
+    for (size_t i = 0; i < p->ndrops; i++)
+        if (!strcmp(p->drops[i].id, id)) return 0;
+    if (p->ndrops == p->dcap) {
+        p->dcap = p->dcap ? p->dcap * 2 : 64;
+        drop *nd = realloc(p->drops, p->dcap * sizeof *nd);
+        if (!nd) return -ENOMEM;
+        p->drops = nd;
+    }
+    drop *d = &p->drops[p->ndrops++];
+    snprintf(d->id, sizeof d->id, "%s", id);
+    snprintf(d->sandbox, sizeof d->sandbox, "%s", sandbox);
+    snprintf(d->reason, sizeof d->reason, "%s", reason);
+    return 0;
+}
+
+static int make_plan(store_t *s, const gc_options *o, plan *p, gc_result *r, store_err *e)
+{
+    gc_state st;
+    gc_sandbox *sb = NULL;
+    size_t nsb = 0;
+    int rc = gc_state_load(s, &st, e);
+    if (!rc) rc = gc_view(&st, NULL, &sb, &nsb, e);
+    /* 1. Drops logged by an interrupted gc whose manifest is still there. */
+    for (size_t i = 0; !rc && i < st.nevents; i++) {
+        const gc_ev *v = &st.events[i];
+        if (strcmp(v->kind, "drop")) continue;
+        for (size_t k = 0; k < st.nsnaps; k++)
+            if (!strcmp(st.snaps[k].id, v->snapshot)) rc = add_drop(p, v->snapshot, st.snaps[k].sandbox, "resumed");
+    }
+    for (size_t j = 0; !rc && j < nsb; j++) {
+        gc_sandbox *x = &sb[j];
+        int64_t window = strcmp(x->tier, "pro") ? GC_FREE_WINDOW_MS : GC_PRO_WINDOW_MS;
+        int deleted = !strcmp(x->state, "deleted");
+        int reclaim_it = !deleted && !strcmp(x->state, "hibernated") && o->now_ms - x->last_activity_ms > window;
+        if (reclaim_it && x->latest_has_disk && !x->latest_indexed) {
+            /* We cannot tell its important files from the rest: keep it, say so. */
+            gc_logf(o->log, o->log_arg, "not reclaiming %s: its latest disk has no file index "
+                    "(the image could not be read); it stays until an operator decides", x->sandbox);
+            r->not_reclaimed++;
+            reclaim_it = 0;
+        }
+        if (reclaim_it) {
+            if (p->nreclaims == p->rcap) {
+                p->rcap = p->rcap ? p->rcap * 2 : 16;
+                reclaim *nr = realloc(p->reclaims, p->rcap * sizeof *nr);
+                if (!nr) {
+                    rc = store_errf(e, -ENOMEM, "out of memory");
+                    break;
+                }
+                p->reclaims = nr;
+            }
+            reclaim *rcl = &p->reclaims[p->nreclaims++];
+            memset(rcl, 0, sizeof *rcl);
+            snprintf(rcl->sandbox, sizeof rcl->sandbox, "%s", x->sandbox);
+            snprintf(rcl->source, sizeof rcl->source, "%s", x->latest);
+            snprintf(rcl->tier, sizeof rcl->tier, "%s", x->tier);
+            rcl->idle_days = (double)(o->now_ms - x->last_activity_ms) / 86400000.0;
+        }
+        /* 2-4. What goes: a deleted sandbox's snapshots up to the delete; after a reclaim
+         * every full snapshot; else everything but the latest. Pins hold (not deletes). */
+        for (size_t k = 0; k < st.nsnaps && !rc; k++) {
+            const gc_snap *g = &st.snaps[k];
+            if (strcmp(g->sandbox, x->sandbox)) continue;
+            if (deleted && g->time_ms <= x->delete_ms) rc = add_drop(p, g->id, g->sandbox, "deleted");
+            else if (gc_pinned(&st, g->id)) continue;
+            else if (reclaim_it && !g->files_only) rc = add_drop(p, g->id, g->sandbox, "reclaimed");
+            else if (!reclaim_it && strcmp(g->id, x->latest)) rc = add_drop(p, g->id, g->sandbox, "superseded");
+            else if (reclaim_it && g->files_only) rc = add_drop(p, g->id, g->sandbox, "superseded");
+        }
+        if (rc == -ENOMEM) store_errf(e, rc, "out of memory");
+    }
+    free(sb);
+    gc_state_free(&st);
+    if (!rc) rc = store_pack_list(s, &p->packs, &p->npacks, e);
+    return rc;
+}
+
+static int log_drop_event(store_t *s, const drop *d, int64_t now, store_err *e)
+{
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I}", "event", "drop", "snapshot", d->id, "sandbox",
+                          d->sandbox, "reason", d->reason, "at", (json_int_t)now);
+    char *line = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    int rc = line ? store_event_append(s, line, e) : store_errf(e, -ENOMEM, "out of memory");
+    free(line);
+    return rc;
+}
+
+/* Is the sandbox still what the plan saw (same latest snapshot, still idle past its
+ * window)? A wake or a touch between planning and now must win over the reclaim. */
+static int still_eligible(const gc_sandbox *v, size_t n, const reclaim *rcl, int64_t now)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].sandbox, rcl->sandbox)) continue;
+        int64_t window = strcmp(v[i].tier, "pro") ? GC_FREE_WINDOW_MS : GC_PRO_WINDOW_MS;
+        return !strcmp(v[i].state, "hibernated") && !strcmp(v[i].latest, rcl->source) &&
+               now - v[i].last_activity_ms > window;
+    }
+    return 0;
+}
+
+/* Retention changes, ACTIONS_PER_SECTION at a time under the exclusive lock. A reclaim's
+ * files-only snapshot is committed before the drops of that sandbox run; each section
+ * first re-checks its reclaims against the store as it is now. */
+static int apply_plan(const char *dir, const gc_options *o, plan *p, gc_result *r, store_err *e)
+{
+    size_t ri = 0, di = 0;
+    int rc = 0;
+    while (!rc && (ri < p->nreclaims || di < p->ndrops)) {
+        store_t *s = NULL;
+        if ((rc = store_open(dir, STORE_WRITE, &s, e))) break;
+        gc_sandbox *view = NULL;
+        size_t nview = 0;
+        if (ri < p->nreclaims) rc = gc_sandboxes(s, NULL, &view, &nview, e);
+        for (int n = 0; !rc && n < ACTIONS_PER_SECTION && (ri < p->nreclaims || di < p->ndrops); n++) {
+            if (ri < p->nreclaims) {
+                reclaim *rcl = &p->reclaims[ri++];
+                if (!still_eligible(view, nview, rcl, o->now_ms)) {
+                    rcl->skipped = 1;
+                    gc_logf(o->log, o->log_arg, "not reclaiming %s: it changed since gc planned (new "
+                            "snapshot or activity)", rcl->sandbox);
+                    continue;
+                }
+                store_snapshot *src = NULL, *fo = NULL;
+                store_writer *w = NULL;
+                rc = store_snapshot_load(s, rcl->source, &src, e);
+                if (!rc) rc = gc_files_only(s, src, &fo, e);
+                if (!rc) rc = store_writer_open(s, &w, e);
+                if (!rc) rc = store_writer_commit(w, fo, e);
+                if (!rc) {
+                    gc_logf(o->log, o->log_arg, "reclaimed %s (tier %s, idle %.1f days): files-only "
+                            "snapshot %s keeps %zu entries, %llu bytes of files", rcl->sandbox, rcl->tier,
+                            rcl->idle_days, fo->id, fo->files ? fo->files->n : 0,
+                            (unsigned long long)fo->logical_bytes);
+                    r->reclaimed++;
+                    char **nl = realloc(r->reclaimed_list, (r->nreclaimed_list + 1) * sizeof *nl);
+                    if (nl) {
+                        r->reclaimed_list = nl;
+                        nl[r->nreclaimed_list++] = strdup(rcl->sandbox);
+                    }
+                }
+                store_snapshot_free(src);
+                store_snapshot_free(fo);
+                continue;
+            }
+            drop *d = &p->drops[di++];
+            int skip = 0;
+            for (size_t k = 0; k < p->nreclaims; k++)
+                if (p->reclaims[k].skipped && !strcmp(p->reclaims[k].sandbox, d->sandbox) &&
+                    !strcmp(d->reason, "reclaimed"))
+                    skip = 1;
+            if (skip) continue;
+            rc = log_drop_event(s, d, store_now_ms(), e);
+            if (!rc) rc = store_snapshot_drop(s, d->id, e);
+            if (rc == -ENOENT) rc = 0;      /* already gone: an earlier run finished it */
+            else if (!rc) {
+                r->dropped_snapshots++;
+                gc_logf(o->log, o->log_arg, "dropped snapshot %s of %s (%s)", d->id, d->sandbox, d->reason);
+            }
+        }
+        free(view);
+        store_close(s);
+    }
+    return rc;
+}
+
+int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    memset(r, 0, sizeof *r);
+    plan p = {0};
+    store_t *s = NULL;
+    int rc = store_open(dir, STORE_READ, &s, e);
+    if (!rc) {
+        store_stats before;
+        store_get_stats(s, &before, NULL);
+        r->bytes_before = before.stored_bytes + before.manifest_bytes;
+        rc = make_plan(s, o, &p, r, e);
+        store_close(s);
+    }
+    gc_sweep_opts so = {.dry_run = o->dry_run, .log = o->log, .log_arg = o->log_arg};
+    const char **skip = NULL;
+    if (!rc && o->dry_run) {
+        for (size_t i = 0; i < p.nreclaims; i++)
+            gc_logf(o->log, o->log_arg, "would reclaim %s (tier %s, idle %.1f days)", p.reclaims[i].sandbox,
+                    p.reclaims[i].tier, p.reclaims[i].idle_days);
+        for (size_t i = 0; i < p.ndrops; i++)
+            gc_logf(o->log, o->log_arg, "would drop snapshot %s of %s (%s)", p.drops[i].id, p.drops[i].sandbox,
+                    p.drops[i].reason);
+        r->reclaimed = p.nreclaims;
+        r->dropped_snapshots = p.ndrops;
+        for (size_t i = 0; i < p.nreclaims; i++) {
+            char **nl = realloc(r->reclaimed_list, (r->nreclaimed_list + 1) * sizeof *nl);
+            if (nl) {
+                r->reclaimed_list = nl;
+                nl[r->nreclaimed_list++] = strdup(p.reclaims[i].sandbox);
+            }
+        }
+        /* What the sweep would find: the drops' manifests gone, the files-only pages kept. */
+        skip = calloc(p.ndrops + 1, sizeof *skip);
+        for (size_t i = 0; skip && i < p.ndrops; i++) skip[i] = p.drops[i].id;
+        so.skip_manifests = skip;
+        so.nskip = p.ndrops;
+        so.extra_live = store_idset_new();
+        if (p.nreclaims && !(rc = store_open(dir, STORE_SCAN, &s, e))) {
+            for (size_t i = 0; !rc && i < p.nreclaims; i++) {
+                store_snapshot *src = NULL, *fo = NULL;
+                if (!store_snapshot_load(s, p.reclaims[i].source, &src, NULL) &&
+                    !gc_files_only(s, src, &fo, NULL))
+                    for (int b = 0; b < fo->nblobs; b++)
+                        for (uint64_t k = 0; k < fo->blobs[b].npages; k++)
+                            store_idset_add(so.extra_live, &fo->blobs[b].ids[k]);
+                store_snapshot_free(src);
+                store_snapshot_free(fo);
+            }
+            store_close(s);
+        }
+    } else if (!rc) {
+        rc = apply_plan(dir, o, &p, r, e);
+    }
+    so.packs = p.packs;
+    so.npacks = p.npacks;
+    if (!rc) rc = gc_sweep(dir, &so, r, e);
+    store_idset_free(so.extra_live);
+    free(skip);
+    if (!o->dry_run && !store_open(dir, STORE_READ, &s, NULL)) {
+        store_stats after;
+        store_get_stats(s, &after, NULL);
+        r->bytes_after = after.stored_bytes + after.manifest_bytes;
+        store_close(s);
+        r->freed_bytes = r->bytes_before > r->bytes_after ? r->bytes_before - r->bytes_after : 0;
+    }
+    free(p.drops);
+    free(p.reclaims);
+    free(p.packs);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    r->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    return rc;
+}

@@ -1,0 +1,312 @@
+/* Mark and sweep (docs/gc.md): mark the ids of every manifest, without any lock; classify
+ * the packs that existed when gc planned; write the live pages of sparse packs into new
+ * packs (numbers reserved in the index); then, pack by pack in short exclusive sections,
+ * re-mark manifests that appeared meanwhile, skip any pack they revived, re-point or
+ * delete its index entries (only those still naming it), and delete it. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gc/internal.h"
+
+#define REWRITE_BELOW 0.5           /* live share under which a pack is rewritten */
+#define EDITS_PER_SECTION 50000
+
+enum { KEEP, DELETE, REWRITE };
+
+typedef struct {
+    uint64_t pack, bytes;
+    store_group *groups;
+    uint32_t ngroups;
+    store_id *ids;
+    uint32_t nchunks, live;
+    int action;
+    size_t move0, nmoves;           /* its slice of the moves array */
+} cand;
+
+typedef struct {
+    store_id id;
+    store_loc from, to;
+} move;
+
+typedef struct {
+    char (*ids)[STORE_SNAPID_LEN];
+    size_t n, cap;
+} seen_list;
+
+static int seen_has(const seen_list *l, const char *id)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (!strcmp(l->ids[i], id)) return 1;
+    return 0;
+}
+
+/* Adds the ids of every manifest not yet seen (and not skipped) to live. */
+static int mark(store_t *s, store_idset *live, seen_list *seen, const char *const *skip, size_t nskip,
+                size_t *added, store_err *e)
+{
+    char (*ids)[STORE_SNAPID_LEN] = NULL;
+    size_t n = 0;
+    *added = 0;
+    int rc = store_manifest_list(s, &ids, &n, NULL, NULL);
+    if (rc) return store_errf(e, rc, "%s/manifests: %s", store_dir(s), strerror(-rc));
+    for (size_t i = 0; !rc && i < n; i++) {
+        int skipped = seen_has(seen, ids[i]);
+        for (size_t k = 0; !skipped && k < nskip; k++) skipped = !strcmp(skip[k], ids[i]);
+        if (skipped) continue;
+        store_snapshot *snap = NULL;
+        store_err le;
+        int lr = store_snapshot_load(s, ids[i], &snap, &le);
+        if (lr == -ENOENT) continue;                  /* dropped meanwhile */
+        if (lr) {
+            /* An unreadable manifest: we cannot know what it needs, so nothing may go. */
+            rc = store_errf(e, lr, "%s; gc will not sweep until fsck is clean", le.msg);
+            break;
+        }
+        for (int b = 0; !rc && b < snap->nblobs; b++)
+            for (uint64_t k = 0; !rc && k < snap->blobs[b].npages; k++)
+                if (store_idset_add(live, &snap->blobs[b].ids[k])) rc = store_errf(e, -ENOMEM, "out of memory");
+        store_snapshot_free(snap);
+        if (seen->n == seen->cap) {
+            seen->cap = seen->cap ? seen->cap * 2 : 256;
+            void *ns = realloc(seen->ids, seen->cap * sizeof *seen->ids);
+            if (!ns) rc = store_errf(e, -ENOMEM, "out of memory");
+            else seen->ids = ns;
+        }
+        if (!rc) memcpy(seen->ids[seen->n++], ids[i], STORE_SNAPID_LEN);
+        (*added)++;
+    }
+    free(ids);
+    return rc;
+}
+
+static store_loc loc_of(const cand *c, uint32_t g, unsigned slot)
+{
+    return (store_loc){.pack = c->pack, .offset = c->groups[g].offset, .clen = c->groups[g].clen,
+                       .npages = c->groups[g].npages, .slot = (uint16_t)slot};
+}
+
+/* Copies the live pages of the REWRITE candidates into new packs (no lock held). Every
+ * live page of a candidate is copied, even one another pack also holds: then a live id
+ * without a copy can only be one a new manifest revived (commit_cand keeps that pack). */
+static int rewrite(store_t *s, cand *cs, size_t nc, store_idset *live, uint64_t first, uint64_t nnum,
+                   move **moves_out, size_t *nmoves_out, store_err *e)
+{
+    store_writer *w = NULL;
+    int rc = store_writer_open_range(s, first, nnum, &w, e);
+    store_cctx *cc = store_cctx_new();
+    store_dctx *dc = store_dctx_new();
+    uint8_t *frame = malloc(store_group_bound(STORE_GROUP_PAGES));
+    uint8_t *pages = malloc((size_t)STORE_GROUP_PAGES * STORE_PAGE);
+    uint8_t *stage = malloc((size_t)STORE_GROUP_PAGES * STORE_PAGE);
+    uint8_t *out = malloc(store_group_bound(STORE_GROUP_PAGES));
+    store_id sids[STORE_GROUP_PAGES];
+    unsigned ns = 0;
+    move *mv = NULL;
+    size_t nm = 0, mcap = 0;
+    if (!rc && (!cc || !dc || !frame || !pages || !stage || !out)) rc = store_errf(e, -ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < nc; i++) {
+        cand *c = &cs[i];
+        if (c->action != REWRITE) continue;
+        c->move0 = nm;
+        for (uint32_t g = 0; !rc && g < c->ngroups; g++) {
+            store_loc l = loc_of(c, g, 0);
+            rc = store_read_frame(s, &l, frame, store_group_bound(STORE_GROUP_PAGES), e);
+            if (!rc) rc = store_group_decompress(dc, frame, l.clen, pages, l.npages, e);
+            for (unsigned k = 0; !rc && k < l.npages; k++) {
+                const store_id *id = &c->ids[c->groups[g].first + k];
+                if (!store_idset_has(live, id)) continue;
+                store_id chk;
+                store_chunk_id(s, pages + (size_t)k * STORE_PAGE, &chk);
+                if (memcmp(&chk, id, 16)) {
+                    rc = store_errf(e, -EBADMSG, "pack %016llx: a live page is corrupt (group at %llu, "
+                                    "slot %u): gc stops; run `cairn fsck --verify-data`",
+                                    (unsigned long long)c->pack, (unsigned long long)l.offset, k);
+                    break;
+                }
+                if (nm == mcap) {
+                    mcap = mcap ? mcap * 2 : 4096;
+                    move *nmv = realloc(mv, mcap * sizeof *nmv);
+                    if (!nmv) {
+                        rc = store_errf(e, -ENOMEM, "out of memory");
+                        break;
+                    }
+                    mv = nmv;
+                }
+                mv[nm++] = (move){.id = *id, .from = loc_of(c, g, k)};
+                memcpy(stage + (size_t)ns * STORE_PAGE, pages + (size_t)k * STORE_PAGE, STORE_PAGE);
+                sids[ns++] = *id;
+                if (ns == STORE_GROUP_PAGES) {
+                    ssize_t cl = store_group_compress(cc, stage, ns, out, store_group_bound(STORE_GROUP_PAGES));
+                    rc = cl < 0 ? store_errf(e, -EIO, "compression failed") : store_writer_add_group(w, sids, ns, out, (size_t)cl, e);
+                    ns = 0;
+                }
+            }
+        }
+        c->nmoves = nm - c->move0;
+    }
+    if (!rc && ns) {
+        ssize_t cl = store_group_compress(cc, stage, ns, out, store_group_bound(STORE_GROUP_PAGES));
+        rc = cl < 0 ? store_errf(e, -EIO, "compression failed") : store_writer_add_group(w, sids, ns, out, (size_t)cl, e);
+    }
+    const store_id *wids;
+    const store_loc *wlocs;
+    size_t wn = 0;
+    if (!rc) rc = store_writer_seal(w, &wids, &wlocs, &wn, e);
+    /* The writer appended in move order: its i-th chunk is the i-th move. */
+    for (size_t i = 0; !rc && i < nm; i++) {
+        if (i >= wn || memcmp(&wids[i], &mv[i].id, 16)) {
+            rc = store_errf(e, -EIO, "gc: rewritten chunks out of order (bug)");
+            break;
+        }
+        mv[i].to = wlocs[i];
+    }
+    store_writer_abort(w);     /* frees; the sealed packs stay (renamed, durable) */
+    store_cctx_free(cc);
+    store_dctx_free(dc);
+    free(frame);
+    free(pages);
+    free(stage);
+    free(out);
+    if (rc) {
+        free(mv);
+        return rc;
+    }
+    *moves_out = mv;
+    *nmoves_out = nm;
+    return 0;
+}
+
+/* One candidate's index edits and deletion, inside an exclusive section. */
+static int commit_cand(store_t *s, cand *c, const move *mv, store_idset *live, const gc_sweep_opts *o,
+                       gc_result *r, store_err *e)
+{
+    store_index_edit *ed = calloc(c->nchunks ? c->nchunks : 1, sizeof *ed);
+    if (!ed) return store_errf(e, -ENOMEM, "out of memory");
+    size_t n = 0, dead = 0;
+    int revived = 0;
+    for (uint32_t g = 0; g < c->ngroups && !revived; g++)
+        for (unsigned k = 0; k < c->groups[g].npages; k++) {
+            const store_id *id = &c->ids[c->groups[g].first + k];
+            store_loc here = loc_of(c, g, k);
+            const move *found = NULL;
+            for (size_t j = c->move0; j < c->move0 + c->nmoves && !found; j++)
+                if (mv[j].from.offset == here.offset && mv[j].from.slot == here.slot) found = &mv[j];
+            if (found) {
+                ed[n++] = (store_index_edit){.id = *id, .expect = here, .to = found->to};
+            } else if (store_idset_has(live, id)) {
+                revived = 1;         /* a manifest that appeared since the mark needs it */
+                break;
+            } else {
+                ed[n++] = (store_index_edit){.id = *id, .expect = here, .del = 1};
+                dead++;
+            }
+        }
+    int rc = 0;
+    if (revived) {
+        gc_logf(o->log, o->log_arg, "kept pack %016llx: a snapshot committed during gc uses it",
+                (unsigned long long)c->pack);
+    } else {
+        size_t applied = 0;
+        rc = store_index_apply(s, ed, n, &applied, e);
+        if (!rc) rc = store_pack_delete(s, c->pack, e);
+        if (!rc) {
+            if (c->action == DELETE) r->packs_deleted++;
+            else r->packs_rewritten++;
+            r->chunks_removed += dead;
+        }
+    }
+    free(ed);
+    return rc;
+}
+
+int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e)
+{
+    store_t *s = NULL;
+    int rc = store_open(dir, STORE_SCAN, &s, e);
+    if (rc) return rc;
+    store_idset *live = store_idset_new();
+    seen_list seen = {0};
+    size_t added = 0;
+    if (!live) rc = store_errf(e, -ENOMEM, "out of memory");
+    if (!rc) rc = mark(s, live, &seen, o->skip_manifests, o->nskip, &added, e);
+    cand *cs = calloc(o->npacks ? o->npacks : 1, sizeof *cs);
+    size_t nc = 0;
+    uint64_t rewrite_bytes = 0;
+    if (!rc && !cs) rc = store_errf(e, -ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < o->npacks; i++) {
+        cand *c = &cs[nc];
+        c->pack = o->packs[i];
+        store_err fe;
+        if (store_pack_footer(s, c->pack, &c->groups, &c->ngroups, &c->ids, &c->nchunks, &c->bytes, &fe)) {
+            gc_logf(o->log, o->log_arg, "skipping %s", fe.msg);   /* fsck's business */
+            continue;
+        }
+        nc++;
+        for (uint32_t k = 0; k < c->nchunks; k++)
+            if (store_idset_has(live, &c->ids[k]) || (o->extra_live && store_idset_has(o->extra_live, &c->ids[k])))
+                c->live++;
+        c->action = c->live == 0 ? DELETE : (double)c->live < REWRITE_BELOW * c->nchunks ? REWRITE : KEEP;
+        if (c->action == REWRITE) rewrite_bytes += c->bytes;
+    }
+    if (!rc && o->dry_run) {
+        for (size_t i = 0; i < nc; i++) {
+            if (cs[i].action == KEEP) continue;
+            uint64_t freed = cs[i].action == DELETE ? cs[i].bytes
+                             : (uint64_t)((double)cs[i].bytes * (1.0 - (double)cs[i].live / cs[i].nchunks));
+            r->freed_bytes += freed;
+            if (cs[i].action == DELETE) r->packs_deleted++;
+            else r->packs_rewritten++;
+            r->chunks_removed += cs[i].nchunks - cs[i].live;
+            gc_logf(o->log, o->log_arg, "would %s pack %016llx (%u of %u chunks live, ~%llu bytes freed)",
+                    cs[i].action == DELETE ? "delete" : "rewrite", (unsigned long long)cs[i].pack, cs[i].live,
+                    cs[i].nchunks, (unsigned long long)freed);
+        }
+    }
+    move *mv = NULL;
+    size_t nmv = 0;
+    int any = 0;
+    for (size_t i = 0; i < nc; i++) any |= cs[i].action != KEEP;
+    if (!rc && !o->dry_run && any) {
+        /* Pack numbers for the rewrite, reserved under the lock; then the copy without it. */
+        uint64_t first = 0, nnum = rewrite_bytes / (32u << 20) + 8;
+        store_t *w = NULL;
+        if (rewrite_bytes && !(rc = store_open(dir, STORE_WRITE, &w, e))) {
+            rc = store_reserve_packs(w, nnum, &first, e);
+            store_close(w);
+        }
+        if (!rc && rewrite_bytes) rc = rewrite(s, cs, nc, live, first, nnum, &mv, &nmv, e);
+        /* Sections: re-mark, then commit candidates until the edit budget is spent. */
+        size_t i = 0;
+        while (!rc && i < nc) {
+            if (cs[i].action == KEEP) {
+                i++;
+                continue;
+            }
+            store_t *w2 = NULL;
+            if ((rc = store_open(dir, STORE_WRITE, &w2, e))) break;
+            rc = mark(w2, live, &seen, NULL, 0, &added, e);
+            if (!rc && i == 0) store_remove_temps(w2, NULL);
+            size_t budget = 0;
+            while (!rc && i < nc && budget < EDITS_PER_SECTION) {
+                if (cs[i].action != KEEP) {
+                    rc = commit_cand(w2, &cs[i], mv, live, o, r, e);
+                    budget += cs[i].nchunks;
+                }
+                i++;
+            }
+            store_close(w2);
+        }
+    }
+    for (size_t i = 0; i < nc; i++) {
+        free(cs[i].groups);
+        free(cs[i].ids);
+    }
+    free(cs);
+    free(mv);
+    free(seen.ids);
+    store_idset_free(live);
+    store_close(s);
+    return rc;
+}
