@@ -360,6 +360,40 @@ int store_findex_load(store_t *s, const store_snapshot *snap, store_findex **out
 
 /* ---- reading bytes of a blob ------------------------------------------------------- */
 
+/* Copies page `slot` of the group at l into out, through the store's group cache. */
+static int cached_page(store_t *s, const store_loc *l, store_dctx *d, uint8_t *frame, void *out, store_err *e)
+{
+    pthread_mutex_lock(&s->cache_mu);
+    for (int i = 0; i < GROUP_CACHE; i++) {
+        struct cached_group *c = &s->cache[i];
+        if (c->pages && c->pack == l->pack && c->offset == l->offset && c->npages == l->npages) {
+            c->used = ++s->cache_clock;
+            memcpy(out, c->pages + (size_t)l->slot * STORE_PAGE, STORE_PAGE);
+            pthread_mutex_unlock(&s->cache_mu);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&s->cache_mu);
+    uint8_t *pages = malloc((size_t)STORE_GROUP_PAGES * STORE_PAGE);
+    if (!pages) return store_errf(e, -ENOMEM, "out of memory");
+    int rc = store_read_frame(s, l, frame, store_group_bound(STORE_GROUP_PAGES), e);
+    if (!rc) rc = store_group_decompress(d, frame, l->clen, pages, l->npages, e);
+    if (rc) {
+        free(pages);
+        return rc;
+    }
+    memcpy(out, pages + (size_t)l->slot * STORE_PAGE, STORE_PAGE);
+    pthread_mutex_lock(&s->cache_mu);
+    struct cached_group *victim = &s->cache[0];   /* the least recently used */
+    for (int i = 1; i < GROUP_CACHE; i++)
+        if (s->cache[i].used < victim->used) victim = &s->cache[i];
+    free(victim->pages);
+    *victim = (struct cached_group){.pack = l->pack, .offset = l->offset, .npages = l->npages,
+                                    .pages = pages, .used = ++s->cache_clock};
+    pthread_mutex_unlock(&s->cache_mu);
+    return 0;
+}
+
 int store_blob_read(store_t *s, const store_snapshot *snap, const char *name, uint64_t off,
                     void *buf, size_t len, store_err *e)
 {
@@ -376,11 +410,10 @@ int store_blob_read(store_t *s, const store_snapshot *snap, const char *name, ui
     uint8_t *found = malloc(np);
     store_loc *locs = malloc(np * sizeof *locs);
     uint8_t *frame = malloc(store_group_bound(STORE_GROUP_PAGES));
-    uint8_t *pages = malloc((size_t)STORE_GROUP_PAGES * STORE_PAGE);
+    uint8_t page[STORE_PAGE];
     store_dctx *d = store_dctx_new();
-    int rc = found && locs && frame && pages && d ? 0 : store_errf(e, -ENOMEM, "out of memory");
+    int rc = found && locs && frame && d ? 0 : store_errf(e, -ENOMEM, "out of memory");
     if (!rc) rc = store_lookup(s, b->ids + p0, np, found, locs, e);
-    uint64_t have_pack = UINT64_MAX, have_off = UINT64_MAX;
     uint8_t *dst = buf;
     for (size_t i = 0; !rc && i < np; i++) {
         uint64_t pg = p0 + i, pstart = pg * STORE_PAGE;
@@ -392,27 +425,21 @@ int store_blob_read(store_t *s, const store_snapshot *snap, const char *name, ui
             rc = store_errf(e, -ENOENT, "snapshot %s: %s: page at offset %llu is not in the store",
                             snap->id, name, (unsigned long long)pstart);
         } else {
-            store_loc *l = &locs[i];
-            if (l->pack != have_pack || l->offset != have_off) {
-                rc = store_read_frame(s, l, frame, store_group_bound(STORE_GROUP_PAGES), e);
-                if (!rc) rc = store_group_decompress(d, frame, l->clen, pages, l->npages, e);
-                have_pack = rc ? UINT64_MAX : l->pack;
-                have_off = l->offset;
-            }
             store_id id;
-            if (!rc) store_chunk_id(s, pages + (size_t)l->slot * STORE_PAGE, &id);
+            rc = cached_page(s, &locs[i], d, frame, page, e);
+            if (!rc) store_chunk_id(s, page, &id);
+            /* Verified on every read, cached or not: the cache holds bytes, not trust. */
             if (!rc && memcmp(&id, &b->ids[pg], 16))
                 rc = store_errf(e, -EBADMSG, "snapshot %s: %s: page at offset %llu is corrupt in "
                                 "pack %016llx", snap->id, name, (unsigned long long)pstart,
-                                (unsigned long long)l->pack);
-            if (!rc) memcpy(dst, pages + (size_t)l->slot * STORE_PAGE + from, to - from);
+                                (unsigned long long)locs[i].pack);
+            if (!rc) memcpy(dst, page + from, to - from);
         }
         dst += to - from;
     }
     free(found);
     free(locs);
     free(frame);
-    free(pages);
     store_dctx_free(d);
     return rc;
 }

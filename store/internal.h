@@ -16,6 +16,7 @@
 #define PACK_TRAILER_LEN 32
 #define MANIFEST_MAGIC "CAIRNMF1"
 #define MANIFEST_END "CAIRNMFE"
+#define GROUP_CACHE 16                    /* decompressed groups kept per store (4 MiB) */
 
 /* Column families of the index. */
 enum { CF_DEFAULT, CF_CHUNKS, CF_SNAPSHOTS, CF_SANDBOXES, CF_COUNT };
@@ -39,6 +40,15 @@ struct store {
     int *pack_fds;                     /* open read fds, indexed by pack number (cache) */
     uint64_t npack_fds;
     struct pool *pool;
+    /* Recently decompressed groups, for small reads (cat, extract): many files share a
+     * group, and decompressing 256 KiB per 4 KiB read dominated. Guarded by cache_mu. */
+    pthread_mutex_t cache_mu;
+    struct cached_group {
+        uint64_t pack, offset, used;
+        uint16_t npages;
+        uint8_t *pages;
+    } cache[GROUP_CACHE];
+    uint64_t cache_clock;
 };
 
 /* util.c */

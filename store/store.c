@@ -171,6 +171,7 @@ int store_open(const char *dir, int mode, store_t **out, store_err *e)
     s->mode = mode;
     s->lock_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->cache_mu, NULL);
     struct stat st;
     int rc = 0;
     if (stat(dir, &st) < 0)
@@ -220,6 +221,8 @@ void store_close(store_t *s)
         if (s->pack_fds[i] > 0) close(s->pack_fds[i]);
     free(s->pack_fds);
     if (s->lock_fd >= 0) close(s->lock_fd);   /* releases the flock */
+    for (int i = 0; i < GROUP_CACHE; i++) free(s->cache[i].pages);
+    pthread_mutex_destroy(&s->cache_mu);
     pthread_mutex_destroy(&s->mu);
     free(s->dir);
     free(s);
