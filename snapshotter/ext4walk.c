@@ -485,19 +485,6 @@ static int drop_root(const char *empty)
     return 0;
 }
 
-static void free_entry(store_fentry *f)
-{
-    free(f->path);
-    free(f->target);
-    free(f->inline_data);
-    free(f->ext);
-    for (uint32_t k = 0; k < f->nxattrs; k++) {
-        free(f->xattrs[k].name);
-        free(f->xattrs[k].value);
-    }
-    free(f->xattrs);
-}
-
 /* Walks an open filesystem into a sorted, duplicate-free index (NULL when out of memory). */
 static store_findex *walk_fs(ext2_filsys fs, uint64_t disk_bytes)
 {
@@ -535,7 +522,7 @@ static store_findex *walk_fs(ext2_filsys fs, uint64_t disk_bytes)
     size_t k = 0;
     for (size_t i = 0; i < w.fi->n; i++) {
         if (k && !cmp_entry(&w.fi->e[k - 1], &w.fi->e[i])) {
-            free_entry(&w.fi->e[i]);
+            store_fentry_clear(&w.fi->e[i]);
             w.refused++;
             continue;
         }

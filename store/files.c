@@ -41,21 +41,24 @@ int store_class_important(store_class c)
     return c == STORE_CLASS_ARTIFACT || c == STORE_CLASS_UPLOAD || c == STORE_CLASS_PROJECT;
 }
 
+void store_fentry_clear(store_fentry *f)
+{
+    free(f->path);
+    free(f->target);
+    free(f->inline_data);
+    free(f->ext);
+    for (uint32_t k = 0; k < f->nxattrs; k++) {
+        free(f->xattrs[k].name);
+        free(f->xattrs[k].value);
+    }
+    free(f->xattrs);
+    memset(f, 0, sizeof *f);
+}
+
 void store_findex_free(store_findex *fi)
 {
     if (!fi) return;
-    for (size_t i = 0; i < fi->n; i++) {
-        store_fentry *f = &fi->e[i];
-        free(f->path);
-        free(f->target);
-        free(f->inline_data);
-        free(f->ext);
-        for (uint32_t k = 0; k < f->nxattrs; k++) {
-            free(f->xattrs[k].name);
-            free(f->xattrs[k].value);
-        }
-        free(f->xattrs);
-    }
+    for (size_t i = 0; i < fi->n; i++) store_fentry_clear(&fi->e[i]);
     free(fi->e);
     free(fi->warning);
     free(fi);

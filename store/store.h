@@ -230,6 +230,7 @@ typedef struct store_findex {
 } store_findex;
 
 void store_findex_free(store_findex *fi);          /* frees entries and fi itself */
+void store_fentry_clear(store_fentry *f);          /* frees one entry's allocations */
 /* Finds the entry of exactly this path, or NULL (binary search). */
 const store_fentry *store_findex_get(const store_findex *fi, const char *path);
 /* Serialises / parses the index (format of manifests/ID.files). Parsing checks every

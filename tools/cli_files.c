@@ -133,6 +133,20 @@ static int audit(store_t *s, const char *cmd, const char *actor, const store_sna
     return rc;
 }
 
+/* The checks ls, cat and extract share: the snapshot is named and the reader is known
+ * (support reads are audited). Frees pos->v on failure. */
+static int support_preamble(const char *cmd, const char *spec, const char **actor, cli_args *pos,
+                            int paths_ok, const char *paths_rule)
+{
+    const cli_command *cc = cli_find(cmd);
+    int rc = 0;
+    if (!spec || !paths_ok) rc = cli_usage(cc, "--snapshot and %s", paths_rule);
+    else if (!(*actor = actor_of(*actor)))
+        rc = cli_usage(cc, "support reads are audited: give --actor NAME or set CAIRN_ACTOR");
+    if (rc) free(pos->v);
+    return rc;
+}
+
 /* Opens the store and the snapshot with its file index; prints errors. */
 static int open_files(const char *cmd, const cli_common *c, const char *spec, store_t **s,
                       store_snapshot **snap, store_findex **fi)
@@ -204,16 +218,8 @@ int cmd_ls(int argc, char **argv)
     cli_args pos;
     int rc = cli_parse("ls", argc, argv, opts, &c, &pos);
     if (rc) return rc;
-    const cli_command *cc = cli_find("ls");
+    if ((rc = support_preamble("ls", spec, &actor, &pos, pos.n <= 1, "at most one PATH"))) return rc;
     const char *path = pos.n ? pos.v[0] : "/";
-    if (!spec || pos.n > 1) {
-        free(pos.v);
-        return cli_usage(cc, "--snapshot and at most one PATH");
-    }
-    if (!(actor = actor_of(actor))) {
-        free(pos.v);
-        return cli_usage(cc, "support reads are audited: give --actor NAME or set CAIRN_ACTOR");
-    }
     store_t *s;
     store_snapshot *snap = NULL;
     store_findex *fi = NULL;
@@ -283,15 +289,7 @@ int cmd_cat(int argc, char **argv)
     cli_args pos;
     int rc = cli_parse("cat", argc, argv, opts, &c, &pos);
     if (rc) return rc;
-    const cli_command *cc = cli_find("cat");
-    if (!spec || pos.n != 1) {
-        free(pos.v);
-        return cli_usage(cc, "--snapshot and exactly one PATH");
-    }
-    if (!(actor = actor_of(actor))) {
-        free(pos.v);
-        return cli_usage(cc, "support reads are audited: give --actor NAME or set CAIRN_ACTOR");
-    }
+    if ((rc = support_preamble("cat", spec, &actor, &pos, pos.n == 1, "exactly one PATH"))) return rc;
     store_t *s;
     store_snapshot *snap = NULL;
     store_findex *fi = NULL;
@@ -357,16 +355,13 @@ int cmd_extract(int argc, char **argv)
     cli_args pos;
     int rc = cli_parse("extract", argc, argv, opts, &c, &pos);
     if (rc) return rc;
-    const cli_command *cc = cli_find("extract");
     unsigned mask = 0;
-    if (!spec || !out == !tar) rc = cli_usage(cc, "--snapshot and one of --out DIR or --tar FILE");
-    else if (parse_classes(classes, &mask))
-        rc = cli_usage(cc, "--class takes a comma list of artifact, upload, project, secret, cache, temp, runtime");
-    else if (!(actor = actor_of(actor)))
-        rc = cli_usage(cc, "support reads are audited: give --actor NAME or set CAIRN_ACTOR");
-    if (rc) {
-        free(pos.v);
+    if ((rc = support_preamble("extract", spec, &actor, &pos, !out != !tar, "one of --out DIR or --tar FILE")))
         return rc;
+    if (parse_classes(classes, &mask)) {
+        free(pos.v);
+        return cli_usage(cli_find("extract"),
+                         "--class takes a comma list of artifact, upload, project, secret, cache, temp, runtime");
     }
     store_t *s;
     store_snapshot *snap = NULL;

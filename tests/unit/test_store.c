@@ -12,14 +12,7 @@
 #include "snapshotter/snapshotter.h"
 #include "store/internal.h"
 
-static int failures;
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                              \
-        }                                                                            \
-    } while (0)
+#include "tests/unit/check.h"
 
 static char root[256];
 
