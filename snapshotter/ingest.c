@@ -27,6 +27,7 @@ typedef struct {
     store_t *s;
     store_writer *w;
     store_idset *seen;               /* ids this ingest stored: a repeat needs no lookup */
+    uint64_t seen_gen;               /* writer generation when seen was last cleared */
     /* current batch */
     int fd;
     uint64_t fsize;
@@ -158,6 +159,12 @@ static int flush_stage(ingest *g, store_err *e)
         if (rc) return rc;
     }
     g->nstage = 0;
+    /* Chunks of a full pack are in the index now: lookups find them, the set can forget
+     * them, and memory stays bounded by one pack whatever the size of the input. */
+    if (store_writer_generation(g->w) != g->seen_gen) {
+        g->seen_gen = store_writer_generation(g->w);
+        store_idset_clear(g->seen);
+    }
     return 0;
 }
 

@@ -61,3 +61,10 @@ int store_idset_add(store_idset *s, const store_id *id)
     s->n++;
     return 0;
 }
+
+void store_idset_clear(store_idset *s)
+{
+    free(s->slot);
+    s->slot = NULL;
+    s->cap = s->n = 0;
+}

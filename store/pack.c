@@ -108,6 +108,9 @@ struct store_writer {
     size_t nall, acap;
     uint64_t bytes;
     uint64_t range_next, range_end;   /* pack numbers of its own (range writer), else 0 */
+    size_t synced;                    /* packs[0..synced) are fsynced and renamed */
+    int index_early;                  /* index each pack's chunks once it is durable */
+    uint64_t total_chunks, generation;
 };
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -158,9 +161,12 @@ int store_writer_open(store_t *s, store_writer **out, store_err *e)
     if (!w) return store_errf(e, -ENOMEM, "out of memory");
     w->s = s;
     w->fd = -1;
+    w->index_early = 1;
     *out = w;
     return 0;
 }
+
+uint64_t store_writer_generation(const store_writer *w) { return w->generation; }
 
 uint64_t store_writer_bytes(const store_writer *w) { return w->bytes; }
 
@@ -249,6 +255,8 @@ static int seal_pack(store_writer *w, store_err *e)
     return 0;
 }
 
+static int index_sealed(store_writer *w, store_err *e);
+
 int store_writer_add_group(store_writer *w, const store_id *ids, unsigned n, const void *frame,
                            size_t flen, store_err *e)
 {
@@ -281,7 +289,7 @@ int store_writer_add_group(store_writer *w, const store_id *ids, unsigned n, con
     }
     w->off += flen;
     w->bytes += flen;
-    if (w->off >= PACK_TARGET_BYTES) return seal_pack(w, e);
+    if (w->off >= PACK_TARGET_BYTES) return w->index_early ? index_sealed(w, e) : seal_pack(w, e);
     return 0;
 }
 
@@ -333,7 +341,8 @@ static int sync_packs(store_writer *w, store_err *e)
 {
     store_t *s = w->s;
     int rc = seal_pack(w, e);
-    for (size_t i = 0; !rc && i < w->npacks; i++) {
+    size_t first = w->synced;
+    for (size_t i = first; !rc && i < w->npacks; i++) {
         if (fsync(w->fds[i]) < 0) {
             rc = store_errf(e, -errno, "%s/packs: fsync: %s", s->dir, strerror(errno));
             break;
@@ -347,9 +356,48 @@ static int sync_packs(store_writer *w, store_err *e)
         free(fin);
     }
     char *packdir = util_path(s->dir, "packs");
-    if (!rc && w->npacks && (rc = util_fsync_dir(packdir)))
+    if (!rc && w->npacks > first && (rc = util_fsync_dir(packdir)))
         store_errf(e, rc, "%s: fsync: %s", packdir, strerror(-rc));
     free(packdir);
+    if (!rc) w->synced = w->npacks;
+    return rc;
+}
+
+/* Puts the locations of the chunks written since the last call into batch b, with the
+ * chunk counter, and forgets them (memory stays bounded by one pack). */
+static void batch_chunks(store_writer *w, rocksdb_writebatch_t *b)
+{
+    store_t *s = w->s;
+    for (size_t i = 0; i < w->nall; i++) {
+        uint8_t v[40];
+        size_t vl;
+        index_encode_loc(&w->all_locs[i], v, &vl);
+        rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)w->all_ids[i].b, 16, (const char *)v, vl);
+    }
+    uint64_t chunks = 0;
+    index_get_u64(s, "chunks", &chunks);
+    char num[32];
+    int nl = snprintf(num, sizeof num, "%llu", (unsigned long long)(chunks + w->nall));
+    rocksdb_writebatch_put(b, "chunks", 6, num, (size_t)nl);
+    w->total_chunks += w->nall;
+    w->nall = 0;
+    w->generation++;
+}
+
+/* A sealed pack is made durable and its chunks indexed at once (not synced: the commit's
+ * synced write covers them). The index still never names a chunk of a pack that is not
+ * durable (I1), and a crash before the commit leaves these entries as garbage that points
+ * at valid packs. */
+static int index_sealed(store_writer *w, store_err *e)
+{
+    int rc = sync_packs(w, e);
+    if (rc) return rc;
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    pthread_mutex_lock(&w->s->mu);
+    batch_chunks(w, b);
+    rc = index_write(w->s, b, 0, e);
+    pthread_mutex_unlock(&w->s->mu);
+    rocksdb_writebatch_destroy(b);
     return rc;
 }
 
@@ -373,27 +421,17 @@ int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
     if (!rc && new_snapshot_id(snap->id, now)) rc = store_errf(e, -EIO, "cannot read /dev/urandom");
     snap->time_ms = now;
     snap->new_bytes = w->bytes;
-    snap->new_chunks = w->nall;
 
     /* 2. The chunks into the index, with a pending marker for this snapshot. */
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
     char key[64];
     int klen = snprintf(key, sizeof key, "pending:%s", snap->id);
     if (!rc) {
-        for (size_t i = 0; i < w->nall; i++) {
-            uint8_t v[40];
-            size_t vl;
-            index_encode_loc(&w->all_locs[i], v, &vl);
-            rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)w->all_ids[i].b, 16,
-                                      (const char *)v, vl);
-        }
         pthread_mutex_lock(&s->mu);
-        uint64_t chunks = 0;
-        index_get_u64(s, "chunks", &chunks);
+        batch_chunks(w, b);
+        snap->new_chunks = w->total_chunks;
         char num[32];
-        int nl = snprintf(num, sizeof num, "%llu", (unsigned long long)(chunks + w->nall));
-        rocksdb_writebatch_put(b, "chunks", 6, num, (size_t)nl);
-        nl = snprintf(num, sizeof num, "%llu", (unsigned long long)s->next_pack);
+        int nl = snprintf(num, sizeof num, "%llu", (unsigned long long)s->next_pack);
         rocksdb_writebatch_put(b, "next_pack", 9, num, (size_t)nl);
         rocksdb_writebatch_put(b, key, (size_t)klen, "", 0);
         rc = index_write(s, b, 1, e);

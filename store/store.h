@@ -110,6 +110,7 @@ void store_idset_free(store_idset *s);
 int store_idset_add(store_idset *s, const store_id *id);
 int store_idset_has(const store_idset *s, const store_id *id);
 size_t store_idset_count(const store_idset *s);
+void store_idset_clear(store_idset *s);
 
 /* ---- recipes and snapshots --------------------------------------------------------- */
 
@@ -284,6 +285,10 @@ ssize_t store_group_compress(store_cctx *c, const void *pages, unsigned n, void 
 /* Appends one compressed group holding the chunks ids[0..n) (all new, distinct). */
 int store_writer_add_group(store_writer *w, const store_id *ids, unsigned n,
                            const void *frame, size_t flen, store_err *e);
+
+/* Changes each time chunks of this writer reached the index (a full pack is made durable
+ * and indexed at once): from then on lookups find them, so a caller may forget them. */
+uint64_t store_writer_generation(const store_writer *w);
 
 /* Bytes appended to packs so far by this writer. */
 uint64_t store_writer_bytes(const store_writer *w);
