@@ -1,0 +1,74 @@
+#!/bin/busybox sh
+# /init of the e2e test's guests (busybox only).  cairn.mode= on the kernel
+# command line picks what the guest does:
+#   run   the sandbox: writes an artifact, lists its files, then a counter that
+#         lives only in this shell's memory ticks on the console forever.  A
+#         guest woken from a snapshot keeps counting; a rebooted one would
+#         print CAIRN-BOOT and start again at 1.
+#   list  the rebuilt VM: lists the files and powers off.
+# The console lines the test reads: CAIRN-BOOT, FILE, BASE, CAIRN-READY,
+# TICK, CAIRN-DONE, CAIRN-FAIL.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+die() { echo "CAIRN-FAIL $*"; sync; reboot -f; }
+
+# crc32c-intel may refuse the CPU; crc32c_generic then serves ext4.
+for m in $(cat /lib/modules/order); do insmod "/lib/modules/$m" 2>/dev/null; done
+
+mode=
+for a in $(cat /proc/cmdline); do
+    case $a in cairn.mode=*) mode=${a#cairn.mode=} ;; esac
+done
+
+i=0
+while [ ! -b /dev/vda ]; do
+    i=$((i + 1)); [ $i -lt 100 ] || die "no /dev/vda"; sleep 0.1
+done
+mount -t ext4 /dev/vda /mnt || die "cannot mount /dev/vda"
+
+# FILE mode uid:gid size mtime sha256 path, for every file under /home/ubuntu
+# (path last: it may hold spaces).
+list() {
+    cd /mnt/home/ubuntu || die "no /home/ubuntu"
+    find . -type f | sort | while read -r f; do
+        set -- $(sha256sum "$f")
+        echo "FILE $(stat -c '%a %u:%g %s %Y' "$f") $1 ${f#./}"
+    done
+    cd /
+    set -- $(sha256sum /mnt/etc/cairn-template 2>/dev/null || echo none)
+    echo "BASE $1"
+}
+
+case $mode in
+run)
+    nonce=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    echo "CAIRN-BOOT $nonce"
+    # What the agent produces inside the VM, beside the files it started with.
+    out=/mnt/home/ubuntu/output
+    echo "report of run $nonce" >"$out/report.txt" || die "cannot write $out/report.txt"
+    dd if=/dev/urandom of="$out/model.bin" bs=4096 count=48 2>/dev/null || die "dd"
+    chown 1000:1000 "$out/report.txt" "$out/model.bin"
+    mkdir -p /mnt/home/ubuntu/project/node_modules/.cache
+    echo "build cache $nonce" >/mnt/home/ubuntu/project/node_modules/.cache/run.json
+    sync
+    list
+    echo CAIRN-READY
+    n=0
+    while :; do
+        n=$((n + 1))
+        echo "TICK $n $nonce"
+        sleep 0.2
+    done
+    ;;
+list)
+    list
+    umount /mnt
+    echo CAIRN-DONE
+    reboot -f
+    ;;
+*)  die "unknown cairn.mode '$mode'" ;;
+esac
