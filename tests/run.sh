@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Runs the unit test binaries ($BUILD/tests/*) and the integration scripts
-# (tests/integration/*.sh), each in its own temporary directory, and prints one
-# line per test.  Exit 77 from a test means "skipped" (with the reason printed).
+# Runs the unit test binaries ($BUILD/tests/*), the integration scripts
+# (tests/integration/*.sh) and the real-VM tests (tests/e2e/*.slow.sh), each in its
+# own temporary directory; one line per test.  Exit 77 means "skipped" (reason printed).
 #   tests/run.sh              everything
-#   tests/run.sh --fast       without tests/integration/*.slow.sh
-#   tests/run.sh --slow-only  only tests/integration/*.slow.sh
+#   tests/run.sh --fast       without the *.slow.sh scripts
+#   tests/run.sh --slow-only  only the *.slow.sh scripts
 #   tests/run.sh NAME...      only the tests whose name contains one of NAME
 # KEEP=1 keeps the directories of failed tests.
 set -uo pipefail
@@ -47,7 +47,7 @@ if [ "$mode" != slow ]; then
         [ -f "$f" ] && [ -x "$f" ] && tests+=("$f")
     done
 fi
-for f in "$REPO"/tests/integration/*.sh; do
+for f in "$REPO"/tests/integration/*.sh "$REPO"/tests/e2e/*.slow.sh; do
     [ -e "$f" ] || continue
     case $f in
         *.slow.sh) [ "$mode" = fast ] && continue ;;
@@ -68,6 +68,7 @@ start=$EPOCHREALTIME
 for t in "${tests[@]}"; do
     case $t in
         "$REPO"/tests/integration/*) name=integration/$(basename "$t" .sh); limit=600 ;;
+        "$REPO"/tests/e2e/*) name=e2e/$(basename "$t" .sh); limit=600 ;;
         *) name=unit/$(basename "$t"); limit=300 ;;
     esac
     selected "$name" || continue
