@@ -54,6 +54,9 @@ run)
     chown 1000:1000 "$out/report.txt" "$out/model.bin"
     mkdir -p /mnt/home/ubuntu/project/node_modules/.cache
     echo "build cache $nonce" >/mnt/home/ubuntu/project/node_modules/.cache/run.json
+    # sync writes the metadata to its home blocks, as a guest agent would before
+    # a hibernation: after the 5 s ext4 commit alone it sits in the journal,
+    # which Cairn's file index does not replay (yet).
     sync
     list
     echo CAIRN-READY
