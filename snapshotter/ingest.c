@@ -305,12 +305,16 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
     for (int i = 0; !rc && req->policy && i < snap->nblobs; i++) {
         if (strcmp(snap->blobs[i].name, "disk")) continue;
         store_err ie;
-        if (snap_index_disk(req->blob_path[i], snap->blobs[i].size, &snap->files, &ie)) {
+        char jwarn[256];
+        if (snap_index_disk_replayed(req->blob_path[i], snap->blobs[i].size, &snap->files, jwarn,
+                                     sizeof jwarn, &ie)) {
             snprintf(req->warning, sizeof req->warning, "no file index for the disk: %s", ie.msg);
         } else {
             snap_policy_apply(req->policy, snap->files);
             if (snap->files->warning)
                 snprintf(req->warning, sizeof req->warning, "partial file index: %s", snap->files->warning);
+            else if (jwarn[0])
+                snprintf(req->warning, sizeof req->warning, "file index: %s", jwarn);
         }
     }
     if (!rc) {

@@ -40,6 +40,14 @@ const char *snap_policy_defaults(void);   /* the built-in rules, as text */
  * use, the parser crashed or timed out) *out is NULL and e says why. A partial index
  * (loops, refused names, truncated) comes back with fi->warning set. */
 int snap_index_disk(const char *image, uint64_t disk_bytes, store_findex **out, store_err *e);
+/* As snap_index_disk, but when the image's journal needs recovery (a paused VM's disk
+ * usually does) the index is built from a private copy with the journal replayed, and
+ * files whose bytes differ from the stored image keep them in the index (journal.c).
+ * warn (wcap bytes) says what could not be done; "" when all went well. */
+int snap_index_disk_replayed(const char *image, uint64_t disk_bytes, store_findex **out, char *warn,
+                             size_t wcap, store_err *e);
+int snap_journal_needs_recovery(const char *image);
+
 /* The same parse in this process, with no confinement: for the fuzzer and tests only. */
 int snap_index_disk_unconfined(const char *image, uint64_t disk_bytes, store_findex **out,
                                store_err *e);
