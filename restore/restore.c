@@ -25,7 +25,9 @@ typedef struct {
     int fd;
     ref *refs;
     size_t *gstart;          /* refs[gstart[g] .. gstart[g+1]) share one group */
-    size_t base;             /* first group of the current wave */
+    /* Buffers per running task: a task borrows a free slot (at most `threads` run at once). */
+    int *free_slots;
+    unsigned nfree;
     uint8_t **frame, **pages;
     store_dctx **dctx;
     size_t fcap;
@@ -67,11 +69,23 @@ static void fail(job *j, int rc, const char *fmt, const ref *r, const char *deta
     pthread_mutex_unlock(&j->mu);
 }
 
-static void do_group(void *arg, size_t t)
+static void do_group_in(job *j, size_t g, unsigned t);
+
+static void do_group(void *arg, size_t g)
 {
     job *j = arg;
     if (j->rc) return;
-    size_t g = j->base + t;
+    pthread_mutex_lock(&j->mu);
+    unsigned t = (unsigned)j->free_slots[--j->nfree];
+    pthread_mutex_unlock(&j->mu);
+    do_group_in(j, g, t);
+    pthread_mutex_lock(&j->mu);
+    j->free_slots[j->nfree++] = (int)t;
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void do_group_in(job *j, size_t g, unsigned t)
+{
     const ref *r0 = &j->refs[j->gstart[g]], *rend = &j->refs[j->gstart[g + 1]];
     store_loc loc = {.pack = r0->pack, .offset = r0->offset, .clen = r0->clen, .npages = r0->npages};
     store_err e;
@@ -188,23 +202,25 @@ int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, co
         rc = store_errf(e, -ENOMEM, "out of memory");
     }
 
-    unsigned wave = store_threads(s) * 4;
+    /* One parallel pass over all groups (no waves, so no worker idles behind a slow one). */
+    unsigned nslots = store_threads(s);
     job j = {.s = s, .snap = snap, .b = b, .fd = fd, .refs = refs, .gstart = gstart,
              .fcap = store_group_bound(STORE_GROUP_PAGES)};
     pthread_mutex_init(&j.mu, NULL);
-    j.frame = calloc(wave, sizeof *j.frame);
-    j.pages = calloc(wave, sizeof *j.pages);
-    j.dctx = calloc(wave, sizeof *j.dctx);
-    for (unsigned i = 0; !rc && i < wave; i++) {
+    j.frame = calloc(nslots, sizeof *j.frame);
+    j.pages = calloc(nslots, sizeof *j.pages);
+    j.dctx = calloc(nslots, sizeof *j.dctx);
+    j.free_slots = calloc(nslots, sizeof *j.free_slots);
+    for (unsigned i = 0; !rc && i < nslots; i++) {
         if (j.frame) j.frame[i] = malloc(j.fcap);
         if (j.pages) j.pages[i] = malloc((size_t)STORE_GROUP_PAGES * STORE_PAGE);
         if (j.dctx) j.dctx[i] = store_dctx_new();
-        if (!j.frame || !j.pages || !j.dctx || !j.frame[i] || !j.pages[i] || !j.dctx[i])
+        if (j.free_slots) j.free_slots[j.nfree++] = (int)i;
+        if (!j.frame || !j.pages || !j.dctx || !j.free_slots || !j.frame[i] || !j.pages[i] || !j.dctx[i])
             rc = store_errf(e, -ENOMEM, "out of memory");
     }
-    for (size_t g = 0; !rc && g < ngroups; g += wave) {
-        j.base = g;
-        store_parallel(s, ngroups - g < wave ? ngroups - g : wave, do_group, &j);
+    if (!rc) {
+        store_parallel(s, ngroups, do_group, &j);
         if (j.rc) {
             rc = j.rc;
             *e = j.err;
@@ -213,7 +229,7 @@ int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, co
     if (fd >= 0 && close(fd) < 0 && !rc) rc = store_errf(e, -errno, "%s: %s", tmp, strerror(errno));
     if (!rc && rename(tmp, path) < 0) rc = store_errf(e, -errno, "%s: %s", path, strerror(errno));
     if (rc && fd >= 0) unlink(tmp);
-    for (unsigned i = 0; i < wave; i++) {
+    for (unsigned i = 0; i < nslots; i++) {
         if (j.frame) free(j.frame[i]);
         if (j.pages) free(j.pages[i]);
         if (j.dctx) store_dctx_free(j.dctx[i]);
@@ -221,6 +237,7 @@ int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, co
     free(j.frame);
     free(j.pages);
     free(j.dctx);
+    free(j.free_slots);
     pthread_mutex_destroy(&j.mu);
     free(tmp);
     free(refs);
