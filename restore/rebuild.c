@@ -15,6 +15,7 @@
  * no entry of the index can redirect another one.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,14 @@
 #include "restore/restore.h"
 
 #define RUN_BYTES (8u << 20)     /* file data is read from the store and written in runs */
+#define READ_PIECE (1u << 20)    /* a run's reads go to the store's workers in pieces */
+#define MAX_PIECES 1024          /* pending reads; more (tiny extents) are read at once */
+
+typedef struct {
+    uint64_t disk_off;
+    uint8_t *dst;
+    size_t len;
+} piece;
 
 typedef struct {
     ext2_ino_t ino;
@@ -50,6 +59,11 @@ typedef struct {
     dirmeta *dirs;               /* directories whose metadata is set last */
     size_t ndirs, capdirs;
     int64_t now_ns;
+    piece *pieces;               /* reads that fill the run buffer, done before each flush */
+    size_t npieces;
+    const char *path;            /* the file they belong to, for messages */
+    pthread_mutex_t mu;
+    int read_rc;
 } rb;
 
 static pthread_once_t err_once = PTHREAD_ONCE_INIT;
@@ -406,11 +420,39 @@ static errcode_t map_run(rb *r, ext2_ino_t ino, struct ext2_inode_large *in,
     return err;
 }
 
+static void read_piece(void *arg, size_t i)
+{
+    rb *r = arg;
+    if (r->read_rc) return;
+    store_err e2;
+    const piece *p = &r->pieces[i];
+    int rc = store_blob_read(r->s, r->snap, "disk", p->disk_off, p->dst, p->len, &e2);
+    if (rc) {
+        pthread_mutex_lock(&r->mu);
+        if (!r->read_rc) {
+            char path[300];
+            r->read_rc = store_errf(r->e, rc, "rebuild: %s: %s", show(r->path, path, sizeof path), e2.msg);
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+}
+
+/* Reads the run's pieces from the snapshot's disk, on the store's workers. */
+static int read_pieces(rb *r)
+{
+    if (r->npieces == 1) read_piece(r, 0);
+    else store_parallel(r->s, r->npieces, read_piece, r);
+    r->npieces = 0;
+    return r->read_rc;
+}
+
 /* Maps blocks [b0, b0 + nb) of the file and writes the run buffer into them. */
 static int flush_run(rb *r, ext2_ino_t ino, struct ext2_inode_large *in, blk64_t b0, blk64_t nb,
                      const char *path)
 {
     uint64_t bs = r->fs->blocksize;
+    int rc = read_pieces(r);
+    if (rc) return rc;
     errcode_t err = ext2fs_fallocate(r->fs, EXT2_FALLOCATE_FORCE_INIT | EXT2_FALLOCATE_INIT_BEYOND_EOF,
                                      ino, (struct ext2_inode *)in, ~0ULL, b0, nb);
     ext2_extent_handle_t h = NULL;
@@ -432,6 +474,8 @@ static int flush_run(rb *r, ext2_ino_t ino, struct ext2_inode_large *in, blk64_t
 static int write_data(rb *r, const store_fentry *f, ext2_ino_t ino, struct ext2_inode_large *in,
                       const char *path)
 {
+    r->path = path;
+    r->npieces = 0;
     const uint64_t bs = r->fs->blocksize, capb = RUN_BYTES / bs;
     uint64_t b0 = 0, nb = 0;     /* the run being filled: blocks [b0, b0 + nb) */
     size_t nx = f->inline_data ? 1 : f->next;
@@ -452,16 +496,11 @@ static int write_data(rb *r, const store_fentry *f, ext2_ino_t ino, struct ext2_
             uint64_t n = (b0 + capb) * bs - pos;
             if (n > len - done) n = len - done;
             uint8_t *dst = r->buf + (pos - b0 * bs);
-            if (f->inline_data) {
-                memcpy(dst, f->inline_data + done, n);
-            } else {
-                store_err e2;
-                rc = store_blob_read(r->s, r->snap, "disk", f->ext[x].disk_off + done, dst, n, &e2);
-                if (rc) {
-                    char p[300];
-                    rc = store_errf(r->e, rc, "rebuild: %s: %s", show(path, p, sizeof p), e2.msg);
-                    break;
-                }
+            if (f->inline_data) memcpy(dst, f->inline_data + done, n);
+            for (uint64_t k = 0; !rc && !f->inline_data && k < n; k += READ_PIECE) {
+                r->pieces[r->npieces++] = (piece){f->ext[x].disk_off + done + k, dst + k,
+                                                  n - k < READ_PIECE ? n - k : READ_PIECE};
+                if (r->npieces == MAX_PIECES) rc = read_pieces(r);
             }
             uint64_t last = (pos + n + bs - 1) / bs - b0;
             if (last > nb) nb = last;
@@ -638,6 +677,132 @@ static int place(rb *r, size_t i, char *buf)
     }
 }
 
+/* ---- io ---------------------------------------------------------------------------- */
+
+/* libext2fs 1.47's unix io manager fsyncs the image when it opens it, which waits for the
+ * whole template restore_blob just wrote to reach the disk (seconds for a GiB). This one
+ * is plain pread/pwrite on the image: the page cache is the cache, and nothing is synced
+ * (see restore_rebuild). */
+static struct struct_io_manager plain_io;
+
+static errcode_t plain_open(const char *name, int flags, io_channel *out)
+{
+    io_channel io = calloc(1, sizeof *io);
+    int *fd = malloc(sizeof *fd);
+    char *nm = strdup(name);
+    if (!io || !fd || !nm) {
+        free(io), free(fd), free(nm);
+        return EXT2_ET_NO_MEMORY;
+    }
+    *fd = open(name, (flags & IO_FLAG_RW ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (*fd < 0) {
+        errcode_t err = (errcode_t)errno;
+        free(io), free(fd), free(nm);
+        return err;
+    }
+    io->magic = EXT2_ET_MAGIC_IO_CHANNEL;
+    io->manager = &plain_io;
+    io->name = nm;
+    io->block_size = 1024;
+    io->refcount = 1;
+    io->private_data = fd;
+    *out = io;
+    return 0;
+}
+
+static errcode_t plain_close(io_channel io)
+{
+    if (--io->refcount > 0) return 0;
+    int *fd = io->private_data;
+    errcode_t err = close(*fd) < 0 ? (errcode_t)errno : 0;
+    free(fd);
+    free(io->name);
+    free(io);
+    return err;
+}
+
+static errcode_t plain_set_blksize(io_channel io, int bs)
+{
+    io->block_size = bs;
+    return 0;
+}
+
+/* count < 0 means -count bytes, as libext2fs reads the superblock */
+static errcode_t plain_rw(io_channel io, off_t off, size_t n, void *buf, int wr)
+{
+    int fd = *(int *)io->private_data;
+    for (size_t done = 0; done < n;) {
+        ssize_t k = wr ? pwrite(fd, (char *)buf + done, n - done, off + (off_t)done)
+                       : pread(fd, (char *)buf + done, n - done, off + (off_t)done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) return (errcode_t)errno;
+        if (k == 0) {
+            if (wr) return EXT2_ET_SHORT_WRITE;
+            memset((char *)buf + done, 0, n - done);
+            return EXT2_ET_SHORT_READ;
+        }
+        done += (size_t)k;
+    }
+    return 0;
+}
+
+static size_t plain_len(io_channel io, int count)
+{
+    return count < 0 ? (size_t)-(ssize_t)count : (size_t)count * (size_t)io->block_size;
+}
+
+static errcode_t plain_read64(io_channel io, unsigned long long b, int count, void *buf)
+{
+    return plain_rw(io, (off_t)(b * (unsigned)io->block_size), plain_len(io, count), buf, 0);
+}
+
+static errcode_t plain_write64(io_channel io, unsigned long long b, int count, const void *buf)
+{
+    return plain_rw(io, (off_t)(b * (unsigned)io->block_size), plain_len(io, count), (void *)buf, 1);
+}
+
+static errcode_t plain_read(io_channel io, unsigned long b, int count, void *buf)
+{
+    return plain_read64(io, b, count, buf);
+}
+
+static errcode_t plain_write(io_channel io, unsigned long b, int count, const void *buf)
+{
+    return plain_write64(io, b, count, buf);
+}
+
+static errcode_t plain_write_byte(io_channel io, unsigned long off, int n, const void *buf)
+{
+    return n < 0 ? EXT2_ET_INVALID_ARGUMENT : plain_rw(io, (off_t)off, (size_t)n, (void *)buf, 1);
+}
+
+static errcode_t plain_flush(io_channel io)
+{
+    (void)io;
+    return 0;
+}
+
+static errcode_t plain_set_option(io_channel io, const char *opt, const char *arg)
+{
+    (void)io, (void)opt, (void)arg;
+    return EXT2_ET_INVALID_ARGUMENT;
+}
+
+static struct struct_io_manager plain_io = {
+    .magic = EXT2_ET_MAGIC_IO_MANAGER,
+    .name = "cairn rebuild I/O",
+    .open = plain_open,
+    .close = plain_close,
+    .set_blksize = plain_set_blksize,
+    .read_blk = plain_read,
+    .write_blk = plain_write,
+    .flush = plain_flush,
+    .write_byte = plain_write_byte,
+    .set_option = plain_set_option,
+    .read_blk64 = plain_read64,
+    .write_blk64 = plain_write64,
+};
+
 /* ---- the whole rebuild ------------------------------------------------------------- */
 
 static int64_t now_ns(void)
@@ -650,7 +815,7 @@ static int64_t now_ns(void)
 static int fill_image(rb *r, const char *image)
 {
     errcode_t err = ext2fs_open2(image, NULL, EXT2_FLAG_RW | EXT2_FLAG_64BITS, 0, 0,
-                                 unix_io_manager, &r->fs);
+                                 &plain_io, &r->fs);
     if (err) {
         r->fs = NULL;
         return store_errf(r->e, -EIO, "rebuild: the template's disk is not an ext4 image "
@@ -667,6 +832,8 @@ static int fill_image(rb *r, const char *image)
     r->ino_of = calloc(r->fi->n ? r->fi->n : 1, sizeof *r->ino_of);
     r->secret = calloc(r->fi->n ? r->fi->n : 1, 1);
     r->buf = calloc(1, RUN_BYTES);
+    r->pieces = malloc(MAX_PIECES * sizeof *r->pieces);
+    if (!r->pieces) return store_errf(r->e, -ENOMEM, "out of memory");
     if (!r->mine || !r->ino_of || !r->secret || !r->buf)
         return store_errf(r->e, -ENOMEM, "out of memory");
     for (size_t i = 0; i < r->fi->n; i++) {
@@ -694,7 +861,7 @@ static int fill_image(rb *r, const char *image)
     }
     if (rc) return rc;
     /* No fsync, as for a wake: the image goes to a VM at once; a caller that needs it
-     * durable syncs it. The flush still writes every dirty block and the superblock. */
+     * durable syncs it. */
     r->fs = NULL;
     err = ext2fs_close2(fs, EXT2_FLAG_FLUSH_NO_SYNC);
     if (err) {
@@ -763,6 +930,7 @@ int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot
     snprintf(tmp, plen + 5, "%s.tmp", out_path);
     rb r = {.s = s, .snap = snap, .fi = fi, .st = st, .e = e, .disk_size = sdisk->size,
             .now_ns = t0};
+    pthread_mutex_init(&r.mu, NULL);
     int rc = restore_blob(s, tmpl, tdisk, tmp, e);
     int made = !rc;
     if (!rc) rc = fill_image(&r, tmp);
@@ -774,6 +942,8 @@ int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot
     free(r.mine);
     free(r.ino_of);
     free(r.secret);
+    free(r.pieces);
+    pthread_mutex_destroy(&r.mu);
     free(r.dirs);
     free(tmp);
     store_findex_free(loaded);
