@@ -94,7 +94,10 @@ static void do_group_in(job *j, size_t g, unsigned t)
         return;
     }
     uint8_t *pages = j->pages[t];
-    if (store_group_decompress(j->dctx[t], j->frame[t], r0->clen, pages, r0->npages, &e)) {
+    unsigned want = 0;
+    for (const ref *r = r0; r < rend; r++)
+        if (r->slot + 1u > want) want = r->slot + 1u;
+    if (store_group_decompress_prefix(j->dctx[t], j->frame[t], r0->clen, pages, r0->npages, want, &e)) {
         fail(j, -EBADMSG, "%s: the pack is damaged; no wrong byte was written", r0, e.msg);
         return;
     }

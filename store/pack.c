@@ -77,6 +77,28 @@ void store_dctx_free(store_dctx *d)
     free(d);
 }
 
+int store_group_decompress_prefix(store_dctx *d, const void *frame, size_t flen, void *pages,
+                                  unsigned npages, unsigned want, store_err *e)
+{
+    if (want >= npages) return store_group_decompress(d, frame, flen, pages, npages, e);
+    /* Stream until the first `want` pages are out, then drop the rest of the frame. The
+     * frame checksum is not reached; every page is checked against its id by the caller. */
+    ZSTD_DCtx_reset(d->z, ZSTD_reset_session_only);
+    ZSTD_inBuffer in = {frame, flen, 0};
+    ZSTD_outBuffer out = {pages, (size_t)want * STORE_PAGE, 0};
+    while (out.pos < out.size) {
+        size_t r = ZSTD_decompressStream(d->z, &out, &in);
+        if (ZSTD_isError(r)) {
+            ZSTD_DCtx_reset(d->z, ZSTD_reset_session_only);
+            return store_errf(e, -EBADMSG, "corrupt group: %s", ZSTD_getErrorName(r));
+        }
+        if (r == 0 || (in.pos == in.size && out.pos < out.size)) break;
+    }
+    ZSTD_DCtx_reset(d->z, ZSTD_reset_session_only);
+    if (out.pos < out.size) return store_errf(e, -EBADMSG, "corrupt group: ends early");
+    return 0;
+}
+
 int store_group_decompress(store_dctx *d, const void *frame, size_t flen, void *pages,
                            unsigned npages, store_err *e)
 {

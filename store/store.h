@@ -343,6 +343,10 @@ store_dctx *store_dctx_new(void);
 void store_dctx_free(store_dctx *d);
 int store_group_decompress(store_dctx *d, const void *frame, size_t flen, void *pages,
                            unsigned npages, store_err *e);
+/* Only the first `want` pages of the group (restore needs no page past its last one). The
+ * frame's checksum is then not checked: callers verify each page against its id. */
+int store_group_decompress_prefix(store_dctx *d, const void *frame, size_t flen, void *pages,
+                                  unsigned npages, unsigned want, store_err *e);
 
 /* ---- maintenance ------------------------------------------------------------------- */
 
