@@ -860,15 +860,13 @@ static int fill_image(rb *r, const char *image)
         rc = set_meta(r, r->dirs[i].ino, r->dirs[i].f, r->dirs[i].f->path);
     }
     if (rc) return rc;
-    /* No fsync, as for a wake: the image goes to a VM at once; a caller that needs it
-     * durable syncs it. */
+    /* Writes the bitmaps, group descriptors and superblock. No fsync (plain_io), as for a
+     * wake: the image goes to a VM at once; a caller that needs it durable syncs it. */
     r->fs = NULL;
-    err = ext2fs_close2(fs, EXT2_FLAG_FLUSH_NO_SYNC);
-    if (err) {
-        ext2fs_free(fs);
+    err = ext2fs_close_free(&fs);
+    if (err)
         return store_errf(r->e, is_nospace(err) ? -ENOSPC : -EIO, "rebuild: writing the image: %s",
                           error_message(err));
-    }
     return 0;
 }
 
