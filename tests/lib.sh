@@ -217,3 +217,30 @@ pack_bytes() {
 std_corpus() { corpus std --sandboxes 2 --snapshots 2 --memory-size 64M --disk-size 64M --seed 7; }
 # set_of DIR SB K: the spec of one corpus snapshot.
 set_of() { echo "memory=$1/$2/$3/memory vmstate=$1/$2/$3/vmstate disk=$1/$2/$3/disk"; }
+
+# sandbox_tree DIR SEED: a small sandbox root in DIR, contents a function of SEED: important
+# files (upload, output, project), secrets (.env, .ssh), caches (node_modules, .cache) and /tmp.
+sandbox_tree() {
+    "$PY" - "$1" "$2" <<'PYEOF'
+import os, random, sys
+root, r = sys.argv[1], random.Random(int(sys.argv[2]))
+H = "home/ubuntu/"
+for p, n in [(H + "upload/data.csv", 150000), (H + "upload/photo.jpg", 50000),
+             (H + "output/report.md", 9000), (H + "output/chart.png", 30000),
+             (H + "project/index.html", 1500), (H + "project/src/app.js", 12000),
+             (H + "project/.env", 40), (H + ".ssh/id_ed25519", 400),
+             (H + "project/node_modules/pkg/index.js", 60000), (H + ".cache/pip/w.whl", 40000),
+             ("tmp/build.log", 30000), ("etc/hostname", 8)]:
+    os.makedirs(os.path.dirname(os.path.join(root, p)), exist_ok=True)
+    with open(os.path.join(root, p), "wb") as f:
+        f.write(r.randbytes(n))
+PYEOF
+}
+
+# ext4_image DIR IMG [SIZE]: a reproducible ext4 image of the tree DIR (fixed UUID, hash
+# seed and times, so an unchanged file keeps its blocks from one image to the next).
+ext4_image() {
+    local u=0b8f3a4e-0000-4000-8000-0000000000f2
+    E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -F -t ext4 -b 4096 -U "$u" -E hash_seed="$u" \
+        -d "$1" "$2" "${3:-16M}" >"$T/mke2fs.log" 2>&1 || { cat "$T/mke2fs.log" >&2; fail "mke2fs -d $1"; }
+}
