@@ -449,6 +449,35 @@ static void test_hostile(store_t *s, const store_snapshot *tmpl, const store_sna
     free(tiny);
 }
 
+/* An ext3 template with 1 KiB blocks: block-mapped files (no extents), another block size. */
+static void test_ext3(store_t *s, const store_snapshot *snap)
+{
+    CHECK(run("mke2fs -q -F -t ext3 -b 1024 -d %s %s 64M", at("template"), at("ext3.img")) == 0);
+    snap_request rq = {.tenant = "t", .sandbox = "tmpl-ext3", .tier = "free", .nblobs = 1,
+                       .blob_name = {"disk"}, .blob_path = {at("ext3.img")}};
+    store_snapshot *t3 = NULL;
+    store_err e = {{0}};
+    CHECK(snap_ingest(s, &rq, &t3, &e) == 0);
+    if (!t3) return;
+    char img[1500];
+    snprintf(img, sizeof img, "%s", at("rebuilt3.img"));
+    restore_rebuild_stats st = {0};
+    int rc = restore_rebuild(s, t3, snap, img, &st, &e);
+    if (rc) fprintf(stderr, "restore_rebuild (ext3): %s\n", e.msg);
+    CHECK(rc == 0 && st.files == 11);
+    CHECK(run("e2fsck -fn %s > %s 2>&1", img, at("fsck4.log")) == 0);
+    const char *files[] = {"output/big.bin", "output/sparse.img", "output/report.txt",
+                           "output/deep/a/b/c/d/e.bin", "upload/data.csv"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char path[600];
+        snprintf(path, sizeof path, "/home/ubuntu/%s", files[i]);
+        CHECK(same_bytes(img, path, at("sandbox/home/ubuntu/%s", files[i])));
+    }
+    dstat d = dstat_of(img, "/home/ubuntu/output/sparse.img");
+    CHECK(d.size == 64 << 20 && d.blockcount < 64 * 2);   /* a few 1 KiB blocks + map blocks */
+    store_snapshot_free(t3);
+}
+
 /* A template with no room for the important files: ENOSPC naming a file, no image. */
 static void test_enospc(store_t *s, const store_snapshot *snap)
 {
@@ -504,6 +533,7 @@ int main(void)
     if (tmpl && snap && snap->files) {
         test_rebuild(s, tmpl, snap);
         test_hostile(s, tmpl, snap);
+        test_ext3(s, snap);
         test_enospc(s, snap);
     } else {
         fprintf(stderr, "setup failed: %s\n", e.msg);
