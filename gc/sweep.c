@@ -299,6 +299,14 @@ int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e
             store_close(w2);
         }
     }
+    if (!rc && !o->dry_run && !any) {
+        /* No pack to touch: still clear what interrupted writers and old templates left. */
+        store_t *w3 = NULL;
+        if (!store_open(dir, STORE_WRITE, &w3, NULL)) {
+            store_remove_temps(w3, NULL);
+            store_close(w3);
+        }
+    }
     for (size_t i = 0; i < nc; i++) {
         free(cs[i].groups);
         free(cs[i].ids);

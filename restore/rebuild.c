@@ -1,7 +1,8 @@
 /* Rebuild: a fresh VM disk = the template's disk + the sandbox's important files.
  *
- * The template's disk comes out of the store sparse (restore_blob), so it costs its data,
- * not its size. libext2fs then opens that image in place and only the important entries
+ * The template's disk is a copy of a materialized template kept in the store's cache
+ * (restore/tcache.c: the first rebuild from a template version restores it from chunks,
+ * later ones clone or copy it in the kernel), sparse, so it costs its data, not its size. libext2fs then opens that image in place and only the important entries
  * of the snapshot's file index are touched. File data goes in by runs of blocks: one
  * ext2fs_fallocate maps a run (contiguous where free space allows) and one io write per
  * physical extent fills it, so a file costs a few extent-tree updates, not an allocation
@@ -929,7 +930,8 @@ int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot
     rb r = {.s = s, .snap = snap, .fi = fi, .st = st, .e = e, .disk_size = sdisk->size,
             .now_ns = t0};
     pthread_mutex_init(&r.mu, NULL);
-    int rc = restore_blob(s, tmpl, tdisk, tmp, e);
+    (void)tdisk;
+    int rc = restore_template_disk(s, tmpl, tmp, e);   /* a materialized copy: tcache.c */
     int made = !rc;
     if (!rc) rc = fill_image(&r, tmp);
     if (r.fs) ext2fs_free(r.fs);     /* an error: drop what libext2fs still holds */

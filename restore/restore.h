@@ -137,4 +137,11 @@ typedef struct {
 int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot *snap,
                     const char *out_path, restore_rebuild_stats *st, store_err *e);
 
+/* Writes the template snapshot's disk to `out` from a materialized copy kept in
+ * DIR/cache/ (made on first use; restore/tcache.c): cloned where the filesystem shares
+ * blocks, else copied in the kernel with holes kept. */
+int restore_template_disk(store_t *s, const store_snapshot *tmpl, const char *out, store_err *e);
+/* Makes that materialized copy now (`cairn template add` does, so no rebuild pays it). */
+int restore_template_prepare(store_t *s, const store_snapshot *tmpl, store_err *e);
+
 #endif

@@ -495,9 +495,34 @@ int store_pack_delete(store_t *s, uint64_t pack, store_err *e)
     return 0;
 }
 
+/* DIR/cache/ holds derived files named NAME-<snapshot id>.EXT (materialized templates);
+ * one whose snapshot is gone is dropped with the temps. */
+static void remove_stale_cache(store_t *s)
+{
+    char *dir = util_path(s->dir, "cache");
+    DIR *d = dir ? opendir(dir) : NULL;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        const char *dash = strrchr(de->d_name, '-'), *dot = strrchr(de->d_name, '.');
+        if (!dash || !dot || dot - dash != 21) continue;
+        char id[STORE_SNAPID_LEN], name[64];
+        memcpy(id, dash + 1, 20);
+        id[20] = 0;
+        if (store_snapid_valid(id)) continue;
+        snprintf(name, sizeof name, "manifests/%s.cmf", id);
+        char *m = util_path(s->dir, name);
+        struct stat st;
+        if (m && stat(m, &st) < 0 && errno == ENOENT) unlinkat(dirfd(d), de->d_name, 0);
+        free(m);
+    }
+    if (d) closedir(d);
+    free(dir);
+}
+
 int store_remove_temps(store_t *s, store_err *e)
 {
     (void)e;
+    remove_stale_cache(s);
     static const char *dirs[] = {"packs", "manifests"};
     for (size_t k = 0; k < 2; k++) {
         char *dir = util_path(s->dir, dirs[k]);

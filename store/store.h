@@ -320,8 +320,9 @@ int store_pack_footer(store_t *s, uint64_t pack, store_group **groups, uint32_t 
  * report is not NULL. */
 int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
                         store_report_fn report, void *arg);
-/* Removes the .tmp leftovers of interrupted writers. Only under the exclusive lock
- * (STORE_WRITE), where no writer can be running. */
+/* Removes the .tmp leftovers of interrupted writers, and derived files in DIR/cache/ whose
+ * snapshot is gone. Only under the exclusive lock (STORE_WRITE), where no writer can be
+ * running. */
 int store_remove_temps(store_t *s, store_err *e);
 /* Lists pack numbers (malloc'd, ascending). */
 int store_pack_list(store_t *s, uint64_t **packs, size_t *n, store_err *e);

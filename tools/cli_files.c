@@ -493,6 +493,11 @@ int cmd_template(int argc, char **argv)
     store_close(s);
     cli_progress_end();
     if (rc) return cli_fail(EXIT_FAIL, "template", "%s; nothing was stored", e.msg);
+    /* The disk materialized once now, so rebuilds copy it instead of restoring it. */
+    s = cli_open("template", &c, STORE_READ);
+    if (s && restore_template_prepare(s, snap, &e))
+        fprintf(stderr, "cairn template: warning: %s (rebuilds will make it)\n", e.msg);
+    store_close(s);
     if (c.json)
         cli_print_json(json_pack("{s:s, s:s, s:I, s:I}", "template", name, "snapshot", snap->id,
                                  "logical_bytes", (json_int_t)snap->logical_bytes, "new_bytes",
