@@ -323,10 +323,10 @@ int cmd_cat(int argc, char **argv)
     return rc;
 }
 
+/* arg: the command's name. */
 static void warn_entry(void *arg, const char *path, const char *why)
 {
-    (void)arg;
-    fprintf(stderr, "cairn extract: %s: %s\n", path, why);
+    fprintf(stderr, "cairn %s: %s: %s\n", (const char *)arg, path, why);
 }
 
 static int parse_classes(const char *list, unsigned *mask)
@@ -373,7 +373,7 @@ int cmd_extract(int argc, char **argv)
     static const char *root[] = {"/"};
     const char *const *paths = pos.n ? pos.v : root;
     size_t np = pos.n ? pos.n : 1;
-    restore_extract_stats st = {.warn = warn_entry};
+    restore_extract_stats st = {.warn = warn_entry, .warn_arg = "extract"};
     store_err e;
     double t0 = cli_seconds();
     if (audit(s, "extract", actor, snap, paths, np, secrets, out ? out : tar)) {
@@ -535,7 +535,7 @@ int cmd_rebuild(int argc, char **argv)
             store_errf(&e, rc, "no template '%s' (add it with `cairn template add`)", tsb + strlen(TEMPLATE_PREFIX));
         if (!rc) rc = store_snapshot_load(s, tid, &ts, &e);
     }
-    restore_rebuild_stats st = {0};
+    restore_rebuild_stats st = {.warn = warn_entry, .warn_arg = "rebuild"};
     if (!rc) rc = restore_rebuild(s, ts, snap, out, &st, &e);
     if (!rc) cli_activity(s, "rebuild", sandbox);
     store_close(s);
@@ -546,11 +546,12 @@ int cmd_rebuild(int argc, char **argv)
     }
     double secs = cli_seconds() - t0;
     if (c.json)
-        cli_print_json(json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "sandbox", sandbox,
-                                 "snapshot", snap->id, "template", ts->sandbox + strlen(TEMPLATE_PREFIX), "out", out,
-                                 "files", (json_int_t)st.files, "dirs", (json_int_t)st.dirs,
-                                 "symlinks", (json_int_t)st.symlinks, "bytes", (json_int_t)st.bytes,
-                                 "replaced", (json_int_t)st.replaced, "skipped", (json_int_t)st.skipped,
+        cli_print_json(json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "sandbox",
+                                 sandbox, "snapshot", snap->id, "template", ts->sandbox + strlen(TEMPLATE_PREFIX),
+                                 "out", out, "files", (json_int_t)st.files, "dirs", (json_int_t)st.dirs,
+                                 "symlinks", (json_int_t)st.symlinks, "hardlinks", (json_int_t)st.hardlinks,
+                                 "bytes", (json_int_t)st.bytes, "replaced", (json_int_t)st.replaced,
+                                 "skipped", (json_int_t)st.skipped, "xattrs_dropped", (json_int_t)st.xattrs_dropped,
                                  "seconds", secs));
     else {
         char b[32];
