@@ -340,11 +340,16 @@ int store_snapshot_drop(store_t *s, const char *id, store_err *e)
     /* Manifest first (the truth), then the index records (a cache). */
     char name[64];
     char *mdir = util_path(s->dir, "manifests");
-    snprintf(name, sizeof name, "%s/%s.cmf", mdir ? mdir : ".", id);
-    if (unlink(name) < 0 && errno != ENOENT) rc = store_errf(e, -errno, "%s: %s", name, strerror(errno));
-    snprintf(name, sizeof name, "%s/%s.files", mdir ? mdir : ".", id);
-    if (!rc) unlink(name);
-    if (!rc && mdir && (rc = util_fsync_dir(mdir))) store_errf(e, rc, "%s: fsync: %s", mdir, strerror(-rc));
+    snprintf(name, sizeof name, "%s.cmf", id);
+    char *path = mdir ? util_path(mdir, name) : NULL;
+    if (!path) rc = store_errf(e, -ENOMEM, "out of memory");
+    else if (unlink(path) < 0 && errno != ENOENT) rc = store_errf(e, -errno, "%s: %s", path, strerror(errno));
+    free(path);
+    snprintf(name, sizeof name, "%s.files", id);
+    path = !rc ? util_path(mdir, name) : NULL;
+    if (path) unlink(path);
+    free(path);
+    if (!rc && (rc = util_fsync_dir(mdir))) store_errf(e, rc, "%s: fsync: %s", mdir, strerror(-rc));
     free(mdir);
     if (!rc) {
         rocksdb_writebatch_t *b = rocksdb_writebatch_create();
