@@ -272,6 +272,31 @@ static void ingest_free(ingest *g)
     free(g->need);
 }
 
+void snap_prepare_index(snap_request *req)
+{
+    /* A hostile image can cost the index, never the snapshot (a hibernated VM must come
+     * back whatever its filesystem holds): failures become req->warning. */
+    req->warning[0] = 0;
+    req->index_tried = 1;
+    for (int i = 0; req->policy && !req->files && i < req->nblobs; i++) {
+        if (strcmp(req->blob_name[i], "disk")) continue;
+        struct stat st;
+        if (stat(req->blob_path[i], &st) < 0 || !S_ISREG(st.st_mode)) return;   /* ingest says why */
+        store_err ie;
+        char jwarn[256];
+        if (snap_index_disk_replayed(req->blob_path[i], (uint64_t)st.st_size, &req->files, jwarn,
+                                     sizeof jwarn, &ie)) {
+            snprintf(req->warning, sizeof req->warning, "no file index for the disk: %s", ie.msg);
+            return;
+        }
+        snap_policy_apply(req->policy, req->files);
+        if (req->files->warning)
+            snprintf(req->warning, sizeof req->warning, "partial file index: %s", req->files->warning);
+        else if (jwarn[0])
+            snprintf(req->warning, sizeof req->warning, "file index: %s", jwarn);
+    }
+}
+
 int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *e)
 {
     *out = NULL;
@@ -299,23 +324,11 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
         if (!b->ids) rc = store_errf(e, -ENOMEM, "%s: out of memory for its recipe", req->blob_path[i]);
         snap->logical_bytes += b->size;
     }
-    /* The disk's file index first: a hostile image can cost the index, never the snapshot
-     * (a hibernated VM must come back whatever its filesystem holds). */
-    req->warning[0] = 0;
-    for (int i = 0; !rc && req->policy && i < snap->nblobs; i++) {
-        if (strcmp(snap->blobs[i].name, "disk")) continue;
-        store_err ie;
-        char jwarn[256];
-        if (snap_index_disk_replayed(req->blob_path[i], snap->blobs[i].size, &snap->files, jwarn,
-                                     sizeof jwarn, &ie)) {
-            snprintf(req->warning, sizeof req->warning, "no file index for the disk: %s", ie.msg);
-        } else {
-            snap_policy_apply(req->policy, snap->files);
-            if (snap->files->warning)
-                snprintf(req->warning, sizeof req->warning, "partial file index: %s", snap->files->warning);
-            else if (jwarn[0])
-                snprintf(req->warning, sizeof req->warning, "file index: %s", jwarn);
-        }
+    /* The disk's file index (unless the caller built it before taking the store's lock). */
+    if (!rc && !req->index_tried) snap_prepare_index(req);
+    if (!rc && req->files) {
+        snap->files = req->files;          /* the snapshot owns it now */
+        req->files = NULL;
     }
     if (!rc) {
         if (req->template_name) snprintf(snap->template_name, sizeof snap->template_name, "%s", req->template_name);
@@ -366,6 +379,8 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
         if (fds[i] >= 0) close(fds[i]);
     ingest_free(&g);
     store_snapshot_free(parent);
+    store_findex_free(req->files);         /* not moved into a snapshot: an early error */
+    req->files = NULL;
     if (rc) {
         store_snapshot_free(snap);
         return rc;

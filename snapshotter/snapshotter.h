@@ -64,7 +64,15 @@ typedef struct {
     const char *template_name;        /* may be NULL: the template the sandbox booted from */
     const snap_policy *policy;        /* classes for the disk's file index; NULL: no index */
     char warning[768];                /* out: why the file index is missing or partial */
+    store_findex *files;              /* the disk's index, if built ahead (snap_prepare_index);
+                                         snap_ingest takes ownership and frees or keeps it */
+    int index_tried;                  /* set by snap_prepare_index: not tried twice */
 } snap_request;
+
+/* Builds the request's disk file index now (needs no store): call it before opening the
+ * store for writing, so the walk and any journal replay do not hold the store's lock.
+ * Does nothing without a policy or a disk. Problems become req->warning. */
+void snap_prepare_index(snap_request *req);
 
 /* Ingests the request's files and commits one snapshot. On success *out is the committed
  * snapshot (free with store_snapshot_free); on failure nothing is acknowledged and only

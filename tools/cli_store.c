@@ -55,10 +55,12 @@ int cmd_snapshot(int argc, char **argv)
     if (disk && !no_index && snap_policy_load(c.store, policy, classes, &pol, &pe))
         return cli_fail(EXIT_USAGE, "snapshot", "%s", pe.msg);
     req.policy = pol;
+    snap_prepare_index(&req);            /* before the store's lock: no writer waits on it */
 
     double t0 = cli_seconds();
     store_t *s = cli_open("snapshot", &c, STORE_WRITE);
     if (!s) {
+        store_findex_free(req.files);
         snap_policy_free(pol);
         return EXIT_FAIL;
     }
