@@ -43,16 +43,42 @@
 #define CHILD_CPU_SECONDS 60
 #define WALL_SECONDS 120
 
+/* (inode, index entry) pairs: a directory's subdirectories, the first name of linked inodes. */
+typedef struct {
+    ext2_ino_t *ino;
+    size_t *entry;
+    size_t n, cap;
+} ino_list;
+
+static int ino_list_push(ino_list *l, ext2_ino_t ino, size_t entry)
+{
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 16;
+        ext2_ino_t *a = realloc(l->ino, nc * sizeof *a);
+        if (a) l->ino = a;
+        size_t *b = realloc(l->entry, nc * sizeof *b);
+        if (b) l->entry = b;
+        if (!a || !b) return -1;
+        l->cap = nc;
+    }
+    l->ino[l->n] = ino;
+    l->entry[l->n++] = entry;
+    return 0;
+}
+
+static void ino_list_free(ino_list *l)
+{
+    free(l->ino);
+    free(l->entry);
+}
+
 typedef struct {
     ext2_filsys fs;
     store_findex *fi;
     size_t cap;
     uint64_t disk_bytes;
     unsigned blocksize;
-    /* first path of each inode with nlink > 1, for hard links */
-    ext2_ino_t *link_ino;
-    size_t *link_entry;
-    size_t nlinks, link_cap;
+    ino_list links;             /* first name of each inode with nlink > 1, for hard links */
     ext2fs_inode_bitmap seen_dirs;
     int truncated, refused, bad_inodes;
 } walk;
@@ -290,27 +316,12 @@ static void read_symlink(walk *w, ext2_ino_t ino, struct ext2_inode *inode, stor
 
 static int link_lookup(walk *w, ext2_ino_t ino, size_t *entry)
 {
-    for (size_t i = 0; i < w->nlinks; i++)          /* few hard links in practice */
-        if (w->link_ino[i] == ino) {
-            *entry = w->link_entry[i];
+    for (size_t i = 0; i < w->links.n; i++)          /* few hard links in practice */
+        if (w->links.ino[i] == ino) {
+            *entry = w->links.entry[i];
             return 1;
         }
     return 0;
-}
-
-static void link_add(walk *w, ext2_ino_t ino, size_t entry)
-{
-    if (w->nlinks == w->link_cap) {
-        size_t nc = w->link_cap ? w->link_cap * 2 : 64;
-        ext2_ino_t *a = realloc(w->link_ino, nc * sizeof *a);
-        if (a) w->link_ino = a;
-        size_t *b = realloc(w->link_entry, nc * sizeof *b);
-        if (b) w->link_entry = b;
-        if (!a || !b) return;
-        w->link_cap = nc;
-    }
-    w->link_ino[w->nlinks] = ino;
-    w->link_entry[w->nlinks++] = entry;
 }
 
 typedef struct {
@@ -318,9 +329,7 @@ typedef struct {
     char *path;
     size_t plen;
     int depth;
-    ext2_ino_t *subdirs;
-    size_t nsub, subcap;
-    size_t *subentry;
+    ino_list sub;               /* subdirectories, visited after this directory's iteration */
 } dir_ctx;
 
 static void visit_dir(walk *w, ext2_ino_t dir, char *path, size_t plen, int depth);
@@ -406,7 +415,7 @@ static int dir_cb(ext2_ino_t dir, int entry, struct ext2_dir_entry *dirent, int 
             break;
         }
         f->type = STORE_FT_FILE;
-        if (inode->i_links_count > 1) link_add(w, ino, me);
+        if (inode->i_links_count > 1) ino_list_push(&w->links, ino, me);   /* no room: a copy */
         read_data(w, ino, inode, f);
         break;
     }
@@ -420,17 +429,7 @@ static int dir_cb(ext2_ino_t dir, int entry, struct ext2_dir_entry *dirent, int 
     if (f->type != STORE_FT_HARDLINK) read_xattrs(w, ino, f);
     if (f->type == STORE_FT_DIR) {
         /* Recurse after this directory's iteration: libext2fs keeps state per call. */
-        if (c->nsub == c->subcap) {
-            size_t nc = c->subcap ? c->subcap * 2 : 16;
-            ext2_ino_t *a = realloc(c->subdirs, nc * sizeof *a);
-            if (a) c->subdirs = a;
-            size_t *b = realloc(c->subentry, nc * sizeof *b);
-            if (b) c->subentry = b;
-            if (!a || !b) return DIRENT_ABORT;
-            c->subcap = nc;
-        }
-        c->subdirs[c->nsub] = ino;
-        c->subentry[c->nsub++] = me;
+        if (ino_list_push(&c->sub, ino, me)) return DIRENT_ABORT;
     }
     return 0;
 }
@@ -448,14 +447,13 @@ static void visit_dir(walk *w, ext2_ino_t dir, char *path, size_t plen, int dept
     ext2fs_mark_inode_bitmap2(w->seen_dirs, dir);
     dir_ctx c = {.w = w, .path = path, .plen = plen, .depth = depth};
     if (ext2fs_dir_iterate2(w->fs, dir, 0, NULL, dir_cb, &c)) w->bad_inodes++;
-    for (size_t i = 0; i < c.nsub && !w->truncated; i++) {
-        const store_fentry *f = &w->fi->e[c.subentry[i]];
+    for (size_t i = 0; i < c.sub.n && !w->truncated; i++) {
+        const store_fentry *f = &w->fi->e[c.sub.entry[i]];
         size_t l = f->path_len;
         memcpy(path, f->path, l);
-        visit_dir(w, c.subdirs[i], path, l, depth + 1);
+        visit_dir(w, c.sub.ino[i], path, l, depth + 1);
     }
-    free(c.subdirs);
-    free(c.subentry);
+    ino_list_free(&c.sub);
 }
 
 static int cmp_entry(const void *a, const void *b)
@@ -535,8 +533,7 @@ static store_findex *walk_fs(ext2_filsys fs, uint64_t disk_bytes)
     visit_dir(&w, EXT2_ROOT_INO, path, 1, 0);
     free(path);
     ext2fs_free_inode_bitmap(w.seen_dirs);
-    free(w.link_ino);
-    free(w.link_entry);
+    ino_list_free(&w.links);
     qsort(w.fi->e, w.fi->n, sizeof *w.fi->e, cmp_entry);
     /* Duplicate names in one directory (a corrupt image) would break lookups: drop them. */
     size_t k = 0;
