@@ -56,7 +56,8 @@ with open(dst, "wb") as f:                 # a sparse copy: zero pages stay hole
 EOF
 
 # Sandboxes: a* are touched far ahead right after their first snapshot (taken before the
-# stress starts, so no gc can reclaim them in between): never reclaimed, the ones pinned;
+# stress starts, so no gc can reclaim them in between): never reclaimed; one snapshot in 4
+# of theirs is pinned, so a sample of what was ingested beside gc is checked at the end;
 # i* are left idle, so a gc with the far clock reclaims them and a later snapshot revives
 # them. Every acknowledged snapshot is recorded as "SANDBOX ID memory=.. vmstate=.. disk=.."
 # in $T/acked.W.
@@ -105,7 +106,7 @@ done
 # writer W END: snapshots its sandboxes at random, pins some, and now and then deletes one
 # (which then gets no snapshot) and takes a new one in its place.
 writer() {
-    local w=$1 end=$2 n=0 nnew=2 sb id j victim sbs pool
+    local w=$1 end=$2 n=0 nnew=2 sb id j victim want sbs pool
     RANDOM=$((w * 7919 + 13))
     mapfile -t sbs <"$T/sbs.$w"
     mapfile -t pool <"$T/pool.$w"
@@ -113,13 +114,16 @@ writer() {
         n=$((n + 1))
         sb=${sbs[RANDOM % ${#sbs[@]}]}
         id=$(snap_one "$w" "$sb" $((w * 100000 + n))) || exit 1
-        if [ "${sb:0:1}" = a ] && [ $((RANDOM % 12)) = 0 ]; then
+        if [ "${sb:0:1}" = a ] && [ $((RANDOM % 4)) = 0 ]; then
             cairn pin --store "$S" --snapshot "$id" >/dev/null 2>"$T/pin.$w.err" ||
                 bad "writer $w: pin $id of $sb: $(cat "$T/pin.$w.err")"
             echo "$sb $id" >>"$T/pinned.$w"
         fi
         if [ $((n % 25)) = 12 ]; then
-            j=$((RANDOM % ${#sbs[@]}))
+            # one delete in 4 takes an a* (replaced from the pool), the others an i*
+            want=i
+            [ $((n % 100)) = 87 ] && [ ${#pool[@]} -gt 0 ] && want=a
+            for j in "${!sbs[@]}"; do [ "${sbs[j]:0:1}" = "$want" ] && break; done
             victim=${sbs[j]}
             cairn delete --store "$S" --sandbox "$victim" >/dev/null 2>"$T/del.$w.err" ||
                 bad "writer $w: delete $victim: $(cat "$T/del.$w.err")"
