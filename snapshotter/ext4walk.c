@@ -558,8 +558,9 @@ static store_findex *walk_fs(ext2_filsys fs, uint64_t disk_bytes)
 static errcode_t open_image(const char *image, ext2_filsys *fs)
 {
     initialize_ext2_error_table();
+    /* Not unix_io_manager: it fsyncs the tenant's image at open (store/ext2io.c). */
     return ext2fs_open2(image, NULL, EXT2_FLAG_64BITS | EXT2_FLAG_IGNORE_CSUM_ERRORS, 0, 0,
-                        unix_io_manager, fs);
+                        (io_manager)store_ext2_io_manager(), fs);
 }
 
 int snap_index_disk_unconfined(const char *image, uint64_t disk_bytes, store_findex **out, store_err *e)

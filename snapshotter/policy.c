@@ -76,10 +76,60 @@ static const char *default_rules =
     "/home/ubuntu/**/*.key               project\n"
     "/home/ubuntu/**/*.odp               project\n";
 
+/* Most rules are one of a few literal shapes, matched with a string comparison; the
+ * rest go through the general matcher. */
+enum { SHAPE_GLOB, SHAPE_EXACT, SHAPE_UNDER, SHAPE_NAME, SHAPE_DIRNAME };
+
 typedef struct {
     char *glob;
     uint8_t cls;
+    uint8_t shape;          /* EXACT "/a/b"; UNDER "/a/b/" "**"; NAME "**" "/n"; DIRNAME "**" "/n/" "**" */
+    char *lit;              /* the literal part ("/a/b" or "n") */
+    size_t litlen;
+    char *must;             /* SHAPE_GLOB: its longest literal run, which a match must contain */
+    size_t mustlen;
 } rule;
+
+static int literal(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '*' || s[i] == '?' || s[i] == '/') return 0;
+    return 1;
+}
+
+static void shape_of(rule *r)
+{
+    const char *g = r->glob;
+    size_t n = strlen(g);
+    r->shape = SHAPE_GLOB;
+    if (!strpbrk(g, "*?")) {
+        r->shape = SHAPE_EXACT;
+        r->lit = strdup(g);
+    } else if (n > 3 && g[0] == '/' && !strcmp(g + n - 3, "/**") && !strpbrk(g, "?") &&
+               !memchr(g, '*', n - 3)) {
+        r->shape = SHAPE_UNDER;
+        r->lit = strndup(g, n - 3);
+    } else if (n > 6 && !strncmp(g, "**/", 3) && !strcmp(g + n - 3, "/**") && literal(g + 3, n - 6)) {
+        r->shape = SHAPE_DIRNAME;
+        r->lit = strndup(g + 3, n - 6);
+    } else if (n > 3 && !strncmp(g, "**/", 3) && literal(g + 3, n - 3)) {
+        r->shape = SHAPE_NAME;
+        r->lit = strdup(g + 3);
+    }
+    if (r->shape != SHAPE_GLOB && !r->lit) r->shape = SHAPE_GLOB;
+    r->litlen = r->lit ? strlen(r->lit) : 0;
+    /* Every match of a glob contains its literal runs: the longest one rejects most paths
+     * with one memmem before the backtracking matcher runs. */
+    for (const char *q = g; *q;) {
+        size_t run = strcspn(q, "*?");
+        if (run > r->mustlen) {
+            r->must = (char *)q;
+            r->mustlen = run;
+        }
+        q += run;
+        q += strspn(q, "*?");
+    }
+}
 
 typedef struct {
     char *path;
@@ -127,8 +177,11 @@ static int add_rules(snap_policy *p, const char *text, const char *origin, store
             if (!nr) return store_errf(e, -ENOMEM, "out of memory");
             p->rules = nr;
         }
-        p->rules[p->nrules].glob = strdup(glob);
-        p->rules[p->nrules++].cls = (uint8_t)c;
+        rule *r = &p->rules[p->nrules++];
+        memset(r, 0, sizeof *r);
+        r->glob = strdup(glob);
+        r->cls = (uint8_t)c;
+        if (r->glob) shape_of(r);
     }
     return 0;
 }
@@ -197,7 +250,10 @@ static int add_explicit(snap_policy *p, const char *text, const char *origin, st
 void snap_policy_free(snap_policy *p)
 {
     if (!p) return;
-    for (size_t i = 0; i < p->nrules; i++) free(p->rules[i].glob);
+    for (size_t i = 0; i < p->nrules; i++) {
+        free(p->rules[i].glob);
+        free(p->rules[i].lit);
+    }
     for (size_t i = 0; i < p->nex; i++) free(p->ex[i].path);
     free(p->rules);
     free(p->ex);
@@ -283,6 +339,36 @@ static int glob_match(const char *glob, const char *path, size_t len)
     return 0;
 }
 
+/* Does component `name` (n bytes) occur in path as a whole component? dir: followed by '/'. */
+static int has_component(const char *path, size_t len, const char *name, size_t n, int dir)
+{
+    for (const char *q = path; (q = memchr(q, '/', (size_t)(path + len - q))); q++) {
+        const char *c = q + 1;
+        if ((size_t)(path + len - c) < n || memcmp(c, name, n)) continue;
+        const char *after = c + n;
+        if (dir ? (after < path + len && *after == '/') : after == path + len) return 1;
+    }
+    return 0;
+}
+
+static int rule_match(const rule *r, const char *path, size_t len)
+{
+    switch (r->shape) {
+    case SHAPE_EXACT:
+        return len == r->litlen && !memcmp(path, r->lit, len);
+    case SHAPE_UNDER:        /* the folder itself and everything below it */
+        return len >= r->litlen && !memcmp(path, r->lit, r->litlen) &&
+               (len == r->litlen || path[r->litlen] == '/');
+    case SHAPE_NAME:         /* a last component named lit, at any depth */
+        return has_component(path, len, r->lit, r->litlen, 0);
+    case SHAPE_DIRNAME:      /* below a component named lit, or that folder itself */
+        return has_component(path, len, r->lit, r->litlen, 1) || has_component(path, len, r->lit, r->litlen, 0);
+    default:
+        if (r->mustlen && !memmem(path, len, r->must, r->mustlen)) return 0;
+        return glob_match(r->glob, path, len);
+    }
+}
+
 store_class snap_policy_classify(const snap_policy *p, const char *path, size_t len)
 {
     /* The longest explicit prefix wins among explicit classes. */
@@ -295,7 +381,7 @@ store_class snap_policy_classify(const snap_policy *p, const char *path, size_t 
     }
     if (best) return (store_class)best->cls;
     for (size_t i = 0; i < p->nrules; i++)
-        if (glob_match(p->rules[i].glob, path, len)) return (store_class)p->rules[i].cls;
+        if (rule_match(&p->rules[i], path, len)) return (store_class)p->rules[i].cls;
     return STORE_CLASS_RUNTIME;
 }
 

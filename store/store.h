@@ -375,4 +375,8 @@ unsigned store_threads(const store_t *s);
 
 int64_t store_now_ms(void);
 
+/* libext2fs's io_manager (returned as void * to keep ext2fs out of this header): plain
+ * pread/pwrite, never fsyncs (store/ext2io.c says why). */
+void *store_ext2_io_manager(void);
+
 #endif
