@@ -26,7 +26,7 @@ help:
 	@echo "make            build build/cairn and build/cairn-corpus"
 	@echo "make demo       install deps, build, snapshot a sample VM set, restore, verify"
 	@echo "make test       install deps, build, run every test (CI runs this)"
-	@echo "make check      the fast tests only (skips tests/integration/*.slow.sh)"
+	@echo "make check      the fast tests only (skips the *.slow.sh tests: crash, gc stress, fuzz, VMs)"
 	@echo "make bench      Cairn beside zstd, cp, restic, borg, casync (BENCH_SIZE=small|full)"
 	@echo "make fuzz       the image reader under libFuzzer (FUZZ_SECONDS=60)"
 	@echo "make asan|ubsan the tests under AddressSanitizer / UBSan (build-asan, build-ubsan)"
