@@ -23,6 +23,7 @@ typedef struct {
     char state[12];                 /* "hibernated", "reclaimed", "deleted" */
     char template_name[STORE_NAME_MAX + 1];
     char latest[STORE_SNAPID_LEN];  /* newest snapshot, "" if none */
+    char latest_parent[STORE_SNAPID_LEN]; /* its parent (a files-only one's source) */
     int64_t last_activity_ms;
     int64_t delete_ms;              /* 0 unless deleted */
     uint32_t snapshots;

@@ -12,6 +12,9 @@ typedef struct {
     char template_name[STORE_NAME_MAX + 1];
     int64_t time_ms;
     int64_t parent_ms;              /* time of its parent (ids begin with their time) */
+    int64_t eff_ms;                 /* its time for lifecycle rules: a files-only snapshot
+                                       stands for the full one it came from (parent_ms) */
+    char parent[STORE_SNAPID_LEN];
     uint64_t new_bytes;
     int files_only, indexed, has_disk;
 } gc_snap;
@@ -45,6 +48,7 @@ typedef struct {
     int dry_run;
     const uint64_t *packs;          /* the packs that existed when gc planned */
     size_t npacks;
+    const uint32_t *refs;           /* per pack: index entries that pointed into it */
     store_idset *extra_live;        /* dry run: ids the planned files-only snapshots keep */
     const char *const *skip_manifests; /* dry run: manifests planned to be dropped */
     size_t nskip;
@@ -53,6 +57,7 @@ typedef struct {
 } gc_sweep_opts;
 int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e);
 
+void gc_yield_lock(void);
 void gc_logf(gc_log_fn fn, void *arg, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

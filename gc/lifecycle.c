@@ -47,7 +47,9 @@ static int add_snap(void *arg, const char *id, const char *json)
         memcpy(hex, parent, 12);
         hex[12] = 0;
         g->parent_ms = (int64_t)strtoll(hex, NULL, 16);
+        snprintf(g->parent, sizeof g->parent, "%s", parent);
     }
+    g->eff_ms = g->files_only && g->parent_ms ? g->parent_ms : g->time_ms;
     json_decref(j);
     return 0;
 }
@@ -161,19 +163,21 @@ int gc_view(const gc_state *st, const char *tenant, gc_sandbox **out, size_t *n,
         x->snapshots++;
         x->bytes += g->new_bytes;
         snprintf(x->latest, sizeof x->latest, "%s", g->id);
+        snprintf(x->latest_parent, sizeof x->latest_parent, "%s", g->parent);
         x->latest_files_only = g->files_only;
         x->latest_indexed = g->indexed;
         x->latest_has_disk = g->has_disk;
         if (g->template_name[0]) snprintf(x->template_name, sizeof x->template_name, "%s", g->template_name);
         /* A reclaim's files-only snapshot is not activity; the snapshot it was made from was. */
-        int64_t act = g->files_only ? g->parent_ms : g->time_ms;
-        if (act > x->last_activity_ms) x->last_activity_ms = act;
+        if (g->eff_ms > x->last_activity_ms) x->last_activity_ms = g->eff_ms;
     }
     for (size_t j = 0; j < k; j++) {
         gc_sandbox *x = &v[j];
         int64_t latest_time = 0;
+        /* A delete races a reclaim's files-only snapshot: that one stands for its source,
+         * so a delete after the source still deletes the sandbox. */
         for (size_t i = 0; i < st->nsnaps; i++)
-            if (!strcmp(st->snaps[i].id, x->latest)) latest_time = st->snaps[i].time_ms;
+            if (!strcmp(st->snaps[i].id, x->latest)) latest_time = st->snaps[i].eff_ms;
         for (size_t i = 0; i < st->nevents; i++) {
             const gc_ev *ev = &st->events[i];
             if (strcmp(ev->name, x->sandbox)) continue;

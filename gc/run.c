@@ -23,6 +23,13 @@ void gc_logf(gc_log_fn fn, void *arg, const char *fmt, ...)
     fn(arg, buf);
 }
 
+/* flock is not first come, first served: a gc that takes the lock again at once can keep
+ * a waiting ingest out for several sections. A short pause lets the waiter in first. */
+void gc_yield_lock(void)
+{
+    nanosleep(&(struct timespec){0, 20 * 1000000L}, NULL);
+}
+
 void gc_result_free(gc_result *r)
 {
     for (size_t i = 0; i < r->nreclaimed_list; i++) free(r->reclaimed_list[i]);
@@ -52,6 +59,7 @@ typedef struct {
     size_t nreclaims, rcap;
     uint64_t *packs;
     size_t npacks;
+    uint32_t *refs;
 } plan;
 
 static int add_drop(plan *p, const char *id, const char *sandbox, const char *reason)
@@ -119,7 +127,7 @@ static int make_plan(store_t *s, const gc_options *o, plan *p, gc_result *r, sto
         for (size_t k = 0; k < st.nsnaps && !rc; k++) {
             const gc_snap *g = &st.snaps[k];
             if (strcmp(g->sandbox, x->sandbox)) continue;
-            if (deleted && g->time_ms <= x->delete_ms) rc = add_drop(p, g->id, g->sandbox, "deleted");
+            if (deleted && g->eff_ms <= x->delete_ms) rc = add_drop(p, g->id, g->sandbox, "deleted");
             else if (gc_pinned(&st, g->id)) continue;
             else if (reclaim_it && !g->files_only) rc = add_drop(p, g->id, g->sandbox, "reclaimed");
             else if (!reclaim_it && strcmp(g->id, x->latest)) rc = add_drop(p, g->id, g->sandbox, "superseded");
@@ -130,6 +138,8 @@ static int make_plan(store_t *s, const gc_options *o, plan *p, gc_result *r, sto
     free(sb);
     gc_state_free(&st);
     if (!rc) rc = store_pack_list(s, &p->packs, &p->npacks, e);
+    if (!rc && !(p->refs = calloc(p->npacks ? p->npacks : 1, sizeof *p->refs))) rc = store_errf(e, -ENOMEM, "out of memory");
+    if (!rc) rc = store_pack_refs(s, p->packs, p->npacks, p->refs, e);
     return rc;
 }
 
@@ -146,10 +156,15 @@ static int log_drop_event(store_t *s, const drop *d, int64_t now, store_err *e)
 
 /* Is the sandbox still what the plan saw (same latest snapshot, still idle past its
  * window)? A wake or a touch between planning and now must win over the reclaim. */
+/* Is the sandbox still what the plan saw (same latest snapshot, still idle past its
+ * window)? A wake or a touch between planning and now must win over the reclaim.
+ * 1: reclaim it; 2: an interrupted run already committed its files-only snapshot (only the
+ * drops remain); 0: leave it. */
 static int still_eligible(const gc_sandbox *v, size_t n, const reclaim *rcl, int64_t now)
 {
     for (size_t i = 0; i < n; i++) {
         if (strcmp(v[i].sandbox, rcl->sandbox)) continue;
+        if (v[i].latest_files_only && !strcmp(v[i].latest_parent, rcl->source)) return 2;
         int64_t window = strcmp(v[i].tier, "pro") ? GC_FREE_WINDOW_MS : GC_PRO_WINDOW_MS;
         return !strcmp(v[i].state, "hibernated") && !strcmp(v[i].latest, rcl->source) &&
                now - v[i].last_activity_ms > window;
@@ -173,7 +188,13 @@ static int apply_plan(const char *dir, const gc_options *o, plan *p, gc_result *
         for (int n = 0; !rc && n < ACTIONS_PER_SECTION && (ri < p->nreclaims || di < p->ndrops); n++) {
             if (ri < p->nreclaims) {
                 reclaim *rcl = &p->reclaims[ri++];
-                if (!still_eligible(view, nview, rcl, o->now_ms)) {
+                int elig = still_eligible(view, nview, rcl, o->now_ms);
+                if (elig == 2) {
+                    gc_logf(o->log, o->log_arg, "finishing the reclaim of %s that an interrupted gc began",
+                            rcl->sandbox);
+                    continue;
+                }
+                if (!elig) {
                     rcl->skipped = 1;
                     gc_logf(o->log, o->log_arg, "not reclaiming %s: it changed since gc planned (new "
                             "snapshot or activity)", rcl->sandbox);
@@ -218,6 +239,7 @@ static int apply_plan(const char *dir, const gc_options *o, plan *p, gc_result *
         }
         free(view);
         store_close(s);
+        gc_yield_lock();
     }
     return rc;
 }
@@ -279,6 +301,7 @@ int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e)
     }
     so.packs = p.packs;
     so.npacks = p.npacks;
+    so.refs = p.refs;
     if (!rc) rc = gc_sweep(dir, &so, r, e);
     store_idset_free(so.extra_live);
     free(skip);
@@ -292,6 +315,7 @@ int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e)
     free(p.drops);
     free(p.reclaims);
     free(p.packs);
+    free(p.refs);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     r->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     return rc;

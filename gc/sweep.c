@@ -13,7 +13,7 @@
 #define REWRITE_BELOW 0.5           /* live share under which a pack is rewritten */
 #define EDITS_PER_SECTION 50000
 
-enum { KEEP, DELETE, REWRITE };
+enum { KEEP, DELETE, REWRITE, ORPHAN };
 
 typedef struct {
     uint64_t pack, bytes;
@@ -90,9 +90,11 @@ static store_loc loc_of(const cand *c, uint32_t g, unsigned slot)
 /* Copies the live pages of the REWRITE candidates into new packs (no lock held). Every
  * live page of a candidate is copied, even one another pack also holds: then a live id
  * without a copy can only be one a new manifest revived (commit_cand keeps that pack). */
-static int rewrite(store_t *s, cand *cs, size_t nc, store_idset *live, uint64_t first, uint64_t nnum,
-                   move **moves_out, size_t *nmoves_out, store_err *e)
+static int rewrite(store_t *s, store_t *peek, cand *cs, size_t nc, store_idset *live, uint64_t first,
+                   uint64_t nnum, move **moves_out, size_t *nmoves_out, store_err *e)
 {
+    uint8_t pfound[STORE_GROUP_PAGES];
+    store_loc plocs[STORE_GROUP_PAGES];
     store_writer *w = NULL;
     int rc = store_writer_open_range(s, first, nnum, &w, e);
     store_cctx *cc = store_cctx_new();
@@ -114,9 +116,14 @@ static int rewrite(store_t *s, cand *cs, size_t nc, store_idset *live, uint64_t 
             store_loc l = loc_of(c, g, 0);
             rc = store_read_frame(s, &l, frame, store_group_bound(STORE_GROUP_PAGES), e);
             if (!rc) rc = store_group_decompress(dc, frame, l.clen, pages, l.npages, e);
+            /* Where the index points now (a hint): a copy it does not use needs no copy. */
+            int hint = peek && !store_lookup(peek, &c->ids[c->groups[g].first], l.npages, pfound, plocs, NULL);
             for (unsigned k = 0; !rc && k < l.npages; k++) {
                 const store_id *id = &c->ids[c->groups[g].first + k];
                 if (!store_idset_has(live, id)) continue;
+                if (hint && pfound[k] && (plocs[k].pack != c->pack || plocs[k].offset != l.offset ||
+                                          plocs[k].slot != k))
+                    continue;
                 store_id chk;
                 store_chunk_id(s, pages + (size_t)k * STORE_PAGE, &chk);
                 if (memcmp(&chk, id, 16)) {
@@ -178,10 +185,39 @@ static int rewrite(store_t *s, cand *cs, size_t nc, store_idset *live, uint64_t 
     return 0;
 }
 
+/* Does the index (under the lock: current) use this copy of id? */
+static int points_here(store_t *s, const store_id *id, const store_loc *here)
+{
+    uint8_t found = 0;
+    store_loc l;
+    if (store_lookup(s, id, 1, &found, &l, NULL)) return 1;   /* unsure: keep */
+    return found && l.pack == here->pack && l.offset == here->offset && l.slot == here->slot;
+}
+
+/* An orphan goes only if, now under the lock, still no index entry points into it. */
+static int commit_orphan(store_t *s, cand *c, const gc_sweep_opts *o, gc_result *r, store_err *e)
+{
+    uint32_t ref = 0;
+    int rc = store_pack_refs(s, &c->pack, 1, &ref, e);
+    if (rc) return rc;
+    if (ref) {
+        gc_logf(o->log, o->log_arg, "kept pack %016llx: the index uses it now", (unsigned long long)c->pack);
+        return 0;
+    }
+    rc = store_pack_delete(s, c->pack, e);
+    if (!rc) {
+        r->packs_deleted++;
+        gc_logf(o->log, o->log_arg, "deleted pack %016llx: nothing used it (left by an interrupted run)",
+                (unsigned long long)c->pack);
+    }
+    return rc;
+}
+
 /* One candidate's index edits and deletion, inside an exclusive section. */
 static int commit_cand(store_t *s, cand *c, const move *mv, store_idset *live, const gc_sweep_opts *o,
                        gc_result *r, store_err *e)
 {
+    if (c->action == ORPHAN) return commit_orphan(s, c, o, r, e);
     store_index_edit *ed = calloc(c->nchunks ? c->nchunks : 1, sizeof *ed);
     if (!ed) return store_errf(e, -ENOMEM, "out of memory");
     size_t n = 0, dead = 0;
@@ -195,8 +231,8 @@ static int commit_cand(store_t *s, cand *c, const move *mv, store_idset *live, c
                 if (mv[j].from.offset == here.offset && mv[j].from.slot == here.slot) found = &mv[j];
             if (found) {
                 ed[n++] = (store_index_edit){.id = *id, .expect = here, .to = found->to};
-            } else if (store_idset_has(live, id)) {
-                revived = 1;         /* a manifest that appeared since the mark needs it */
+            } else if (store_idset_has(live, id) && points_here(s, id, &here)) {
+                revived = 1;         /* live, uncopied, and the index uses this copy */
                 break;
             } else {
                 ed[n++] = (store_index_edit){.id = *id, .expect = here, .del = 1};
@@ -247,20 +283,26 @@ int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e
         for (uint32_t k = 0; k < c->nchunks; k++)
             if (store_idset_has(live, &c->ids[k]) || (o->extra_live && store_idset_has(o->extra_live, &c->ids[k])))
                 c->live++;
+        /* A live id counts for this pack only if the index points here: a killed rewrite
+         * leaves two copies of what it moved, and only one is in use. */
+        if (o->refs && o->refs[i] < c->live) c->live = o->refs[i];
         c->action = c->live == 0 ? DELETE : (double)c->live < REWRITE_BELOW * c->nchunks ? REWRITE : KEEP;
+        /* No index entry uses it (a killed rewrite's output, a crashed ingest's pack): its
+         * ids may be live, but their index entries point at other copies. */
+        if (o->refs && !o->refs[i]) c->action = ORPHAN;
         if (c->action == REWRITE) rewrite_bytes += c->bytes;
     }
     if (!rc && o->dry_run) {
         for (size_t i = 0; i < nc; i++) {
             if (cs[i].action == KEEP) continue;
-            uint64_t freed = cs[i].action == DELETE ? cs[i].bytes
+            uint64_t freed = cs[i].action != REWRITE ? cs[i].bytes
                              : (uint64_t)((double)cs[i].bytes * (1.0 - (double)cs[i].live / cs[i].nchunks));
             r->freed_bytes += freed;
-            if (cs[i].action == DELETE) r->packs_deleted++;
+            if (cs[i].action != REWRITE) r->packs_deleted++;
             else r->packs_rewritten++;
             r->chunks_removed += cs[i].nchunks - cs[i].live;
             gc_logf(o->log, o->log_arg, "would %s pack %016llx (%u of %u chunks live, ~%llu bytes freed)",
-                    cs[i].action == DELETE ? "delete" : "rewrite", (unsigned long long)cs[i].pack, cs[i].live,
+                    cs[i].action != REWRITE ? "delete" : "rewrite", (unsigned long long)cs[i].pack, cs[i].live,
                     cs[i].nchunks, (unsigned long long)freed);
         }
     }
@@ -276,9 +318,13 @@ int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e
             rc = store_reserve_packs(w, nnum, &first, e);
             store_close(w);
         }
-        if (!rc && rewrite_bytes) rc = rewrite(s, cs, nc, live, first, nnum, &mv, &nmv, e);
+        store_t *peek = NULL;
+        if (!rc && rewrite_bytes && store_open(dir, STORE_PEEK, &peek, NULL)) peek = NULL;
+        if (!rc && rewrite_bytes) rc = rewrite(s, peek, cs, nc, live, first, nnum, &mv, &nmv, e);
+        store_close(peek);
         /* Sections: re-mark, then commit candidates until the edit budget is spent. */
         size_t i = 0;
+        int first_section = 1;
         while (!rc && i < nc) {
             if (cs[i].action == KEEP) {
                 i++;
@@ -287,7 +333,8 @@ int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e
             store_t *w2 = NULL;
             if ((rc = store_open(dir, STORE_WRITE, &w2, e))) break;
             rc = mark(w2, live, &seen, NULL, 0, &added, e);
-            if (!rc && i == 0) store_remove_temps(w2, NULL);
+            if (!rc && first_section) store_remove_temps(w2, NULL);
+            first_section = 0;
             size_t budget = 0;
             while (!rc && i < nc && budget < EDITS_PER_SECTION) {
                 if (cs[i].action != KEEP) {
@@ -297,6 +344,7 @@ int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e
                 i++;
             }
             store_close(w2);
+            gc_yield_lock();
         }
     }
     if (!rc && !o->dry_run && !any) {

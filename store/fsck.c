@@ -215,6 +215,28 @@ static int verify_pack_data(store_t *s, pack_info *pi, store_report_fn report, v
     return bad;
 }
 
+typedef struct {
+    const char *id;
+    int found;
+} drop_probe;
+
+static int find_drop_event(void *arg, const char *line)
+{
+    drop_probe *p = arg;
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"snapshot\":\"%s\"", p->id);
+    p->found = strstr(line, "\"event\":\"drop\"") && strstr(line, pat);
+    return p->found;   /* stop at the first */
+}
+
+/* Did gc log a drop of this snapshot (so a missing manifest is its interrupted work)? */
+static int drop_logged(store_t *s, const char *id)
+{
+    drop_probe p = {id, 0};
+    store_event_read(s, find_drop_event, &p, NULL);
+    return p.found;
+}
+
 int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_err *e)
 {
     pack_list pl = {0};
@@ -281,7 +303,16 @@ int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_e
         size_t vl = 0;
         char *rec = rocksdb_get_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS], ids[m], strlen(ids[m]), &vl, &err);
         free(err);
-        if (!rec) reportf(report, arg, 1, "snapshot %s: has a manifest but no index record", ids[m]);
+        if (!rec) {
+            uint64_t pending = 0;
+            char key[64];
+            snprintf(key, sizeof key, "pending:%s", ids[m]);
+            if (index_get_u64(s, key, &pending) == 0)
+                reportf(report, arg, 0, "snapshot %s: its commit was interrupted after the manifest; "
+                        "the next writer finishes it", ids[m]);
+            else
+                reportf(report, arg, 1, "snapshot %s: has a manifest but no index record", ids[m]);
+        }
         rocksdb_free(rec);
         for (int b = 0; b < snap->nblobs; b++) {
             store_blob *bl = &snap->blobs[b];
@@ -309,7 +340,13 @@ int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_e
         const char *k = rocksdb_iter_key(it, &kl);
         int have = 0;
         for (size_t m = 0; m < nm && !have; m++) have = kl == 20 && !memcmp(ids[m], k, 20);
-        if (!have) reportf(report, arg, 1, "snapshot %.*s: indexed but its manifest is missing", (int)kl, k);
+        if (!have) {
+            char id[STORE_SNAPID_LEN] = "";
+            if (kl < sizeof id) memcpy(id, k, kl);
+            int dropping = drop_logged(s, id);
+            reportf(report, arg, !dropping, dropping ? "snapshot %.*s: gc's drop of it was interrupted; the next "
+                    "gc finishes it" : "snapshot %.*s: indexed but its manifest is missing", (int)kl, k);
+        }
     }
     rocksdb_iter_destroy(it);
     free(ids);

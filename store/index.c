@@ -13,6 +13,7 @@
  * zstd on the bottommost level, where the zeroed sequence numbers compress away.
  */
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,9 @@ int index_open(store_t *s, int create, store_err *e)
     rocksdb_options_set_max_log_file_size(o, 1 << 20);
     rocksdb_options_set_write_buffer_size(o, 16 << 20);
     rocksdb_options_set_max_background_jobs(o, 2);
+    /* Every table file opened at open: a lock-free reader (STORE_PEEK) then keeps reading
+     * files a writer's compaction unlinks meanwhile. */
+    rocksdb_options_set_max_open_files(o, -1);
     rocksdb_options_set_compression(o, rocksdb_lz4_compression);
     rocksdb_options_set_bottommost_compression(o, rocksdb_zstd_compression);
     rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
@@ -334,16 +338,33 @@ int store_snapshot_all(store_t *s, store_snapshot_fn fn, void *arg, store_err *e
 int store_snapshot_drop(store_t *s, const char *id, store_err *e)
 {
     if (s->mode != STORE_WRITE) return store_errf(e, -EROFS, "store opened read-only");
-    store_snapshot *snap = NULL;
-    int rc = store_snapshot_load(s, id, &snap, e);
-    if (rc) return rc;
+    if (store_snapid_valid(id)) return store_errf(e, -EINVAL, "'%s' is not a snapshot id", id);
+    /* The index record names the sandbox and size: it serves even when a crash already
+     * took the manifest (a drop interrupted between its two steps is finished here). */
+    char *err = NULL;
+    size_t vl = 0;
+    char *rec = rocksdb_get_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS], id, strlen(id), &vl, &err);
+    free(err);
+    char sandbox[STORE_NAME_MAX + 1] = "";
+    uint64_t logical = 0;
+    if (rec) {
+        json_t *j = json_loadb(rec, vl, 0, NULL);
+        const char *sb = json_string_value(json_object_get(j, "sandbox"));
+        if (sb) snprintf(sandbox, sizeof sandbox, "%s", sb);
+        logical = (uint64_t)json_integer_value(json_object_get(j, "logical_bytes"));
+        json_decref(j);
+        rocksdb_free(rec);
+    }
     /* Manifest first (the truth), then the index records (a cache). */
     char name[64];
     char *mdir = util_path(s->dir, "manifests");
+    if (!mdir) return store_errf(e, -ENOMEM, "out of memory");
     snprintf(name, sizeof name, "%s.cmf", id);
-    char *path = mdir ? util_path(mdir, name) : NULL;
+    char *path = util_path(mdir, name);
+    int rc = 0, had_manifest = 0;
     if (!path) rc = store_errf(e, -ENOMEM, "out of memory");
-    else if (unlink(path) < 0 && errno != ENOENT) rc = store_errf(e, -errno, "%s: %s", path, strerror(errno));
+    else if (unlink(path) == 0) had_manifest = 1;
+    else if (errno != ENOENT) rc = store_errf(e, -errno, "%s: %s", path, strerror(errno));
     free(path);
     snprintf(name, sizeof name, "%s.files", id);
     path = !rc ? util_path(mdir, name) : NULL;
@@ -351,23 +372,24 @@ int store_snapshot_drop(store_t *s, const char *id, store_err *e)
     free(path);
     if (!rc && (rc = util_fsync_dir(mdir))) store_errf(e, rc, "%s: fsync: %s", mdir, strerror(-rc));
     free(mdir);
-    if (!rc) {
+    if (!rc && !had_manifest && !sandbox[0])
+        return store_errf(e, -ENOENT, "no snapshot %s in %s", id, s->dir);
+    if (!rc && sandbox[0]) {
         rocksdb_writebatch_t *b = rocksdb_writebatch_create();
-        size_t sbl = strlen(snap->sandbox), idl = strlen(id);
+        size_t sbl = strlen(sandbox), idl = strlen(id);
         char key[STORE_NAME_MAX + STORE_SNAPID_LEN + 2];
-        memcpy(key, snap->sandbox, sbl);
+        memcpy(key, sandbox, sbl);
         key[sbl] = 0;
         memcpy(key + sbl + 1, id, idl);
         rocksdb_writebatch_delete_cf(b, s->cf[CF_SNAPSHOTS], id, idl);
         rocksdb_writebatch_delete_cf(b, s->cf[CF_SANDBOXES], key, sbl + 1 + idl);
         pthread_mutex_lock(&s->mu);
         put_counter(s, b, "snapshots", -1);
-        put_counter(s, b, "logical_bytes", -(int64_t)snap->logical_bytes);
+        put_counter(s, b, "logical_bytes", -(int64_t)logical);
         rc = index_write(s, b, 1, e);
         pthread_mutex_unlock(&s->mu);
         rocksdb_writebatch_destroy(b);
     }
-    store_snapshot_free(snap);
     return rc;
 }
 
@@ -409,4 +431,28 @@ int store_index_apply(store_t *s, const store_index_edit *ed, size_t n, size_t *
     free(locs);
     free(found);
     return rc;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int store_pack_refs(store_t *s, const uint64_t *packs, size_t n, uint32_t *refs, store_err *e)
+{
+    (void)e;
+    memset(refs, 0, n * sizeof *refs);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_CHUNKS]);
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t vl;
+        const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vl);
+        const uint8_t *p = v;
+        uint64_t pack;
+        if (util_get_varint(&p, v + vl, &pack)) continue;
+        const uint64_t *hit = bsearch(&pack, packs, n, sizeof *packs, cmp_u64);
+        if (hit) refs[hit - packs]++;
+    }
+    rocksdb_iter_destroy(it);
+    return 0;
 }

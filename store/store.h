@@ -73,7 +73,7 @@ typedef struct {
 
 typedef struct store store_t;
 
-enum { STORE_READ = 0, STORE_WRITE = 1, STORE_REPAIR = 2, STORE_SCAN = 3 };
+enum { STORE_READ = 0, STORE_WRITE = 1, STORE_REPAIR = 2, STORE_SCAN = 3, STORE_PEEK = 4 };
 
 /* Creates an empty store in dir (made if missing; must be empty or absent). */
 int store_init(const char *dir, store_err *e);
@@ -84,7 +84,9 @@ int store_init(const char *dir, store_err *e);
  * exclusive lock and does not open the index (it may be lost): only for
  * store_rebuild_index, after which the store is open as for STORE_WRITE. STORE_SCAN takes
  * no lock and opens no index: for gc's heavy phase, which reads only manifests and packs
- * (files that appear atomically) and writes only new packs (see docs/gc.md). */
+ * (files that appear atomically) and writes only new packs (see docs/gc.md). STORE_PEEK
+ * opens the index read-only without the lock: what it says may be stale, so it only serves
+ * as a hint (gc skips copying chunks the index already finds elsewhere). */
 int store_open(const char *dir, int mode, store_t **out, store_err *e);
 void store_close(store_t *s);
 const char *store_dir(const store_t *s);
@@ -326,6 +328,10 @@ int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
 int store_remove_temps(store_t *s, store_err *e);
 /* Lists pack numbers (malloc'd, ascending). */
 int store_pack_list(store_t *s, uint64_t **packs, size_t *n, store_err *e);
+/* refs[i] = how many index entries point into packs[i] (packs ascending). Reads the whole
+ * chunk family: for gc's plan, to find packs nothing or little uses (a killed rewrite
+ * leaves both copies of what it moved). */
+int store_pack_refs(store_t *s, const uint64_t *packs, size_t n, uint32_t *refs, store_err *e);
 /* Deletes a pack file (after the index stopped naming it) and syncs the folder. */
 int store_pack_delete(store_t *s, uint64_t pack, store_err *e);
 /* Index edits for gc, applied as one synced batch: re-point or delete chunk entries. Each
