@@ -1,6 +1,9 @@
 /* gc_run: plan under the shared lock, retention (reclaims, drops) in short exclusive
  * sections, then the sweep (sweep.c). docs/gc.md is the specification. */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -244,11 +247,32 @@ static int apply_plan(const char *dir, const gc_options *o, plan *p, gc_result *
     return rc;
 }
 
+/* One gc at a time per store, for the whole run: gc releases the store's lock between
+ * sections and while it copies, and a second gc would take the first one's fresh,
+ * not-yet-indexed packs for leftovers of a dead run and delete them. */
+static int gc_lock(const char *dir, store_err *e)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/gc.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return store_errf(e, -errno, "%s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int err = errno;
+        close(fd);
+        return store_errf(e, err == EWOULDBLOCK ? -EBUSY : -err, "%s",
+                          err == EWOULDBLOCK ? "another cairn gc is running on this store; this one did nothing"
+                                             : strerror(err));
+    }
+    return fd;      /* held until the process closes it */
+}
+
 int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e)
 {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     memset(r, 0, sizeof *r);
+    int lockfd = gc_lock(dir, e);
+    if (lockfd < 0) return lockfd;
     plan p = {0};
     store_t *s = NULL;
     int rc = store_open(dir, STORE_READ, &s, e);
@@ -318,5 +342,6 @@ int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e)
     free(p.refs);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     r->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    close(lockfd);
     return rc;
 }

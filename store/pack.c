@@ -285,16 +285,21 @@ int store_writer_add_group(store_writer *w, const store_id *ids, unsigned n, con
     if (n == 0 || n > STORE_GROUP_PAGES) return store_errf(e, -EINVAL, "bad group size %u", n);
     int rc;
     if (w->fd < 0 && (rc = open_pack(w, e))) return rc;
-    size_t gcap = w->gcap, icap = w->icap;
-    if (grow((void **)&w->groups, &gcap, w->ngroups + 1, sizeof *w->groups) ||
-        grow((void **)&w->ids, &icap, (size_t)w->nids + n, sizeof *w->ids) ||
-        grow((void **)&w->all_ids, &w->acap, w->nall + n, sizeof *w->all_ids))
-        return store_errf(e, -ENOMEM, "out of memory");
+    size_t gcap = w->gcap, icap = w->icap, acap = w->acap;
+    int nomem = grow((void **)&w->groups, &gcap, w->ngroups + 1, sizeof *w->groups) ||
+                grow((void **)&w->ids, &icap, (size_t)w->nids + n, sizeof *w->ids) ||
+                grow((void **)&w->all_ids, &acap, w->nall + n, sizeof *w->all_ids);
     w->gcap = (uint32_t)gcap;
     w->icap = (uint32_t)icap;
-    store_loc *nl = realloc(w->all_locs, w->acap * sizeof *nl);
-    if (!nl) return store_errf(e, -ENOMEM, "out of memory");
-    w->all_locs = nl;
+    /* all_ids and all_locs share one capacity: raise it only once both have grown. */
+    if (!nomem && acap != w->acap) {
+        store_loc *nl = realloc(w->all_locs, acap * sizeof *nl);
+        if (nl) {
+            w->all_locs = nl;
+            w->acap = acap;
+        } else nomem = 1;
+    }
+    if (nomem) return store_errf(e, -ENOMEM, "out of memory");
     rc = util_pwrite_all(w->fd, frame, flen, (off_t)w->off);
     if (rc)
         return store_errf(e, rc, "%s/packs: writing pack %016llx: %s", w->s->dir,
