@@ -77,6 +77,13 @@ int store_init(const char *dir, store_err *e)
     int exists = conf && stat(conf, &st) == 0;
     free(conf);
     if (exists) return store_errf(e, -EEXIST, "%s is already a Cairn store", dir);
+    /* gc.lock (gc's own lock, gc/run.c) is part of the layout, so a gc --dry-run finds it
+     * there and creates nothing. */
+    char *gl = util_path(dir, "gc.lock");
+    int gfd = gl ? open(gl, O_WRONLY | O_CREAT | O_CLOEXEC, 0644) : -1;
+    free(gl);
+    if (gfd < 0) return store_errf(e, -errno, "%s/gc.lock: %s", dir, strerror(errno));
+    close(gfd);
     static const char *subdirs[] = {"packs", "manifests"};
     for (size_t i = 0; i < 2; i++) {
         char *p = util_path(dir, subdirs[i]);

@@ -5,6 +5,7 @@
  *   A store is a directory:
  *     cairn.conf          marker, format version, the chunk-id key (never leaves the store)
  *     lock                flock(2): exclusive for writers, shared for readers
+ *     gc.lock             flock(2) held by a gc for its whole run (one gc at a time)
  *     packs/P.pack        immutable packs: zstd frames of page groups + a self-describing
  *                         footer (ids and locations), so the index can be rebuilt from them
  *     manifests/ID.cmf    one per acknowledged snapshot: metadata + a complete recipe per
