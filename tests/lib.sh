@@ -244,3 +244,11 @@ ext4_image() {
     E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -F -t ext4 -b 4096 -U "$u" -E hash_seed="$u" \
         -d "$1" "$2" "${3:-16M}" >"$T/mke2fs.log" 2>&1 || { cat "$T/mke2fs.log" >&2; fail "mke2fs -d $1"; }
 }
+
+# base_template STORE: a tiny template disk ($T/tpl.img, one file) added as template "base".
+base_template() {
+    mkdir -p "$T/tpl/etc"
+    echo template-base >"$T/tpl/etc/hostname"
+    ext4_image "$T/tpl" "$T/tpl.img"
+    must cairn template add --store "$1" --name base --disk "$T/tpl.img" >/dev/null
+}

@@ -11,10 +11,7 @@ DUR=${GC_CRASH_SECONDS:-150}
 DAY=86400
 P=$T/pristine
 must cairn init --store "$P" >/dev/null
-mkdir -p "$T/tpl/etc"
-echo template-base >"$T/tpl/etc/hostname"
-ext4_image "$T/tpl" "$T/tpl.img"
-must cairn template add --store "$P" --name base --disk "$T/tpl.img" >/dev/null
+base_template "$P"
 
 # snapshot NAME TENANT K SEED [EXTRA]: the K-th snapshot of NAME (K > 1: 30 pages and a file
 # changed since K-1); inputs kept in $T/in/NAME.K, "NAME ID SPEC" appended to $T/acked.

@@ -11,10 +11,7 @@ DAY=86400
 S=$T/store
 must cairn init --store "$S" >/dev/null
 
-mkdir -p "$T/tpl/etc"
-echo template-base >"$T/tpl/etc/hostname"
-ext4_image "$T/tpl" "$T/tpl.img"
-must cairn template add --store "$S" --name base --disk "$T/tpl.img" >/dev/null
+base_template "$S"
 
 # mk NAME SEED: inputs of sandbox NAME in $T/in/NAME: its tree, disk, a 4 MiB memory file
 # (85% holes) and a vmstate whose size is not a multiple of a page.

@@ -11,10 +11,8 @@ DUR=${GC_STRESS_SECONDS:-120}
 DAY=86400
 S=$T/store
 must cairn init --store "$S" >/dev/null
-mkdir -p "$T/tpl/etc" "$T/w"
-echo template-base >"$T/tpl/etc/hostname"
-ext4_image "$T/tpl" "$T/tpl.img"
-must cairn template add --store "$S" --name base --disk "$T/tpl.img" >/dev/null
+mkdir -p "$T/w"
+base_template "$S"
 NOW0=$(date +%s)
 FAR=$((NOW0 + 8 * DAY))          # reclaims every sandbox nobody touched later
 KEEP_AT=$((NOW0 + 100 * DAY))    # a touch then keeps an "active" sandbox out of reach
