@@ -1,5 +1,5 @@
-/* Unit tests of restore/extract.c: cat, extract to a folder, extract to tar, on a real
- * store holding a real disk blob, with a file index built here (good files and hostile
+/* Unit tests of restore/'s extraction (select.c, filedata.c, folder.c, tar.c): cat, extract
+ * to a folder, extract to tar, on a real store holding a real disk blob, with a file index built here (good files and hostile
  * entries). Nothing may appear outside the output folder. */
 #include <dirent.h>
 #include <errno.h>
