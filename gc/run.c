@@ -254,7 +254,7 @@ static int gc_lock(const char *dir, store_err *e)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/gc.lock", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) return store_errf(e, -errno, "%s: %s", path, strerror(errno));
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
         int err = errno;

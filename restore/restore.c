@@ -196,7 +196,7 @@ int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, co
     int fd = -1;
     if (!rc && tmp) {
         snprintf(tmp, plen + 16, "%.*s.%s.cairn-tmp", (int)dlen, path, path + dlen);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0) rc = store_errf(e, -errno, "%s: %s", tmp, strerror(errno));
         else if (ftruncate(fd, (off_t)b->size) < 0)
             rc = store_errf(e, -errno, "%s: cannot size to %llu bytes: %s", tmp,

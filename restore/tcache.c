@@ -99,7 +99,7 @@ int restore_template_disk(store_t *s, const store_snapshot *tmpl, const char *ou
     if (!disk) return store_errf(e, -ENOENT, "template snapshot %s has no disk", tmpl->id);
     int src = open_materialized(s, tmpl, disk, e);
     if (src < 0) return src;
-    int dst = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int dst = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     int rc = dst < 0 ? -errno : clone_or_copy(src, dst, disk->size);
     if (dst >= 0 && close(dst) < 0 && !rc) rc = -errno;
     close(src);

@@ -239,8 +239,10 @@ static int drop_logged(store_t *s, const char *id)
 
 int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_err *e)
 {
+    int rc = store_check_private(s, report, arg, e);
+    if (rc) return rc;
     pack_list pl = {0};
-    int rc = scan_packs(s, &pl, report, arg, NULL);
+    rc = scan_packs(s, &pl, report, arg, NULL);
     if (rc) return store_errf(e, rc, "%s/packs: %s", s->dir, strerror(-rc));
 
     /* Every index entry must point at a footer slot holding the same id. */

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "store/internal.h"
@@ -34,6 +35,12 @@ int index_open(store_t *s, int create, store_err *e)
 {
     char *path = util_path(s->dir, "index");
     if (!path) return store_errf(e, -ENOMEM, "out of memory");
+    /* RocksDB would make the folder 0755 & ~umask: tenant data stays private. */
+    if (create && mkdir(path, 0700) < 0 && errno != EEXIST) {
+        int err = errno;
+        free(path);
+        return store_errf(e, -err, "%s/index: %s", s->dir, strerror(err));
+    }
     rocksdb_options_t *o = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(o, create);
     rocksdb_options_set_create_missing_column_families(o, create);

@@ -211,7 +211,7 @@ static int open_pack(store_writer *w, store_err *e)
         struct stat st;
         int taken = final && stat(final, &st) == 0;
         int fd = -1;
-        if (!taken && tmp) fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (!taken && tmp) fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         int err = errno;
         free(final);
         free(tmp);

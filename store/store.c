@@ -70,8 +70,10 @@ static int read_conf(store_t *s, store_err *e)
 
 int store_init(const char *dir, store_err *e)
 {
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
         return store_errf(e, -errno, "%s: cannot create: %s", dir, strerror(errno));
+    /* An empty folder given to be the store becomes private like one made here. */
+    if (chmod(dir, 0700) < 0) return store_errf(e, -errno, "%s: %s", dir, strerror(errno));
     struct stat st;
     char *conf = util_path(dir, CONF_NAME);
     int exists = conf && stat(conf, &st) == 0;
@@ -80,14 +82,14 @@ int store_init(const char *dir, store_err *e)
     /* gc.lock (gc's own lock, gc/run.c) is part of the layout, so a gc --dry-run finds it
      * there and creates nothing. */
     char *gl = util_path(dir, "gc.lock");
-    int gfd = gl ? open(gl, O_WRONLY | O_CREAT | O_CLOEXEC, 0644) : -1;
+    int gfd = gl ? open(gl, O_WRONLY | O_CREAT | O_CLOEXEC, 0600) : -1;
     free(gl);
     if (gfd < 0) return store_errf(e, -errno, "%s/gc.lock: %s", dir, strerror(errno));
     close(gfd);
     static const char *subdirs[] = {"packs", "manifests"};
     for (size_t i = 0; i < 2; i++) {
         char *p = util_path(dir, subdirs[i]);
-        int rc = p && (mkdir(p, 0755) == 0 || errno == EEXIST) ? 0 : -errno;
+        int rc = p && (mkdir(p, 0700) == 0 || errno == EEXIST) ? 0 : -errno;
         free(p);
         if (rc) return store_errf(e, rc, "%s/%s: %s", dir, subdirs[i], strerror(-rc));
     }
@@ -113,7 +115,7 @@ int store_init(const char *dir, store_err *e)
 static int take_lock(store_t *s, store_err *e)
 {
     char *path = util_path(s->dir, "lock");
-    s->lock_fd = path ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644) : -1;
+    s->lock_fd = path ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
     free(path);
     if (s->lock_fd < 0) return store_errf(e, -errno, "%s/lock: %s", s->dir, strerror(errno));
     int op = s->mode == STORE_READ ? LOCK_SH : LOCK_EX;

@@ -11,6 +11,7 @@
  *     manifests/ID.cmf    one per acknowledged snapshot: metadata + a complete recipe per
  *                         blob (no diff chains); its presence is the commit point
  *     index/              RocksDB: a cache of what packs and manifests say
+ *   Every folder is 0700 and every file 0600: they hold tenant bytes (store_check_private).
  *
  * Invariants
  *   I1  A manifest exists only after every pack it needs is durable and every chunk it
@@ -369,6 +370,11 @@ enum { STORE_FSCK_VERIFY_DATA = 1 };
  * threaten a snapshot; garbage (is_problem = 0) is leftovers gc will remove.
  * Returns 0 when the check ran (whatever it found), < 0 when it could not run. */
 int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_err *e);
+/* Reports (as problems) every file or folder of the store that its group or other users
+ * may open: the store is private to its owner (folders 0700, files 0600). store_fsck runs
+ * it. A process that opens a store for writing must run with umask 077: RocksDB creates
+ * its files 0644 & ~umask (the CLI sets it). */
+int store_check_private(store_t *s, store_report_fn report, void *arg, store_err *e);
 
 /* Deletes and recreates the index from packs and manifests. Needs STORE_WRITE. */
 int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err *e);

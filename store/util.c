@@ -127,7 +127,7 @@ int util_write_file_durable(const char *dir, const char *name, const void *buf, 
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp", 5);
     int rc = 0;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) rc = -errno;
     if (!rc) rc = util_write_all(fd, buf, n);
     if (!rc && fsync(fd) < 0) rc = -errno;

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -285,6 +286,10 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opt *opts, cli_common 
 
 int main(int argc, char **argv)
 {
+    /* Everything Cairn writes holds tenant bytes: private whatever the caller's umask.
+     * RocksDB creates the index's files 0644 & ~umask, so the mask is what keeps them 0600;
+     * restores and extracts are made private too (extract then sets each file's own mode). */
+    umask(077);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         FILE *out = argc < 2 ? stderr : stdout;
         fputs(main_usage, out);
