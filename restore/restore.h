@@ -14,6 +14,8 @@
 #ifndef CAIRN_RESTORE_H
 #define CAIRN_RESTORE_H
 
+#include <jansson.h>
+
 #include "store/store.h"
 
 typedef void (*restore_progress_fn)(void *arg, uint64_t done, uint64_t total);
@@ -143,5 +145,43 @@ int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot
 int restore_template_disk(store_t *s, const store_snapshot *tmpl, const char *out, store_err *e);
 /* Makes that materialized copy now (`cairn template add` does, so no rebuild pays it). */
 int restore_template_prepare(store_t *s, const store_snapshot *tmpl, store_err *e);
+
+/* ---- support reads (support.c): what the CLI and the API share ------------------------ */
+
+/* A snapshot named by its id or as SANDBOX@latest. -ENOENT if there is none, -EINVAL for a
+ * bad name. */
+int restore_resolve(store_t *s, const char *spec, store_snapshot **snap, store_err *e);
+
+/* Sets o[key] to the raw path bytes: as is when valid UTF-8; else with U+FFFD for bad bytes
+ * and the exact bytes as hex in o[key + "_hex"]. 0 or -ENOMEM. */
+int restore_json_path(json_t *o, const char *key, const char *p);
+/* "file", "dir", "symlink", ...: the type names of the JSON and the listings. */
+const char *restore_type_name(uint8_t type);
+/* The JSON of an entry (path, type, size, class, mode, uid, gid, mtime, target); NULL when
+ * out of memory. The caller owns it. */
+json_t *restore_entry_json(const store_fentry *f);
+
+/* "/a//b/" -> "/a/b", "a" -> "/a" (malloc'd; NULL when out of memory). */
+char *restore_norm_path(const char *path);
+/* Calls fn for PATH itself when it is not a folder, else for its children (everything
+ * below with recursive), in path order; a non-zero return stops and is returned. -ENOENT
+ * when the path is not in the index. */
+int restore_list(const store_findex *fi, const char *path, int recursive,
+                 int (*fn)(void *arg, const store_fentry *f), void *arg, store_err *e);
+/* The regular file holding an entry's bytes (itself, or a hard link's target), or NULL. */
+const store_fentry *restore_file_data(const store_findex *fi, const store_fentry *f);
+
+/* Appends the audit record of a support read (store_audit_append), before the read runs:
+ * when it fails the read must not run. out (a destination) may be NULL. */
+int restore_audit(store_t *s, const char *cmd, const char *actor, const store_snapshot *snap,
+                  const char *const *paths, size_t npaths, int include_secrets, const char *out,
+                  store_err *e);
+
+/* Rebuilds the latest snapshot of sandbox onto template tmpl (NULL: the one recorded at
+ * snapshot time) into out (restore_rebuild). On success *snap_out and *tmpl_out are the
+ * snapshots used (free both); on failure both are NULL. */
+int restore_rebuild_sandbox(store_t *s, const char *sandbox, const char *tmpl, const char *out,
+                            restore_rebuild_stats *st, store_snapshot **snap_out,
+                            store_snapshot **tmpl_out, store_err *e);
 
 #endif

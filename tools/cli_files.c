@@ -17,25 +17,6 @@
 #define TEMPLATE_TENANT "_cairn"
 #define TEMPLATE_PREFIX "_tpl."
 
-/* ID, or SANDBOX@latest. */
-static int resolve_snapshot(store_t *s, const char *spec, store_snapshot **snap, store_err *e)
-{
-    char id[STORE_SNAPID_LEN];
-    const char *at = strrchr(spec, '@');
-    if (at && !strcmp(at, "@latest")) {
-        char sb[STORE_NAME_MAX + 1];
-        size_t n = (size_t)(at - spec);
-        if (n > STORE_NAME_MAX) return store_errf(e, -EINVAL, "sandbox name too long");
-        memcpy(sb, spec, n);
-        sb[n] = 0;
-        if (store_name_valid(sb)) return store_errf(e, -EINVAL, "'%s' is not a sandbox name", sb);
-        int rc = store_snapshot_latest(s, sb, id, e);
-        if (rc) return rc;
-        spec = id;
-    }
-    return store_snapshot_load(s, spec, snap, e);
-}
-
 /* Printable form of raw path bytes: anything outside printable ASCII as \xNN. */
 static void put_path(FILE *f, const char *p)
 {
@@ -43,59 +24,6 @@ static void put_path(FILE *f, const char *p)
         if (*c >= 0x20 && *c < 0x7f && *c != '\\') fputc(*c, f);
         else fprintf(f, "\\x%02x", *c);
     }
-}
-
-/* A JSON string for raw bytes: as is when valid UTF-8; else with U+FFFD for bad bytes and
- * the exact bytes in "<key>_hex". */
-static void set_path(json_t *o, const char *key, const char *p)
-{
-    size_t n = strlen(p);
-    json_t *v = json_stringn(p, n);
-    if (v) {
-        json_object_set_new(o, key, v);
-        return;
-    }
-    char *lossy = malloc(3 * n + 1), *hex = malloc(2 * n + 1);
-    if (!lossy || !hex) {
-        free(lossy);
-        free(hex);
-        return;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c < 0x80) lossy[k++] = (char)c;
-        else {
-            /* Keep a well-formed multi-byte sequence, replace anything else. */
-            size_t len = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-            int ok = len && i + len <= n;
-            for (size_t j = 1; ok && j < len; j++) ok = ((unsigned char)p[i + j] & 0xc0) == 0x80;
-            json_t *t = ok ? json_stringn(p + i, len) : NULL;
-            if (t) {
-                memcpy(lossy + k, p + i, len);
-                k += len;
-                i += len - 1;
-                json_decref(t);
-            } else {
-                memcpy(lossy + k, "\xef\xbf\xbd", 3);
-                k += 3;
-            }
-        }
-        snprintf(hex + 2 * i, 3, "%02x", c);
-    }
-    for (size_t i = 0; i < n; i++) snprintf(hex + 2 * i, 3, "%02x", (unsigned char)p[i]);
-    json_object_set_new(o, key, json_stringn(lossy, k));
-    char hk[64];
-    snprintf(hk, sizeof hk, "%s_hex", key);
-    json_object_set_new(o, hk, json_string(hex));
-    free(lossy);
-    free(hex);
-}
-
-static const char *type_name(uint8_t t)
-{
-    static const char *n[] = {"?", "file", "dir", "symlink", "hardlink", "chardev", "blockdev", "fifo", "socket"};
-    return t <= STORE_FT_SOCK ? n[t] : "?";
 }
 
 static const char *actor_of(const char *flag)
@@ -108,27 +36,8 @@ static const char *actor_of(const char *flag)
 static int audit(store_t *s, const char *cmd, const char *actor, const store_snapshot *snap,
                  const char *const *paths, size_t npaths, int include_secrets, const char *out)
 {
-    char when[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    json_t *jp = json_array();
-    for (size_t i = 0; i < npaths; i++) {
-        json_t *o = json_object();
-        set_path(o, "p", paths[i]);
-        json_array_append(jp, json_object_get(o, "p"));
-        json_decref(o);
-    }
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:b}", "time", when, "actor", actor,
-                          "command", cmd, "tenant", snap->tenant, "sandbox", snap->sandbox,
-                          "snapshot", snap->id, "paths", jp, "include_secrets", include_secrets);
-    if (out) set_path(j, "out", out);
-    char *line = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
     store_err e;
-    int rc = line ? store_audit_append(s, line, &e) : store_errf(&e, -ENOMEM, "out of memory");
-    free(line);
+    int rc = restore_audit(s, cmd, actor, snap, paths, npaths, include_secrets, out, &e);
     if (rc) cli_fail(EXIT_FAIL, cmd, "%s", e.msg);
     return rc;
 }
@@ -154,41 +63,12 @@ static int open_files(const char *cmd, const cli_common *c, const char *spec, st
     *s = cli_open(cmd, c, STORE_READ);
     if (!*s) return EXIT_FAIL;
     store_err e;
-    if (resolve_snapshot(*s, spec, snap, &e) || store_findex_load(*s, *snap, fi, &e)) {
+    if (restore_resolve(*s, spec, snap, &e) || store_findex_load(*s, *snap, fi, &e)) {
         store_snapshot_free(*snap);
         store_close(*s);
         return cli_fail(EXIT_FAIL, cmd, "%s", e.msg);
     }
     return 0;
-}
-
-/* First index of an entry whose path starts with prefix (entries are sorted). */
-static size_t lower_bound(const store_findex *fi, const char *prefix, size_t pl)
-{
-    size_t lo = 0, hi = fi->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        const store_fentry *f = &fi->e[mid];
-        int c = memcmp(f->path, prefix, f->path_len < pl ? f->path_len : pl);
-        if (c < 0 || (c == 0 && f->path_len < pl)) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo;
-}
-
-static json_t *entry_json(const store_fentry *f)
-{
-    json_t *o = json_object();
-    set_path(o, "path", f->path);
-    json_object_set_new(o, "type", json_string(type_name(f->type)));
-    json_object_set_new(o, "size", json_integer((json_int_t)f->size));
-    json_object_set_new(o, "class", json_string(store_class_name((store_class)f->cls)));
-    json_object_set_new(o, "mode", json_integer(f->mode & 07777));
-    json_object_set_new(o, "uid", json_integer(f->uid));
-    json_object_set_new(o, "gid", json_integer(f->gid));
-    json_object_set_new(o, "mtime", json_real((double)f->mtime_ns / 1e9));
-    if (f->target) set_path(o, "target", f->target);
-    return o;
 }
 
 static void entry_line(const store_fentry *f)
@@ -198,7 +78,7 @@ static void entry_line(const store_fentry *f)
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tm);
-    printf("%-8s %04o %5u %5u %12llu %s %-8s ", type_name(f->type), f->mode & 07777, f->uid, f->gid,
+    printf("%-8s %04o %5u %5u %12llu %s %-8s ", restore_type_name(f->type), f->mode & 07777, f->uid, f->gid,
            (unsigned long long)f->size, when, store_class_name((store_class)f->cls));
     put_path(stdout, f->path);
     if (f->target) {
@@ -206,6 +86,22 @@ static void entry_line(const store_fentry *f)
         put_path(stdout, f->target);
     }
     fputc('\n', stdout);
+}
+
+typedef struct {
+    json_t *list;
+    int json;
+} ls_ctx;
+
+static int ls_entry(void *arg, const store_fentry *f)
+{
+    ls_ctx *l = arg;
+    if (!l->json) {
+        entry_line(f);
+        return 0;
+    }
+    json_t *o = restore_entry_json(f);
+    return !o || json_array_append_new(l->list, o) ? -ENOMEM : 0;
 }
 
 int cmd_ls(int argc, char **argv)
@@ -227,56 +123,28 @@ int cmd_ls(int argc, char **argv)
         free(pos.v);
         return rc;
     }
-    size_t pl = strlen(path);
-    while (pl > 1 && path[pl - 1] == '/') pl--;
-    char *p = strndup(path, pl);
-    const store_fentry *top = p ? store_findex_get(fi, p) : NULL;
-    if (!top) rc = cli_fail(EXIT_FAIL, "ls", "%s: no such path in snapshot %s", path, snap->id);
+    char *p = restore_norm_path(path);
+    if (!p || !store_findex_get(fi, p)) rc = cli_fail(EXIT_FAIL, "ls", "%s: no such path in snapshot %s", path, snap->id);
     else rc = audit(s, "ls", actor, snap, (const char *const *)&p, 1, 0, NULL) ? EXIT_FAIL : 0;
-    json_t *list = json_array();
+    ls_ctx l = {.list = json_array(), .json = c.json};
     if (!rc) {
         if (fi->warning) fprintf(stderr, "cairn ls: warning: the file index is partial: %s\n", fi->warning);
-        if (top->type != STORE_FT_DIR) {
-            if (c.json) json_array_append_new(list, entry_json(top));
-            else entry_line(top);
-        } else {
-            /* Children of p: entries under "p/" ("/" itself for the root). */
-            char *pre = malloc(pl + 2);
-            size_t prl = pl == 1 ? 1 : pl + 1;
-            memcpy(pre, p, pl);
-            pre[pl] = '/';
-            pre[prl] = 0;
-            for (size_t i = lower_bound(fi, pre, prl); i < fi->n; i++) {
-                const store_fentry *f = &fi->e[i];
-                if (f->path_len < prl || memcmp(f->path, pre, prl)) break;
-                if (f->path_len == prl) continue;
-                if (!recursive && memchr(f->path + prl, '/', f->path_len - prl)) continue;
-                if (c.json) json_array_append_new(list, entry_json(f));
-                else entry_line(f);
-            }
-            free(pre);
-        }
-        if (c.json) {
-            json_t *j = json_pack("{s:s, s:s, s:O}", "snapshot", snap->id, "sandbox", snap->sandbox, "entries", list);
+        store_err e;
+        if (!l.list || restore_list(fi, p, recursive, ls_entry, &l, &e))
+            rc = cli_fail(EXIT_FAIL, "ls", "out of memory");
+        else if (c.json) {
+            json_t *j = json_pack("{s:s, s:s, s:O}", "snapshot", snap->id, "sandbox", snap->sandbox, "entries", l.list);
             if (fi->warning) json_object_set_new(j, "warning", json_string(fi->warning));
             cli_print_json(j);
         }
     }
-    json_decref(list);
+    json_decref(l.list);
     free(p);
     free(pos.v);
     store_findex_free(fi);
     store_snapshot_free(snap);
     store_close(s);
     return rc;
-}
-
-/* A hard link's bytes and class are its target's. */
-static const store_fentry *resolve_link(const store_findex *fi, const store_fentry *f)
-{
-    if (f->type != STORE_FT_HARDLINK) return f;
-    const store_fentry *t = f->target ? store_findex_get(fi, f->target) : NULL;
-    return t && t->type == STORE_FT_FILE ? t : NULL;
 }
 
 int cmd_cat(int argc, char **argv)
@@ -297,16 +165,10 @@ int cmd_cat(int argc, char **argv)
         free(pos.v);
         return rc;
     }
-    /* "/a//b/" names /a/b, as in extract. */
-    char *path = malloc(strlen(pos.v[0]) + 2);
-    size_t k = 0;
-    for (const char *q = pos.v[0]; path && *q; q++)
-        if (*q != '/' || (k && path[k - 1] != '/') || !k) path[k++] = *q;
-    if (path && k > 1 && path[k - 1] == '/') k--;
-    if (path) path[k] = 0;
-    const store_fentry *f = path ? store_findex_get(fi, path) : NULL, *data = f ? resolve_link(fi, f) : NULL;
+    char *path = restore_norm_path(pos.v[0]);   /* "/a//b/" names /a/b, as in extract */
+    const store_fentry *f = path ? store_findex_get(fi, path) : NULL, *data = f ? restore_file_data(fi, f) : NULL;
     if (!f) rc = cli_fail(EXIT_FAIL, "cat", "%s: no such path in snapshot %s", pos.v[0], snap->id);
-    else if (!data) rc = cli_fail(EXIT_FAIL, "cat", "%s: not a regular file (%s)", path, type_name(f->type));
+    else if (!data) rc = cli_fail(EXIT_FAIL, "cat", "%s: not a regular file (%s)", path, restore_type_name(f->type));
     else if (!secrets && (restore_is_secret(fi, f) || restore_is_secret(fi, data)))
         rc = cli_fail(EXIT_FAIL, "cat", "%s is a secret: it is not printed without --include-secrets "
                       "(which is audited)", path);
@@ -522,21 +384,8 @@ int cmd_rebuild(int argc, char **argv)
     if (!s) return EXIT_FAIL;
     store_err e;
     store_snapshot *snap = NULL, *ts = NULL;
-    char id[STORE_SNAPID_LEN], tsb[STORE_NAME_MAX + 8];
-    rc = store_snapshot_latest(s, sandbox, id, &e);
-    if (!rc) rc = store_snapshot_load(s, id, &snap, &e);
-    if (!rc && !tmpl && !snap->template_name[0])
-        rc = store_errf(&e, -EINVAL, "sandbox %s has no template recorded: pass --template NAME", sandbox);
-    if (!rc) {
-        snprintf(tsb, sizeof tsb, "%s%s", TEMPLATE_PREFIX, tmpl ? tmpl : snap->template_name);
-        char tid[STORE_SNAPID_LEN];
-        rc = store_snapshot_latest(s, tsb, tid, &e);
-        if (rc == -ENOENT)
-            store_errf(&e, rc, "no template '%s' (add it with `cairn template add`)", tsb + strlen(TEMPLATE_PREFIX));
-        if (!rc) rc = store_snapshot_load(s, tid, &ts, &e);
-    }
     restore_rebuild_stats st = {.warn = warn_entry, .warn_arg = "rebuild"};
-    if (!rc) rc = restore_rebuild(s, ts, snap, out, &st, &e);
+    rc = restore_rebuild_sandbox(s, sandbox, tmpl, out, &st, &snap, &ts, &e);
     if (!rc) cli_activity(s, "rebuild", sandbox);
     store_close(s);
     if (rc) {
