@@ -15,6 +15,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include <unistd.h>
 
 #include "snapshotter/snapshotter.h"
@@ -252,6 +254,22 @@ static int open_input(const char *path, int *fd, uint64_t *size, store_err *e)
         return store_errf(e, -EINVAL, "%s: not a regular file (%s)", path,
                           S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
                           : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "special");
+    /* A pseudo file (/proc, /sys) says nothing true with its size: /proc/self/status is
+     * "0 bytes" with content, a sysfs attribute "4096 bytes" with less. Storing what its size
+     * says would acknowledge wrong bytes, so such files are refused. */
+    struct statfs fs;
+    if (fstatfs(*fd, &fs) < 0) return store_errf(e, -errno, "%s: %s", path, strerror(errno));
+    if (fs.f_type == PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC || fs.f_type == DEBUGFS_MAGIC)
+        return store_errf(e, -EINVAL, "%s: a /proc, /sys or debugfs file, whose size is not its "
+                          "content: copy it to a regular file first", path);
+    if (st.st_size == 0) {
+        char probe;
+        ssize_t n = pread(*fd, &probe, 1, 0);
+        if (n < 0) return store_errf(e, -errno, "%s: %s", path, strerror(errno));
+        if (n > 0)
+            return store_errf(e, -EINVAL, "%s: its size is 0 but it has content (a pseudo file): copy "
+                              "it to a regular file first", path);
+    }
     *size = (uint64_t)st.st_size;
     posix_fadvise(*fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     return 0;

@@ -246,6 +246,9 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opt *opts, cli_common 
         pos->v = calloc((size_t)argc + 1, sizeof *pos->v);
         if (!pos->v) return cli_fail(EXIT_FAIL, cmd, "out of memory");
     }
+    /* Which options were given: one given twice is a usage error, never a silent choice
+     * (`--memory A --memory B` stored only B). Bit 0 --store, 1 --json, 2.. opts[]. */
+    uint64_t seen = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) || !strcmp(a, "--")) {
@@ -262,14 +265,19 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opt *opts, cli_common 
         size_t len = eq ? (size_t)(eq - a) : strlen(a);
         const char **dst = NULL;
         int *flag = NULL;
+        unsigned bit = 0;
         if (len == 5 && !strncmp(a, "store", 5)) dst = &c->store;
-        else if (len == 4 && !strncmp(a, "json", 4)) flag = &c->json;
+        else if (len == 4 && !strncmp(a, "json", 4)) flag = &c->json, bit = 1;
         for (cli_opt *o = opts; o && o->name && !dst && !flag; o++)
             if (strlen(o->name) == len && !strncmp(a, o->name, len)) {
                 dst = o->value;
                 flag = o->flag;
+                bit = 2 + (unsigned)(o - opts);
             }
         if (!dst && !flag) return cli_usage(cc, "unknown option '%s'", argv[i]);
+        if (bit < 64 && (seen & (1ull << bit)))
+            return cli_usage(cc, "option '--%.*s' given twice", (int)len, a);
+        if (bit < 64) seen |= 1ull << bit;
         if (flag) {
             if (eq) return cli_usage(cc, "option '--%.*s' takes no value", (int)len, a);
             *flag = 1;

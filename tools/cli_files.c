@@ -291,13 +291,22 @@ static int audit_line(void *arg, const char *line)
         json_array_append_new(a->list, j);
         return 0;
     }
-    printf("%s  %-12s %-8s %s/%s %s", json_string_value(json_object_get(j, "time")),
-           json_string_value(json_object_get(j, "actor")), json_string_value(json_object_get(j, "command")),
-           json_string_value(json_object_get(j, "tenant")), json_string_value(json_object_get(j, "sandbox")),
-           json_string_value(json_object_get(j, "snapshot")));
+    /* Every field as escaped text: an actor or path holding a newline must not print as a
+     * line of its own (a forged entry). */
+    static const char *const field[] = {"time", "actor", "command", "tenant", "sandbox", "snapshot"};
+    static const char *const sep[] = {"", "  ", " ", " ", "/", " "};
+    for (size_t f = 0; f < sizeof field / sizeof *field; f++) {
+        const char *v = json_string_value(json_object_get(j, field[f]));
+        fputs(sep[f], stdout);
+        put_path(stdout, v ? v : "?");
+    }
     size_t i;
     json_t *p;
-    json_array_foreach(json_object_get(j, "paths"), i, p) printf(" %s", json_string_value(p));
+    json_array_foreach(json_object_get(j, "paths"), i, p) {
+        const char *v = json_string_value(p);
+        putchar(' ');
+        put_path(stdout, v ? v : "?");
+    }
     if (json_is_true(json_object_get(j, "include_secrets"))) printf("  [secrets included]");
     printf("\n");
     json_decref(j);

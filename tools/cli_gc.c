@@ -8,37 +8,61 @@
 #include "gc/gc.h"
 #include "tools/cli.h"
 
+/* n decimal digits at *p into *v; advances *p. */
+static int digits(const char **p, int n, int *v)
+{
+    *v = 0;
+    for (int i = 0; i < n; i++, (*p)++) {
+        if (**p < '0' || **p > '9') return -1;
+        *v = *v * 10 + (**p - '0');
+    }
+    return 0;
+}
+
+/* Strict: a date that does not exist (2030-02-30), a field out of range, or a number that
+ * does not fit is refused, never normalised or wrapped into another time. Years 1970-9999. */
 int cli_parse_time(const char *s, int64_t *ms)
 {
-    char *end;
+    static const int64_t max_seconds = 253402300799;      /* 9999-12-31T23:59:59Z */
     if (*s && strspn(s, "0123456789") == strlen(s)) {
-        long long v = strtoll(s, &end, 10);
+        if (strlen(s) > 12) return -1;                     /* past max_seconds for sure */
+        long long v = strtoll(s, NULL, 10);
+        if (v > max_seconds) return -1;
         *ms = (int64_t)v * 1000;
         return 0;
     }
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!end) return -1;
+    const char *p = s;
+    int Y, M, D, h, m, sec;
+    if (digits(&p, 4, &Y) || *p++ != '-' || digits(&p, 2, &M) || *p++ != '-' || digits(&p, 2, &D) ||
+        (*p != 'T' && *p != 't') || (p++, digits(&p, 2, &h)) || *p++ != ':' || digits(&p, 2, &m) ||
+        *p++ != ':' || digits(&p, 2, &sec))
+        return -1;
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (Y % 4 == 0 && Y % 100 != 0) || Y % 400 == 0;
+    if (Y < 1970 || M < 1 || M > 12 || D < 1 || D > mdays[M - 1] + (M == 2 && leap) || h > 23 ||
+        m > 59 || sec > 60)
+        return -1;
     int64_t frac_ms = 0;
-    if (*end == '.') {
-        int digits = 0;
-        for (end++; *end >= '0' && *end <= '9'; end++, digits++)
-            if (digits < 3) frac_ms = frac_ms * 10 + (*end - '0');
-        while (digits > 0 && digits < 3) {
-            frac_ms *= 10;
-            digits++;
-        }
+    if (*p == '.') {
+        int nd = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, nd++)
+            if (nd < 3) frac_ms = frac_ms * 10 + (*p - '0');
+        if (!nd) return -1;
+        for (; nd < 3; nd++) frac_ms *= 10;
     }
     int64_t off = 0;
-    if (*end == 'Z' || *end == 'z') end++;
-    else if ((*end == '+' || *end == '-') && strlen(end) == 6 && end[3] == ':') {
-        int h = atoi(end + 1), m = atoi(end + 4);
-        off = (int64_t)(h * 60 + m) * 60 * (*end == '+' ? 1 : -1);
-        end += 6;
+    if (*p == 'Z' || *p == 'z') p++;
+    else if (*p == '+' || *p == '-') {
+        int sign = *p++ == '+' ? 1 : -1, oh, om;
+        if (digits(&p, 2, &oh) || *p++ != ':' || digits(&p, 2, &om) || oh > 23 || om > 59) return -1;
+        off = (int64_t)(oh * 60 + om) * 60 * sign;
     } else return -1;
-    if (*end) return -1;
-    *ms = ((int64_t)timegm(&tm) - off) * 1000 + frac_ms;
+    if (*p) return -1;
+    struct tm tm = {.tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D, .tm_hour = h, .tm_min = m,
+                    .tm_sec = sec};
+    int64_t t = (int64_t)timegm(&tm) - off;
+    if (t < 0 || t > max_seconds) return -1;
+    *ms = t * 1000 + frac_ms;
     return 0;
 }
 
@@ -78,7 +102,7 @@ int cmd_touch(int argc, char **argv)
     if (rc) return rc;
     if (!sandbox) return cli_usage(cli_find("touch"), "--sandbox is required");
     int64_t ms = store_now_ms();
-    if (at && cli_parse_time(at, &ms)) return cli_usage(cli_find("touch"), "--at takes RFC 3339 or unix seconds");
+    if (at && cli_parse_time(at, &ms)) return cli_usage(cli_find("touch"), "--at %s: not a time that exists (RFC 3339 or unix seconds, years 1970-9999)", at);
     return one_event("touch", "touch", sandbox, NULL, ms, &c);
 }
 
@@ -178,7 +202,7 @@ int cmd_gc(int argc, char **argv)
     int rc = cli_parse("gc", argc, argv, opts, &c, NULL);
     if (rc) return rc;
     gc_options o = {.now_ms = store_now_ms(), .dry_run = dry, .log = log_line};
-    if (now && cli_parse_time(now, &o.now_ms)) return cli_usage(cli_find("gc"), "--now takes RFC 3339 or unix seconds");
+    if (now && cli_parse_time(now, &o.now_ms)) return cli_usage(cli_find("gc"), "--now %s: not a time that exists (RFC 3339 or unix seconds, years 1970-9999)", now);
     gc_result r;
     store_err e;
     rc = gc_run(c.store, &o, &r, &e);

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Issue 9, defect 6: inputs that used to be taken silently are refused. Times that do not
+# exist or do not fit (gc --now, touch --at) are usage errors; an option given twice is a
+# usage error that stores nothing; a /proc or /sys file (size 0 or 4096 with other content)
+# is refused, never stored as 0 bytes with exit 0; and the audit's text output escapes an
+# actor or a path holding a newline, so no line of it can be forged.
+source "$(dirname "$0")/../lib.sh"
+
+S=$T/store
+must cairn init --store "$S" >/dev/null
+gen "$T/mem" 65536 1
+gen "$T/mem2" 65536 2
+id=$(snap "$S" acme box memory="$T/mem")
+
+# ---- times
+for bad in 2030-02-30T00:00:00Z 2031-02-29T00:00:00Z 2030-04-31T12:00:00Z 2030-13-01T00:00:00Z \
+           2030-00-10T00:00:00Z 2030-01-01T24:00:00Z 2030-01-01T23:60:00Z 2030-01-01T00:00:61Z \
+           2030-01-01T00:00:00+25:00 2030-01-01T00:00:00+01:60 2030-1-01T00:00:00Z \
+           2030-01-01T00:00:00 2030-01-01T00:00:00.Z 2030-01-01 1969-12-31T23:59:59Z \
+           10000-01-01T00:00:00Z 99999999999999999999 9223372036854775807 18446744073709551617 \
+           253402300800 -1 ""; do
+    expect 2 cairn gc --store "$S" --dry-run --now "$bad" >/dev/null
+    assert_grep 'not a time' "$T/err" "gc --now '$bad' says why"
+    expect 2 cairn touch --store "$S" --sandbox box --at "$bad" >/dev/null
+done
+# The ones that exist still work, and mean what they say.
+for good in 2028-02-29T00:00:00Z 2000-02-29T12:00:00.5Z 2030-01-01T00:00:00+02:00 \
+            2030-12-31T23:59:59-05:30 1700000000 253402300799; do
+    must cairn gc --store "$S" --dry-run --now "$good" >/dev/null
+done
+must cairn touch --store "$S" --sandbox box --at 2030-01-01T02:00:00+02:00 --json >"$T/t.json"
+assert_json 'j["at"] == "2030-01-01T00:00:00Z"' "$T/t.json" "an offset is applied"
+must cairn touch --store "$S" --sandbox box --at 1893456000 --json >"$T/t.json"
+assert_json 'j["at"] == "2030-01-01T00:00:00Z"' "$T/t.json" "unix seconds"
+
+# ---- an option given twice
+fp=$(store_fp "$S")
+expect 2 cairn snapshot --store "$S" --tenant acme --sandbox twice --memory "$T/mem" --memory "$T/mem2" >/dev/null
+assert_grep "'--memory' given twice" "$T/err" "the usage error names the option"
+expect 2 cairn snapshot --store "$S" --tenant acme --sandbox twice --memory="$T/mem" --memory "$T/mem2" >/dev/null
+expect 2 cairn snapshot --store "$S" --tenant acme --tenant evil --sandbox twice --memory "$T/mem" >/dev/null
+expect 2 cairn snapshot --store "$S" --store "$T/other" --tenant acme --sandbox twice --memory "$T/mem" >/dev/null
+expect 2 cairn snapshots --store "$S" --sandbox box --json --json >/dev/null
+expect 2 cairn gc --store "$S" --now 1700000000 --now 1800000000 --dry-run >/dev/null
+assert_eq "$(store_fp "$S")" "$fp" "a usage error stored nothing"
+assert_eq "$(count_snapshots "$S" twice)" 0 "snapshots of a refused command"
+
+# ---- pseudo files
+for f in /proc/self/status /proc/self/maps /proc/cpuinfo /sys/kernel/mm/transparent_hugepage/enabled \
+         /sys/devices/system/cpu/online; do
+    [ -r "$f" ] || continue
+    for what in memory vmstate disk; do
+        expect 1 cairn snapshot --store "$S" --tenant acme --sandbox pseudo --$what "$f" >/dev/null
+        assert_grep 'proc|sys|pseudo' "$T/err" "--$what $f: the message says why"
+    done
+done
+assert_eq "$(count_snapshots "$S" pseudo)" 0 "snapshots of pseudo files"
+assert_eq "$(store_fp "$S")" "$fp" "a refused pseudo file stored nothing"
+# An empty regular file is still an empty file.
+: >"$T/empty"
+e=$(snap "$S" acme empty vmstate="$T/empty")
+verify "$S" "$e" vmstate="$T/empty"
+
+# ---- the audit's text output
+sandbox_tree "$T/root" 1
+printf 'x' >"$T/root/home/ubuntu/output/a
+b.txt"
+ext4_image "$T/root" "$T/disk.img"
+d=$(snap "$S" acme files disk="$T/disk.img")
+forged=$'eve\n2030-01-01T00:00:00Z  root     cat      acme/files '"$d"' /etc/shadow'
+must cairn cat --store "$S" --actor "$forged" --snapshot "$d" /home/ubuntu/output/report.md >/dev/null
+must cairn cat --store "$S" --actor bob --snapshot "$d" $'/home/ubuntu/output/a\nb.txt' >"$T/ab"
+assert_eq "$(cat "$T/ab")" x "cat of a name with a newline"
+must cairn audit --store "$S" >"$T/audit.txt"
+assert_eq "$(wc -l <"$T/audit.txt")" 2 "one text line per audited read"
+grep -q '^2030' "$T/audit.txt" && fail "the actor's newline forged a line: $(cat "$T/audit.txt")"
+assert_grep '^[^ ]+  eve\\x0a2030' "$T/audit.txt" "the actor is shown escaped"
+assert_grep 'output/a\\x0ab\.txt$' "$T/audit.txt" "the path is shown escaped"
+must cairn audit --store "$S" --json >"$T/audit.json"
+assert_json "j['entries'][0]['actor'] == '''$forged'''" "$T/audit.json" "JSON keeps the exact actor"
+log "ok"
