@@ -88,6 +88,9 @@ static int64_t ts_ns(uint32_t sec, uint32_t extra, int has_extra)
     int64_t s = (int32_t)sec;
     if (!has_extra) return s * 1000000000LL;
     s += (int64_t)(extra & 3) << 32;            /* epoch bits extend the seconds */
+    /* ext4 dates reach the year 2446; nanoseconds in 64 bits end in 2262: a later date
+     * (only a crafted image has one) is kept as the last one we can say. */
+    if (s > INT64_MAX / 1000000000LL - 1) return INT64_MAX / 1000000000LL * 1000000000LL;
     return s * 1000000000LL + (extra >> 2);
 }
 
