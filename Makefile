@@ -20,7 +20,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .SECONDARY:
 .PHONY: all deps test check test-slow demo bench fuzz asan ubsan clean help
-all: deps $(BUILD)/cairn $(BUILD)/cairn-corpus $(UNIT_BIN)
+all: deps $(BUILD)/cairn $(BUILD)/cairn-corpus $(BUILD)/libcairn-fault.so $(UNIT_BIN)
 
 help:
 	@echo "make            build build/cairn and build/cairn-corpus"
@@ -28,7 +28,7 @@ help:
 	@echo "make test       install deps, build, run every test (CI runs this)"
 	@echo "make check      the fast tests only (skips the *.slow.sh tests: crash, gc stress, fuzz, VMs)"
 	@echo "make bench      Cairn beside zstd, cp, restic, borg, casync (BENCH_SIZE=small|full)"
-	@echo "make fuzz       the image reader under libFuzzer (FUZZ_SECONDS=60)"
+	@echo "make fuzz       every parser of hostile bytes under libFuzzer (FUZZ_SECONDS=60 each)"
 	@echo "make asan|ubsan the tests under AddressSanitizer / UBSan (build-asan, build-ubsan)"
 
 deps:
@@ -46,6 +46,12 @@ $(BUILD)/cairn: $(CLI_OBJ) $(BUILD)/libcairn.a
 $(BUILD)/cairn-corpus: tools/corpus.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -o $@ $< -lxxhash -lm
+
+# The fault-injection shim (LD_PRELOAD) of the fault and crash-point tests: test tooling,
+# never linked into cairn, never sanitized (it sits under the process it counts for).
+$(BUILD)/libcairn-fault.so: tests/fault/fault.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libcairn.a
 	@mkdir -p $(@D)

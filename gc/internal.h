@@ -35,6 +35,10 @@ typedef struct {
 } gc_state;
 
 int gc_state_load(store_t *s, gc_state *st, store_err *e);
+/* The two parsers behind gc_state_load (arg is the gc_state): one index record of a
+ * snapshot, one line of events.log. Exposed for the fuzzer (tests/fuzz/fuzz_events.c). */
+int gc_state_add_snapshot(void *arg, const char *id, const char *json);
+int gc_state_add_event(void *arg, const char *line);
 void gc_state_free(gc_state *st);
 int gc_view(const gc_state *st, const char *tenant, gc_sandbox **out, size_t *n, store_err *e);
 int gc_pinned(const gc_state *st, const char *id);

@@ -14,7 +14,7 @@ static void copy_json_str(char *dst, size_t cap, json_t *o, const char *key)
     snprintf(dst, cap, "%s", v ? v : "");
 }
 
-static int add_snap(void *arg, const char *id, const char *json)
+int gc_state_add_snapshot(void *arg, const char *id, const char *json)
 {
     gc_state *st = arg;
     json_t *j = json_loads(json, 0, NULL);
@@ -54,7 +54,7 @@ static int add_snap(void *arg, const char *id, const char *json)
     return 0;
 }
 
-static int add_event(void *arg, const char *line)
+int gc_state_add_event(void *arg, const char *line)
 {
     gc_state *st = arg;
     json_t *j = json_loads(line, 0, NULL);
@@ -84,8 +84,8 @@ static int add_event(void *arg, const char *line)
 int gc_state_load(store_t *s, gc_state *st, store_err *e)
 {
     memset(st, 0, sizeof *st);
-    int rc = store_snapshot_all(s, add_snap, st, e);
-    if (!rc) rc = store_event_read(s, add_event, st, e);
+    int rc = store_snapshot_all(s, gc_state_add_snapshot, st, e);
+    if (!rc) rc = store_event_read(s, gc_state_add_event, st, e);
     return rc;
 }
 

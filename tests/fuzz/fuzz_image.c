@@ -1,6 +1,6 @@
 /* libFuzzer target: mutated ext4 images into the disk walker (the code the confined child
- * runs), in process so the fuzzer sees crashes, leaks and hangs. Seeds: tests/fuzz/seeds/
- * (small images made by `make fuzz` with mke2fs -d). */
+ * runs), in process so the fuzzer sees crashes, leaks and hangs. Seeds: small images made
+ * by tools/fuzz.sh with mke2fs -d, and the regression inputs in tests/fuzz/corpus/image/. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
