@@ -26,6 +26,8 @@ typedef struct {
     char latest_parent[STORE_SNAPID_LEN]; /* its parent (a files-only one's source) */
     int64_t last_activity_ms;
     int64_t delete_ms;              /* 0 unless deleted */
+    char delete_after[STORE_SNAPID_LEN]; /* the newest snapshot a delete saw ("" if none, or
+                                       only deletes logged before this was recorded) */
     uint32_t snapshots;
     uint64_t bytes;                 /* pack bytes its snapshots added (new_bytes) */
     int latest_files_only;          /* latest snapshot is files-only */

@@ -24,6 +24,8 @@ typedef struct {
     char name[STORE_NAME_MAX + 1];  /* sandbox, or tenant for tier */
     char snapshot[STORE_SNAPID_LEN];
     char value[16];                 /* tier, or a drop's reason */
+    char after[STORE_SNAPID_LEN];   /* delete: the sandbox's newest snapshot when it was
+                                       deleted ("" in logs older than this field) */
     int64_t at_ms;
 } gc_ev;
 

@@ -74,6 +74,7 @@ int gc_state_add_event(void *arg, const char *line)
     copy_json_str(v->name, sizeof v->name, j, "sandbox");
     if (!v->name[0]) copy_json_str(v->name, sizeof v->name, j, "tenant");
     copy_json_str(v->snapshot, sizeof v->snapshot, j, "snapshot");
+    copy_json_str(v->after, sizeof v->after, j, "after");
     copy_json_str(v->value, sizeof v->value, j, "tier");
     if (!v->value[0]) copy_json_str(v->value, sizeof v->value, j, "reason");
     v->at_ms = json_integer_value(json_object_get(j, "at"));
@@ -107,25 +108,18 @@ int gc_pinned(const gc_state *st, const char *id)
     return pinned;
 }
 
-/* The tenant's tier: the latest `cairn tier`, else the latest --tier of its snapshots. */
+/* The tenant's tier: the last `cairn tier`, else the --tier of its newest snapshot. "Last"
+ * is commit order (log order, id order), never the wall clock, which may have stepped. */
 static void tenant_tier(const gc_state *st, const char *tenant, char out[8])
 {
-    int64_t best = -1;
     snprintf(out, 8, "free");
     for (size_t i = 0; i < st->nsnaps; i++) {
         const gc_snap *g = &st->snaps[i];
-        if (g->tier[0] && !strcmp(g->tenant, tenant) && g->time_ms > best) {
-            best = g->time_ms;
-            snprintf(out, 8, "%.7s", g->tier);
-        }
+        if (g->tier[0] && !strcmp(g->tenant, tenant)) snprintf(out, 8, "%.7s", g->tier);
     }
-    int64_t best_ev = -1;
     for (size_t i = 0; i < st->nevents; i++) {
         const gc_ev *v = &st->events[i];
-        if (!strcmp(v->kind, "tier") && !strcmp(v->name, tenant) && v->at_ms >= best_ev) {
-            best_ev = v->at_ms;
-            snprintf(out, 8, "%.7s", v->value);
-        }
+        if (!strcmp(v->kind, "tier") && !strcmp(v->name, tenant)) snprintf(out, 8, "%.7s", v->value);
     }
 }
 
@@ -178,16 +172,25 @@ int gc_view(const gc_state *st, const char *tenant, gc_sandbox **out, size_t *n,
          * so a delete after the source still deletes the sandbox. */
         for (size_t i = 0; i < st->nsnaps; i++)
             if (!strcmp(st->snaps[i].id, x->latest)) latest_time = st->snaps[i].eff_ms;
+        const char *ref = x->latest_files_only && x->latest_parent[0] ? x->latest_parent : x->latest;
+        int deleted = 0;
         for (size_t i = 0; i < st->nevents; i++) {
             const gc_ev *ev = &st->events[i];
             if (strcmp(ev->name, x->sandbox)) continue;
             if ((!strcmp(ev->kind, "touch") || !strcmp(ev->kind, "restore") || !strcmp(ev->kind, "rebuild")) &&
                 ev->at_ms > x->last_activity_ms)
                 x->last_activity_ms = ev->at_ms;
-            if (!strcmp(ev->kind, "delete") && ev->at_ms > x->delete_ms) x->delete_ms = ev->at_ms;
+            if (strcmp(ev->kind, "delete")) continue;
+            if (ev->at_ms > x->delete_ms) x->delete_ms = ev->at_ms;
+            if (strcmp(ev->after, x->delete_after) > 0)
+                snprintf(x->delete_after, sizeof x->delete_after, "%s", ev->after);
+            /* Did the delete come after the newest snapshot? Ids are in commit order, so
+             * the snapshot it saw tells, whatever the clock did; only a log from before
+             * "after" existed falls back to comparing times. */
+            if (ev->after[0] ? strcmp(ev->after, ref) >= 0 : ev->at_ms >= latest_time) deleted = 1;
         }
         tenant_tier(st, x->tenant, x->tier);
-        if (x->delete_ms && x->delete_ms >= latest_time) snprintf(x->state, sizeof x->state, "deleted");
+        if (deleted) snprintf(x->state, sizeof x->state, "deleted");
         else if (x->latest_files_only) snprintf(x->state, sizeof x->state, "reclaimed");
         else snprintf(x->state, sizeof x->state, "hibernated");
     }
@@ -226,6 +229,10 @@ int gc_event(store_t *s, const char *kind, const char *name, const char *value, 
         else if (store_snapshot_list(s, name, find_record, &exists, e) == 0 && !exists)
             rc = store_errf(e, -ENOENT, "no sandbox %s in this store", name);
         json_object_set_new(j, "sandbox", json_string(name));
+        char latest[STORE_SNAPID_LEN];
+        /* What the delete saw: snapshots committed after it are not deleted (lifecycle.c). */
+        if (!rc && !strcmp(kind, "delete") && !(rc = store_snapshot_latest(s, name, latest, e)))
+            json_object_set_new(j, "after", json_string(latest));
     } else if (!strcmp(kind, "tier")) {
         if (store_name_valid(name)) rc = store_errf(e, -EINVAL, "'%s' is not a tenant name", name);
         else if (strcmp(value, "free") && strcmp(value, "pro"))

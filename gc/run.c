@@ -130,7 +130,11 @@ static int make_plan(store_t *s, const gc_options *o, plan *p, gc_result *r, sto
         for (size_t k = 0; k < st.nsnaps && !rc; k++) {
             const gc_snap *g = &st.snaps[k];
             if (strcmp(g->sandbox, x->sandbox)) continue;
-            if (deleted && g->eff_ms <= x->delete_ms) rc = add_drop(p, g->id, g->sandbox, "deleted");
+            /* Up to the delete in commit order (a files-only snapshot stands for its
+             * source); by time only for deletes logged before they named what they saw. */
+            const char *pos = g->files_only && g->parent[0] ? g->parent : g->id;
+            int before_delete = x->delete_after[0] ? strcmp(pos, x->delete_after) <= 0 : g->eff_ms <= x->delete_ms;
+            if (deleted && before_delete) rc = add_drop(p, g->id, g->sandbox, "deleted");
             else if (gc_pinned(&st, g->id)) continue;
             else if (reclaim_it && !g->files_only) rc = add_drop(p, g->id, g->sandbox, "reclaimed");
             else if (!reclaim_it && strcmp(g->id, x->latest)) rc = add_drop(p, g->id, g->sandbox, "superseded");

@@ -37,6 +37,8 @@ struct store {
     rocksdb_writeoptions_t *wo;
     pthread_mutex_t mu;                /* pack numbers, counters, pack fd cache */
     uint64_t next_pack;
+    int64_t last_id_ms;                /* time part of the newest snapshot id handed out
+                                          (0: not read from the index yet); under mu */
     int *pack_fds;                     /* open read fds, indexed by pack number (cache) */
     uint64_t npack_fds;
     struct pool *pool;

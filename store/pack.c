@@ -363,6 +363,35 @@ static int new_snapshot_id(char out[STORE_SNAPID_LEN], int64_t ms)
     return 0;
 }
 
+/* The time part of a new snapshot id: the wall clock, but always past every id this store
+ * handed out before (a hybrid logical clock). Ids sort in commit order whatever the clock
+ * does, and every order in the store (a sandbox's snapshots, "latest", gc's superseded) is
+ * id order: a clock stepped back can no longer make the newest snapshot look older than
+ * its parent. After a forward step that is later undone, ids run ahead of the wall clock by
+ * up to the step until it catches up; the order stays right. The newest id is the last key
+ * of the snapshots family (the next writer open finished any pending commit first). */
+static int64_t commit_sequence(store_t *s, int64_t now)
+{
+    if (!s->last_id_ms) {
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS]);
+        rocksdb_iter_seek_to_last(it);
+        if (rocksdb_iter_valid(it)) {
+            size_t kl;
+            const char *k = rocksdb_iter_key(it, &kl);
+            char hex[13] = "";
+            if (kl == 20) {
+                memcpy(hex, k, 12);
+                s->last_id_ms = (int64_t)strtoll(hex, NULL, 16);
+            }
+        }
+        rocksdb_iter_destroy(it);
+    }
+    int64_t t = now & 0xffffffffffffLL;
+    if (t <= s->last_id_ms) t = s->last_id_ms + 1;
+    s->last_id_ms = t;
+    return t;
+}
+
 /* Packs durable: seal, fsync each, rename, then one fsync of the folder. */
 static int sync_packs(store_writer *w, store_err *e)
 {
@@ -445,7 +474,12 @@ int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
     int rc = sync_packs(w, e);
 
     int64_t now = store_now_ms();
-    if (!rc && new_snapshot_id(snap->id, now)) rc = store_errf(e, -EIO, "cannot read /dev/urandom");
+    if (!rc) {
+        pthread_mutex_lock(&s->mu);
+        int64_t seq = commit_sequence(s, now);
+        pthread_mutex_unlock(&s->mu);
+        if (new_snapshot_id(snap->id, seq)) rc = store_errf(e, -EIO, "cannot read /dev/urandom");
+    }
     snap->time_ms = now;
     snap->new_bytes = w->bytes;
 

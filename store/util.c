@@ -27,7 +27,12 @@ int64_t store_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    /* TEST ONLY: CAIRN_TEST_CLOCK_STEP_MS steps the wall clock as NTP would (tests/
+     * integration/clock.sh), since faketime is not available. Never set it in production. */
+    const char *step = getenv("CAIRN_TEST_CLOCK_STEP_MS");
+    if (step && *step) ms += strtoll(step, NULL, 10);
+    return ms;
 }
 
 int util_write_all(int fd, const void *buf, size_t n)
