@@ -11,6 +11,8 @@
 #ifndef CAIRN_GC_H
 #define CAIRN_GC_H
 
+#include <jansson.h>
+
 #include "store/store.h"
 
 #define GC_FREE_WINDOW_MS (7LL * 24 * 3600 * 1000)
@@ -69,5 +71,17 @@ typedef struct {
  * either way (a failed run is resumed safely by the next). */
 int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e);
 void gc_result_free(gc_result *r);
+
+/* ---- edges (json.c): the same JSON and times for the CLI and the API ---------------- */
+/* RFC 3339 ("2026-11-21T10:00:00Z", offsets, fractions) or unix seconds -> unix ms.
+ * Strict: a time that does not exist is -1, never normalised. Years 1970-9999. */
+int gc_parse_time(const char *s, int64_t *ms);
+void gc_rfc3339(int64_t ms, char out[32]);
+/* {sandbox, tenant, tier, state, last_activity, last_activity_ms, bytes, snapshots, latest,
+ * template}; NULL when out of memory. */
+json_t *gc_sandbox_json(const gc_sandbox *v);
+/* {ok, dry_run, reclaimed, dropped_snapshots, not_reclaimed, packs_deleted, packs_rewritten,
+ * chunks_removed, freed_bytes, stored_bytes_after, seconds, reclaimed_sandboxes}. */
+json_t *gc_result_json(const gc_result *r, int ok, int dry_run);
 
 #endif

@@ -260,6 +260,11 @@ void snap_policy_free(snap_policy *p)
     free(p);
 }
 
+int snap_policy_add_classes(snap_policy *p, const char *text, const char *origin, store_err *e)
+{
+    return add_explicit(p, text, origin, e);
+}
+
 int snap_policy_load(const char *store_dir, const char *policy_file, const char *classes_file,
                      snap_policy **out, store_err *e)
 {

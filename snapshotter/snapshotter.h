@@ -29,6 +29,9 @@ typedef struct snap_policy snap_policy;
 int snap_policy_load(const char *store_dir, const char *policy_file, const char *classes_file,
                      snap_policy **out, store_err *e);
 void snap_policy_free(snap_policy *p);
+/* Adds explicit classes ("CLASS<TAB>/path" lines, as in a classes file) to a loaded policy:
+ * the API passes the orchestrator's classes this way, without a file. */
+int snap_policy_add_classes(snap_policy *p, const char *text, const char *origin, store_err *e);
 store_class snap_policy_classify(const snap_policy *p, const char *path, size_t len);
 void snap_policy_apply(const snap_policy *p, store_findex *fi);
 const char *snap_policy_defaults(void);   /* the built-in rules, as text */

@@ -74,8 +74,6 @@ int cmd_delete(int argc, char **argv);
 int cmd_pin(int argc, char **argv);
 int cmd_unpin(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
-/* RFC 3339 ("2026-11-21T10:00:00Z", offsets, fractions) or unix seconds -> unix ms. */
-int cli_parse_time(const char *s, int64_t *ms);
 /* Appends an activity event (restore, rebuild) for sandbox; failures are warnings. */
 void cli_activity(store_t *s, const char *kind, const char *sandbox);
 
