@@ -9,9 +9,9 @@ ifneq ($(SAN),)
 CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SAN)
 endif
-LDLIBS  = -lrocksdb -lzstd -lxxhash -ljansson -lext2fs -lcom_err -lpthread -lm
+LDLIBS  = -lrocksdb -lzstd -lxxhash -ljansson -lext2fs -lcom_err -levent -levent_pthreads -lcrypto -lpthread -lm
 
-LIB_SRC   := $(wildcard store/*.c snapshotter/*.c restore/*.c gc/*.c)
+LIB_SRC   := $(wildcard store/*.c snapshotter/*.c restore/*.c gc/*.c api/*.c)
 CLI_SRC   := $(wildcard tools/cli*.c)
 UNIT_SRC  := $(wildcard tests/unit/*.c)
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)

@@ -128,6 +128,26 @@ static const cli_command commands[] = {
      "it failed; the next run resumes. JSON: reclaimed, dropped_snapshots, freed_bytes,\n"
      "seconds, reclaimed_sandboxes, packs_deleted, packs_rewritten, chunks_removed.\n\n" COMMON_OPTS,
      cmd_gc},
+    {"serve", "the HTTP API (docs/api.md)",
+     "usage: cairn serve [--store DIR] [--listen HOST:PORT] [--config FILE]\n\n"
+     "Serves the HTTP API of docs/api.md and docs/api.yaml on HOST:PORT (default: the config's\n"
+     "listen, else 127.0.0.1:7420) until SIGTERM or SIGINT, then stops accepting, lets running\n"
+     "requests finish (limits.shutdown_timeout_s) and exits 0. The config is FILE, default\n"
+     "DIR/serve.json (keys: listen, snapshot_roots, restore_roots, limits, tokens). One log\n"
+     "line per request on stderr (never a token). Every CLI command keeps working beside it.\n\n"
+     COMMON_OPTS,
+     cmd_serve},
+    {"token", "API tokens: add, list, revoke",
+     "usage: cairn token add --role ROLE [--tenant T] --name NAME [--config FILE] [--json]\n"
+     "       cairn token list [--config FILE] [--json]\n"
+     "       cairn token revoke --name NAME [--config FILE] [--json]\n\n"
+     "add prints a new token once (stdout) and stores only its SHA-256 in the config\n"
+     "(default DIR/serve.json). ROLE: orchestrator, gc, support, admin (admin may use every\n"
+     "route). A token with --tenant sees only that tenant's sandboxes and snapshots.\n"
+     "A running server picks up added and revoked tokens at its next request.\n"
+     "JSON (add): name, role, token, tenant, config; (list): {\"tokens\": [{name, role, tenant,\n"
+     "created}]}.\n\n" COMMON_OPTS,
+     cmd_token},
 };
 
 static const char *main_usage =

@@ -74,6 +74,8 @@ int cmd_delete(int argc, char **argv);
 int cmd_pin(int argc, char **argv);
 int cmd_unpin(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_token(int argc, char **argv);
 /* Appends an activity event (restore, rebuild) for sandbox; failures are warnings. */
 void cli_activity(store_t *s, const char *kind, const char *sandbox);
 

@@ -1,0 +1,190 @@
+/*
+ * api/ internals (not for other modules).
+ *   config.c    serve.json: load, tokens (hashes), roles, token add/list/revoke
+ *   storeref.c  the one store handle requests share, opened and closed around them
+ *   pool.c      worker threads: short (metadata) and long (snapshot, restore, ...) jobs
+ *   server.c    evhttp, routing, request ids, auth, errors, replies, streams, shutdown
+ *   metrics.c   counters and histograms, Prometheus text
+ *   paths.c     confinement of request paths to the configured roots
+ *   shares.c    share tokens (DIR/shares.log)
+ *   r_*.c       the routes
+ * Threads: the event loop thread owns evhttp and every struct evhttp_request; workers
+ * only fill an api_req's result and hand it back through server.c's done queue.
+ */
+#ifndef CAIRN_API_INTERNAL_H
+#define CAIRN_API_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "api/api.h"
+
+/* ---- config -------------------------------------------------------------------------- */
+enum { API_ROLE_ORCH = 1, API_ROLE_GC = 2, API_ROLE_SUPPORT = 4, API_ROLE_ADMIN = 8, API_ROLE_SHARE = 16 };
+int api_role_parse(const char *s);        /* -1 if unknown */
+const char *api_role_name(int role);
+
+typedef struct {
+    char name[STORE_NAME_MAX + 1];
+    int role;
+    char tenant[STORE_NAME_MAX + 1];      /* "" = every tenant */
+    char sandbox[STORE_NAME_MAX + 1];     /* share tokens: the sandbox shared */
+    int64_t expires_ms;                   /* share tokens */
+    uint8_t hash[32];
+} api_token;
+
+typedef struct {
+    char listen[160];
+    char **snapshot_roots, **restore_roots;   /* realpath'd */
+    size_t nsnapshot_roots, nrestore_roots;
+    long max_body, max_headers;
+    int request_timeout_s, shutdown_timeout_s, max_long_jobs, workers;
+    api_token *tokens;
+    size_t ntokens;
+} api_config;
+
+int api_config_load(const char *path, api_config *c, store_err *e);
+void api_config_free(api_config *c);
+void api_sha256(const void *p, size_t n, uint8_t out[32]);
+/* A new random token with the prefix ("cairn_", "cairnshare_") into out (API_TOKEN_MAX). */
+int api_token_make(const char *prefix, char *out, store_err *e);
+/* Constant-time search of tokens for the hash of text; NULL when none matches. */
+const api_token *api_token_find(const api_token *t, size_t n, const char *text);
+
+/* ---- store handle ------------------------------------------------------------------- */
+typedef struct {
+    pthread_mutex_t mu, write_mu;
+    pthread_cond_t cv;
+    const char *dir;
+    store_t *s;
+    int mode, refs, busy, writer_active, writers_waiting;
+    int64_t opened_ms;
+} api_storeref;
+
+void api_storeref_init(api_storeref *r, const char *dir);
+void api_storeref_destroy(api_storeref *r);
+/* STORE_READ or STORE_WRITE (one writer at a time; readers then share its handle). */
+int api_store_get(api_storeref *r, int mode, store_t **out, store_err *e);
+void api_store_put(api_storeref *r, int mode);
+
+/* ---- worker pools ------------------------------------------------------------------- */
+typedef struct api_job {
+    void (*fn)(struct api_job *j);
+    struct api_job *next;
+} api_job;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    api_job *head, *tail;
+    pthread_t *threads;
+    int nthreads, queued, running, max_pending, stop;
+} api_pool;
+
+int api_pool_start(api_pool *p, int nthreads, int max_pending, store_err *e);
+/* -EBUSY when running + queued would pass max_pending. */
+int api_pool_submit(api_pool *p, api_job *j);
+void api_pool_stop(api_pool *p);       /* runs what is queued, then joins */
+
+/* ---- metrics ------------------------------------------------------------------------ */
+void api_metrics_init(int nroutes);
+void api_metrics_request(int route, int status, double seconds);
+void api_metrics_add(const char *counter, uint64_t v);   /* ingested, restored, gc_runs, gc_freed */
+/* Appends the Prometheus text; route names by index. */
+struct evbuffer;
+void api_metrics_text(struct evbuffer *b, const char *const *route_names, int nroutes);
+
+/* ---- paths -------------------------------------------------------------------------- */
+/* 0 when path (absolute) is an existing regular file below one of roots, reached without
+ * leaving them (*resolved: its real path, malloc'd); -EACCES (message in e) when not,
+ * -ENOENT when it does not exist below them, -EINVAL when relative or not a file. */
+int api_path_input(char *const *roots, size_t n, const char *path, char **resolved, store_err *e);
+/* 0 when path names a place below one of roots whose parent folder exists and which is
+ * not a symlink (*resolved: parent's real path + name, malloc'd); -EACCES otherwise. */
+int api_path_output(char *const *roots, size_t n, const char *path, char **resolved, store_err *e);
+
+/* ---- requests ----------------------------------------------------------------------- */
+typedef struct api_server api_server;
+typedef struct api_req api_req;
+
+enum { API_RUN_INLINE, API_RUN_SHORT, API_RUN_LONG };
+
+typedef struct {
+    const char *method;        /* "GET", ... */
+    const char *path;          /* "/v1/snapshots/{id}/restore" */
+    int roles;                 /* 0: no token; API_ROLE_SHARE: a share token */
+    int run;                   /* API_RUN_* */
+    void (*fn)(api_req *r);
+} api_route;
+
+struct api_req {
+    api_job job;               /* first: the pool's view */
+    api_server *srv;
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    const api_route *route;
+    int route_index;
+    char rid[72];
+    char param[STORE_NAME_MAX + 64]; /* the {id} of the path, decoded */
+    char *query;               /* the raw query string or NULL (owned) */
+    json_t *body;              /* the request body (an object) or NULL */
+    api_token tok;             /* the caller */
+    double t0;
+    int gone;                  /* the connection closed (loop thread only) */
+    /* result (worker thread, then loop) */
+    int status;
+    json_t *resp;
+    char code[32];
+    char msg[700];
+    int retry_after;
+    char *raw;                 /* a non-JSON body (metrics), malloc'd, with raw_type */
+    size_t raw_len;
+    const char *raw_type;
+    /* streams */
+    int stream, pipe_rd, pipe_wr, eof, done, stream_rc;
+    const char *ctype;
+    struct event *pipe_ev;
+    struct api_req *next;
+};
+
+/* Result helpers (worker side). */
+void api_ok(api_req *r, int status, json_t *body);          /* steals body */
+void api_fail(api_req *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Maps a store error code to a status: -ENOENT 404, -EINVAL 400, -EACCES/-EPERM 403,
+ * -EEXIST/-EBUSY 409, else 500. */
+void api_fail_store(api_req *r, int rc, const store_err *e);
+/* A query parameter (decoded, malloc'd) or NULL. */
+char *api_query(api_req *r, const char *key);
+
+/* Body fields: 0 ok (absent is ok when !required: *out untouched), -1 after api_fail 400. */
+int api_body_str(api_req *r, const char *key, int required, const char **out);
+int api_body_bool(api_req *r, const char *key, int *out);
+int api_body_int(api_req *r, const char *key, int64_t *out);
+
+/* Streams: after begin, write the body to r->pipe_wr; the route returns with
+ * r->stream_rc set (0 ok; otherwise the connection is cut so the client sees a short
+ * body, never a complete-looking wrong one). */
+int api_stream_begin(api_req *r, const char *content_type);
+
+/* The store handle for a route; on failure api_fail 500/503 has been called. */
+store_t *api_store(api_req *r, int mode);
+void api_store_done(api_req *r, int mode);
+const api_config *api_cfg(api_req *r);     /* the config as loaded at start */
+const char *api_store_dir(api_req *r);
+/* Registers a share token; the server side of shares.c. */
+/* 0 when the caller may see tenant's things; else api_fail 404 and -1. */
+int api_tenant_ok(api_req *r, const char *tenant, const char *what);
+const char *api_actor(api_req *r);
+
+/* Share tokens (shares.c). */
+int api_shares_load(api_server *srv, store_err *e);
+int api_share_add(api_server *srv, const char *tenant, const char *sandbox, int64_t expires_ms,
+                  const char *by, char *token, store_err *e);
+int api_share_find(api_server *srv, const char *text, api_token *out);
+
+/* Routes. */
+extern const api_route api_routes[];
+extern const int api_nroutes;
+
+#endif

@@ -1,0 +1,196 @@
+/* Sandboxes (list, get, touch, rebuild, delete, shares) and a tenant's tier. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/routes.h"
+#include "restore/restore.h"
+
+#define SHARE_DEFAULT_S (7 * 24 * 3600)
+#define SHARE_MAX_S (90 * 24 * 3600)
+
+int api_find_sandbox(api_req *r, store_t *s, const char *name, gc_sandbox *out)
+{
+    gc_sandbox *v = NULL;
+    size_t n = 0;
+    store_err e;
+    int rc = gc_sandboxes(s, NULL, &v, &n, &e);
+    if (rc) {
+        api_fail_store(r, rc, &e);
+        return -1;
+    }
+    size_t i = 0;
+    while (i < n && strcmp(v[i].sandbox, name)) i++;
+    if (i < n) *out = v[i];
+    free(v);
+    if (i == n || (r->tok.tenant[0] && strcmp(r->tok.tenant, out->tenant))) {
+        api_fail(r, 404, "not_found", "no sandbox %s", name);
+        return -1;
+    }
+    return 0;
+}
+
+void r_sandboxes(api_req *r)
+{
+    char *tenant = api_query(r, "tenant");
+    if (tenant && store_name_valid(tenant)) {
+        free(tenant);
+        return api_fail(r, 400, "invalid", "tenant: not a tenant name");
+    }
+    if (r->tok.tenant[0] && tenant && strcmp(tenant, r->tok.tenant)) {
+        free(tenant);
+        return api_fail(r, 404, "not_found", "no such tenant");
+    }
+    const char *want = r->tok.tenant[0] ? r->tok.tenant : tenant;
+    store_t *s = api_store(r, STORE_READ);
+    if (!s) {
+        free(tenant);
+        return;
+    }
+    gc_sandbox *v = NULL;
+    size_t n = 0;
+    store_err e;
+    int rc = gc_sandboxes(s, want, &v, &n, &e);
+    api_store_done(r, STORE_READ);
+    free(tenant);
+    if (rc) return api_fail_store(r, rc, &e);
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < n; i++) json_array_append_new(list, gc_sandbox_json(&v[i]));
+    free(v);
+    api_ok(r, 200, json_pack("{s:o}", "sandboxes", list));
+}
+
+static int add_record(void *arg, const char *id, const char *json)
+{
+    json_t *list = arg, *j = json_loads(json, 0, NULL);
+    if (!j) j = json_pack("{s:s}", "snapshot", id);
+    return j ? json_array_append_new(list, j) : -ENOMEM;
+}
+
+void r_sandbox_get(api_req *r)
+{
+    store_t *s = api_store(r, STORE_READ);
+    if (!s) return;
+    gc_sandbox sb;
+    if (api_find_sandbox(r, s, r->param, &sb)) {
+        api_store_done(r, STORE_READ);
+        return;
+    }
+    json_t *list = json_array();
+    store_err e;
+    int rc = list ? store_snapshot_list(s, r->param, add_record, list, &e) : store_errf(&e, -ENOMEM, "out of memory");
+    api_store_done(r, STORE_READ);
+    if (rc) {
+        json_decref(list);
+        return api_fail_store(r, rc, &e);
+    }
+    json_t *j = gc_sandbox_json(&sb);
+    if (j) json_object_set_new(j, "snapshot_list", list);
+    else json_decref(list);
+    api_ok(r, 200, j);
+}
+
+static void event(api_req *r, const char *kind, const char *name, const char *value, const char *tenant_check)
+{
+    store_t *s = api_store(r, STORE_READ);
+    if (!s) return;
+    gc_sandbox sb;
+    if (!tenant_check && api_find_sandbox(r, s, name, &sb)) {
+        api_store_done(r, STORE_READ);
+        return;
+    }
+    store_err e;
+    int64_t at = store_now_ms();
+    int rc = gc_event(s, kind, name, value, at, &e);
+    api_store_done(r, STORE_READ);
+    if (rc) return api_fail_store(r, rc, &e);
+    char when[32];
+    gc_rfc3339(at, when);
+    api_ok(r, 200, json_pack("{s:s, s:s, s:s, s:s}", "event", kind, "name", name, "value", value ? value : "", "at",
+                             when));
+}
+
+void r_sandbox_touch(api_req *r) { event(r, "touch", r->param, NULL, NULL); }
+void r_sandbox_delete(api_req *r) { event(r, "delete", r->param, NULL, NULL); }
+
+void r_tenant_tier(api_req *r)
+{
+    const char *tier = NULL;
+    if (api_body_str(r, "tier", 1, &tier)) return;
+    if (strcmp(tier, "free") && strcmp(tier, "pro")) return api_fail(r, 400, "invalid", "tier is free or pro");
+    if (store_name_valid(r->param) || r->param[0] == '_') return api_fail(r, 404, "not_found", "no tenant %s", r->param);
+    if (api_tenant_ok(r, r->param, "tenant")) return;
+    event(r, "tier", r->param, tier, r->param);
+}
+
+static void warn_entry(void *arg, const char *path, const char *why)
+{
+    fprintf(stderr, "cairn serve: rid=%s: rebuild: %s: %s\n", (const char *)arg, path, why);
+}
+
+void r_sandbox_rebuild(api_req *r)
+{
+    const char *out = NULL, *tmpl = NULL;
+    if (api_body_str(r, "out", 1, &out) || api_body_str(r, "template", 0, &tmpl)) return;
+    if (tmpl && store_name_valid(tmpl)) return api_fail(r, 400, "invalid", "bad template name");
+    const api_config *cfg = api_cfg(r);
+    char *real = NULL;
+    store_err e;
+    int rc = api_path_output(cfg->restore_roots, cfg->nrestore_roots, out, &real, &e);
+    if (rc) return api_fail_store(r, rc, &e);
+    store_t *s = api_store(r, STORE_READ);
+    gc_sandbox sb;
+    if (!s || api_find_sandbox(r, s, r->param, &sb)) {
+        if (s) api_store_done(r, STORE_READ);
+        free(real);
+        return;
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    store_snapshot *snap = NULL, *ts = NULL;
+    restore_rebuild_stats st = {.warn = warn_entry, .warn_arg = r->rid};
+    rc = restore_rebuild_sandbox(s, r->param, tmpl, real, &st, &snap, &ts, &e);
+    store_err we;
+    if (!rc && gc_event(s, "rebuild", r->param, NULL, store_now_ms(), &we))
+        fprintf(stderr, "cairn serve: warning: activity not recorded: %s\n", we.msg);
+    api_store_done(r, STORE_READ);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rc == -EINVAL || rc == -ENOENT) api_fail(r, 409, "cannot_rebuild", "%s", e.msg);
+    else if (rc) api_fail(r, 500, "rebuild_failed", "%s", e.msg);
+    else
+        api_ok(r, 200, json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "sandbox",
+                                 r->param, "snapshot", snap->id, "template", ts->sandbox + 5 /* "_tpl." */, "out",
+                                 real, "files", (json_int_t)st.files, "dirs", (json_int_t)st.dirs, "symlinks",
+                                 (json_int_t)st.symlinks, "hardlinks", (json_int_t)st.hardlinks, "bytes",
+                                 (json_int_t)st.bytes, "replaced", (json_int_t)st.replaced, "skipped",
+                                 (json_int_t)st.skipped, "xattrs_dropped", (json_int_t)st.xattrs_dropped, "seconds",
+                                 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9));
+    store_snapshot_free(snap);
+    store_snapshot_free(ts);
+    free(real);
+}
+
+void r_sandbox_share(api_req *r)
+{
+    int64_t expires_in = SHARE_DEFAULT_S;
+    if (api_body_int(r, "expires_in", &expires_in)) return;
+    if (expires_in < 60 || expires_in > SHARE_MAX_S)
+        return api_fail(r, 400, "invalid", "expires_in is seconds, from 60 to %d", SHARE_MAX_S);
+    store_t *s = api_store(r, STORE_READ);
+    if (!s) return;
+    gc_sandbox sb;
+    int rc = api_find_sandbox(r, s, r->param, &sb);
+    api_store_done(r, STORE_READ);
+    if (rc) return;
+    char token[API_TOKEN_MAX];
+    store_err e;
+    int64_t exp = store_now_ms() + expires_in * 1000;
+    if ((rc = api_share_add(r->srv, sb.tenant, sb.sandbox, exp, api_actor(r), token, &e)))
+        return api_fail(r, 500, "internal", "%s", e.msg);
+    char when[32];
+    gc_rfc3339(exp, when);
+    api_ok(r, 201, json_pack("{s:s, s:s, s:s, s:I}", "token", token, "sandbox", sb.sandbox, "expires", when,
+                             "expires_ms", (json_int_t)exp));
+    memset(token, 0, sizeof token);
+}

@@ -1,0 +1,230 @@
+/* POST /v1/snapshots, GET /v1/snapshots/{id}, restore, pin, unpin. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/routes.h"
+#include "gc/gc.h"
+#include "restore/restore.h"
+#include "snapshotter/snapshotter.h"
+
+static double secs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The orchestrator's {path: class} as "CLASS<TAB>/path" lines; NULL after api_fail. */
+static char *classes_text(api_req *r, json_t *c)
+{
+    if (!json_is_object(c)) {
+        api_fail(r, 400, "wrong_type", "\"classes\" must be an object {\"/path\": \"class\"}");
+        return NULL;
+    }
+    size_t cap = 1, n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(c, k, v) cap += strlen(k) + 16;
+    char *t = malloc(cap);
+    if (!t) {
+        api_fail(r, 500, "internal", "out of memory");
+        return NULL;
+    }
+    json_object_foreach(c, k, v) {
+        const char *cls = json_string_value(v);
+        if (!cls || store_class_parse(cls) < 0 || k[0] != '/' || strpbrk(k, "\t\n")) {
+            free(t);
+            api_fail(r, 400, "invalid", "classes: each key is an absolute path (no tab or newline) and each "
+                     "value one of artifact, upload, project, secret, cache, temp, runtime");
+            return NULL;
+        }
+        n += (size_t)snprintf(t + n, cap - n, "%s\t%s\n", cls, k);
+    }
+    t[n] = 0;
+    return t;
+}
+
+void r_snapshot_create(api_req *r)
+{
+    const char *tenant = NULL, *sandbox = NULL, *tier = NULL, *tmpl = NULL, *in[3] = {NULL, NULL, NULL};
+    static const char *names[] = {"memory", "vmstate", "disk"};
+    if (api_body_str(r, "tenant", 1, &tenant) || api_body_str(r, "sandbox", 1, &sandbox) ||
+        api_body_str(r, "tier", 0, &tier) || api_body_str(r, "template", 0, &tmpl) ||
+        api_body_str(r, "memory", 0, &in[0]) || api_body_str(r, "vmstate", 0, &in[1]) ||
+        api_body_str(r, "disk", 0, &in[2]))
+        return;
+    const char *k;
+    json_t *v;
+    json_object_foreach(r->body, k, v)
+        if (strcmp(k, "tenant") && strcmp(k, "sandbox") && strcmp(k, "tier") && strcmp(k, "template") &&
+            strcmp(k, "memory") && strcmp(k, "vmstate") && strcmp(k, "disk") && strcmp(k, "classes"))
+            return api_fail(r, 400, "unknown_field", "unknown field \"%s\"", k);
+    if (store_name_valid(tenant) || store_name_valid(sandbox) || tenant[0] == '_' || sandbox[0] == '_')
+        return api_fail(r, 400, "invalid", "tenant and sandbox names are 1-128 of [A-Za-z0-9._-], not starting "
+                        "with '.', '-' or '_'");
+    if (tier && strcmp(tier, "free") && strcmp(tier, "pro"))
+        return api_fail(r, 400, "invalid", "tier is free or pro");
+    if (tmpl && store_name_valid(tmpl)) return api_fail(r, 400, "invalid", "bad template name");
+    if (!in[0] && !in[1] && !in[2]) return api_fail(r, 400, "missing_field", "give at least one of memory, vmstate, disk");
+    if (api_tenant_ok(r, tenant, "tenant")) return;
+    char *classes = NULL;
+    json_t *cj = json_object_get(r->body, "classes");
+    if (cj && !json_is_null(cj) && !(classes = classes_text(r, cj))) return;
+
+    const api_config *cfg = api_cfg(r);
+    char *real[3] = {NULL, NULL, NULL};
+    snap_request req = {.tenant = tenant, .sandbox = sandbox, .tier = tier, .template_name = tmpl};
+    store_err e;
+    int rc = 0;
+    for (int i = 0; i < 3 && !rc; i++) {
+        if (!in[i]) continue;
+        rc = api_path_input(cfg->snapshot_roots, cfg->nsnapshot_roots, in[i], &real[i], &e);
+        if (rc) api_fail_store(r, rc, &e);
+        else {
+            req.blob_name[req.nblobs] = names[i];
+            req.blob_path[req.nblobs++] = real[i];
+        }
+    }
+    snap_policy *pol = NULL;
+    if (!rc && in[2]) {
+        rc = snap_policy_load(api_store_dir(r), NULL, NULL, &pol, &e);
+        if (!rc && classes) rc = snap_policy_add_classes(pol, classes, "classes", &e);
+        if (rc) api_fail_store(r, rc, &e);
+        req.policy = pol;
+    }
+    if (!rc) {
+        double t0 = secs();
+        snap_prepare_index(&req);        /* before the store's lock: no writer waits on it */
+        store_t *s = api_store(r, STORE_WRITE);
+        store_snapshot *snap = NULL;
+        if (!s) {
+            store_findex_free(req.files);
+        } else {
+            rc = snap_ingest(s, &req, &snap, &e);
+            api_store_done(r, STORE_WRITE);
+            if (rc) api_fail(r, 500, "ingest_failed", "%s; nothing was stored", e.msg);
+        }
+        if (snap) {
+            json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "snapshot", snap->id, "tenant", snap->tenant,
+                                  "sandbox", snap->sandbox, "logical_bytes", (json_int_t)snap->logical_bytes,
+                                  "new_bytes", (json_int_t)snap->new_bytes, "new_chunks",
+                                  (json_int_t)snap->new_chunks, "seconds", secs() - t0);
+            if (j && snap->files) json_object_set_new(j, "files", json_integer((json_int_t)snap->files->n));
+            if (j && req.warning[0]) json_object_set_new(j, "warning", json_string(req.warning));
+            api_metrics_add("ingested_bytes", snap->logical_bytes);
+            api_metrics_add("snapshots_created", 1);
+            api_ok(r, 201, j);
+            store_snapshot_free(snap);
+        }
+    }
+    snap_policy_free(pol);
+    free(classes);
+    for (int i = 0; i < 3; i++) free(real[i]);
+}
+
+/* Loads the {id} (an id or SANDBOX@latest) the caller may see; NULL after api_fail. */
+store_snapshot *api_load_snapshot(api_req *r, store_t *s)
+{
+    store_snapshot *snap = NULL;
+    store_err e;
+    int rc = restore_resolve(s, r->param, &snap, &e);
+    if (rc == -EINVAL || rc == -ENOENT) {
+        api_fail(r, 404, "not_found", "no snapshot %s", r->param);
+        return NULL;
+    }
+    if (rc) {
+        api_fail_store(r, rc, &e);
+        return NULL;
+    }
+    if (api_tenant_ok(r, snap->tenant, "snapshot")) {
+        store_snapshot_free(snap);
+        return NULL;
+    }
+    return snap;
+}
+
+json_t *api_snapshot_json(const store_snapshot *snap)
+{
+    char when[32];
+    gc_rfc3339(snap->time_ms, when);
+    json_t *blobs = json_array();
+    for (int i = 0; blobs && i < snap->nblobs; i++)
+        json_array_append_new(blobs, json_pack("{s:s, s:I}", "name", snap->blobs[i].name, "size",
+                                               (json_int_t)snap->blobs[i].size));
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:b, s:o}", "snapshot", snap->id,
+                     "tenant", snap->tenant, "sandbox", snap->sandbox, "tier", snap->tier, "time", when, "time_ms",
+                     (json_int_t)snap->time_ms, "logical_bytes", (json_int_t)snap->logical_bytes, "new_bytes",
+                     (json_int_t)snap->new_bytes, "new_chunks", (json_int_t)snap->new_chunks, "parent", snap->parent,
+                     "template", snap->template_name, "kind", snap->kind[0] ? snap->kind : "full", "file_index",
+                     snap->files_hash[0] != 0, "blobs", blobs);
+}
+
+void r_snapshot_get(api_req *r)
+{
+    store_t *s = api_store(r, STORE_READ);
+    if (!s) return;
+    store_snapshot *snap = api_load_snapshot(r, s);
+    api_store_done(r, STORE_READ);
+    if (!snap) return;
+    api_ok(r, 200, api_snapshot_json(snap));
+    store_snapshot_free(snap);
+}
+
+void r_snapshot_restore(api_req *r)
+{
+    const char *out = NULL;
+    if (api_body_str(r, "out_dir", 1, &out)) return;
+    const api_config *cfg = api_cfg(r);
+    char *real = NULL;
+    store_err e;
+    store_t *s = api_store(r, STORE_READ);
+    if (!s) return;
+    store_snapshot *snap = api_load_snapshot(r, s);
+    int rc = 0;
+    if (snap && !strcmp(snap->kind, "files")) {
+        api_fail(r, 410, "reclaimed", "snapshot %s was reclaimed: only its important files are kept (rebuild the "
+                 "sandbox instead)", snap->id);
+    } else if (snap && (rc = api_path_output(cfg->restore_roots, cfg->nrestore_roots, out, &real, &e))) {
+        api_fail_store(r, rc, &e);
+    } else if (snap) {
+        double t0 = secs();
+        rc = restore_snapshot(s, snap->id, real, NULL, NULL, &e);
+        if (rc) api_fail(r, 500, "restore_failed", "%s", e.msg);
+        else {
+            store_err we;
+            if (gc_event(s, "restore", snap->sandbox, NULL, store_now_ms(), &we))
+                fprintf(stderr, "cairn serve: warning: activity not recorded: %s\n", we.msg);
+            api_metrics_add("restored_bytes", snap->logical_bytes);
+            api_ok(r, 200, json_pack("{s:s, s:s, s:s, s:I, s:f}", "snapshot", snap->id, "sandbox", snap->sandbox,
+                                     "out_dir", real, "bytes", (json_int_t)snap->logical_bytes, "seconds",
+                                     secs() - t0));
+        }
+    }
+    api_store_done(r, STORE_READ);
+    store_snapshot_free(snap);
+    free(real);
+}
+
+static void pin(api_req *r, const char *kind)
+{
+    store_t *s = api_store(r, STORE_READ);
+    if (!s) return;
+    store_snapshot *snap = api_load_snapshot(r, s);
+    store_err e;
+    int64_t at = store_now_ms();
+    int rc = snap ? gc_event(s, kind, snap->id, NULL, at, &e) : 0;
+    api_store_done(r, STORE_READ);
+    if (snap && rc) api_fail_store(r, rc, &e);
+    else if (snap) {
+        char when[32];
+        gc_rfc3339(at, when);
+        api_ok(r, 200, json_pack("{s:s, s:s, s:s, s:s}", "event", kind, "snapshot", snap->id, "sandbox",
+                                 snap->sandbox, "at", when));
+    }
+    store_snapshot_free(snap);
+}
+
+void r_snapshot_pin(api_req *r) { pin(r, "pin"); }
+void r_snapshot_unpin(api_req *r) { pin(r, "unpin"); }

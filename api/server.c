@@ -1,0 +1,893 @@
+/* The HTTP side: evhttp on one event loop thread; routes run on worker threads and hand
+ * their result back through a done queue (evhttp is not thread-safe, so only the loop
+ * thread ever touches a struct evhttp_request). */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/internal.h"
+
+typedef struct done_node {
+    api_req *r;
+    int phase;                 /* 0: finished; 1: stream starts */
+    struct done_node *next;
+} done_node;
+
+struct api_server {
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *sock;
+    const char *store;
+    char *config_path;
+    api_config cfg;
+    struct timespec cfg_mtime;
+    off_t cfg_size;
+    api_storeref ref;
+    api_pool short_pool, long_pool;
+    pthread_mutex_t done_mu;
+    done_node *done_head, *done_tail;
+    struct event *done_ev, *term_ev, *int_ev, *deadline_ev;
+    int stopping, inflight, cut;
+    uint64_t rid_seq;
+    char rid_salt[9];
+    /* shares (shares.c) */
+    pthread_mutex_t share_mu;
+    api_token *shares;
+    size_t nshares, share_cap;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- result helpers (any thread, on the request's own result fields) ----------------- */
+
+void api_ok(api_req *r, int status, json_t *body)
+{
+    r->status = status;
+    json_decref(r->resp);
+    r->resp = body;
+}
+
+void api_fail(api_req *r, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->msg, sizeof r->msg, fmt, ap);
+    va_end(ap);
+    snprintf(r->code, sizeof r->code, "%s", code);
+    r->status = status;
+    json_decref(r->resp);
+    r->resp = NULL;
+}
+
+void api_fail_store(api_req *r, int rc, const store_err *e)
+{
+    switch (rc) {
+    case -ENOENT: api_fail(r, 404, "not_found", "%s", e->msg); break;
+    case -EINVAL: api_fail(r, 400, "invalid", "%s", e->msg); break;
+    case -EACCES: case -EPERM: api_fail(r, 403, "forbidden", "%s", e->msg); break;
+    case -EEXIST: case -EBUSY: api_fail(r, 409, "conflict", "%s", e->msg); break;
+    default: api_fail(r, 500, "internal", "%s", e->msg); break;
+    }
+}
+
+char *api_query(api_req *r, const char *key)
+{
+    if (!r->query) return NULL;
+    struct evkeyvalq q;
+    TAILQ_INIT(&q);
+    if (evhttp_parse_query_str(r->query, &q) < 0) return NULL;
+    const char *v = evhttp_find_header(&q, key);
+    char *out = v ? strdup(v) : NULL;
+    evhttp_clear_headers(&q);
+    return out;
+}
+
+int api_body_str(api_req *r, const char *key, int required, const char **out)
+{
+    json_t *v = r->body ? json_object_get(r->body, key) : NULL;
+    if (!v || json_is_null(v)) {
+        if (!required) return 0;
+        api_fail(r, 400, "missing_field", "the body needs \"%s\"", key);
+        return -1;
+    }
+    if (!json_is_string(v) || memchr(json_string_value(v), 0, json_string_length(v))) {
+        api_fail(r, 400, "wrong_type", "\"%s\" must be a string", key);
+        return -1;
+    }
+    *out = json_string_value(v);
+    return 0;
+}
+
+int api_body_bool(api_req *r, const char *key, int *out)
+{
+    json_t *v = r->body ? json_object_get(r->body, key) : NULL;
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_boolean(v)) {
+        api_fail(r, 400, "wrong_type", "\"%s\" must be true or false", key);
+        return -1;
+    }
+    *out = json_is_true(v);
+    return 0;
+}
+
+int api_body_int(api_req *r, const char *key, int64_t *out)
+{
+    json_t *v = r->body ? json_object_get(r->body, key) : NULL;
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_integer(v)) {
+        api_fail(r, 400, "wrong_type", "\"%s\" must be an integer", key);
+        return -1;
+    }
+    *out = (int64_t)json_integer_value(v);
+    return 0;
+}
+
+store_t *api_store(api_req *r, int mode)
+{
+    store_t *s = NULL;
+    store_err e;
+    int rc = api_store_get(&r->srv->ref, mode, &s, &e);
+    if (rc) {
+        api_fail(r, 500, "store_unavailable", "%s", e.msg);
+        return NULL;
+    }
+    return s;
+}
+
+void api_store_done(api_req *r, int mode)
+{
+    api_store_put(&r->srv->ref, mode);
+}
+
+const api_config *api_cfg(api_req *r) { return &r->srv->cfg; }
+const char *api_store_dir(api_req *r) { return r->srv->store; }
+
+int api_tenant_ok(api_req *r, const char *tenant, const char *what)
+{
+    if (!r->tok.tenant[0] || !strcmp(r->tok.tenant, tenant)) return 0;
+    api_fail(r, 404, "not_found", "no %s %s", what, r->param);
+    return -1;
+}
+
+const char *api_actor(api_req *r) { return r->tok.name; }
+
+/* ---- done queue: workers -> loop ------------------------------------------------------ */
+
+static void post(api_req *r, int phase)
+{
+    done_node *n = malloc(sizeof *n);
+    api_server *srv = r->srv;
+    pthread_mutex_lock(&srv->done_mu);
+    if (n) {
+        n->r = r;
+        n->phase = phase;
+        n->next = NULL;
+        if (srv->done_tail) srv->done_tail->next = n;
+        else srv->done_head = n;
+        srv->done_tail = n;
+    }
+    pthread_mutex_unlock(&srv->done_mu);
+    /* Out of memory here would strand the request: wait for memory rather than lose it. */
+    while (!n) {
+        usleep(10000);
+        n = malloc(sizeof *n);
+        if (n) {
+            free(n);
+            post(r, phase);
+            return;
+        }
+    }
+    event_active(srv->done_ev, EV_READ, 0);
+}
+
+/* ---- replies (loop thread) ------------------------------------------------------------ */
+
+static void log_line(api_req *r, int status)
+{
+    double ms = (now_s() - r->t0) * 1000;
+    fprintf(stderr, "cairn serve: %s %s%s%s %d %.1fms rid=%s actor=%s\n",
+            r->route ? r->route->method : "-", r->route ? r->route->path : "-", r->param[0] ? " id=" : "",
+            r->param, status, ms, r->rid, r->tok.name[0] ? r->tok.name : "-");
+}
+
+static void free_req(api_req *r)
+{
+    json_decref(r->resp);
+    json_decref(r->body);
+    free(r->query);
+    free(r->raw);
+    if (r->pipe_ev) event_free(r->pipe_ev);
+    if (r->pipe_rd >= 0) close(r->pipe_rd);
+    free(r);
+}
+
+static void finished(api_server *srv)
+{
+    srv->inflight--;
+    if (srv->stopping && srv->inflight == 0) event_base_loopexit(srv->base, NULL);
+}
+
+static void set_common_headers(api_req *r, const char *ctype)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+    evhttp_add_header(h, "X-Request-Id", r->rid);
+    evhttp_add_header(h, "Content-Type", ctype);
+    evhttp_add_header(h, "Cache-Control", "no-store");
+}
+
+static void reply(api_req *r)
+{
+    int status = r->status ? r->status : 500;
+    if (!r->gone) evhttp_connection_set_closecb(r->evcon, NULL, NULL);
+    struct evbuffer *b = evbuffer_new();
+    json_t *body = r->resp;
+    if (status < 400 && r->raw) {
+        if (b) evbuffer_add(b, r->raw, r->raw_len);
+        set_common_headers(r, r->raw_type);
+        evhttp_send_reply(r->req, status, "OK", b);
+        if (b) evbuffer_free(b);
+        api_metrics_request(r->route_index, status, now_s() - r->t0);
+        log_line(r, status);
+        return;
+    }
+    if (status >= 400 || !body) {
+        if (status < 400) snprintf(r->code, sizeof r->code, "internal"), status = 500;
+        body = json_pack("{s:{s:s, s:s}}", "error", "code", r->code[0] ? r->code : "internal", "message",
+                         r->msg[0] ? r->msg : "no result");
+        json_decref(r->resp);
+        r->resp = body;
+    }
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    if (b && text) {
+        evbuffer_add(b, text, strlen(text));
+        evbuffer_add(b, "\n", 1);
+    }
+    free(text);
+    set_common_headers(r, "application/json");
+    if (status == 429 || status == 503) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", r->retry_after > 0 ? r->retry_after : 1);
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), "Retry-After", ra);
+    }
+    static const struct { int s; const char *t; } reasons[] = {
+        {200, "OK"}, {201, "Created"}, {400, "Bad Request"}, {401, "Unauthorized"}, {403, "Forbidden"},
+        {404, "Not Found"}, {405, "Method Not Allowed"}, {409, "Conflict"}, {410, "Gone"},
+        {413, "Payload Too Large"}, {429, "Too Many Requests"}, {500, "Internal Server Error"},
+        {503, "Service Unavailable"}};
+    const char *reason = "";
+    for (size_t i = 0; i < sizeof reasons / sizeof *reasons; i++)
+        if (reasons[i].s == status) reason = reasons[i].t;
+    if (status == 401) evhttp_add_header(evhttp_request_get_output_headers(r->req), "WWW-Authenticate", "Bearer");
+    /* A request whose connection died is detached by evhttp: sending frees it. */
+    evhttp_send_reply(r->req, status, reason, b);
+    if (b) evbuffer_free(b);
+    api_metrics_request(r->route_index, status, now_s() - r->t0);
+    log_line(r, status);
+}
+
+static void on_close(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    api_req *r = arg;
+    r->gone = 1;
+    if (r->stream && r->pipe_ev) {
+        /* The worker's next write fails with EPIPE and it stops. */
+        event_free(r->pipe_ev);
+        r->pipe_ev = NULL;
+        close(r->pipe_rd);
+        r->pipe_rd = -1;
+    }
+}
+
+/* ---- streams -------------------------------------------------------------------------- */
+
+#define STREAM_CHUNK (256 * 1024)
+
+static void stream_finish(api_req *r)
+{
+    api_server *srv = r->srv;
+    if (!r->gone) {
+        evhttp_connection_set_closecb(r->evcon, NULL, NULL);
+        if (r->stream_rc == 0) evhttp_send_reply_end(r->req);
+        else evhttp_connection_free(r->evcon);    /* a cut body, never a complete-looking one */
+    }
+    api_metrics_request(r->route_index, r->stream_rc ? 500 : 200, now_s() - r->t0);
+    log_line(r, r->stream_rc ? 500 : 200);
+    if (r->stream_rc) fprintf(stderr, "cairn serve: rid=%s: stream cut: %s\n", r->rid, r->msg);
+    free_req(r);
+    finished(srv);
+}
+
+static void chunk_sent(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    api_req *r = arg;
+    if (!r->gone && r->pipe_ev) event_add(r->pipe_ev, NULL);
+}
+
+static void pipe_readable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    api_req *r = arg;
+    struct evbuffer *b = evbuffer_new();
+    if (!b) return;
+    int n = evbuffer_read(b, fd, STREAM_CHUNK);
+    if (n > 0) {
+        /* Wait until the client took this chunk before reading more: a slow client slows
+         * the worker (through the pipe) instead of growing our memory. */
+        event_del(r->pipe_ev);
+        evhttp_send_reply_chunk_with_cb(r->req, b, chunk_sent, r);
+        evbuffer_free(b);
+        return;
+    }
+    evbuffer_free(b);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    event_free(r->pipe_ev);
+    r->pipe_ev = NULL;
+    close(r->pipe_rd);
+    r->pipe_rd = -1;
+    r->eof = 1;
+    if (r->done) stream_finish(r);
+}
+
+int api_stream_begin(api_req *r, const char *content_type)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        api_fail(r, 500, "internal", "pipe: %s", strerror(errno));
+        return -1;
+    }
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    fcntl(p[1], F_SETPIPE_SZ, 1 << 20);    /* fewer wake-ups; failure only costs speed */
+    r->pipe_rd = p[0];
+    r->pipe_wr = p[1];
+    r->ctype = content_type;
+    r->stream = 1;
+    post(r, 1);
+    return 0;
+}
+
+static void stream_start(api_req *r)
+{
+    if (r->gone) return;       /* on_close closed the pipe already */
+    set_common_headers(r, r->ctype);
+    evhttp_send_reply_start(r->req, 200, "OK");
+    r->pipe_ev = event_new(r->srv->base, r->pipe_rd, EV_READ | EV_PERSIST, pipe_readable, r);
+    if (!r->pipe_ev) {
+        close(r->pipe_rd);
+        r->pipe_rd = -1;
+        r->eof = 1;
+        return;
+    }
+    event_add(r->pipe_ev, NULL);
+}
+
+static void drain_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    api_server *srv = arg;
+    pthread_mutex_lock(&srv->done_mu);
+    done_node *n = srv->done_head;
+    srv->done_head = srv->done_tail = NULL;
+    pthread_mutex_unlock(&srv->done_mu);
+    while (n) {
+        done_node *next = n->next;
+        api_req *r = n->r;
+        if (n->phase == 1) stream_start(r);
+        else if (r->stream) {
+            r->done = 1;
+            if (r->eof || r->gone) stream_finish(r);
+        } else {
+            reply(r);
+            free_req(r);
+            finished(srv);
+        }
+        free(n);
+        n = next;
+    }
+}
+
+static void run_job(api_job *j)
+{
+    api_req *r = (api_req *)j;
+    r->route->fn(r);
+    if (r->stream) {
+        if (r->pipe_wr >= 0) close(r->pipe_wr);
+        r->pipe_wr = -1;
+    }
+    post(r, 0);
+}
+
+/* ---- routing, auth, dispatch (loop thread) -------------------------------------------- */
+
+static int match(const char *pattern, const char *path, char *param, size_t cap)
+{
+    const char *p = pattern, *s = path;
+    while (*p && *s) {
+        if (!strncmp(p, "{id}", 4)) {
+            size_t n = strcspn(s, "/");
+            if (n == 0) return 0;
+            char *raw = strndup(s, n);
+            size_t dl = 0;
+            char *dec = raw ? evhttp_uridecode(raw, 0, &dl) : NULL;
+            free(raw);
+            int ok = dec && dl > 0 && dl < cap && !memchr(dec, 0, dl) && !strchr(dec, '/');
+            if (ok) memcpy(param, dec, dl + 1);
+            free(dec);
+            if (!ok) return 0;
+            p += 4;
+            s += n;
+            continue;
+        }
+        if (*p != *s) return 0;
+        p++;
+        s++;
+    }
+    return !*p && !*s;
+}
+
+static const char *method_name(enum evhttp_cmd_type t)
+{
+    switch (t) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    default: return "OTHER";
+    }
+}
+
+/* Tokens come from the config file; `cairn token add|revoke` edits it while we run, so a
+ * changed file is read again (only its tokens are taken: listen and limits need a restart). */
+static void refresh_tokens(api_server *srv)
+{
+    struct stat sb;
+    if (stat(srv->config_path, &sb) < 0) {
+        if (errno == ENOENT && srv->cfg.ntokens) {      /* removed: nobody is let in */
+            srv->cfg.ntokens = 0;
+            fprintf(stderr, "cairn serve: %s is gone: no token is valid now\n", srv->config_path);
+        }
+        return;
+    }
+    if (sb.st_mtim.tv_sec == srv->cfg_mtime.tv_sec && sb.st_mtim.tv_nsec == srv->cfg_mtime.tv_nsec &&
+        sb.st_size == srv->cfg_size)
+        return;
+    api_config c;
+    store_err e;
+    if (api_config_load(srv->config_path, &c, &e)) {
+        fprintf(stderr, "cairn serve: the config changed but cannot be read (%s): keeping the tokens I had\n", e.msg);
+        return;
+    }
+    free(srv->cfg.tokens);
+    srv->cfg.tokens = c.tokens;
+    srv->cfg.ntokens = c.ntokens;
+    c.tokens = NULL;
+    api_config_free(&c);
+    srv->cfg_mtime = sb.st_mtim;
+    srv->cfg_size = sb.st_size;
+}
+
+static int valid_rid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64) return 0;
+    return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-:") == n;
+}
+
+static void early(api_req *r, int status, const char *code, const char *msg)
+{
+    api_server *srv = r->srv;
+    api_fail(r, status, code, "%s", msg);
+    reply(r);
+    free_req(r);
+    finished(srv);
+}
+
+static void handle(struct evhttp_request *req, void *arg)
+{
+    api_server *srv = arg;
+    api_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    r->srv = srv;
+    r->req = req;
+    r->evcon = evhttp_request_get_connection(req);
+    r->t0 = now_s();
+    r->route_index = -1;
+    r->pipe_rd = r->pipe_wr = -1;
+    srv->inflight++;
+    const char *hrid = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
+    if (hrid && valid_rid(hrid)) snprintf(r->rid, sizeof r->rid, "%s", hrid);
+    else snprintf(r->rid, sizeof r->rid, "%s%08llx", srv->rid_salt, (unsigned long long)++srv->rid_seq);
+    if (srv->stopping) return early(r, 503, "shutting_down", "the server is stopping");
+
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+    const char *path = u ? evhttp_uri_get_path(u) : NULL;
+    if (!path) return early(r, 400, "bad_request", "no path in the request");
+    if (evhttp_uri_get_query(u)) r->query = strdup(evhttp_uri_get_query(u));
+    const char *m = method_name(evhttp_request_get_command(req));
+    int path_known = 0;
+    for (int i = 0; i < api_nroutes; i++) {
+        char param[sizeof r->param] = "";
+        if (!match(api_routes[i].path, path, param, sizeof param)) continue;
+        path_known = 1;
+        if (strcmp(api_routes[i].method, m)) continue;
+        r->route = &api_routes[i];
+        r->route_index = i;
+        memcpy(r->param, param, sizeof param);
+        break;
+    }
+    if (!r->route) {
+        if (path_known) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "see docs/api.yaml");
+            return early(r, 405, "method_not_allowed", "this path does not take that method");
+        }
+        return early(r, 404, "not_found", "no such route (see docs/api.yaml)");
+    }
+
+    if (r->route->roles) {
+        const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+        if (!auth || strncmp(auth, "Bearer ", 7) || !auth[7])
+            return early(r, 401, "unauthorized", "an Authorization: Bearer token is needed");
+        const char *text = auth + 7;
+        refresh_tokens(srv);
+        const api_token *t = api_token_find(srv->cfg.tokens, srv->cfg.ntokens, text);
+        api_token share;
+        if (t) r->tok = *t;
+        else if (api_share_find(srv, text, &share) == 0) r->tok = share;
+        else return early(r, 401, "unauthorized", "unknown, revoked or expired token");
+        int allowed = r->tok.role == API_ROLE_SHARE ? r->route->roles == API_ROLE_SHARE
+                                                    : (r->route->roles & r->tok.role) ||
+                                                          (r->tok.role == API_ROLE_ADMIN && r->route->roles != API_ROLE_SHARE);
+        if (!allowed) return early(r, 403, "forbidden", "this token's role may not use this route");
+    }
+
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t blen = evbuffer_get_length(in);
+    if (blen) {
+        if ((long)blen > srv->cfg.max_body) return early(r, 413, "too_large", "the body is larger than max_body_bytes");
+        char *text = malloc(blen + 1);
+        if (!text) return early(r, 500, "internal", "out of memory");
+        evbuffer_copyout(in, text, blen);
+        text[blen] = 0;
+        json_error_t je;
+        r->body = json_loadb(text, blen, JSON_REJECT_DUPLICATES, &je);
+        free(text);
+        if (!r->body) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "the body is not valid JSON: %s (at line %d)", je.text, je.line);
+            return early(r, 400, "bad_json", msg);
+        }
+        if (!json_is_object(r->body)) return early(r, 400, "bad_json", "the body must be a JSON object");
+    }
+
+    evhttp_connection_set_closecb(r->evcon, on_close, r);
+    if (r->route->run == API_RUN_INLINE) {
+        r->route->fn(r);
+        reply(r);
+        free_req(r);
+        finished(srv);
+        return;
+    }
+    r->job.fn = run_job;
+    api_pool *p = r->route->run == API_RUN_LONG ? &srv->long_pool : &srv->short_pool;
+    if (api_pool_submit(p, &r->job)) {
+        r->retry_after = 5;
+        evhttp_connection_set_closecb(r->evcon, NULL, NULL);
+        return early(r, 429, "busy", r->route->run == API_RUN_LONG ? "max_long_jobs jobs are running: retry later"
+                                                                 : "too many requests queued: retry later");
+    }
+}
+
+/* ---- start and stop ------------------------------------------------------------------- */
+
+static void deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    api_server *srv = arg;
+    srv->cut = 1;
+    fprintf(stderr, "cairn serve: %d requests still running at the shutdown deadline: stopping anyway "
+            "(an unfinished snapshot leaves only garbage for gc)\n", srv->inflight);
+    event_base_loopexit(srv->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    api_server *srv = arg;
+    if (srv->stopping) return;
+    srv->stopping = 1;
+    fprintf(stderr, "cairn serve: %s: no new connections; %d requests in flight\n",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT", srv->inflight);
+    if (srv->sock) evhttp_del_accept_socket(srv->http, srv->sock);
+    srv->sock = NULL;
+    if (srv->inflight == 0) {
+        event_base_loopexit(srv->base, NULL);
+        return;
+    }
+    struct timeval tv = {srv->cfg.shutdown_timeout_s, 0};
+    srv->deadline_ev = evtimer_new(srv->base, deadline, srv);
+    if (srv->deadline_ev) evtimer_add(srv->deadline_ev, &tv);
+}
+
+static int split_listen(const char *l, char *host, size_t hcap, int *port)
+{
+    const char *c = strrchr(l, ':');
+    if (!c || c == l || (size_t)(c - l) >= hcap) return -1;
+    char *end;
+    long p = strtol(c + 1, &end, 10);
+    if (*end || p < 0 || p > 65535 || end == c + 1) return -1;
+    memcpy(host, l, (size_t)(c - l));
+    host[c - l] = 0;
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {   /* [::1]:7420 */
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = 0;
+    }
+    *port = (int)p;
+    return 0;
+}
+
+int api_serve(const api_serve_opts *o, store_err *e)
+{
+    api_server *srv = calloc(1, sizeof *srv);
+    if (!srv) return store_errf(e, -ENOMEM, "out of memory");
+    srv->store = o->store;
+    srv->config_path = api_config_path(o->store, o->config);
+    int rc = srv->config_path ? api_config_load(srv->config_path, &srv->cfg, e) : store_errf(e, -ENOMEM, "out of memory");
+    if (rc) {
+        free(srv->config_path);
+        free(srv);
+        return rc;
+    }
+    struct stat sb;
+    if (stat(srv->config_path, &sb) == 0) {
+        srv->cfg_mtime = sb.st_mtim;
+        srv->cfg_size = sb.st_size;
+    }
+    /* The store must open now: a wrong --store is an error at start, not at the first call. */
+    store_t *probe = NULL;
+    if ((rc = store_open(o->store, STORE_READ, &probe, e))) goto out_cfg;
+    store_close(probe);
+    const char *listen = o->listen ? o->listen : srv->cfg.listen;
+    char host[128];
+    int port;
+    if (split_listen(listen, host, sizeof host, &port)) {
+        rc = store_errf(e, -EINVAL, "listen address '%s' is not HOST:PORT", listen);
+        goto out_cfg;
+    }
+    signal(SIGPIPE, SIG_IGN);    /* a client gone mid-stream is an EPIPE, not our death */
+    if (evthread_use_pthreads() < 0) {
+        rc = store_errf(e, -ENOSYS, "libevent has no pthreads support");
+        goto out_cfg;
+    }
+    api_storeref_init(&srv->ref, o->store);
+    pthread_mutex_init(&srv->done_mu, NULL);
+    pthread_mutex_init(&srv->share_mu, NULL);
+    char tmp[API_TOKEN_MAX];
+    if ((rc = api_token_make("", tmp, e))) goto out_ref;
+    snprintf(srv->rid_salt, sizeof srv->rid_salt, "%.8s", tmp);
+    if ((rc = api_shares_load(srv, e))) goto out_ref;
+    api_metrics_init(api_nroutes);
+    srv->base = event_base_new();
+    srv->http = srv->base ? evhttp_new(srv->base) : NULL;
+    if (!srv->http) {
+        rc = store_errf(e, -ENOMEM, "libevent: cannot make the event loop");
+        goto out_base;
+    }
+    evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                              EVHTTP_REQ_HEAD | EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+    evhttp_set_max_body_size(srv->http, srv->cfg.max_body);
+    evhttp_set_max_headers_size(srv->http, srv->cfg.max_headers);
+    evhttp_set_timeout(srv->http, srv->cfg.request_timeout_s);
+    evhttp_set_gencb(srv->http, handle, srv);
+    srv->sock = evhttp_bind_socket_with_handle(srv->http, host, (ev_uint16_t)port);
+    if (!srv->sock) {
+        rc = store_errf(e, -EADDRINUSE, "cannot listen on %s: %s", listen, strerror(errno));
+        goto out_base;
+    }
+    srv->done_ev = event_new(srv->base, -1, EV_PERSIST | EV_READ, drain_done, srv);
+    srv->term_ev = evsignal_new(srv->base, SIGTERM, on_signal, srv);
+    srv->int_ev = evsignal_new(srv->base, SIGINT, on_signal, srv);
+    if (!srv->done_ev || !srv->term_ev || !srv->int_ev || event_add(srv->term_ev, NULL) ||
+        event_add(srv->int_ev, NULL)) {
+        rc = store_errf(e, -ENOMEM, "libevent: cannot set up events");
+        goto out_base;
+    }
+    if ((rc = api_pool_start(&srv->short_pool, srv->cfg.workers, 4096, e))) goto out_base;
+    if ((rc = api_pool_start(&srv->long_pool, srv->cfg.max_long_jobs, srv->cfg.max_long_jobs, e))) {
+        api_pool_stop(&srv->short_pool);
+        goto out_base;
+    }
+    /* The bound port (listen may say :0). */
+    char addr[200];
+    evutil_socket_t fd = evhttp_bound_socket_get_fd(srv->sock);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char hb[128] = "?";
+    int bport = port;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *si = (struct sockaddr_in *)&ss;
+            evutil_inet_ntop(AF_INET, &si->sin_addr, hb, sizeof hb);
+            bport = ntohs(si->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *si = (struct sockaddr_in6 *)&ss;
+            evutil_inet_ntop(AF_INET6, &si->sin6_addr, hb, sizeof hb);
+            bport = ntohs(si->sin6_port);
+        }
+    }
+    snprintf(addr, sizeof addr, strchr(hb, ':') ? "[%s]:%d" : "%s:%d", hb, bport);
+    fprintf(stderr, "cairn serve: listening on %s (store %s, config %s, %zu tokens)\n", addr, o->store,
+            srv->config_path, srv->cfg.ntokens);
+    if (o->ready) o->ready(o->ready_arg, addr);
+    event_base_dispatch(srv->base);
+    if (srv->cut) {
+        /* Workers may still run: their memory and threads go with the process. */
+        return store_errf(e, -ETIMEDOUT, "stopped with requests still running (shutdown_timeout_s)");
+    }
+    api_pool_stop(&srv->long_pool);
+    api_pool_stop(&srv->short_pool);
+    fprintf(stderr, "cairn serve: stopped cleanly\n");
+    rc = 0;
+out_base:
+    if (srv->deadline_ev) event_free(srv->deadline_ev);
+    if (srv->done_ev) event_free(srv->done_ev);
+    if (srv->term_ev) event_free(srv->term_ev);
+    if (srv->int_ev) event_free(srv->int_ev);
+    if (srv->http) evhttp_free(srv->http);
+    if (srv->base) event_base_free(srv->base);
+out_ref:
+    free(srv->shares);
+    pthread_mutex_destroy(&srv->done_mu);
+    pthread_mutex_destroy(&srv->share_mu);
+    api_storeref_destroy(&srv->ref);
+out_cfg:
+    api_config_free(&srv->cfg);
+    free(srv->config_path);
+    free(srv);
+    return rc;
+}
+
+/* ---- shares --------------------------------------------------------------------------- */
+/* DIR/shares.log: one JSON object per line {sha256, tenant, sandbox, expires, by}, appended
+ * and fsynced before the token is given out. Only the server writes it. */
+
+static int share_path(api_server *srv, char *out, size_t cap)
+{
+    return snprintf(out, cap, "%s/shares.log", srv->store) >= (int)cap ? -ENAMETOOLONG : 0;
+}
+
+static int share_push(api_server *srv, const api_token *t)
+{
+    if (srv->nshares == srv->share_cap) {
+        size_t cap = srv->share_cap ? 2 * srv->share_cap : 16;
+        api_token *n = realloc(srv->shares, cap * sizeof *n);
+        if (!n) return -ENOMEM;
+        srv->shares = n;
+        srv->share_cap = cap;
+    }
+    srv->shares[srv->nshares++] = *t;
+    return 0;
+}
+
+static int unhex32(const char *s, uint8_t *out)
+{
+    if (!s || strlen(s) != 64) return -1;
+    for (int i = 0; i < 64; i++) {
+        int c = s[i], v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0) return -1;
+        if (i % 2) out[i / 2] |= (uint8_t)v;
+        else out[i / 2] = (uint8_t)(v << 4);
+    }
+    return 0;
+}
+
+int api_shares_load(api_server *srv, store_err *e)
+{
+    char path[4200];
+    if (share_path(srv, path, sizeof path)) return store_errf(e, -ENAMETOOLONG, "store path too long");
+    FILE *f = fopen(path, "re");
+    if (!f) return errno == ENOENT ? 0 : store_errf(e, -errno, "%s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = 0, lineno = 0;
+    int64_t now = store_now_ms();
+    while (!rc && (n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        json_t *j = json_loadb(line, (size_t)n, 0, NULL);
+        api_token t = {.role = API_ROLE_SHARE};
+        const char *sb = json_string_value(json_object_get(j, "sandbox"));
+        const char *tn = json_string_value(json_object_get(j, "tenant"));
+        const char *by = json_string_value(json_object_get(j, "by"));
+        json_t *ex = json_object_get(j, "expires");
+        if (!sb || !tn || !json_is_integer(ex) || unhex32(json_string_value(json_object_get(j, "sha256")), t.hash)) {
+            /* A torn last line (crash mid-append) is not a share; anything else is damage. */
+            if (n > 0 && line[n - 1] != '\n') fprintf(stderr, "cairn serve: %s: ignoring a torn last line\n", path);
+            else rc = store_errf(e, -EINVAL, "%s: line %d is not a share record", path, lineno);
+        } else if (json_integer_value(ex) > now) {
+            snprintf(t.sandbox, sizeof t.sandbox, "%s", sb);
+            snprintf(t.tenant, sizeof t.tenant, "%s", tn);
+            snprintf(t.name, sizeof t.name, "share:%s", by ? by : "?");
+            t.expires_ms = (int64_t)json_integer_value(ex);
+            if (share_push(srv, &t)) rc = store_errf(e, -ENOMEM, "out of memory");
+        }
+        json_decref(j);
+    }
+    if (!rc && ferror(f)) rc = store_errf(e, -EIO, "%s: read error", path);
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+int api_share_add(api_server *srv, const char *tenant, const char *sandbox, int64_t expires_ms, const char *by,
+                  char *token, store_err *e)
+{
+    char path[4200], hx[65];
+    if (share_path(srv, path, sizeof path)) return store_errf(e, -ENAMETOOLONG, "store path too long");
+    int rc = api_token_make("cairnshare_", token, e);
+    if (rc) return rc;
+    api_token t = {.role = API_ROLE_SHARE, .expires_ms = expires_ms};
+    api_sha256(token, strlen(token), t.hash);
+    for (int i = 0; i < 32; i++) snprintf(hx + 2 * i, 3, "%02x", t.hash[i]);
+    snprintf(t.sandbox, sizeof t.sandbox, "%s", sandbox);
+    snprintf(t.tenant, sizeof t.tenant, "%s", tenant);
+    snprintf(t.name, sizeof t.name, "share:%s", by);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:s}", "sha256", hx, "tenant", tenant, "sandbox", sandbox,
+                          "expires", (json_int_t)expires_ms, "by", by);
+    char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!line) return store_errf(e, -ENOMEM, "out of memory");
+    pthread_mutex_lock(&srv->share_mu);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) rc = store_errf(e, -errno, "%s: %s", path, strerror(errno));
+    else {
+        size_t len = strlen(line);
+        line[len] = '\n';      /* json_dumps left room: the NUL */
+        if (write(fd, line, len + 1) != (ssize_t)(len + 1) || fsync(fd) < 0)
+            rc = store_errf(e, -EIO, "%s: cannot append: %s", path, strerror(errno));
+        if (close(fd) < 0 && !rc) rc = store_errf(e, -errno, "%s: %s", path, strerror(errno));
+    }
+    if (!rc && share_push(srv, &t)) rc = store_errf(e, -ENOMEM, "out of memory");
+    pthread_mutex_unlock(&srv->share_mu);
+    free(line);
+    return rc;
+}
+
+int api_share_find(api_server *srv, const char *text, api_token *out)
+{
+    if (strncmp(text, "cairnshare_", 11)) return -1;
+    pthread_mutex_lock(&srv->share_mu);
+    const api_token *t = api_token_find(srv->shares, srv->nshares, text);
+    int rc = t && t->expires_ms > store_now_ms() ? 0 : -1;
+    if (!rc) *out = *t;
+    pthread_mutex_unlock(&srv->share_mu);
+    return rc;
+}
