@@ -20,7 +20,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .SECONDARY:
 .PHONY: all deps test check test-slow demo bench fuzz asan ubsan clean help
-all: deps $(BUILD)/cairn $(BUILD)/cairn-corpus $(BUILD)/libcairn-fault.so $(UNIT_BIN)
+all: deps $(BUILD)/cairn $(BUILD)/cairn-corpus $(BUILD)/libcairn-fault.so $(BUILD)/libcairn-failio.so $(UNIT_BIN)
 
 help:
 	@echo "make            build build/cairn and build/cairn-corpus"
@@ -50,6 +50,12 @@ $(BUILD)/cairn-corpus: tools/corpus.c
 # The fault-injection shim (LD_PRELOAD) of the fault and crash-point tests: test tooling,
 # never linked into cairn, never sanitized (it sits under the process it counts for).
 $(BUILD)/libcairn-fault.so: tests/fault/fault.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
+
+# The read-failure shim (tests/fault/failio.c): makes chosen readdir/pread calls fail, for
+# the tests that prove an I/O error is never taken for the end of the data. Test tooling.
+$(BUILD)/libcairn-failio.so: tests/fault/failio.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 

@@ -39,12 +39,12 @@ typedef struct {
 
 /* The lifecycle view of every sandbox (store open for reading). tenant may be NULL (all).
  * *out is malloc'd (free it); sandboxes of Cairn itself (names starting '_') are left out. */
-int gc_sandboxes(store_t *s, const char *tenant, gc_sandbox **out, size_t *n, store_err *e);
+STORE_MUST_USE int gc_sandboxes(store_t *s, const char *tenant, gc_sandbox **out, size_t *n, store_err *e);
 
 /* Appends a lifecycle event after checking it makes sense (the sandbox, snapshot exists).
  * kind: "touch", "delete" (sandbox, at_ms), "tier" (tenant, tier), "pin", "unpin" (snapshot),
  * "restore", "rebuild" (sandbox). */
-int gc_event(store_t *s, const char *kind, const char *name, const char *value, int64_t at_ms,
+STORE_MUST_USE int gc_event(store_t *s, const char *kind, const char *name, const char *value, int64_t at_ms,
              store_err *e);
 
 typedef void (*gc_log_fn)(void *arg, const char *line);
@@ -69,7 +69,7 @@ typedef struct {
 /* Runs retention and sweep on the store at dir (gc opens it as it needs: see docs/gc.md).
  * Returns 0 when everything planned was done, or a negative code; r says what was done
  * either way (a failed run is resumed safely by the next). */
-int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e);
+STORE_MUST_USE int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e);
 void gc_result_free(gc_result *r);
 
 /* ---- edges (json.c): the same JSON and times for the CLI and the API ---------------- */

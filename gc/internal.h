@@ -36,18 +36,18 @@ typedef struct {
     size_t nevents, ecap;
 } gc_state;
 
-int gc_state_load(store_t *s, gc_state *st, store_err *e);
+STORE_MUST_USE int gc_state_load(store_t *s, gc_state *st, store_err *e);
 /* The two parsers behind gc_state_load (arg is the gc_state): one index record of a
  * snapshot, one line of events.log. Exposed for the fuzzer (tests/fuzz/fuzz_events.c). */
-int gc_state_add_snapshot(void *arg, const char *id, const char *json);
-int gc_state_add_event(void *arg, const char *line);
+STORE_MUST_USE int gc_state_add_snapshot(void *arg, const char *id, const char *json);
+STORE_MUST_USE int gc_state_add_event(void *arg, const char *line);
 void gc_state_free(gc_state *st);
-int gc_view(const gc_state *st, const char *tenant, gc_sandbox **out, size_t *n, store_err *e);
-int gc_pinned(const gc_state *st, const char *id);
+STORE_MUST_USE int gc_view(const gc_state *st, const char *tenant, gc_sandbox **out, size_t *n, store_err *e);
+STORE_MUST_USE int gc_pinned(const gc_state *st, const char *id);
 
 /* reclaim.c: the files-only snapshot of src (not committed): its important entries and
  * the disk pages they use. */
-int gc_files_only(store_t *s, const store_snapshot *src, store_snapshot **out, store_err *e);
+STORE_MUST_USE int gc_files_only(store_t *s, const store_snapshot *src, store_snapshot **out, store_err *e);
 
 /* sweep.c */
 typedef struct {
@@ -61,7 +61,7 @@ typedef struct {
     gc_log_fn log;
     void *log_arg;
 } gc_sweep_opts;
-int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e);
+STORE_MUST_USE int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e);
 
 void gc_yield_lock(void);
 void gc_logf(gc_log_fn fn, void *arg, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

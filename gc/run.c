@@ -282,9 +282,9 @@ int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e)
     int rc = store_open(dir, STORE_READ, &s, e);
     if (!rc) {
         store_stats before;
-        store_get_stats(s, &before, NULL);
+        rc = store_get_stats(s, &before, e);
         r->bytes_before = before.stored_bytes + before.manifest_bytes;
-        rc = make_plan(s, o, &p, r, e);
+        if (!rc) rc = make_plan(s, o, &p, r, e);
         store_close(s);
     }
     gc_sweep_opts so = {.dry_run = o->dry_run, .log = o->log, .log_arg = o->log_arg};
@@ -314,11 +314,12 @@ int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e)
         if (p.nreclaims && !(rc = store_open(dir, STORE_SCAN, &s, e))) {
             for (size_t i = 0; !rc && i < p.nreclaims; i++) {
                 store_snapshot *src = NULL, *fo = NULL;
-                if (!store_snapshot_load(s, p.reclaims[i].source, &src, NULL) &&
-                    !gc_files_only(s, src, &fo, NULL))
-                    for (int b = 0; b < fo->nblobs; b++)
-                        for (uint64_t k = 0; k < fo->blobs[b].npages; k++)
-                            store_idset_add(so.extra_live, &fo->blobs[b].ids[k]);
+                rc = store_snapshot_load(s, p.reclaims[i].source, &src, e);
+                if (!rc) rc = gc_files_only(s, src, &fo, e);
+                for (int b = 0; !rc && b < fo->nblobs; b++)
+                    for (uint64_t k = 0; !rc && k < fo->blobs[b].npages; k++)
+                        if (store_idset_add(so.extra_live, &fo->blobs[b].ids[k]))
+                            rc = store_errf(e, -ENOMEM, "out of memory");
                 store_snapshot_free(src);
                 store_snapshot_free(fo);
             }
@@ -333,9 +334,9 @@ int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e)
     if (!rc) rc = gc_sweep(dir, &so, r, e);
     store_idset_free(so.extra_live);
     free(skip);
-    if (!o->dry_run && !store_open(dir, STORE_READ, &s, NULL)) {
+    if (!rc && !o->dry_run && !(rc = store_open(dir, STORE_READ, &s, e))) {
         store_stats after;
-        store_get_stats(s, &after, NULL);
+        rc = store_get_stats(s, &after, e);
         r->bytes_after = after.stored_bytes + after.manifest_bytes;
         store_close(s);
         r->freed_bytes = r->bytes_before > r->bytes_after ? r->bytes_before - r->bytes_after : 0;

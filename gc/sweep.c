@@ -49,8 +49,8 @@ static int mark(store_t *s, store_idset *live, seen_list *seen, const char *cons
     char (*ids)[STORE_SNAPID_LEN] = NULL;
     size_t n = 0;
     *added = 0;
-    int rc = store_manifest_list(s, &ids, &n, NULL, NULL);
-    if (rc) return store_errf(e, rc, "%s/manifests: %s", store_dir(s), strerror(-rc));
+    int rc = store_manifest_list(s, &ids, &n, NULL, NULL, e);
+    if (rc) return rc;
     for (size_t i = 0; !rc && i < n; i++) {
         int skipped = seen_has(seen, ids[i]);
         for (size_t k = 0; !skipped && k < nskip; k++) skipped = !strcmp(skip[k], ids[i]);
@@ -333,7 +333,7 @@ int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e
             store_t *w2 = NULL;
             if ((rc = store_open(dir, STORE_WRITE, &w2, e))) break;
             rc = mark(w2, live, &seen, NULL, 0, &added, e);
-            if (!rc && first_section) store_remove_temps(w2, NULL);
+            if (!rc && first_section) rc = store_remove_temps(w2, e);
             first_section = 0;
             size_t budget = 0;
             while (!rc && i < nc && budget < EDITS_PER_SECTION) {
@@ -350,8 +350,8 @@ int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e
     if (!rc && !o->dry_run && !any) {
         /* No pack to touch: still clear what interrupted writers and old templates left. */
         store_t *w3 = NULL;
-        if (!store_open(dir, STORE_WRITE, &w3, NULL)) {
-            store_remove_temps(w3, NULL);
+        if (!(rc = store_open(dir, STORE_WRITE, &w3, e))) {
+            rc = store_remove_temps(w3, e);
             store_close(w3);
         }
     }

@@ -32,7 +32,7 @@ const store_fentry *restore_find(const store_findex *fi, const char *p, size_t l
 
 /* The run's result from its counters: rc when set, else the first failure's code (or
  * fail_code) when entries failed, -EPERM when some were refused, 0. */
-int restore_summary(restore_extract_stats *st, int rc, int fail_code, store_err *e);
+STORE_MUST_USE int restore_summary(restore_extract_stats *st, int rc, int fail_code, store_err *e);
 
 /* A table of n entries set to -1 (per entry: which entry's output holds its inode);
  * NULL when out of memory. Freed with free(). */
@@ -50,10 +50,10 @@ typedef int (*restore_feed_fn)(void *arg, uint64_t off, const uint8_t *buf, size
 /* Feeds a checked entry's (restore_data_problem == NULL) bytes in file order, through buf
  * (IOBUF bytes). Holes are fed only when `holes`. *read_err tells a store read failure
  * (message in e) from a failure of put (its code returned, e untouched). */
-int restore_feed(store_t *s, const store_snapshot *snap, const store_fentry *f, uint8_t *buf,
+STORE_MUST_USE int restore_feed(store_t *s, const store_snapshot *snap, const store_fentry *f, uint8_t *buf,
                  int holes, restore_feed_fn put, void *arg, int *read_err, store_err *e);
 
 /* write(2) until done; 0 or -errno. */
-int restore_write_all(int fd, const void *buf, size_t n);
+STORE_MUST_USE int restore_write_all(int fd, const void *buf, size_t n);
 
 #endif

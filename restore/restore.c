@@ -279,7 +279,10 @@ int restore_snapshot(store_t *s, const char *id, const char *outdir,
     if (rc == -ENOENT) {
         /* Dropped by gc? events.log says why, and what brings the files back. */
         why_dropped w = {.id = id};
-        store_event_read(s, find_drop, &w, NULL);
+        store_err le;
+        if (store_event_read(s, find_drop, &w, &le))
+            return store_errf(e, -ENOENT, "no snapshot %s in %s (events.log cannot say whether gc "
+                              "dropped it: %s)", id, store_dir(s), le.msg);
         if (w.sandbox[0])
             return store_errf(e, -ENOENT, "snapshot %s was dropped by gc (%s) on %s; %s", id, w.reason, w.when,
                               !strcmp(w.reason, "reclaimed")

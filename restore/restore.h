@@ -21,11 +21,11 @@
 typedef void (*restore_progress_fn)(void *arg, uint64_t done, uint64_t total);
 
 /* Restores every blob of snapshot `id` into outdir (created if missing) as outdir/NAME. */
-int restore_snapshot(store_t *s, const char *id, const char *outdir,
+STORE_MUST_USE int restore_snapshot(store_t *s, const char *id, const char *outdir,
                      restore_progress_fn progress, void *arg, store_err *e);
 
 /* Restores one blob of a loaded snapshot to path (via a temp file beside it). */
-int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, const char *path,
+STORE_MUST_USE int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, const char *path,
                  store_err *e);
 
 /* ---- extract (issue 3): support engineers' file recovery -----------------------------
@@ -65,12 +65,12 @@ typedef struct {
 
 /* 1 if the entry's bytes are a secret: class secret, below a secret folder, or a hard link
  * to a secret file (what select skips; what cat's caller must check). fi must be sorted. */
-int restore_is_secret(const store_findex *fi, const store_fentry *f);
+STORE_MUST_USE int restore_is_secret(const store_findex *fi, const store_fentry *f);
 
 /* Writes the bytes of a regular file entry (or a hardlink's target) to fd. Secrets are the
  * caller's decision (the CLI checks restore_is_secret before calling). Holes are written
  * as zeros. */
-int restore_cat(store_t *s, const store_snapshot *snap, const store_findex *fi,
+STORE_MUST_USE int restore_cat(store_t *s, const store_snapshot *snap, const store_findex *fi,
                 const store_fentry *f, int fd, store_err *e);
 
 /* Selects entries: each path in paths (or "/" if npaths == 0) and, for directories,
@@ -80,14 +80,14 @@ int restore_cat(store_t *s, const store_snapshot *snap, const store_findex *fi,
  * Refuses hostile paths (see above). -ENOENT if a requested path is not in the index,
  * -EINVAL if the index is not sorted. */
 typedef int (*restore_select_fn)(void *arg, const store_fentry *f);
-int restore_select(const store_findex *fi, const char *const *paths, size_t npaths,
+STORE_MUST_USE int restore_select(const store_findex *fi, const char *const *paths, size_t npaths,
                    unsigned class_mask, int include_secrets, restore_select_fn fn, void *arg,
                    restore_extract_stats *st, store_err *e);
 
 /* Extracts the selected entries below outdir (made if missing), at their index paths
  * (/a/b -> outdir/a/b); missing parents are made 0755. Directories' modes and times are
  * set after their children. Sparse files stay sparse. */
-int restore_extract_dir(store_t *s, const store_snapshot *snap, const store_findex *fi,
+STORE_MUST_USE int restore_extract_dir(store_t *s, const store_snapshot *snap, const store_findex *fi,
                         const char *const *paths, size_t npaths, unsigned class_mask,
                         int include_secrets, const char *outdir, restore_extract_stats *st,
                         store_err *e);
@@ -96,7 +96,7 @@ int restore_extract_dir(store_t *s, const store_snapshot *snap, const store_find
  * big sizes, nanosecond times and xattrs as SCHILY.xattr.*; files with holes in the GNU
  * sparse 1.0 format) to fd. Member names are relative ("home/ubuntu/x"); hard links are
  * tar hard links to a member written earlier in the stream. */
-int restore_extract_tar(store_t *s, const store_snapshot *snap, const store_findex *fi,
+STORE_MUST_USE int restore_extract_tar(store_t *s, const store_snapshot *snap, const store_findex *fi,
                         const char *const *paths, size_t npaths, unsigned class_mask,
                         int include_secrets, int fd, restore_extract_stats *st, store_err *e);
 
@@ -136,25 +136,25 @@ typedef struct {
     void *warn_arg;
 } restore_rebuild_stats;
 
-int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot *snap,
+STORE_MUST_USE int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot *snap,
                     const char *out_path, restore_rebuild_stats *st, store_err *e);
 
 /* Writes the template snapshot's disk to `out` from a materialized copy kept in
  * DIR/cache/ (made on first use; restore/tcache.c): cloned where the filesystem shares
  * blocks, else copied in the kernel with holes kept. */
-int restore_template_disk(store_t *s, const store_snapshot *tmpl, const char *out, store_err *e);
+STORE_MUST_USE int restore_template_disk(store_t *s, const store_snapshot *tmpl, const char *out, store_err *e);
 /* Makes that materialized copy now (`cairn template add` does, so no rebuild pays it). */
-int restore_template_prepare(store_t *s, const store_snapshot *tmpl, store_err *e);
+STORE_MUST_USE int restore_template_prepare(store_t *s, const store_snapshot *tmpl, store_err *e);
 
 /* ---- support reads (support.c): what the CLI and the API share ------------------------ */
 
 /* A snapshot named by its id or as SANDBOX@latest. -ENOENT if there is none, -EINVAL for a
  * bad name. */
-int restore_resolve(store_t *s, const char *spec, store_snapshot **snap, store_err *e);
+STORE_MUST_USE int restore_resolve(store_t *s, const char *spec, store_snapshot **snap, store_err *e);
 
 /* Sets o[key] to the raw path bytes: as is when valid UTF-8; else with U+FFFD for bad bytes
  * and the exact bytes as hex in o[key + "_hex"]. 0 or -ENOMEM. */
-int restore_json_path(json_t *o, const char *key, const char *p);
+STORE_MUST_USE int restore_json_path(json_t *o, const char *key, const char *p);
 /* "file", "dir", "symlink", ...: the type names of the JSON and the listings. */
 const char *restore_type_name(uint8_t type);
 /* The JSON of an entry (path, type, size, class, mode, uid, gid, mtime, target); NULL when
@@ -166,21 +166,21 @@ char *restore_norm_path(const char *path);
 /* Calls fn for PATH itself when it is not a folder, else for its children (everything
  * below with recursive), in path order; a non-zero return stops and is returned. -ENOENT
  * when the path is not in the index. */
-int restore_list(const store_findex *fi, const char *path, int recursive,
+STORE_MUST_USE int restore_list(const store_findex *fi, const char *path, int recursive,
                  int (*fn)(void *arg, const store_fentry *f), void *arg, store_err *e);
 /* The regular file holding an entry's bytes (itself, or a hard link's target), or NULL. */
 const store_fentry *restore_file_data(const store_findex *fi, const store_fentry *f);
 
 /* Appends the audit record of a support read (store_audit_append), before the read runs:
  * when it fails the read must not run. out (a destination) may be NULL. */
-int restore_audit(store_t *s, const char *cmd, const char *actor, const store_snapshot *snap,
+STORE_MUST_USE int restore_audit(store_t *s, const char *cmd, const char *actor, const store_snapshot *snap,
                   const char *const *paths, size_t npaths, int include_secrets, const char *out,
                   store_err *e);
 
 /* Rebuilds the latest snapshot of sandbox onto template tmpl (NULL: the one recorded at
  * snapshot time) into out (restore_rebuild). On success *snap_out and *tmpl_out are the
  * snapshots used (free both); on failure both are NULL. */
-int restore_rebuild_sandbox(store_t *s, const char *sandbox, const char *tmpl, const char *out,
+STORE_MUST_USE int restore_rebuild_sandbox(store_t *s, const char *sandbox, const char *tmpl, const char *out,
                             restore_rebuild_stats *st, store_snapshot **snap_out,
                             store_snapshot **tmpl_out, store_err *e);
 

@@ -26,7 +26,7 @@ typedef void (*snap_progress_fn)(void *arg, uint64_t done, uint64_t total);
  * match wins. Unmatched paths are runtime. */
 typedef struct snap_policy snap_policy;
 /* store_dir, policy_file and classes_file may each be NULL. */
-int snap_policy_load(const char *store_dir, const char *policy_file, const char *classes_file,
+STORE_MUST_USE int snap_policy_load(const char *store_dir, const char *policy_file, const char *classes_file,
                      snap_policy **out, store_err *e);
 void snap_policy_free(snap_policy *p);
 /* Adds explicit classes ("CLASS<TAB>/path" lines, as in a classes file) to a loaded policy:
@@ -42,17 +42,17 @@ const char *snap_policy_defaults(void);   /* the built-in rules, as text */
  * be able to fork; the child never touches the store. On error (not ext4, corrupt beyond
  * use, the parser crashed or timed out) *out is NULL and e says why. A partial index
  * (loops, refused names, truncated) comes back with fi->warning set. */
-int snap_index_disk(const char *image, uint64_t disk_bytes, store_findex **out, store_err *e);
+STORE_MUST_USE int snap_index_disk(const char *image, uint64_t disk_bytes, store_findex **out, store_err *e);
 /* As snap_index_disk, but when the image's journal needs recovery (a paused VM's disk
  * usually does) the index is built from a private copy with the journal replayed, and
  * files whose bytes differ from the stored image keep them in the index (journal.c).
  * warn (wcap bytes) says what could not be done; "" when all went well. */
-int snap_index_disk_replayed(const char *image, uint64_t disk_bytes, store_findex **out, char *warn,
+STORE_MUST_USE int snap_index_disk_replayed(const char *image, uint64_t disk_bytes, store_findex **out, char *warn,
                              size_t wcap, store_err *e);
-int snap_journal_needs_recovery(const char *image);
+STORE_MUST_USE int snap_journal_needs_recovery(const char *image);
 
 /* The same parse in this process, with no confinement: for the fuzzer and tests only. */
-int snap_index_disk_unconfined(const char *image, uint64_t disk_bytes, store_findex **out,
+STORE_MUST_USE int snap_index_disk_unconfined(const char *image, uint64_t disk_bytes, store_findex **out,
                                store_err *e);
 
 typedef struct {
@@ -80,6 +80,6 @@ void snap_prepare_index(snap_request *req);
 /* Ingests the request's files and commits one snapshot. On success *out is the committed
  * snapshot (free with store_snapshot_free); on failure nothing is acknowledged and only
  * garbage that fsck reports may remain (after a crash), never a half snapshot. */
-int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *e);
+STORE_MUST_USE int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *e);
 
 #endif

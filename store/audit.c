@@ -49,14 +49,21 @@ static int log_read(store_t *s, const char *name, int (*fn)(void *arg, const cha
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
+    int rc = 0;
+    errno = 0;
     while ((n = getline(&line, &cap, f)) > 0) {
         if (line[n - 1] == '\n') line[n - 1] = 0;
         if (line[0] && fn(arg, line)) break;
+        errno = 0;
     }
+    /* getline answers -1 both at the end and on a read error. */
+    if (n < 0 && ferror(f))
+        rc = store_errf(e, errno ? -errno : -EIO, "%s: read error: %s", path,
+                        strerror(errno ? errno : EIO));
     free(line);
     fclose(f);
     free(path);
-    return 0;
+    return rc;
 }
 
 int store_audit_append(store_t *s, const char *line, store_err *e)

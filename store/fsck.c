@@ -68,10 +68,16 @@ static int scan_packs(store_t *s, pack_list *pl, store_report_fn report, void *a
         return -errno;
     }
     struct dirent *de;
-    while ((de = readdir(d))) {
+    int rc;
+    while ((rc = util_next_entry(d, &de)) > 0) {
         if (de->d_name[0] == '.') continue;
         struct stat st;
-        if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode)) continue;
+        if (fstatat(dirfd(d), de->d_name, &st, 0) < 0) {
+            if (errno == ENOENT) continue;      /* a .tmp renamed or removed meanwhile */
+            rc = -errno;
+            break;
+        }
+        if (!S_ISREG(st.st_mode)) continue;
         uint64_t n;
         size_t len = strlen(de->d_name);
         if (len > 4 && !strcmp(de->d_name + len - 4, ".tmp")) {
@@ -96,16 +102,23 @@ static int scan_packs(store_t *s, pack_list *pl, store_report_fn report, void *a
             continue;
         }
         if (pl->n == pl->cap) {
-            pl->cap = pl->cap ? pl->cap * 2 : 64;
-            pl->v = realloc(pl->v, pl->cap * sizeof *pl->v);
-            if (!pl->v) abort();
+            size_t cap = pl->cap ? pl->cap * 2 : 64;
+            pack_info *v = realloc(pl->v, cap * sizeof *v);
+            if (!v) {
+                free(pi.groups);
+                free(pi.ids);
+                rc = -ENOMEM;
+                break;
+            }
+            pl->v = v;
+            pl->cap = cap;
         }
         pl->v[pl->n++] = pi;
     }
     closedir(d);
     free(dir);
-    qsort(pl->v, pl->n, sizeof *pl->v, cmp_pack);
-    return 0;
+    if (pl->n) qsort(pl->v, pl->n, sizeof *pl->v, cmp_pack);
+    return rc;
 }
 
 static void free_packs(pack_list *pl)
@@ -134,19 +147,23 @@ static pack_group *find_group(pack_info *pi, uint64_t off)
     return lo < pi->ngroups && pi->groups[lo].offset == off ? &pi->groups[lo] : NULL;
 }
 
-/* Lists manifest ids; .tmp leftovers are reported as garbage. */
 int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
-                        store_report_fn report, void *arg)
+                        store_report_fn report, void *arg, store_err *e)
 {
-    char *dir = util_path(s->dir, "manifests");
-    DIR *d = dir ? opendir(dir) : NULL;
-    free(dir);
-    if (!d) return -errno;
-    size_t cap = 64;
+    *ids = NULL;
     *n = 0;
-    *ids = malloc(cap * sizeof **ids);
+    char *dir = util_path(s->dir, "manifests");
+    if (!dir) return store_errf(e, -ENOMEM, "out of memory");
+    DIR *d = opendir(dir);
+    if (!d) {
+        int rc = store_errf(e, -errno, "%s: %s", dir, strerror(errno));
+        free(dir);
+        return rc;
+    }
+    size_t cap = 0;
     struct dirent *de;
-    while (*ids && (de = readdir(d))) {
+    int rc;
+    while ((rc = util_next_entry(d, &de)) > 0) {
         size_t len = strlen(de->d_name);
         if (de->d_name[0] == '.') continue;
         if (len == 24 && !strcmp(de->d_name + 20, ".cmf")) {
@@ -154,8 +171,17 @@ int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
             memcpy(id, de->d_name, 20);
             id[20] = 0;
             if (!store_snapid_valid(id)) {
-                if (*n == cap) *ids = realloc(*ids, (cap *= 2) * sizeof **ids);
-                if (*ids) memcpy((*ids)[(*n)++], id, STORE_SNAPID_LEN);
+                if (*n == cap) {
+                    size_t nc = cap ? cap * 2 : 64;
+                    void *v = realloc(*ids, nc * sizeof **ids);
+                    if (!v) {
+                        rc = -ENOMEM;
+                        break;
+                    }
+                    *ids = v;
+                    cap = nc;
+                }
+                memcpy((*ids)[(*n)++], id, STORE_SNAPID_LEN);
                 continue;
             }
         }
@@ -164,7 +190,15 @@ int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
                 de->d_name);
     }
     closedir(d);
-    return *ids ? 0 : -ENOMEM;
+    if (rc) {
+        /* A partial list would make the missing manifests' chunks look unused. */
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+        store_errf(e, rc, "%s: cannot list: %s", dir, strerror(-rc));
+    }
+    free(dir);
+    return rc;
 }
 
 static int verify_pack_data(store_t *s, pack_info *pi, store_report_fn report, void *arg)
@@ -229,12 +263,13 @@ static int find_drop_event(void *arg, const char *line)
     return p->found;   /* stop at the first */
 }
 
-/* Did gc log a drop of this snapshot (so a missing manifest is its interrupted work)? */
-static int drop_logged(store_t *s, const char *id)
+/* Did gc log a drop of this snapshot (so a missing manifest is its interrupted work)?
+ * 1 or 0, or a negative code when the log cannot be read. */
+static int drop_logged(store_t *s, const char *id, store_err *e)
 {
     drop_probe p = {id, 0};
-    store_event_read(s, find_drop_event, &p, NULL);
-    return p.found;
+    int rc = store_event_read(s, find_drop_event, &p, e);
+    return rc ? rc : p.found;
 }
 
 int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_err *e)
@@ -268,12 +303,20 @@ int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_e
                     hex, pi ? "" : " (pack missing)");
         }
     }
+    rc = index_iter_status(it, e, "reading chunk records");
     rocksdb_iter_destroy(it);
+    if (rc) {
+        free_packs(&pl);
+        return rc;
+    }
     if (bad_entries > 20)
         reportf(report, arg, 1, "index: %llu bad chunk entries in all (run `cairn fsck --rebuild-index`)",
                 (unsigned long long)bad_entries);
     uint64_t counted = 0;
-    index_get_u64(s, "chunks", &counted);
+    if ((rc = index_get_counter(s, "chunks", &counted, e))) {
+        free_packs(&pl);
+        return rc;
+    }
     if (counted != nchunks)
         reportf(report, arg, 0, "index: chunk counter says %llu, the index holds %llu",
                 (unsigned long long)counted, (unsigned long long)nchunks);
@@ -283,16 +326,27 @@ int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_e
                     "interrupted ingest)", (unsigned long long)pl.v[i].pack,
                     (unsigned long long)pl.v[i].size);
     if (flags & STORE_FSCK_VERIFY_DATA)
-        for (size_t i = 0; i < pl.n; i++) verify_pack_data(s, &pl.v[i], report, arg);
+        for (size_t i = 0; !rc && i < pl.n; i++) {
+            int vr = verify_pack_data(s, &pl.v[i], report, arg);
+            if (vr < 0)
+                rc = store_errf(e, vr, "pack %016llx: cannot verify: %s",
+                                (unsigned long long)pl.v[i].pack, strerror(-vr));
+        }
+    if (rc) {
+        free_packs(&pl);
+        return rc;
+    }
 
     /* Every manifest must parse, be indexed, and name only chunks the index can find. */
     char (*ids)[STORE_SNAPID_LEN] = NULL;
     size_t nm = 0;
-    rc = store_manifest_list(s, &ids, &nm, report, arg);
+    rc = store_manifest_list(s, &ids, &nm, report, arg, e);
     for (size_t m = 0; !rc && m < nm; m++) {
         store_snapshot *snap = NULL;
         store_err me;
-        if (store_snapshot_load(s, ids[m], &snap, &me)) {
+        int lr = store_snapshot_load(s, ids[m], &snap, &me);
+        if (lr == -ENOENT) continue;               /* dropped since the listing */
+        if (lr) {
             reportf(report, arg, 1, "%s", me.msg);
             continue;
         }
@@ -301,26 +355,34 @@ int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_e
             if (store_findex_load(s, snap, &fi, &me)) reportf(report, arg, 1, "%s", me.msg);
             store_findex_free(fi);
         }
-        char *err = NULL;
+        char *rec = NULL;
         size_t vl = 0;
-        char *rec = rocksdb_get_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS], ids[m], strlen(ids[m]), &vl, &err);
-        free(err);
-        if (!rec) {
-            uint64_t pending = 0;
+        rc = index_get(s, CF_SNAPSHOTS, ids[m], strlen(ids[m]), &rec, &vl, e);
+        if (rc == -ENOENT) {
+            char *pend = NULL;
             char key[64];
-            snprintf(key, sizeof key, "pending:%s", ids[m]);
-            if (index_get_u64(s, key, &pending) == 0)
+            int n = snprintf(key, sizeof key, "pending:%s", ids[m]);
+            rc = index_get(s, CF_DEFAULT, key, (size_t)n, &pend, &vl, e);
+            if (!rc)
                 reportf(report, arg, 0, "snapshot %s: its commit was interrupted after the manifest; "
                         "the next writer finishes it", ids[m]);
-            else
+            else if (rc == -ENOENT)
                 reportf(report, arg, 1, "snapshot %s: has a manifest but no index record", ids[m]);
+            if (rc == -ENOENT) rc = 0;
+            rocksdb_free(pend);
         }
         rocksdb_free(rec);
-        for (int b = 0; b < snap->nblobs; b++) {
+        for (int b = 0; !rc && b < snap->nblobs; b++) {
             store_blob *bl = &snap->blobs[b];
             uint8_t *found = malloc(bl->npages ? bl->npages : 1);
-            if (!found) break;
-            store_lookup(s, bl->ids, bl->npages, found, NULL, NULL);
+            if (!found) {
+                rc = store_errf(e, -ENOMEM, "out of memory");
+                break;
+            }
+            if ((rc = store_lookup(s, bl->ids, bl->npages, found, NULL, e))) {
+                free(found);
+                break;
+            }
             uint64_t missing = 0;
             for (uint64_t i = 0; i < bl->npages; i++) {
                 if (found[i] || store_id_is_zero(&bl->ids[i])) continue;
@@ -336,52 +398,67 @@ int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_e
         store_snapshot_free(snap);
     }
     /* And every index record must have its manifest. */
-    it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS]);
-    for (rocksdb_iter_seek_to_first(it); !rc && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-        size_t kl;
-        const char *k = rocksdb_iter_key(it, &kl);
-        int have = 0;
-        for (size_t m = 0; m < nm && !have; m++) have = kl == 20 && !memcmp(ids[m], k, 20);
-        if (!have) {
+    if (!rc) {
+        it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS]);
+        for (rocksdb_iter_seek_to_first(it); !rc && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+            size_t kl;
+            const char *k = rocksdb_iter_key(it, &kl);
+            int have = 0;
+            for (size_t m = 0; m < nm && !have; m++) have = kl == 20 && !memcmp(ids[m], k, 20);
+            if (have) continue;
             char id[STORE_SNAPID_LEN] = "";
             if (kl < sizeof id) memcpy(id, k, kl);
-            int dropping = drop_logged(s, id);
+            int dropping = drop_logged(s, id, e);
+            if (dropping < 0) {
+                rc = dropping;
+                break;
+            }
             reportf(report, arg, !dropping, dropping ? "snapshot %.*s: gc's drop of it was interrupted; the next "
                     "gc finishes it" : "snapshot %.*s: indexed but its manifest is missing", (int)kl, k);
         }
+        if (!rc) rc = index_iter_status(it, e, "reading snapshot records");
+        rocksdb_iter_destroy(it);
     }
-    rocksdb_iter_destroy(it);
     free(ids);
     free_packs(&pl);
-    if (rc) return store_errf(e, rc, "%s/manifests: %s", s->dir, strerror(-rc));
-    return 0;
+    return rc;
 }
 
 int store_get_stats(store_t *s, store_stats *st, store_err *e)
 {
-    (void)e;
     memset(st, 0, sizeof *st);
-    index_get_u64(s, "snapshots", &st->snapshots);
-    index_get_u64(s, "logical_bytes", &st->logical_bytes);
-    index_get_u64(s, "chunks", &st->chunks);
+    int rc = index_get_counter(s, "snapshots", &st->snapshots, e);
+    if (!rc) rc = index_get_counter(s, "logical_bytes", &st->logical_bytes, e);
+    if (!rc) rc = index_get_counter(s, "chunks", &st->chunks, e);
+    if (rc) return rc;
     char *dir = util_path(s->dir, "packs");
-    DIR *d = dir ? opendir(dir) : NULL;
+    if (!dir) return store_errf(e, -ENOMEM, "out of memory");
+    DIR *d = opendir(dir);
+    if (!d) rc = -errno;
     struct dirent *de;
-    while (d && (de = readdir(d))) {
+    while (d && (rc = util_next_entry(d, &de)) > 0) {
         struct stat sb;
-        if (de->d_name[0] == '.' || fstatat(dirfd(d), de->d_name, &sb, 0) < 0) continue;
+        if (de->d_name[0] == '.') continue;
+        if (fstatat(dirfd(d), de->d_name, &sb, 0) < 0) {
+            if (errno == ENOENT) continue;     /* deleted by a gc meanwhile */
+            rc = -errno;
+            break;
+        }
         st->stored_bytes += (uint64_t)sb.st_size;
         st->packs++;
     }
     if (d) closedir(d);
+    if (rc) store_errf(e, rc, "%s: %s", dir, strerror(-rc));
     free(dir);
-    dir = util_path(s->dir, "index");
-    st->index_bytes = dir ? util_dir_bytes(dir) : 0;
-    free(dir);
-    dir = util_path(s->dir, "manifests");
-    st->manifest_bytes = dir ? util_dir_bytes(dir) : 0;
-    free(dir);
-    return 0;
+    static const char *const sub[] = {"index", "manifests"};
+    uint64_t *out[] = {&st->index_bytes, &st->manifest_bytes};
+    for (int i = 0; !rc && i < 2; i++) {
+        dir = util_path(s->dir, sub[i]);
+        rc = dir ? util_dir_bytes(dir, out[i]) : -ENOMEM;
+        if (rc) store_errf(e, rc, "%s/%s: %s", s->dir, sub[i], strerror(-rc));
+        free(dir);
+    }
+    return rc;
 }
 
 static int rm_index_dir(const char *path)
@@ -389,10 +466,15 @@ static int rm_index_dir(const char *path)
     DIR *d = opendir(path);
     if (!d) return errno == ENOENT ? 0 : -errno;
     struct dirent *de;
-    while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-            unlinkat(dirfd(d), de->d_name, 0);
+    int rc;
+    while ((rc = util_next_entry(d, &de)) > 0)
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+            unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT) {
+            rc = -errno;
+            break;
+        }
     closedir(d);
+    if (rc) return rc;
     return rmdir(path) < 0 ? -errno : 0;
 }
 
@@ -440,11 +522,12 @@ int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err
         chunks = 0;
         rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_CHUNKS]);
         for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) chunks++;
+        rc = index_iter_status(it, e, "counting chunk records");
         rocksdb_iter_destroy(it);
     }
     char (*ids)[STORE_SNAPID_LEN] = NULL;
     size_t nm = 0;
-    if (!rc) rc = store_manifest_list(s, &ids, &nm, report, arg);
+    if (!rc) rc = store_manifest_list(s, &ids, &nm, report, arg, e);
     for (size_t m = 0; !rc && m < nm; m++) {
         store_snapshot *snap = NULL;
         store_err me;
@@ -452,9 +535,9 @@ int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err
             reportf(report, arg, 1, "%s (left out of the index)", me.msg);
             continue;
         }
-        index_put_snapshot(s, b, snap);
+        rc = index_put_snapshot(s, b, snap, e);
         store_snapshot_free(snap);
-        rc = index_write(s, b, 0, e);
+        if (!rc) rc = index_write(s, b, 0, e);
         rocksdb_writebatch_clear(b);
     }
     free(ids);
@@ -474,22 +557,37 @@ int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err
 
 int store_pack_list(store_t *s, uint64_t **packs, size_t *n, store_err *e)
 {
+    *packs = NULL;
+    *n = 0;
     char *dir = util_path(s->dir, "packs");
     DIR *d = dir ? opendir(dir) : NULL;
     free(dir);
     if (!d) return store_errf(e, -errno, "%s/packs: %s", s->dir, strerror(errno));
-    size_t cap = 64;
-    *n = 0;
-    *packs = malloc(cap * sizeof **packs);
+    size_t cap = 0;
     struct dirent *de;
-    while (*packs && (de = readdir(d))) {
+    int rc;
+    while ((rc = util_next_entry(d, &de)) > 0) {
         uint64_t p;
         if (parse_pack_name(de->d_name, &p)) continue;
-        if (*n == cap) *packs = realloc(*packs, (cap *= 2) * sizeof **packs);
-        if (*packs) (*packs)[(*n)++] = p;
+        if (*n == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            uint64_t *v = realloc(*packs, nc * sizeof *v);
+            if (!v) {
+                rc = -ENOMEM;
+                break;
+            }
+            *packs = v;
+            cap = nc;
+        }
+        (*packs)[(*n)++] = p;
     }
     closedir(d);
-    if (!*packs) return store_errf(e, -ENOMEM, "out of memory");
+    if (rc) {
+        free(*packs);
+        *packs = NULL;
+        *n = 0;
+        return store_errf(e, rc, "%s/packs: cannot list: %s", s->dir, strerror(-rc));
+    }
     for (size_t i = 1; i < *n; i++)          /* insertion sort: the list is nearly sorted */
         for (size_t j = i; j > 0 && (*packs)[j - 1] > (*packs)[j]; j--) {
             uint64_t t = (*packs)[j];
@@ -536,12 +634,14 @@ int store_pack_delete(store_t *s, uint64_t pack, store_err *e)
 
 /* DIR/cache/ holds derived files named NAME-<snapshot id>.EXT (materialized templates);
  * one whose snapshot is gone is dropped with the temps. */
-static void remove_stale_cache(store_t *s)
+static int remove_stale_cache(store_t *s, store_err *e)
 {
     char *dir = util_path(s->dir, "cache");
-    DIR *d = dir ? opendir(dir) : NULL;
+    if (!dir) return store_errf(e, -ENOMEM, "out of memory");
+    DIR *d = opendir(dir);
+    int rc = d || errno == ENOENT ? 0 : -errno;
     struct dirent *de;
-    while (d && (de = readdir(d))) {
+    while (d && (rc = util_next_entry(d, &de)) > 0) {
         const char *dash = strrchr(de->d_name, '-'), *dot = strrchr(de->d_name, '.');
         if (!dash || !dot || dot - dash != 21) continue;
         char id[STORE_SNAPID_LEN], name[64];
@@ -551,29 +651,43 @@ static void remove_stale_cache(store_t *s)
         snprintf(name, sizeof name, "manifests/%s.cmf", id);
         char *m = util_path(s->dir, name);
         struct stat st;
-        if (m && stat(m, &st) < 0 && errno == ENOENT) unlinkat(dirfd(d), de->d_name, 0);
+        if (!m) rc = -ENOMEM;
+        else if (stat(m, &st) == 0) rc = 1;
+        else if (errno != ENOENT) rc = -errno;
+        else if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT) rc = -errno;
+        else rc = 1;
         free(m);
+        if (rc < 0) break;
     }
     if (d) closedir(d);
+    if (rc) store_errf(e, rc, "%s: %s", dir, strerror(-rc));
     free(dir);
+    return rc;
 }
 
 int store_remove_temps(store_t *s, store_err *e)
 {
-    (void)e;
-    remove_stale_cache(s);
+    if (s->mode != STORE_WRITE) return store_errf(e, -EROFS, "removing temps needs the store opened for writing");
+    int rc = remove_stale_cache(s, e);
     static const char *dirs[] = {"packs", "manifests"};
-    for (size_t k = 0; k < 2; k++) {
+    for (size_t k = 0; !rc && k < 2; k++) {
         char *dir = util_path(s->dir, dirs[k]);
-        DIR *d = dir ? opendir(dir) : NULL;
+        if (!dir) return store_errf(e, -ENOMEM, "out of memory");
+        DIR *d = opendir(dir);
+        if (!d) rc = -errno;
         struct dirent *de;
-        while (d && (de = readdir(d))) {
+        while (d && (rc = util_next_entry(d, &de)) > 0) {
             size_t len = strlen(de->d_name);
-            if (len > 4 && !strcmp(de->d_name + len - 4, ".tmp")) unlinkat(dirfd(d), de->d_name, 0);
+            if (len > 4 && !strcmp(de->d_name + len - 4, ".tmp") &&
+                unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT) {
+                rc = -errno;
+                break;
+            }
         }
         if (d) closedir(d);
-        if (dir) util_fsync_dir(dir);
+        if (!rc) rc = util_fsync_dir(dir);
+        if (rc) store_errf(e, rc, "%s: %s", dir, strerror(-rc));
         free(dir);
     }
-    return 0;
+    return rc;
 }

@@ -120,20 +120,53 @@ void index_close(store_t *s)
     memset(s->cf, 0, sizeof s->cf);
 }
 
-int index_get_u64(store_t *s, const char *key, uint64_t *v)
+int index_get(store_t *s, int cf, const char *key, size_t klen, char **val, size_t *vlen,
+              store_err *e)
 {
     char *err = NULL;
+    *val = rocksdb_get_cf(s->db, s->ro, s->cf[cf], key, klen, vlen, &err);
+    if (err) {
+        *val = NULL;
+        return rdb_err(e, err, "read");
+    }
+    return *val ? 0 : -ENOENT;
+}
+
+int index_get_u64(store_t *s, const char *key, uint64_t *v, store_err *e)
+{
+    char *val;
     size_t len = 0;
-    char *val = rocksdb_get_cf(s->db, s->ro, s->cf[CF_DEFAULT], key, strlen(key), &len, &err);
-    free(err);
-    if (!val) return -ENOENT;
-    char buf[32];
+    int rc = index_get(s, CF_DEFAULT, key, strlen(key), &val, &len, e);
+    if (rc == -ENOENT) return store_errf(e, rc, "index: no record '%s'", key);
+    if (rc) return rc;
+    char buf[32], *end;
     size_t n = len < sizeof buf - 1 ? len : sizeof buf - 1;
     memcpy(buf, val, n);
     buf[n] = 0;
     rocksdb_free(val);
-    *v = strtoull(buf, NULL, 10);
+    errno = 0;
+    *v = strtoull(buf, &end, 10);
+    if (!n || *end || errno)
+        return store_errf(e, -EUCLEAN, "index: record '%s' is not a number: run "
+                          "`cairn fsck --rebuild-index`", key);
     return 0;
+}
+
+int index_get_counter(store_t *s, const char *key, uint64_t *v, store_err *e)
+{
+    int rc = index_get_u64(s, key, v, e);
+    if (rc == -ENOENT) {
+        *v = 0;     /* a counter nothing has counted yet */
+        return 0;
+    }
+    return rc;
+}
+
+int index_iter_status(rocksdb_iterator_t *it, store_err *e, const char *what)
+{
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    return err ? rdb_err(e, err, what) : 0;
 }
 
 void index_encode_loc(const store_loc *l, uint8_t *buf, size_t *len)
@@ -227,18 +260,25 @@ int store_lookup(store_t *s, const store_id *ids, size_t n, uint8_t *found, stor
     return j.rc;
 }
 
-static void put_counter(store_t *s, rocksdb_writebatch_t *b, const char *key, int64_t delta)
+/* A failed read of the counter fails the batch: rewriting it as 0 plus the change would
+ * silently reset it. */
+static int put_counter(store_t *s, rocksdb_writebatch_t *b, const char *key, int64_t delta,
+                       store_err *e)
 {
     uint64_t v = 0;
-    index_get_u64(s, key, &v);
+    int rc = index_get_counter(s, key, &v, e);
+    if (rc) return rc;
     char buf[32];
     int n = snprintf(buf, sizeof buf, "%llu", (unsigned long long)(v + (uint64_t)delta));
     rocksdb_writebatch_put_cf(b, s->cf[CF_DEFAULT], key, strlen(key), buf, (size_t)n);
+    return 0;
 }
 
-void index_put_snapshot(store_t *s, rocksdb_writebatch_t *b, const store_snapshot *snap)
+int index_put_snapshot(store_t *s, rocksdb_writebatch_t *b, const store_snapshot *snap,
+                       store_err *e)
 {
     char *json = manifest_record_json(snap);
+    if (!json) return store_errf(e, -ENOMEM, "out of memory");
     size_t idl = strlen(snap->id), sbl = strlen(snap->sandbox);
     char key[STORE_NAME_MAX + STORE_SNAPID_LEN + 2];
     memcpy(key, snap->sandbox, sbl);
@@ -246,9 +286,10 @@ void index_put_snapshot(store_t *s, rocksdb_writebatch_t *b, const store_snapsho
     memcpy(key + sbl + 1, snap->id, idl);
     rocksdb_writebatch_put_cf(b, s->cf[CF_SNAPSHOTS], snap->id, idl, json, strlen(json));
     rocksdb_writebatch_put_cf(b, s->cf[CF_SANDBOXES], key, sbl + 1 + idl, "", 0);
-    put_counter(s, b, "snapshots", 1);
-    put_counter(s, b, "logical_bytes", (int64_t)snap->logical_bytes);
     free(json);
+    int rc = put_counter(s, b, "snapshots", 1, e);
+    if (!rc) rc = put_counter(s, b, "logical_bytes", (int64_t)snap->logical_bytes, e);
+    return rc;
 }
 
 int index_write(store_t *s, rocksdb_writebatch_t *b, int sync, store_err *e)
@@ -280,21 +321,29 @@ int store_snapshot_list(store_t *s, const char *sandbox, store_snapshot_fn fn, v
         char id[STORE_SNAPID_LEN] = "";
         if (klen - sbl - 1 >= sizeof id) continue;
         memcpy(id, k + sbl + 1, klen - sbl - 1);
-        char *err = NULL;
+        char *val;
         size_t vlen = 0;
-        char *val = rocksdb_get_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS], id, strlen(id), &vlen, &err);
-        free(err);
-        if (!val) continue;
+        rc = index_get(s, CF_SNAPSHOTS, id, strlen(id), &val, &vlen, e);
+        if (rc == -ENOENT) {      /* a drop between the two families' reads */
+            rc = 0;
+            continue;
+        }
+        if (rc) break;
         char *json = malloc(vlen + 1);
         if (json) {
             memcpy(json, val, vlen);
             json[vlen] = 0;
         }
         rocksdb_free(val);
-        int stop = json ? fn(arg, id, json) : 0;
+        if (!json) {
+            rc = store_errf(e, -ENOMEM, "out of memory");
+            break;
+        }
+        int stop = fn(arg, id, json);
         free(json);
         if (stop) break;
     }
+    if (!rc) rc = index_iter_status(it, e, "listing a sandbox's snapshots");
     rocksdb_iter_destroy(it);
     return rc;
 }
@@ -318,17 +367,22 @@ int store_snapshot_latest(store_t *s, const char *sandbox, char id_out[STORE_SNA
 
 int store_snapshot_all(store_t *s, store_snapshot_fn fn, void *arg, store_err *e)
 {
-    (void)e;
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS]);
+    int rc = 0;
     for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t kl, vl;
         const char *k = rocksdb_iter_key(it, &kl);
         const char *v = rocksdb_iter_value(it, &vl);
         char id[STORE_SNAPID_LEN];
+        if (kl >= sizeof id) {
+            rc = store_errf(e, -EUCLEAN, "index: snapshot key of %zu bytes: run "
+                            "`cairn fsck --rebuild-index`", kl);
+            break;
+        }
         char *json = malloc(vl + 1);
-        if (kl >= sizeof id || !json) {
-            free(json);
-            continue;
+        if (!json) {
+            rc = store_errf(e, -ENOMEM, "out of memory");
+            break;
         }
         memcpy(id, k, kl);
         id[kl] = 0;
@@ -338,8 +392,9 @@ int store_snapshot_all(store_t *s, store_snapshot_fn fn, void *arg, store_err *e
         free(json);
         if (stop) break;
     }
+    if (!rc) rc = index_iter_status(it, e, "listing snapshots");
     rocksdb_iter_destroy(it);
-    return 0;
+    return rc;
 }
 
 int store_snapshot_drop(store_t *s, const char *id, store_err *e)
@@ -348,10 +403,10 @@ int store_snapshot_drop(store_t *s, const char *id, store_err *e)
     if (store_snapid_valid(id)) return store_errf(e, -EINVAL, "'%s' is not a snapshot id", id);
     /* The index record names the sandbox and size: it serves even when a crash already
      * took the manifest (a drop interrupted between its two steps is finished here). */
-    char *err = NULL;
+    char *rec = NULL;
     size_t vl = 0;
-    char *rec = rocksdb_get_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS], id, strlen(id), &vl, &err);
-    free(err);
+    int grc = index_get(s, CF_SNAPSHOTS, id, strlen(id), &rec, &vl, e);
+    if (grc && grc != -ENOENT) return grc;
     char sandbox[STORE_NAME_MAX + 1] = "";
     uint64_t logical = 0;
     if (rec) {
@@ -375,7 +430,8 @@ int store_snapshot_drop(store_t *s, const char *id, store_err *e)
     free(path);
     snprintf(name, sizeof name, "%s.files", id);
     path = !rc ? util_path(mdir, name) : NULL;
-    if (path) unlink(path);
+    if (path && unlink(path) < 0 && errno != ENOENT)
+        rc = store_errf(e, -errno, "%s: %s", path, strerror(errno));
     free(path);
     if (!rc && (rc = util_fsync_dir(mdir))) store_errf(e, rc, "%s: fsync: %s", mdir, strerror(-rc));
     free(mdir);
@@ -391,9 +447,9 @@ int store_snapshot_drop(store_t *s, const char *id, store_err *e)
         rocksdb_writebatch_delete_cf(b, s->cf[CF_SNAPSHOTS], id, idl);
         rocksdb_writebatch_delete_cf(b, s->cf[CF_SANDBOXES], key, sbl + 1 + idl);
         pthread_mutex_lock(&s->mu);
-        put_counter(s, b, "snapshots", -1);
-        put_counter(s, b, "logical_bytes", -(int64_t)logical);
-        rc = index_write(s, b, 1, e);
+        rc = put_counter(s, b, "snapshots", -1, e);
+        if (!rc) rc = put_counter(s, b, "logical_bytes", -(int64_t)logical, e);
+        if (!rc) rc = index_write(s, b, 1, e);
         pthread_mutex_unlock(&s->mu);
         rocksdb_writebatch_destroy(b);
     }
@@ -429,8 +485,8 @@ int store_index_apply(store_t *s, const store_index_edit *ed, size_t n, size_t *
     }
     if (!rc) {
         pthread_mutex_lock(&s->mu);
-        put_counter(s, b, "chunks", -deleted);
-        rc = index_write(s, b, 1, e);
+        rc = put_counter(s, b, "chunks", -deleted, e);
+        if (!rc) rc = index_write(s, b, 1, e);
         pthread_mutex_unlock(&s->mu);
     }
     rocksdb_writebatch_destroy(b);
@@ -448,18 +504,25 @@ static int cmp_u64(const void *a, const void *b)
 
 int store_pack_refs(store_t *s, const uint64_t *packs, size_t n, uint32_t *refs, store_err *e)
 {
-    (void)e;
     memset(refs, 0, n * sizeof *refs);
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_CHUNKS]);
+    int rc = 0;
     for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t vl;
         const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vl);
         const uint8_t *p = v;
         uint64_t pack;
-        if (util_get_varint(&p, v + vl, &pack)) continue;
+        /* An entry we cannot read may point into any pack: counting it nowhere could let
+         * gc delete a pack still in use. */
+        if (util_get_varint(&p, v + vl, &pack)) {
+            rc = store_errf(e, -EUCLEAN, "index: damaged chunk record: run "
+                            "`cairn fsck --rebuild-index`");
+            break;
+        }
         const uint64_t *hit = bsearch(&pack, packs, n, sizeof *packs, cmp_u64);
         if (hit) refs[hit - packs]++;
     }
+    if (!rc) rc = index_iter_status(it, e, "counting pack references");
     rocksdb_iter_destroy(it);
-    return 0;
+    return rc;
 }

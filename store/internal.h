@@ -2,6 +2,7 @@
 #ifndef CAIRN_STORE_INTERNAL_H
 #define CAIRN_STORE_INTERNAL_H
 
+#include <dirent.h>
 #include <pthread.h>
 #include <rocksdb/c.h>
 
@@ -54,51 +55,67 @@ struct store {
 };
 
 /* util.c */
-int util_write_all(int fd, const void *buf, size_t n);
-int util_pwrite_all(int fd, const void *buf, size_t n, off_t off);
-int util_pread_all(int fd, void *buf, size_t n, off_t off);   /* -EIO on short read */
-int util_fsync_dir(const char *dir);
-int util_read_file(const char *path, uint8_t **out, size_t *len);
+STORE_MUST_USE int util_write_all(int fd, const void *buf, size_t n);
+STORE_MUST_USE int util_pwrite_all(int fd, const void *buf, size_t n, off_t off);
+STORE_MUST_USE int util_pread_all(int fd, void *buf, size_t n, off_t off);   /* -EIO on short read */
+STORE_MUST_USE int util_fsync_dir(const char *dir);
+STORE_MUST_USE int util_read_file(const char *path, uint8_t **out, size_t *len);
 /* Writes path atomically: path.tmp, fsync, rename, fsync of the directory. */
-int util_write_file_durable(const char *dir, const char *name, const void *buf, size_t n);
+STORE_MUST_USE int util_write_file_durable(const char *dir, const char *name, const void *buf, size_t n);
 char *util_path(const char *a, const char *b);   /* malloc'd "a/b" */
-uint64_t util_dir_bytes(const char *dir);
+/* The next entry of d: 1 with *de set, 0 at the end, or a negative errno when the listing
+ * failed (readdir answers NULL for both; only errno tells them apart). */
+STORE_MUST_USE int util_next_entry(DIR *d, struct dirent **de);
+/* Sums the sizes of the regular files in dir into *bytes. */
+STORE_MUST_USE int util_dir_bytes(const char *dir, uint64_t *bytes);
 size_t util_put_varint(uint8_t *p, uint64_t v);
-int util_get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v);
+STORE_MUST_USE int util_get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v);
 void util_put_le64(uint8_t *p, uint64_t v);
 uint64_t util_get_le64(const uint8_t *p);
 void util_put_le32(uint8_t *p, uint32_t v);
 uint32_t util_get_le32(const uint8_t *p);
 
 /* index.c */
-int index_open(store_t *s, int create, store_err *e);
+STORE_MUST_USE int index_open(store_t *s, int create, store_err *e);
 void index_close(store_t *s);
-int index_get_u64(store_t *s, const char *key, uint64_t *v);
+/* Reads one record: 0 (*val is the caller's, rocksdb_free it), -ENOENT (absent; e not
+ * set), or -EIO with e set when the read failed. */
+STORE_MUST_USE int index_get(store_t *s, int cf, const char *key, size_t klen, char **val,
+                             size_t *vlen, store_err *e);
+/* A numeric record of the default family: -ENOENT if absent, -EIO if unreadable,
+ * -EUCLEAN if not a number. */
+STORE_MUST_USE int index_get_u64(store_t *s, const char *key, uint64_t *v, store_err *e);
+/* A counter: absent reads as 0 (nothing counted yet); a failed read is an error. */
+STORE_MUST_USE int index_get_counter(store_t *s, const char *key, uint64_t *v, store_err *e);
+/* After an iteration: an I/O error ends it like the end of the data would, so every loop
+ * asks whether it ended or failed. */
+STORE_MUST_USE int index_iter_status(rocksdb_iterator_t *it, store_err *e, const char *what);
 void index_encode_loc(const store_loc *l, uint8_t *buf, size_t *len);
-int index_decode_loc(const uint8_t *buf, size_t len, store_loc *l);
+STORE_MUST_USE int index_decode_loc(const uint8_t *buf, size_t len, store_loc *l);
 /* Index records for a manifest's snapshot (snapshot CF + sandbox CF) into batch. */
-void index_put_snapshot(store_t *s, rocksdb_writebatch_t *b, const store_snapshot *snap);
-int index_write(store_t *s, rocksdb_writebatch_t *b, int sync, store_err *e);
+STORE_MUST_USE int index_put_snapshot(store_t *s, rocksdb_writebatch_t *b,
+                                      const store_snapshot *snap, store_err *e);
+STORE_MUST_USE int index_write(store_t *s, rocksdb_writebatch_t *b, int sync, store_err *e);
 
 /* pack.c */
 char *pack_path(const store_t *s, uint64_t pack, int tmp);
 /* Parses and checks a pack's footer. On success *groups (n entries) and *ids (nchunks)
  * are malloc'd: group g holds ids[first[g] .. first[g]+npages). */
 typedef store_group pack_group;
-int pack_read_footer(int fd, uint64_t fsize, pack_group **groups, uint32_t *ngroups,
+STORE_MUST_USE int pack_read_footer(int fd, uint64_t fsize, pack_group **groups, uint32_t *ngroups,
                      store_id **ids, uint32_t *nchunks, store_err *e, const char *name);
-int pack_fd(store_t *s, uint64_t pack, store_err *e);
+STORE_MUST_USE int pack_fd(store_t *s, uint64_t pack, store_err *e);
 
 /* manifest.c */
-int manifest_encode(const store_snapshot *snap, const uint64_t *packs, size_t npacks,
+STORE_MUST_USE int manifest_encode(const store_snapshot *snap, const uint64_t *packs, size_t npacks,
                     uint8_t **out, size_t *len, store_err *e);
-int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64_t **packs,
+STORE_MUST_USE int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64_t **packs,
                     size_t *npacks, store_err *e);
 char *manifest_record_json(const store_snapshot *snap);
-int manifest_load_path(const char *path, store_snapshot **out, store_err *e);
+STORE_MUST_USE int manifest_load_path(const char *path, store_snapshot **out, store_err *e);
 
 /* files.c */
-int files_write(store_t *s, store_snapshot *snap, store_err *e);
+STORE_MUST_USE int files_write(store_t *s, store_snapshot *snap, store_err *e);
 
 /* pool.c */
 struct pool *pool_new(unsigned threads);

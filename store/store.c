@@ -158,14 +158,24 @@ static int recover_pending(store_t *s, store_err *e)
             snprintf(name, sizeof name, "manifests/%s.cmf", id);
             char *path = util_path(s->dir, name);
             store_snapshot *snap = NULL;
-            if (path && manifest_load_path(path, &snap, NULL) == 0)
-                index_put_snapshot(s, b, snap);   /* reads counters: one batch per record */
+            store_err le;
+            int lr = !path ? store_errf(e, -ENOMEM, "out of memory")
+                           : manifest_load_path(path, &snap, &le);
+            /* No manifest: the commit never reached its commit point, so the snapshot was
+             * never acknowledged. A damaged one is left for fsck to report (it has a
+             * manifest and no index record); a failed read must not lose an acknowledged
+             * snapshot, so it stops the open. */
+            if (lr == -ENOENT || lr == -EBADMSG) lr = 0;
+            else if (lr && path) store_errf(e, lr, "finishing an interrupted commit: %s", le.msg);
+            else if (!lr) lr = index_put_snapshot(s, b, snap, e);   /* reads counters: one batch per record */
             free(path);
             store_snapshot_free(snap);
+            if ((rc = lr)) break;
         }
         if ((rc = index_write(s, b, 1, e))) break;
         rocksdb_writebatch_clear(b);
     }
+    if (!rc) rc = index_iter_status(it, e, "finding interrupted commits");
     rocksdb_iter_destroy(it);
     rocksdb_writebatch_destroy(b);
     return rc;
@@ -199,13 +209,15 @@ int store_open(const char *dir, int mode, store_t **out, store_err *e)
     if (!rc) rc = index_open(s, 0, e);
     if (!rc) {
         uint64_t complete = 0;
-        index_get_u64(s, "complete", &complete);
-        if (complete != 1)
+        store_err le;
+        int cr = index_get_u64(s, "complete", &complete, &le);
+        if (cr && cr != -ENOENT) rc = store_errf(e, cr, "%s: %s", dir, le.msg);
+        else if (complete != 1)
             rc = store_errf(e, -EUCLEAN, "%s: the index is incomplete (an interrupted rebuild?): "
                             "run `cairn fsck --rebuild-index`", dir);
     }
     if (!rc && mode == STORE_WRITE) rc = recover_pending(s, e);
-    if (!rc) index_get_u64(s, "next_pack", &s->next_pack);
+    if (!rc) rc = index_get_counter(s, "next_pack", &s->next_pack, e);
     if (rc) {
         store_close(s);
         return rc;

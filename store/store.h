@@ -35,7 +35,8 @@
  *
  * Errors
  *   Functions return 0 or a negative errno-style code and, when `e` is not NULL, write a
- *   message with context into it. Nothing here calls exit().
+ *   message with context into it. Nothing here calls exit() or abort(). An index
+ *   iteration or a folder listing that fails part way is an error, never a short answer.
  *
  * Ownership
  *   Every *_open/_load has a matching *_close/_free; every free accepts NULL.
@@ -54,6 +55,10 @@
 #define STORE_NAME_MAX 128             /* tenant / sandbox names */
 
 typedef struct { char msg[640]; } store_err;
+
+/* On every function whose result says whether it worked: ignoring it is a build error
+ * (-Werror), so no failure goes unseen. */
+#define STORE_MUST_USE __attribute__((warn_unused_result))
 
 /* Sets e->msg (if e) from a printf format and returns `code` (a negative errno). */
 int store_errf(store_err *e, int code, const char *fmt, ...)
@@ -78,7 +83,7 @@ typedef struct store store_t;
 enum { STORE_READ = 0, STORE_WRITE = 1, STORE_REPAIR = 2, STORE_SCAN = 3, STORE_PEEK = 4 };
 
 /* Creates an empty store in dir (made if missing; must be empty or absent). */
-int store_init(const char *dir, store_err *e);
+STORE_MUST_USE int store_init(const char *dir, store_err *e);
 
 /* Opens a store. STORE_WRITE takes the exclusive lock (waiting, with one message on
  * stderr, while another process holds it) and finishes any commit a crash interrupted;
@@ -89,21 +94,21 @@ int store_init(const char *dir, store_err *e);
  * (files that appear atomically) and writes only new packs (see docs/gc.md). STORE_PEEK
  * opens the index read-only without the lock: what it says may be stale, so it only serves
  * as a hint (gc skips copying chunks the index already finds elsewhere). */
-int store_open(const char *dir, int mode, store_t **out, store_err *e);
+STORE_MUST_USE int store_open(const char *dir, int mode, store_t **out, store_err *e);
 void store_close(store_t *s);
 const char *store_dir(const store_t *s);
 
 /* ---- chunks ------------------------------------------------------------------------ */
 
 /* 1 if the page (STORE_PAGE bytes) is all zero. */
-int store_page_is_zero(const void *page);
+STORE_MUST_USE int store_page_is_zero(const void *page);
 void store_chunk_id(const store_t *s, const void *page, store_id *out);
-int store_id_is_zero(const store_id *id);   /* the recipe's marker for a zero page */
+STORE_MUST_USE int store_id_is_zero(const store_id *id);   /* the recipe's marker for a zero page */
 void store_id_hex(const store_id *id, char out[STORE_ID_HEX]);
 
 /* Looks up n ids in one batch. found[i] is 1 and locs[i] set when the chunk is stored.
  * locs may be NULL when only presence matters. */
-int store_lookup(store_t *s, const store_id *ids, size_t n, uint8_t *found,
+STORE_MUST_USE int store_lookup(store_t *s, const store_id *ids, size_t n, uint8_t *found,
                  store_loc *locs, store_err *e);
 
 /* A set of ids (32 bytes per id at most). add ignores the zero id and duplicates; it
@@ -111,8 +116,8 @@ int store_lookup(store_t *s, const store_id *ids, size_t n, uint8_t *found,
 typedef struct store_idset store_idset;
 store_idset *store_idset_new(void);
 void store_idset_free(store_idset *s);
-int store_idset_add(store_idset *s, const store_id *id);
-int store_idset_has(const store_idset *s, const store_id *id);
+STORE_MUST_USE int store_idset_add(store_idset *s, const store_id *id);
+STORE_MUST_USE int store_idset_has(const store_idset *s, const store_id *id);
 size_t store_idset_count(const store_idset *s);
 void store_idset_clear(store_idset *s);
 
@@ -150,21 +155,21 @@ typedef struct {
 void store_snapshot_free(store_snapshot *snap);   /* frees blobs' ids and snap itself */
 
 /* 0 if s is a well-formed snapshot id (and so safe to use in a path). */
-int store_snapid_valid(const char *s);
+STORE_MUST_USE int store_snapid_valid(const char *s);
 /* 0 if s is a valid tenant or sandbox name: [A-Za-z0-9._-], 1..128, not starting '.'. */
-int store_name_valid(const char *s);
+STORE_MUST_USE int store_name_valid(const char *s);
 
 /* Loads a snapshot's manifest (checksum verified). -ENOENT if there is no such snapshot. */
-int store_snapshot_load(store_t *s, const char *id, store_snapshot **out, store_err *e);
+STORE_MUST_USE int store_snapshot_load(store_t *s, const char *id, store_snapshot **out, store_err *e);
 
 /* The newest snapshot of a sandbox into id_out; -ENOENT if it has none. */
-int store_snapshot_latest(store_t *s, const char *sandbox, char id_out[STORE_SNAPID_LEN],
+STORE_MUST_USE int store_snapshot_latest(store_t *s, const char *sandbox, char id_out[STORE_SNAPID_LEN],
                           store_err *e);
 
 /* Calls fn for each snapshot of sandbox, newest first, with its index record (JSON text,
  * valid during the call). Stops early if fn returns non-zero. */
 typedef int (*store_snapshot_fn)(void *arg, const char *id, const char *json);
-int store_snapshot_list(store_t *s, const char *sandbox, store_snapshot_fn fn, void *arg,
+STORE_MUST_USE int store_snapshot_list(store_t *s, const char *sandbox, store_snapshot_fn fn, void *arg,
                         store_err *e);
 
 
@@ -192,8 +197,8 @@ typedef enum {
 
 /* "artifact", "upload", ...; -1 if unknown. Important = artifact, upload, project. */
 const char *store_class_name(store_class c);
-int store_class_parse(const char *name);
-int store_class_important(store_class c);
+STORE_MUST_USE int store_class_parse(const char *name);
+STORE_MUST_USE int store_class_important(store_class c);
 
 typedef struct {
     uint64_t file_off;      /* offset in the file */
@@ -240,27 +245,27 @@ void store_fentry_clear(store_fentry *f);          /* frees one entry's allocati
 const store_fentry *store_findex_get(const store_findex *fi, const char *path);
 /* Serialises / parses the index (format of manifests/ID.files). Parsing checks every
  * length against the buffer: a damaged file is an error, never an overread. */
-int store_findex_encode(const store_findex *fi, uint8_t **out, size_t *len, store_err *e);
-int store_findex_decode(const uint8_t *buf, size_t len, store_findex **out, store_err *e);
+STORE_MUST_USE int store_findex_encode(const store_findex *fi, uint8_t **out, size_t *len, store_err *e);
+STORE_MUST_USE int store_findex_decode(const uint8_t *buf, size_t len, store_findex **out, store_err *e);
 
 /* The file index of a snapshot: -ENOENT if it has none (no disk, or not indexed). */
-int store_findex_load(store_t *s, const store_snapshot *snap, store_findex **out, store_err *e);
+STORE_MUST_USE int store_findex_load(store_t *s, const store_snapshot *snap, store_findex **out, store_err *e);
 
 /* Reads len bytes of the snapshot's blob `name` at offset into buf, through its recipe;
  * each page read is verified against its id. Zero pages read as zeros. */
-int store_blob_read(store_t *s, const store_snapshot *snap, const char *name, uint64_t off,
+STORE_MUST_USE int store_blob_read(store_t *s, const store_snapshot *snap, const char *name, uint64_t off,
                     void *buf, size_t len, store_err *e);
 
 /* ---- audit log ---------------------------------------------------------------------
  * DIR/audit.log: one JSON object per line, appended and fsynced before an audited read
  * runs (if the append fails, the read must not run). */
-int store_audit_append(store_t *s, const char *json_line, store_err *e);
+STORE_MUST_USE int store_audit_append(store_t *s, const char *json_line, store_err *e);
 /* Calls fn for each line, oldest first; stops early when fn returns non-zero. */
-int store_audit_read(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e);
+STORE_MUST_USE int store_audit_read(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e);
 /* DIR/events.log: lifecycle events (touch, tier, delete, pin, unpin, restore, rebuild, drop),
  * the source of truth for what manifests do not say (docs/gc.md). Same rules as audit. */
-int store_event_append(store_t *s, const char *json_line, store_err *e);
-int store_event_read(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e);
+STORE_MUST_USE int store_event_append(store_t *s, const char *json_line, store_err *e);
+STORE_MUST_USE int store_event_read(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e);
 
 /* ---- writing ----------------------------------------------------------------------- */
 
@@ -268,14 +273,14 @@ int store_event_read(store_t *s, int (*fn)(void *arg, const char *line), void *a
  * commit nothing it wrote is visible; abort (or a crash) leaves only garbage (I2). */
 typedef struct store_writer store_writer;
 
-int store_writer_open(store_t *s, store_writer **out, store_err *e);
+STORE_MUST_USE int store_writer_open(store_t *s, store_writer **out, store_err *e);
 
 /* Reserves n pack numbers in the index (STORE_WRITE), so a writer opened later without
  * the lock (gc's heavy phase, STORE_SCAN) can never reuse a number: a reader holding a
  * deleted pack open must not mistake a new pack for it. */
-int store_reserve_packs(store_t *s, uint64_t n, uint64_t *first, store_err *e);
+STORE_MUST_USE int store_reserve_packs(store_t *s, uint64_t n, uint64_t *first, store_err *e);
 /* A writer that takes pack numbers from [first, first + n) only (then fails -ENOSPC). */
-int store_writer_open_range(store_t *s, uint64_t first, uint64_t n, store_writer **out, store_err *e);
+STORE_MUST_USE int store_writer_open_range(store_t *s, uint64_t first, uint64_t n, store_writer **out, store_err *e);
 
 /* Compresses n (<= STORE_GROUP_PAGES) pages into dst; thread-safe given its own cctx.
  * Returns the compressed length or a negative code. dst needs store_group_bound(n). */
@@ -283,11 +288,11 @@ typedef struct store_cctx store_cctx;
 store_cctx *store_cctx_new(void);
 void store_cctx_free(store_cctx *c);
 size_t store_group_bound(unsigned n);
-ssize_t store_group_compress(store_cctx *c, const void *pages, unsigned n, void *dst,
+STORE_MUST_USE ssize_t store_group_compress(store_cctx *c, const void *pages, unsigned n, void *dst,
                              size_t cap);
 
 /* Appends one compressed group holding the chunks ids[0..n) (all new, distinct). */
-int store_writer_add_group(store_writer *w, const store_id *ids, unsigned n,
+STORE_MUST_USE int store_writer_add_group(store_writer *w, const store_id *ids, unsigned n,
                            const void *frame, size_t flen, store_err *e);
 
 /* Changes each time chunks of this writer reached the index (a full pack is made durable
@@ -300,61 +305,62 @@ uint64_t store_writer_bytes(const store_writer *w);
 /* Makes snap durable: seals and syncs packs, indexes their chunks, writes the manifest
  * (the commit point), then records the snapshot in the index. Fills snap->id, time_ms,
  * new_bytes. On error nothing is acknowledged. The writer is freed either way. */
-int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e);
+STORE_MUST_USE int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e);
 void store_writer_abort(store_writer *w);
 
 /* Seals and syncs the writer's packs (fsync, rename, folder fsync) without committing a
  * snapshot: for gc, which re-points the index at them itself. ids and locs (n entries, owned
  * by the writer) say where each chunk went. Free the writer with store_writer_abort. */
-int store_writer_seal(store_writer *w, const store_id **ids, const store_loc **locs, size_t *n,
+STORE_MUST_USE int store_writer_seal(store_writer *w, const store_id **ids, const store_loc **locs, size_t *n,
                       store_err *e);
 
 /* Removes an acknowledged snapshot (manifest, file index, index records). Needs
  * STORE_WRITE. The caller logs why (a "drop" event) first. -ENOENT if it is not there. */
-int store_snapshot_drop(store_t *s, const char *id, store_err *e);
+STORE_MUST_USE int store_snapshot_drop(store_t *s, const char *id, store_err *e);
 
 /* Calls fn for every snapshot's index record (JSON), in id (time) order. */
-int store_snapshot_all(store_t *s, store_snapshot_fn fn, void *arg, store_err *e);
+STORE_MUST_USE int store_snapshot_all(store_t *s, store_snapshot_fn fn, void *arg, store_err *e);
 
 /* Opens a pack's footer: its groups and ids (malloc'd; free both). */
 typedef struct { uint64_t offset; uint32_t clen; uint16_t npages; uint32_t first; } store_group;
-int store_pack_footer(store_t *s, uint64_t pack, store_group **groups, uint32_t *ngroups,
+STORE_MUST_USE int store_pack_footer(store_t *s, uint64_t pack, store_group **groups, uint32_t *ngroups,
                       store_id **ids, uint32_t *nchunks, uint64_t *bytes, store_err *e);
 /* Lists the manifests' snapshot ids (malloc'd); other files are reported as garbage when
- * report is not NULL. */
-int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
-                        store_report_fn report, void *arg);
+ * report is not NULL. A listing that fails part way is an error, never a shorter list
+ * (gc marks live chunks from it). */
+STORE_MUST_USE int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
+                        store_report_fn report, void *arg, store_err *e);
 /* Removes the .tmp leftovers of interrupted writers, and derived files in DIR/cache/ whose
  * snapshot is gone. Only under the exclusive lock (STORE_WRITE), where no writer can be
  * running. */
-int store_remove_temps(store_t *s, store_err *e);
+STORE_MUST_USE int store_remove_temps(store_t *s, store_err *e);
 /* Lists pack numbers (malloc'd, ascending). */
-int store_pack_list(store_t *s, uint64_t **packs, size_t *n, store_err *e);
+STORE_MUST_USE int store_pack_list(store_t *s, uint64_t **packs, size_t *n, store_err *e);
 /* refs[i] = how many index entries point into packs[i] (packs ascending). Reads the whole
  * chunk family: for gc's plan, to find packs nothing or little uses (a killed rewrite
  * leaves both copies of what it moved). */
-int store_pack_refs(store_t *s, const uint64_t *packs, size_t n, uint32_t *refs, store_err *e);
+STORE_MUST_USE int store_pack_refs(store_t *s, const uint64_t *packs, size_t n, uint32_t *refs, store_err *e);
 /* Deletes a pack file (after the index stopped naming it) and syncs the folder. */
-int store_pack_delete(store_t *s, uint64_t pack, store_err *e);
+STORE_MUST_USE int store_pack_delete(store_t *s, uint64_t pack, store_err *e);
 /* Index edits for gc, applied as one synced batch: re-point or delete chunk entries. Each
  * edit applies only if the entry still points at `expect` (pack and offset and slot). */
 typedef struct { store_id id; store_loc expect; int del; store_loc to; } store_index_edit;
-int store_index_apply(store_t *s, const store_index_edit *ed, size_t n, size_t *applied, store_err *e);
+STORE_MUST_USE int store_index_apply(store_t *s, const store_index_edit *ed, size_t n, size_t *applied, store_err *e);
 
 /* ---- reading ----------------------------------------------------------------------- */
 
 /* Reads the compressed frame at loc into buf (cap >= loc->clen). Thread-safe. */
-int store_read_frame(store_t *s, const store_loc *loc, void *buf, size_t cap, store_err *e);
+STORE_MUST_USE int store_read_frame(store_t *s, const store_loc *loc, void *buf, size_t cap, store_err *e);
 
 /* Decompresses a frame of npages pages into pages (npages * STORE_PAGE bytes). */
 typedef struct store_dctx store_dctx;
 store_dctx *store_dctx_new(void);
 void store_dctx_free(store_dctx *d);
-int store_group_decompress(store_dctx *d, const void *frame, size_t flen, void *pages,
+STORE_MUST_USE int store_group_decompress(store_dctx *d, const void *frame, size_t flen, void *pages,
                            unsigned npages, store_err *e);
 /* Only the first `want` pages of the group (restore needs no page past its last one). The
  * frame's checksum is then not checked: callers verify each page against its id. */
-int store_group_decompress_prefix(store_dctx *d, const void *frame, size_t flen, void *pages,
+STORE_MUST_USE int store_group_decompress_prefix(store_dctx *d, const void *frame, size_t flen, void *pages,
                                   unsigned npages, unsigned want, store_err *e);
 
 /* ---- maintenance ------------------------------------------------------------------- */
@@ -363,21 +369,21 @@ typedef struct {
     uint64_t snapshots, logical_bytes, stored_bytes, packs, chunks, index_bytes;
     uint64_t manifest_bytes;
 } store_stats;
-int store_get_stats(store_t *s, store_stats *st, store_err *e);
+STORE_MUST_USE int store_get_stats(store_t *s, store_stats *st, store_err *e);
 
 enum { STORE_FSCK_VERIFY_DATA = 1 };
 /* Checks the store; calls report(arg, is_problem, text) for each finding. Problems
  * threaten a snapshot; garbage (is_problem = 0) is leftovers gc will remove.
  * Returns 0 when the check ran (whatever it found), < 0 when it could not run. */
-int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_err *e);
+STORE_MUST_USE int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_err *e);
 /* Reports (as problems) every file or folder of the store that its group or other users
  * may open: the store is private to its owner (folders 0700, files 0600). store_fsck runs
  * it. A process that opens a store for writing must run with umask 077: RocksDB creates
  * its files 0644 & ~umask (the CLI sets it). */
-int store_check_private(store_t *s, store_report_fn report, void *arg, store_err *e);
+STORE_MUST_USE int store_check_private(store_t *s, store_report_fn report, void *arg, store_err *e);
 
 /* Deletes and recreates the index from packs and manifests. Needs STORE_WRITE. */
-int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err *e);
+STORE_MUST_USE int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err *e);
 
 /* ---- small shared utilities (used by snapshotter and restore) ---------------------- */
 

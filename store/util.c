@@ -156,22 +156,35 @@ char *util_path(const char *a, const char *b)
     return p;
 }
 
-/* Bytes allocated on disk by the regular files under dir (one level of subfolders is
- * enough for the layouts we measure: index/ and packs/). */
-uint64_t util_dir_bytes(const char *dir)
+int util_next_entry(DIR *d, struct dirent **de)
 {
+    errno = 0;
+    *de = readdir(d);
+    if (*de) return 1;
+    return errno ? -errno : 0;
+}
+
+/* Bytes of the regular files under dir (one level is enough for the layouts we measure:
+ * index/ and packs/). A folder that is not there holds 0 bytes. */
+int util_dir_bytes(const char *dir, uint64_t *bytes)
+{
+    *bytes = 0;
     DIR *d = opendir(dir);
-    if (!d) return 0;
-    uint64_t sum = 0;
+    if (!d) return errno == ENOENT ? 0 : -errno;
+    int rc = 0;
     struct dirent *de;
-    while ((de = readdir(d))) {
+    while ((rc = util_next_entry(d, &de)) > 0) {
         if (de->d_name[0] == '.') continue;
         struct stat st;
-        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
-        if (S_ISREG(st.st_mode)) sum += (uint64_t)st.st_size;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (errno == ENOENT) continue;      /* removed while we listed */
+            rc = -errno;
+            break;
+        }
+        if (S_ISREG(st.st_mode)) *bytes += (uint64_t)st.st_size;
     }
     closedir(d);
-    return sum;
+    return rc;
 }
 
 size_t util_put_varint(uint8_t *p, uint64_t v)

@@ -221,7 +221,7 @@ static void test_pending_recovery(const char *dir)
     CHECK(store_open(dir, STORE_WRITE, &s, &e) == 0);
     if (!s) return;
     uint64_t before = 0;
-    index_get_u64(s, "snapshots", &before);
+    CHECK(index_get_u64(s, "snapshots", &before, NULL) == 0);
     /* Take an existing manifest, give it a new id, and mark it pending as a commit would. */
     char latest[STORE_SNAPID_LEN];
     CHECK(store_snapshot_latest(s, "sb", latest, &e) == 0);
@@ -247,9 +247,9 @@ static void test_pending_recovery(const char *dir)
     CHECK(store_open(dir, STORE_WRITE, &s, &e) == 0);
     if (!s) return;
     uint64_t after = 0, pend = 0;
-    index_get_u64(s, "snapshots", &after);
+    CHECK(index_get_u64(s, "snapshots", &after, NULL) == 0);
     CHECK(after == before + 1);
-    CHECK(index_get_u64(s, "pending:ffffffffffff00000002", &pend) == -ENOENT);
+    CHECK(index_get_u64(s, "pending:ffffffffffff00000002", &pend, NULL) == -ENOENT);
     CHECK(store_snapshot_latest(s, "sb", latest, &e) == 0 && !strcmp(latest, "ffffffffffff00000001"));
     store_close(s);
 }
