@@ -75,7 +75,7 @@ void gc_result_free(gc_result *r);
 /* ---- edges (json.c): the same JSON and times for the CLI and the API ---------------- */
 /* RFC 3339 ("2026-11-21T10:00:00Z", offsets, fractions) or unix seconds -> unix ms.
  * Strict: a time that does not exist is -1, never normalised. Years 1970-9999. */
-int gc_parse_time(const char *s, int64_t *ms);
+STORE_MUST_USE int gc_parse_time(const char *s, int64_t *ms);
 void gc_rfc3339(int64_t ms, char out[32]);
 /* {sandbox, tenant, tier, state, last_activity, last_activity_ms, bytes, snapshots, latest,
  * template}; NULL when out of memory. */

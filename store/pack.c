@@ -370,7 +370,7 @@ static int new_snapshot_id(char out[STORE_SNAPID_LEN], int64_t ms)
  * its parent. After a forward step that is later undone, ids run ahead of the wall clock by
  * up to the step until it catches up; the order stays right. The newest id is the last key
  * of the snapshots family (the next writer open finished any pending commit first). */
-static int64_t commit_sequence(store_t *s, int64_t now)
+static int commit_sequence(store_t *s, int64_t now, int64_t *seq, store_err *e)
 {
     if (!s->last_id_ms) {
         rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS]);
@@ -384,12 +384,16 @@ static int64_t commit_sequence(store_t *s, int64_t now)
                 s->last_id_ms = (int64_t)strtoll(hex, NULL, 16);
             }
         }
+        /* A failed read must not restart the clock at the wall time (ids out of order). */
+        int rc = index_iter_status(it, e, "finding the newest snapshot id");
         rocksdb_iter_destroy(it);
+        if (rc) return rc;
     }
     int64_t t = now & 0xffffffffffffLL;
     if (t <= s->last_id_ms) t = s->last_id_ms + 1;
     s->last_id_ms = t;
-    return t;
+    *seq = t;
+    return 0;
 }
 
 /* Packs durable: seal, fsync each, rename, then one fsync of the folder. */
@@ -478,9 +482,10 @@ int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
     int64_t now = store_now_ms();
     if (!rc) {
         pthread_mutex_lock(&s->mu);
-        int64_t seq = commit_sequence(s, now);
+        int64_t seq = 0;
+        rc = commit_sequence(s, now, &seq, e);
         pthread_mutex_unlock(&s->mu);
-        if (new_snapshot_id(snap->id, seq)) rc = store_errf(e, -EIO, "cannot read /dev/urandom");
+        if (!rc && new_snapshot_id(snap->id, seq)) rc = store_errf(e, -EIO, "cannot read /dev/urandom");
     }
     snap->time_ms = now;
     snap->new_bytes = w->bytes;
