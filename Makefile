@@ -20,7 +20,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .SECONDARY:
 .PHONY: all deps test check test-slow demo bench fuzz asan ubsan clean help
-all: deps $(BUILD)/cairn $(BUILD)/cairn-corpus $(BUILD)/libcairn-fault.so $(BUILD)/libcairn-failio.so $(UNIT_BIN)
+all: deps $(BUILD)/cairn $(BUILD)/cairn-corpus $(BUILD)/libcairn-fault.so $(BUILD)/libcairn-failio.so $(BUILD)/cairn-fc-uffd $(UNIT_BIN)
 
 help:
 	@echo "make            build build/cairn and build/cairn-corpus"
@@ -58,6 +58,10 @@ $(BUILD)/libcairn-fault.so: tests/fault/fault.c
 $(BUILD)/libcairn-failio.so: tests/fault/failio.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
+
+# Firecracker's side of the UFFD protocol, for tests/integration/uffd.sh.
+$(BUILD)/cairn-fc-uffd: $(BUILD)/tests/helpers/fc_uffd.o
+	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libcairn.a
 	@mkdir -p $(@D)

@@ -58,6 +58,7 @@ typedef struct {
 
 typedef struct {
     uint64_t reclaimed, dropped_snapshots, not_reclaimed;
+    uint64_t leased;                /* drops skipped: a reader holds a lease (store/lease.h) */
     uint64_t packs_deleted, packs_rewritten, chunks_removed;
     uint64_t freed_bytes;           /* pack + manifest bytes removed, minus bytes rewritten */
     uint64_t bytes_before, bytes_after;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "store/lease.h"
 #include "gc/internal.h"
 
 #define ACTIONS_PER_SECTION 16
@@ -236,8 +237,18 @@ static int apply_plan(const char *dir, const gc_options *o, plan *p, gc_result *
                     !strcmp(d->reason, "reclaimed"))
                     skip = 1;
             if (skip) continue;
-            rc = log_drop_event(s, d, store_now_ms(), e);
+            int lease_fd = -1;
+            rc = store_lease_busy(dir, d->id, &lease_fd, e);
+            if (rc == 1) {
+                rc = 0;
+                r->leased++;
+                gc_logf(o->log, o->log_arg, "kept snapshot %s of %s: a reader holds a lease on it (a "
+                        "lazy wake); the next gc retries", d->id, d->sandbox);
+                continue;
+            }
+            if (!rc) rc = log_drop_event(s, d, store_now_ms(), e);
             if (!rc) rc = store_snapshot_drop(s, d->id, e);
+            store_lease_release(dir, d->id, lease_fd);
             if (rc == -ENOENT) rc = 0;      /* already gone: an earlier run finished it */
             else if (!rc) {
                 r->dropped_snapshots++;

@@ -126,7 +126,8 @@ static const cli_command commands[] = {
      "rewrites packs that became mostly garbage. Safe beside running snapshots (docs/gc.md).\n"
      "--dry-run reports and changes nothing. One line per action on stderr. Exit 1 only if\n"
      "it failed; the next run resumes. JSON: reclaimed, dropped_snapshots, freed_bytes,\n"
-     "seconds, reclaimed_sandboxes, packs_deleted, packs_rewritten, chunks_removed.\n\n" COMMON_OPTS,
+     "seconds, reclaimed_sandboxes, packs_deleted, packs_rewritten, chunks_removed,\n"
+     "kept_leased (drops skipped: the snapshot is in use by a lazy wake; the next gc retries).\n\n" COMMON_OPTS,
      cmd_gc},
     {"serve", "the HTTP API (docs/api.md)",
      "usage: cairn serve [--store DIR] [--listen HOST:PORT] [--config FILE]\n\n"
@@ -148,6 +149,21 @@ static const cli_command commands[] = {
      "JSON (add): name, role, token, tenant, config; (list): {\"tokens\": [{name, role, tenant,\n"
      "created}]}.\n\n" COMMON_OPTS,
      cmd_token},
+    {"uffd-serve", "serve a snapshot's memory to a VM on demand (Firecracker's UFFD protocol)",
+     "usage: cairn uffd-serve --snapshot ID --socket PATH [--record SECONDS] [--no-prefetch]\n"
+     "                        [--cache-mib N] [--store DIR] [--json]\n\n"
+     "A page server for Firecracker's mem_backend {\"backend_type\": \"Uffd\"}: listens on PATH\n"
+     "(the socket file appears once it listens), takes the VM's userfaultfd and region list,\n"
+     "and answers each page fault with the snapshot's page (verified against its id) or\n"
+     "zeros; pages the balloon removed read as zeros. Exits 0 when the VM goes away.\n"
+     "Connections that send anything else are refused; the server keeps waiting.\n"
+     "Records the pages touched in the first --record seconds (default 10; 0: off) for the\n"
+     "sandbox's next snapshot; installs this snapshot's recorded pages first, in the\n"
+     "background, unless --no-prefetch. --cache-mib: decompressed groups kept (default 64).\n"
+     "Holds a lease on the snapshot (gc keeps it) while serving. Counts as activity.\n"
+     "JSON (at exit): faults, faults_zero, removes, removed_bytes, prefetched, recorded,\n"
+     "refused, groups_read, bytes_read, pages_data, cache_hits, seconds.\n\n" COMMON_OPTS,
+     cmd_uffd_serve},
 };
 
 static const char *main_usage =

@@ -76,6 +76,8 @@ int cmd_unpin(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_token(int argc, char **argv);
+int cmd_uffd_serve(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
 /* Appends an activity event (restore, rebuild) for sandbox; failures are warnings. */
 void cli_activity(store_t *s, const char *kind, const char *sandbox);
 

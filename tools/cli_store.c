@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "restore/restore.h"
+#include "restore/lazy.h"
 #include "snapshotter/snapshotter.h"
 #include "tools/cli.h"
 
@@ -72,6 +73,10 @@ int cmd_snapshot(int argc, char **argv)
     cli_progress_end();
     if (req.warning[0]) fprintf(stderr, "cairn snapshot: warning: %s\n", req.warning);
     if (rc) return cli_fail(EXIT_FAIL, "snapshot", "%s; nothing was stored", e.msg);
+    /* A lazy wake of this sandbox recorded the pages it touched first: they belong with
+     * the snapshot it just produced (its next wake prefetches them). */
+    if (restore_wset_adopt(c.store, snap->sandbox, snap->id, &e))
+        fprintf(stderr, "cairn snapshot: warning: working set not kept: %s\n", e.msg);
     double secs = cli_seconds() - t0;
     if (c.json) {
         json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "snapshot", snap->id,

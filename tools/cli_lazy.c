@@ -1,0 +1,92 @@
+/* `cairn uffd-serve` and `cairn mount`: lazy wakes (restore/lazy.h, docs/lazy-wake.md). */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "restore/lazy.h"
+#include "tools/cli.h"
+
+static void say_listening(void *arg)
+{
+    fprintf(stderr, "cairn uffd-serve: listening on %s\n", (const char *)arg);
+}
+
+static void warn_line(void *arg, const char *why)
+{
+    (void)arg;
+    fprintf(stderr, "cairn uffd-serve: %s\n", why);
+}
+
+/* Counts the wake as activity of the sandbox (gc measures idleness from it). */
+static void note_activity(const cli_common *c, const char *id)
+{
+    store_t *s = NULL;
+    store_snapshot *snap = NULL;
+    store_err e;
+    if (store_open(c->store, STORE_PEEK, &s, &e) || store_snapshot_load(s, id, &snap, &e))
+        fprintf(stderr, "cairn uffd-serve: warning: activity not recorded: %s\n", e.msg);
+    else
+        cli_activity(s, "restore", snap->sandbox);
+    store_snapshot_free(snap);
+    store_close(s);
+}
+
+static int parse_double(const char *s, double *v)
+{
+    char *end;
+    errno = 0;
+    *v = strtod(s, &end);
+    return errno || end == s || *end || *v < 0 || *v > 86400 ? -1 : 0;
+}
+
+int cmd_uffd_serve(int argc, char **argv)
+{
+    const char *id = NULL, *sock = NULL, *record = NULL, *cache = NULL;
+    int no_prefetch = 0;
+    cli_opt opts[] = {{"snapshot", &id, NULL}, {"socket", &sock, NULL}, {"record", &record, NULL},
+                      {"cache-mib", &cache, NULL}, {"no-prefetch", NULL, &no_prefetch}, {NULL, NULL, NULL}};
+    cli_common c;
+    int rc = cli_parse("uffd-serve", argc, argv, opts, &c, NULL);
+    if (rc) return rc;
+    const cli_command *cc = cli_find("uffd-serve");
+    if (!id || !sock) return cli_usage(cc, "--snapshot and --socket are required");
+    if (store_snapid_valid(id)) return cli_usage(cc, "'%s' is not a snapshot id (20 hex digits)", id);
+    double rec = 10, cmib = 0;
+    if (record && parse_double(record, &rec)) return cli_usage(cc, "--record takes seconds (0..86400)");
+    if (cache && (parse_double(cache, &cmib) || cmib < 1)) return cli_usage(cc, "--cache-mib takes a size in MiB");
+    /* The VM closing its end must not kill us before we report. */
+    signal(SIGPIPE, SIG_IGN);
+    restore_uffd_opts o = {.store_dir = c.store, .snapshot = id, .socket_path = sock,
+                           .cache_bytes = (uint64_t)(cmib * 1048576.0), .prefetch = !no_prefetch,
+                           .record_seconds = rec, .on_listen = say_listening, .warn = warn_line,
+                           .arg = (void *)sock};
+    restore_uffd_result r;
+    store_err e;
+    note_activity(&c, id);
+    rc = restore_uffd_serve(&o, &r, &e);
+    if (c.json) {
+        json_t *j = json_pack("{s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
+                              "ok", rc == 0, "snapshot", id, "faults", (json_int_t)r.faults,
+                              "faults_zero", (json_int_t)r.faults_zero, "removes", (json_int_t)r.removes,
+                              "removed_bytes", (json_int_t)r.removed_bytes,
+                              "prefetched", (json_int_t)r.prefetched, "recorded", (json_int_t)r.recorded,
+                              "refused", (json_int_t)r.refused,
+                              "groups_read", (json_int_t)r.pages.groups_read,
+                              "bytes_read", (json_int_t)r.pages.bytes_read,
+                              "pages_data", (json_int_t)r.pages.pages_data,
+                              "cache_hits", (json_int_t)r.pages.cache_hits, "seconds", r.serve_seconds);
+        if (rc) json_object_set_new(j, "error", json_string(e.msg));
+        cli_print_json(j);
+    } else if (!rc) {
+        char b[32];
+        cli_human(r.pages.bytes_read, b);
+        fprintf(stderr, "cairn uffd-serve: VM gone after %.2f s: %llu faults (%llu zero), %llu prefetched, "
+                "%s read from packs, %llu removes\n", r.serve_seconds, (unsigned long long)r.faults,
+                (unsigned long long)r.faults_zero, (unsigned long long)r.prefetched, b,
+                (unsigned long long)r.removes);
+    }
+    if (rc) return cli_fail(EXIT_FAIL, "uffd-serve", "%s", e.msg);
+    return EXIT_OK;
+}
