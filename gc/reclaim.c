@@ -64,7 +64,10 @@ int gc_files_only(store_t *s, const store_snapshot *src, store_snapshot **out, s
         keep_ancestors(fi, keep, f->path);
         if (f->type == STORE_FT_HARDLINK && f->target) {
             const store_fentry *t = store_findex_get(fi, f->target);
-            if (t) {
+            /* The loaded index has every name of a secret inode secret already
+             * (store_findex_mark_secrets); this check keeps it so if that ever changes. */
+            if (t && t->cls == STORE_CLASS_SECRET) keep[i] = 0;
+            else if (t) {
                 keep[t - fi->e] = 1;
                 keep_ancestors(fi, keep, t->path);
             }

@@ -307,7 +307,13 @@ void snap_prepare_index(snap_request *req)
             snprintf(req->warning, sizeof req->warning, "no file index for the disk: %s", ie.msg);
             return;
         }
-        snap_policy_apply(req->policy, req->files);
+        if (snap_policy_apply(req->policy, req->files)) {
+            store_findex_free(req->files);
+            req->files = NULL;
+            snprintf(req->warning, sizeof req->warning, "no file index for the disk: out of memory "
+                     "while classing its files");
+            return;
+        }
         if (req->files->warning)
             snprintf(req->warning, sizeof req->warning, "partial file index: %s", req->files->warning);
         else if (jwarn[0])

@@ -390,8 +390,11 @@ store_class snap_policy_classify(const snap_policy *p, const char *path, size_t 
     return STORE_CLASS_RUNTIME;
 }
 
-void snap_policy_apply(const snap_policy *p, store_findex *fi)
+int snap_policy_apply(const snap_policy *p, store_findex *fi)
 {
     for (size_t i = 0; i < fi->n; i++)
         fi->e[i].cls = (uint8_t)snap_policy_classify(p, fi->e[i].path, fi->e[i].path_len);
+    /* The rules class names; a secret is an inode: every name of it, everything below a
+     * secret folder and every file sharing a secret's blocks is secret too. */
+    return store_findex_mark_secrets(fi, NULL);
 }

@@ -33,7 +33,8 @@ void snap_policy_free(snap_policy *p);
  * the API passes the orchestrator's classes this way, without a file. */
 int snap_policy_add_classes(snap_policy *p, const char *text, const char *origin, store_err *e);
 store_class snap_policy_classify(const snap_policy *p, const char *path, size_t len);
-void snap_policy_apply(const snap_policy *p, store_findex *fi);
+/* Classes every entry, then store_findex_mark_secrets: 0 or -ENOMEM. */
+int snap_policy_apply(const snap_policy *p, store_findex *fi);
 const char *snap_policy_defaults(void);   /* the built-in rules, as text */
 
 /* ---- file index of a disk image (ext4walk.c) -----------------------------------------

@@ -248,8 +248,14 @@ const store_fentry *store_findex_get(const store_findex *fi, const char *path);
 STORE_MUST_USE int store_findex_encode(const store_findex *fi, uint8_t **out, size_t *len, store_err *e);
 STORE_MUST_USE int store_findex_decode(const uint8_t *buf, size_t len, store_findex **out, store_err *e);
 
-/* The file index of a snapshot: -ENOENT if it has none (no disk, or not indexed). */
+/* The file index of a snapshot: -ENOENT if it has none (no disk, or not indexed). Loaded
+ * indexes have store_findex_mark_secrets applied. */
 STORE_MUST_USE int store_findex_load(store_t *s, const store_snapshot *snap, store_findex **out, store_err *e);
+/* An inode is secret if any of its names is: marks secret every entry below a secret
+ * folder, every name of an inode one of whose names is secret (a FILE and the HARDLINKs
+ * naming it), and every file whose extents overlap a secret file's (a crafted image can
+ * share blocks). Idempotent. *marked (may be NULL) = entries changed. 0 or -ENOMEM. */
+STORE_MUST_USE int store_findex_mark_secrets(store_findex *fi, uint64_t *marked);
 
 /* Reads len bytes of the snapshot's blob `name` at offset into buf, through its recipe;
  * each page read is verified against its id. Zero pages read as zeros. */
