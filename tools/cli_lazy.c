@@ -90,3 +90,39 @@ int cmd_uffd_serve(int argc, char **argv)
     if (rc) return cli_fail(EXIT_FAIL, "uffd-serve", "%s", e.msg);
     return EXIT_OK;
 }
+
+int cmd_mount(int argc, char **argv)
+{
+    const char *cache = NULL;
+    int fg = 0, debug = 0;
+    cli_opt opts[] = {{"cache-mib", &cache, NULL}, {"foreground", NULL, &fg}, {"debug", NULL, &debug},
+                      {NULL, NULL, NULL}};
+    cli_common c;
+    cli_args pos = {0};
+    int rc = cli_parse("mount", argc, argv, opts, &c, &pos);
+    if (rc) return rc;
+    const cli_command *cc = cli_find("mount");
+    if (pos.n != 1) {
+        free(pos.v);
+        return cli_usage(cc, "one MOUNTPOINT is needed");
+    }
+    const char *mnt = pos.v[0];
+    free(pos.v);
+    double cmib = 0;
+    if (cache && (parse_double(cache, &cmib) || cmib < 1)) return cli_usage(cc, "--cache-mib takes a size in MiB");
+    /* Fail early and clearly on a path that is not a store (fuse_main would mount first). */
+    store_t *s = cli_open("mount", &c, STORE_PEEK);
+    if (!s) return EXIT_FAIL;
+    store_close(s);
+    /* In the background the server's folder is /: a relative store path would break. */
+    char *abs = realpath(c.store, NULL);
+    if (!abs) return cli_fail(EXIT_FAIL, "mount", "%s: %s", c.store, strerror(errno));
+    restore_mount_opts o = {.store_dir = abs, .mountpoint = mnt,
+                            .cache_bytes = (uint64_t)(cmib * 1048576.0), .foreground = fg, .debug = debug};
+    store_err e;
+    if (c.json && !fg) cli_print_json(json_pack("{s:b, s:s}", "ok", 1, "mountpoint", mnt));
+    rc = restore_mount(&o, &e);
+    free(abs);
+    if (rc) return cli_fail(EXIT_FAIL, "mount", "%s", e.msg);
+    return EXIT_OK;
+}
