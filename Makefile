@@ -4,7 +4,9 @@ BUILD   ?= build
 SAN     ?=
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -I. -MMD -MP
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -I. -MMD -MP $(DEFS)
+# DEFS=-DCAIRN_TEST_SHORT_HASH: the collision test's build (16-bit chunk ids; build-short).
+DEFS    ?=
 ifneq ($(SAN),)
 CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SAN)
@@ -99,6 +101,6 @@ ubsan:
 	$(MAKE) BUILD=build-ubsan SAN=undefined OPT=-O1 test
 
 clean:
-	rm -rf build build-asan build-ubsan build-fuzz
+	rm -rf build build-asan build-ubsan build-fuzz build-short
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

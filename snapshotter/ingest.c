@@ -18,6 +18,7 @@
 #include <sys/vfs.h>
 #include <linux/magic.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "snapshotter/snapshotter.h"
 
@@ -29,6 +30,9 @@ typedef struct {
     store_t *s;
     store_writer *w;
     store_idset *seen;               /* ids this ingest stored: a repeat needs no lookup */
+    int verify;                      /* store_verify_dedup: every dedup hit is checked */
+    struct h2 { store_id id; uint64_t h; } *h2;   /* verify: second hash of each id in seen */
+    size_t h2n, h2cap;               /* open addressing, h2cap a power of two */
     uint64_t seen_gen;               /* writer generation when seen was last cleared */
     /* current batch */
     int fd;
@@ -40,6 +44,7 @@ typedef struct {
     uint8_t *need;                   /* per page of the batch: 1 if it may be new */
     const uint8_t *map;              /* the batch's pages mapped read-only, or NULL */
     int read_err;                    /* first -errno of a slice, 0 if none */
+    const char *path;                /* the blob's input file, for messages */
     /* new pages waiting for compression */
     uint8_t *stage;
     store_id stage_ids[STAGE_GROUPS * STORE_GROUP_PAGES];
@@ -51,6 +56,7 @@ typedef struct {
     /* lookups */
     store_id *look_ids;
     uint32_t *look_pos;
+    store_loc *look_locs;            /* verify: where each found id is stored */
     uint8_t *found;
     uint64_t done_bytes, total_bytes;
 } ingest;
@@ -91,7 +97,7 @@ static void hash_page(ingest *g, uint64_t i, const uint8_t *p)
     }
     store_chunk_id(g->s, p, id);
     if (store_id_is_zero(id)) g->read_err = -EILSEQ;   /* 2^-128: refuse, never guess */
-    if (g->parent && pg < g->parent->npages && !memcmp(&g->parent->ids[pg], id, 16)) return;
+    if (!g->verify && g->parent && pg < g->parent->npages && !memcmp(&g->parent->ids[pg], id, 16)) return;
     g->need[i] = 1;
     memcpy(g->buf + i * STORE_PAGE, p, STORE_PAGE);
 }
@@ -166,12 +172,68 @@ static int flush_stage(ingest *g, store_err *e)
     if (store_writer_generation(g->w) != g->seen_gen) {
         g->seen_gen = store_writer_generation(g->w);
         store_idset_clear(g->seen);
+        if (g->h2) memset(g->h2, 0, g->h2cap * sizeof *g->h2);
+        g->h2n = 0;
     }
     return 0;
 }
 
+/* A second hash, independent of the chunk id (unkeyed, other seed), for pages repeated
+ * inside one ingest: their first copy is still staged or in a pack not yet indexed. */
+static uint64_t second_hash(const uint8_t *page) { return XXH3_64bits_withSeed(page, STORE_PAGE, 0x9e3779b97f4a7c15ULL); }
+
+static struct h2 *h2_slot(ingest *g, const store_id *id)
+{
+    uint64_t k;
+    memcpy(&k, id->b, 8);
+    for (size_t i = (size_t)(k * 0x9e3779b97f4a7c15ULL >> 20) & (g->h2cap - 1);; i = (i + 1) & (g->h2cap - 1))
+        if (store_id_is_zero(&g->h2[i].id) || !memcmp(&g->h2[i].id, id, 16)) return &g->h2[i];
+}
+
+static int h2_add(ingest *g, const store_id *id, const uint8_t *page, store_err *e)
+{
+    if (2 * (g->h2n + 1) > g->h2cap) {
+        size_t ncap = g->h2cap ? 2 * g->h2cap : 1024;
+        struct h2 *old = g->h2;
+        size_t ocap = g->h2cap;
+        g->h2 = calloc(ncap, sizeof *g->h2);
+        if (!g->h2) {
+            g->h2 = old;
+            return store_errf(e, -ENOMEM, "out of memory");
+        }
+        g->h2cap = ncap;
+        for (size_t i = 0; i < ocap; i++)
+            if (!store_id_is_zero(&old[i].id)) *h2_slot(g, &old[i].id) = old[i];
+        free(old);
+    }
+    struct h2 *x = h2_slot(g, id);
+    if (store_id_is_zero(&x->id)) g->h2n++;
+    x->id = *id;
+    x->h = second_hash(page);
+    return 0;
+}
+
+static int collision(ingest *g, const store_id *id, uint64_t i, store_err *e)
+{
+    char hex[STORE_ID_HEX];
+    store_id_hex(id, hex);
+    return store_errf(e, -EEXIST, "%s: the page at offset %llu has chunk id %s, which names other "
+                      "bytes already (a hash collision): snapshot refused, nothing stored",
+                      g->path, (unsigned long long)((g->first_page + i) * STORE_PAGE), hex);
+}
+
+/* verify: a repeat of a page this ingest stored must have its bytes (second hash). */
+static int check_repeat(ingest *g, const store_id *id, uint64_t i, store_err *e)
+{
+    if (!g->verify) return 0;
+    struct h2 *x = g->h2cap ? h2_slot(g, id) : NULL;
+    if (!x || store_id_is_zero(&x->id)) return store_errf(e, -EIO, "internal: repeat of an id not staged");
+    return x->h == second_hash(g->buf + i * STORE_PAGE) ? 0 : collision(g, id, i, e);
+}
+
 static int stage_page(ingest *g, const store_id *id, const uint8_t *page, store_err *e)
 {
+    if (g->verify && h2_add(g, id, page, e)) return -ENOMEM;
     memcpy(g->stage + (size_t)g->nstage * STORE_PAGE, page, STORE_PAGE);
     g->stage_ids[g->nstage++] = *id;
     if (store_idset_add(g->seen, id)) return store_errf(e, -ENOMEM, "out of memory");
@@ -186,15 +248,30 @@ static int classify_batch(ingest *g, store_err *e)
     for (uint64_t i = 0; i < g->npages; i++) {
         if (!g->need[i]) continue;
         const store_id *id = &g->blob->ids[g->first_page + i];
-        if (store_idset_has(g->seen, id)) continue;
+        if (store_idset_has(g->seen, id)) {
+            int rc = check_repeat(g, id, i, e);
+            if (rc) return rc;
+            continue;
+        }
         g->look_ids[nlook] = *id;
         g->look_pos[nlook++] = (uint32_t)i;
     }
     if (!nlook) return 0;
-    int rc = store_lookup(g->s, g->look_ids, nlook, g->found, NULL, e);
+    int rc = store_lookup(g->s, g->look_ids, nlook, g->found, g->verify ? g->look_locs : NULL, e);
     if (rc) return rc;
     for (size_t k = 0; k < nlook; k++) {
-        if (g->found[k] || store_idset_has(g->seen, &g->look_ids[k])) continue;
+        if (g->found[k] && g->verify) {
+            rc = store_chunk_verify(g->s, &g->look_ids[k], &g->look_locs[k],
+                                    g->buf + (size_t)g->look_pos[k] * STORE_PAGE, e);
+            if (rc == 1) return collision(g, &g->look_ids[k], g->look_pos[k], e);
+            if (rc) return rc;
+        }
+        if (g->found[k]) continue;
+        if (store_idset_has(g->seen, &g->look_ids[k])) {
+            rc = check_repeat(g, &g->look_ids[k], g->look_pos[k], e);
+            if (rc) return rc;
+            continue;
+        }
         rc = stage_page(g, &g->look_ids[k], g->buf + (size_t)g->look_pos[k] * STORE_PAGE, e);
         if (rc) return rc;
     }
@@ -205,6 +282,7 @@ static int ingest_blob(ingest *g, store_blob *b, int fd, const store_blob *paren
                        snap_progress_fn progress, void *parg, store_err *e)
 {
     g->fd = fd;
+    g->path = path;
     g->fsize = b->size;
     g->blob = b;
     g->parent = parent;
@@ -278,6 +356,7 @@ static int open_input(const char *path, int *fd, uint64_t *size, store_err *e)
 static void ingest_free(ingest *g)
 {
     store_idset_free(g->seen);
+    free(g->h2);
     free(g->buf);
     free(g->stage);
     for (unsigned i = 0; i < STAGE_GROUPS; i++) {
@@ -286,6 +365,7 @@ static void ingest_free(ingest *g)
     }
     free(g->look_ids);
     free(g->look_pos);
+    free(g->look_locs);
     free(g->found);
     free(g->need);
 }
@@ -334,7 +414,7 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
     int fds[STORE_MAX_BLOBS];
     for (int i = 0; i < STORE_MAX_BLOBS; i++) fds[i] = -1;
     store_snapshot *snap = calloc(1, sizeof *snap), *parent = NULL;
-    ingest g = {.s = s};
+    ingest g = {.s = s, .verify = store_verify_dedup(s)};
     int rc = snap ? 0 : store_errf(e, -ENOMEM, "out of memory");
     /* Check every input before storing anything. */
     for (int i = 0; !rc && i < req->nblobs; i++) {
@@ -377,7 +457,8 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
     g.found = malloc(BATCH_PAGES);
     g.need = malloc(BATCH_PAGES);
     g.seen = store_idset_new();
-    int nomem = !g.seen || !g.need || !g.buf || !g.stage || !g.look_ids || !g.look_pos || !g.found;
+    if (g.verify) g.look_locs = malloc(BATCH_PAGES * sizeof *g.look_locs);
+    int nomem = (g.verify && !g.look_locs) || !g.seen || !g.need || !g.buf || !g.stage || !g.look_ids || !g.look_pos || !g.found;
     for (unsigned i = 0; i < STAGE_GROUPS; i++) {
         g.cctx[i] = store_cctx_new();
         g.cbuf[i] = malloc(g.cbound);

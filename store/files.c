@@ -370,7 +370,7 @@ int store_findex_load(store_t *s, const store_snapshot *snap, store_findex **out
 /* ---- reading bytes of a blob ------------------------------------------------------- */
 
 /* Copies page `slot` of the group at l into out, through the store's group cache. */
-static int cached_page(store_t *s, const store_loc *l, store_dctx *d, uint8_t *frame, void *out, store_err *e)
+int cached_page(store_t *s, const store_loc *l, store_dctx *d, uint8_t *frame, void *out, store_err *e)
 {
     pthread_mutex_lock(&s->cache_mu);
     for (int i = 0; i < GROUP_CACHE; i++) {

@@ -27,6 +27,10 @@ struct pool;
 struct store {
     char *dir;
     int mode;
+    int verify_dedup;                  /* compare bytes on every dedup hit (store_set_verify_dedup) */
+    pthread_mutex_t verify_mu;         /* guards the two buffers of store_chunk_verify */
+    uint8_t *verify_frame;
+    store_dctx *verify_dctx;
     int lock_fd;
     uint8_t secret[SECRET_LEN];
     rocksdb_t *db;
@@ -116,6 +120,10 @@ STORE_MUST_USE int manifest_load_path(const char *path, store_snapshot **out, st
 
 /* files.c */
 STORE_MUST_USE int files_write(store_t *s, store_snapshot *snap, store_err *e);
+/* Copies page l->slot of the group at l into out (STORE_PAGE bytes), through the store's
+ * cache of decompressed groups; frame holds store_group_bound(STORE_GROUP_PAGES) bytes. */
+STORE_MUST_USE int cached_page(store_t *s, const store_loc *l, store_dctx *d, uint8_t *frame, void *out,
+                               store_err *e);
 
 /* pool.c */
 struct pool *pool_new(unsigned threads);

@@ -244,6 +244,9 @@ store_t *cli_open(const char *cmd, const cli_common *c, int mode)
         cli_fail(EXIT_FAIL, cmd, "%s", e.msg);
         return NULL;
     }
+    /* CAIRN_VERIFY_DEDUP=1: compare bytes on every dedup hit (docs/design.md, "Chunk ids"). */
+    const char *v = getenv("CAIRN_VERIFY_DEDUP");
+    if (v && !strcmp(v, "1")) store_set_verify_dedup(s, 1);
     return s;
 }
 
