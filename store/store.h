@@ -116,7 +116,7 @@ void store_set_verify_dedup(store_t *s, int on);
 int store_verify_dedup(const store_t *s);
 /* 0 if the stored chunk `id` (at `at`, or looked up when at is NULL) has exactly the bytes
  * of page, 1 if it has others (a collision: e says where), negative if it cannot be read. */
-int store_chunk_verify(store_t *s, const store_id *id, const store_loc *at, const void *page,
+STORE_MUST_USE int store_chunk_verify(store_t *s, const store_id *id, const store_loc *at, const void *page,
                        store_err *e);
 
 /* Looks up n ids in one batch. found[i] is 1 and locs[i] set when the chunk is stored.
