@@ -61,10 +61,9 @@ void r_sandboxes(api_req *r)
     api_ok(r, 200, json_pack("{s:o}", "sandboxes", list));
 }
 
-static int add_record(void *arg, const char *id, const char *json)
+static int add_record(void *arg, const store_snaprec *rec)
 {
-    json_t *list = arg, *j = json_loads(json, 0, NULL);
-    if (!j) j = json_pack("{s:s}", "snapshot", id);
+    json_t *list = arg, *j = json_loads(rec->json, 0, NULL);   /* the store's record as is */
     return j ? json_array_append_new(list, j) : -ENOMEM;
 }
 
@@ -79,7 +78,7 @@ void r_sandbox_get(api_req *r)
     }
     json_t *list = json_array();
     store_err e;
-    int rc = list ? store_snapshot_list(s, r->param, add_record, list, &e) : store_errf(&e, -ENOMEM, "out of memory");
+    int rc = list ? store_snapshot_records(s, r->param, add_record, list, &e) : store_errf(&e, -ENOMEM, "out of memory");
     api_store_done(r, STORE_READ);
     if (rc) {
         json_decref(list);
@@ -91,7 +90,7 @@ void r_sandbox_get(api_req *r)
     api_ok(r, 200, j);
 }
 
-static void event(api_req *r, const char *kind, const char *name, const char *value, const char *tenant_check)
+static void event(api_req *r, store_event_kind kind, const char *name, store_tier tier, const char *tenant_check)
 {
     store_t *s = api_store(r, STORE_READ);
     if (!s) return;
@@ -102,26 +101,29 @@ static void event(api_req *r, const char *kind, const char *name, const char *va
     }
     store_err e;
     int64_t at = store_now_ms();
-    int rc = gc_event(s, kind, name, value, at, &e);
+    int rc = gc_event(s, kind, name, tier, at, &e);
+    const char *value = kind == STORE_EV_TIER ? store_tier_name(tier) : NULL;
     api_store_done(r, STORE_READ);
     if (rc) return api_fail_store(r, rc, &e);
     char when[32];
-    gc_rfc3339(at, when);
-    api_ok(r, 200, json_pack("{s:s, s:s, s:s, s:s}", "event", kind, "name", name, "value", value ? value : "", "at",
+    store_rfc3339(at, when);
+    api_ok(r, 200, json_pack("{s:s, s:s, s:s, s:s}", "event", store_event_kind_name(kind), "name", name, "value", value ? value : "", "at",
                              when));
 }
 
-void r_sandbox_touch(api_req *r) { event(r, "touch", r->param, NULL, NULL); }
-void r_sandbox_delete(api_req *r) { event(r, "delete", r->param, NULL, NULL); }
+void r_sandbox_touch(api_req *r) { event(r, STORE_EV_TOUCH, r->param, STORE_TIER_NONE, NULL); }
+void r_sandbox_delete(api_req *r) { event(r, STORE_EV_DELETE, r->param, STORE_TIER_NONE, NULL); }
 
 void r_tenant_tier(api_req *r)
 {
     const char *tier = NULL;
     if (api_body_str(r, "tier", 1, &tier)) return;
-    if (strcmp(tier, "free") && strcmp(tier, "pro")) return api_fail(r, 400, "invalid", "tier is free or pro");
-    if (store_name_valid(r->param) || r->param[0] == '_') return api_fail(r, 404, "not_found", "no tenant %s", r->param);
+    store_tier t;
+    if (store_tier_parse(tier, &t) || t == STORE_TIER_NONE) return api_fail(r, 400, "invalid", "tier is free or pro");
+    if (store_name_valid(r->param) || store_name_reserved(r->param))
+        return api_fail(r, 404, "not_found", "no tenant %s", r->param);
     if (api_tenant_ok(r, r->param, "tenant")) return;
-    event(r, "tier", r->param, tier, r->param);
+    event(r, STORE_EV_TIER, r->param, t, r->param);
 }
 
 static void warn_entry(void *arg, const char *path, const char *why)
@@ -152,7 +154,7 @@ void r_sandbox_rebuild(api_req *r)
     restore_rebuild_stats st = {.warn = warn_entry, .warn_arg = r->rid};
     rc = restore_rebuild_sandbox(s, r->param, tmpl, real, &st, &snap, &ts, &e);
     store_err we;
-    if (!rc && gc_event(s, "rebuild", r->param, NULL, store_now_ms(), &we))
+    if (!rc && gc_event(s, STORE_EV_REBUILD, r->param, STORE_TIER_NONE, store_now_ms(), &we))
         fprintf(stderr, "cairn serve: warning: activity not recorded: %s\n", we.msg);
     api_store_done(r, STORE_READ);
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -160,7 +162,7 @@ void r_sandbox_rebuild(api_req *r)
     else if (rc) api_fail(r, 500, "rebuild_failed", "%s", e.msg);
     else
         api_ok(r, 200, json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "sandbox",
-                                 r->param, "snapshot", snap->id, "template", ts->sandbox + 5 /* "_tpl." */, "out",
+                                 r->param, "snapshot", snap->id, "template", store_template_name(ts->sandbox), "out",
                                  real, "files", (json_int_t)st.files, "dirs", (json_int_t)st.dirs, "symlinks",
                                  (json_int_t)st.symlinks, "hardlinks", (json_int_t)st.hardlinks, "bytes",
                                  (json_int_t)st.bytes, "replaced", (json_int_t)st.replaced, "skipped",
@@ -189,7 +191,7 @@ void r_sandbox_share(api_req *r)
     if ((rc = api_share_add(r->srv, sb.tenant, sb.sandbox, exp, api_actor(r), token, &e)))
         return api_fail(r, 500, "internal", "%s", e.msg);
     char when[32];
-    gc_rfc3339(exp, when);
+    store_rfc3339(exp, when);
     api_ok(r, 201, json_pack("{s:s, s:s, s:s, s:I}", "token", token, "sandbox", sb.sandbox, "expires", when,
                              "expires_ms", (json_int_t)exp));
     memset(token, 0, sizeof token);

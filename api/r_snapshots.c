@@ -61,10 +61,12 @@ void r_snapshot_create(api_req *r)
         if (strcmp(k, "tenant") && strcmp(k, "sandbox") && strcmp(k, "tier") && strcmp(k, "template") &&
             strcmp(k, "memory") && strcmp(k, "vmstate") && strcmp(k, "disk") && strcmp(k, "classes"))
             return api_fail(r, 400, "unknown_field", "unknown field \"%s\"", k);
-    if (store_name_valid(tenant) || store_name_valid(sandbox) || tenant[0] == '_' || sandbox[0] == '_')
+    if (store_name_valid(tenant) || store_name_valid(sandbox) || store_name_reserved(tenant) ||
+        store_name_reserved(sandbox))
         return api_fail(r, 400, "invalid", "tenant and sandbox names are 1-128 of [A-Za-z0-9._-], not starting "
                         "with '.', '-' or '_'");
-    if (tier && strcmp(tier, "free") && strcmp(tier, "pro"))
+    store_tier t = STORE_TIER_NONE;
+    if (tier && (store_tier_parse(tier, &t) || t == STORE_TIER_NONE))
         return api_fail(r, 400, "invalid", "tier is free or pro");
     if (tmpl && store_name_valid(tmpl)) return api_fail(r, 400, "invalid", "bad template name");
     if (!in[0] && !in[1] && !in[2]) return api_fail(r, 400, "missing_field", "give at least one of memory, vmstate, disk");
@@ -75,7 +77,7 @@ void r_snapshot_create(api_req *r)
 
     const api_config *cfg = api_cfg(r);
     char *real[3] = {NULL, NULL, NULL};
-    snap_request req = {.tenant = tenant, .sandbox = sandbox, .tier = tier, .template_name = tmpl};
+    snap_request req = {.tenant = tenant, .sandbox = sandbox, .tier = t, .template_name = tmpl};
     store_err e;
     int rc = 0;
     for (int i = 0; i < 3 && !rc; i++) {
@@ -148,16 +150,16 @@ store_snapshot *api_load_snapshot(api_req *r, store_t *s)
 json_t *api_snapshot_json(const store_snapshot *snap)
 {
     char when[32];
-    gc_rfc3339(snap->time_ms, when);
+    store_rfc3339(snap->time_ms, when);
     json_t *blobs = json_array();
     for (int i = 0; blobs && i < snap->nblobs; i++)
         json_array_append_new(blobs, json_pack("{s:s, s:I}", "name", snap->blobs[i].name, "size",
                                                (json_int_t)snap->blobs[i].size));
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:b, s:o}", "snapshot", snap->id,
-                     "tenant", snap->tenant, "sandbox", snap->sandbox, "tier", snap->tier, "time", when, "time_ms",
+                     "tenant", snap->tenant, "sandbox", snap->sandbox, "tier", store_tier_name(snap->tier), "time", when, "time_ms",
                      (json_int_t)snap->time_ms, "logical_bytes", (json_int_t)snap->logical_bytes, "new_bytes",
                      (json_int_t)snap->new_bytes, "new_chunks", (json_int_t)snap->new_chunks, "parent", snap->parent,
-                     "template", snap->template_name, "kind", snap->kind[0] ? snap->kind : "full", "file_index",
+                     "template", snap->template_name, "kind", store_kind_name(snap->kind), "file_index",
                      snap->files_hash[0] != 0, "blobs", blobs);
 }
 
@@ -183,7 +185,7 @@ void r_snapshot_restore(api_req *r)
     if (!s) return;
     store_snapshot *snap = api_load_snapshot(r, s);
     int rc = 0;
-    if (snap && !strcmp(snap->kind, "files")) {
+    if (snap && snap->kind == STORE_KIND_FILES) {
         api_fail(r, 410, "reclaimed", "snapshot %s was reclaimed: only its important files are kept (rebuild the "
                  "sandbox instead)", snap->id);
     } else if (snap && (rc = api_path_output(cfg->restore_roots, cfg->nrestore_roots, out, &real, &e))) {
@@ -194,7 +196,7 @@ void r_snapshot_restore(api_req *r)
         if (rc) api_fail(r, 500, "restore_failed", "%s", e.msg);
         else {
             store_err we;
-            if (gc_event(s, "restore", snap->sandbox, NULL, store_now_ms(), &we))
+            if (gc_event(s, STORE_EV_RESTORE, snap->sandbox, STORE_TIER_NONE, store_now_ms(), &we))
                 fprintf(stderr, "cairn serve: warning: activity not recorded: %s\n", we.msg);
             api_metrics_add("restored_bytes", snap->logical_bytes);
             api_ok(r, 200, json_pack("{s:s, s:s, s:s, s:I, s:f}", "snapshot", snap->id, "sandbox", snap->sandbox,
@@ -207,24 +209,24 @@ void r_snapshot_restore(api_req *r)
     free(real);
 }
 
-static void pin(api_req *r, const char *kind)
+static void pin(api_req *r, store_event_kind kind)
 {
     store_t *s = api_store(r, STORE_READ);
     if (!s) return;
     store_snapshot *snap = api_load_snapshot(r, s);
     store_err e;
     int64_t at = store_now_ms();
-    int rc = snap ? gc_event(s, kind, snap->id, NULL, at, &e) : 0;
+    int rc = snap ? gc_event(s, kind, snap->id, STORE_TIER_NONE, at, &e) : 0;
     api_store_done(r, STORE_READ);
     if (snap && rc) api_fail_store(r, rc, &e);
     else if (snap) {
         char when[32];
-        gc_rfc3339(at, when);
-        api_ok(r, 200, json_pack("{s:s, s:s, s:s, s:s}", "event", kind, "snapshot", snap->id, "sandbox",
+        store_rfc3339(at, when);
+        api_ok(r, 200, json_pack("{s:s, s:s, s:s, s:s}", "event", store_event_kind_name(kind), "snapshot", snap->id, "sandbox",
                                  snap->sandbox, "at", when));
     }
     store_snapshot_free(snap);
 }
 
-void r_snapshot_pin(api_req *r) { pin(r, "pin"); }
-void r_snapshot_unpin(api_req *r) { pin(r, "unpin"); }
+void r_snapshot_pin(api_req *r) { pin(r, STORE_EV_PIN); }
+void r_snapshot_unpin(api_req *r) { pin(r, STORE_EV_UNPIN); }

@@ -73,12 +73,12 @@ void r_metrics(api_req *r)
                             (unsigned long long)st.stored_bytes, (unsigned long long)st.logical_bytes,
                             (unsigned long long)st.chunks, (unsigned long long)st.snapshots,
                             (unsigned long long)st.packs);
-        static const char *states[] = {"hibernated", "reclaimed", "deleted"};
+        static const gc_sandbox_state states[] = {GC_HIBERNATED, GC_RECLAIMED, GC_DELETED};
         evbuffer_add_printf(b, "# HELP cairn_sandboxes Sandboxes by state.\n# TYPE cairn_sandboxes gauge\n");
         for (int k = 0; k < 3; k++) {
             size_t c = 0;
-            for (size_t i = 0; i < n; i++) c += !strcmp(v[i].state, states[k]);
-            evbuffer_add_printf(b, "cairn_sandboxes{state=\"%s\"} %zu\n", states[k], c);
+            for (size_t i = 0; i < n; i++) c += v[i].state == states[k];
+            evbuffer_add_printf(b, "cairn_sandboxes{state=\"%s\"} %zu\n", gc_state_name(states[k]), c);
         }
         free(v);
     } else {

@@ -13,16 +13,24 @@
 
 #include <jansson.h>
 
+#include "store/events.h"
 #include "store/store.h"
 
 #define GC_FREE_WINDOW_MS (7LL * 24 * 3600 * 1000)
 #define GC_PRO_WINDOW_MS (21LL * 24 * 3600 * 1000)
 
+/* How long a sandbox of this tier may stay idle before gc reclaims it. */
+int64_t gc_window_ms(store_tier t);
+
+typedef enum { GC_HIBERNATED = 1, GC_RECLAIMED, GC_DELETED } gc_sandbox_state;
+/* "hibernated", "reclaimed", "deleted": for JSON and humans only. */
+const char *gc_state_name(gc_sandbox_state st);
+
 typedef struct {
     char sandbox[STORE_NAME_MAX + 1];
     char tenant[STORE_NAME_MAX + 1];
-    char tier[8];                   /* "free" or "pro" (the tenant's, as gc will apply it) */
-    char state[12];                 /* "hibernated", "reclaimed", "deleted" */
+    store_tier tier;                /* FREE or PRO (the tenant's, as gc will apply it) */
+    gc_sandbox_state state;
     char template_name[STORE_NAME_MAX + 1];
     char latest[STORE_SNAPID_LEN];  /* newest snapshot, "" if none */
     char latest_parent[STORE_SNAPID_LEN]; /* its parent (a files-only one's source) */
@@ -42,10 +50,11 @@ typedef struct {
 STORE_MUST_USE int gc_sandboxes(store_t *s, const char *tenant, gc_sandbox **out, size_t *n, store_err *e);
 
 /* Appends a lifecycle event after checking it makes sense (the sandbox, snapshot exists).
- * kind: "touch", "delete" (sandbox, at_ms), "tier" (tenant, tier), "pin", "unpin" (snapshot),
- * "restore", "rebuild" (sandbox). */
-STORE_MUST_USE int gc_event(store_t *s, const char *kind, const char *name, const char *value, int64_t at_ms,
-             store_err *e);
+ * name is the sandbox for touch, delete, restore, rebuild; the tenant for tier (with tier
+ * FREE or PRO); the snapshot id for pin and unpin. Drops are gc's own (not taken here).
+ * -EINVAL for a bad name, -ENOENT for a sandbox or snapshot the store does not have. */
+STORE_MUST_USE int gc_event(store_t *s, store_event_kind kind, const char *name, store_tier tier,
+             int64_t at_ms, store_err *e);
 
 typedef void (*gc_log_fn)(void *arg, const char *line);
 
@@ -77,7 +86,6 @@ void gc_result_free(gc_result *r);
 /* RFC 3339 ("2026-11-21T10:00:00Z", offsets, fractions) or unix seconds -> unix ms.
  * Strict: a time that does not exist is -1, never normalised. Years 1970-9999. */
 STORE_MUST_USE int gc_parse_time(const char *s, int64_t *ms);
-void gc_rfc3339(int64_t ms, char out[32]);
 /* {sandbox, tenant, tier, state, last_activity, last_activity_ms, bytes, snapshots, latest,
  * template}; NULL when out of memory. */
 json_t *gc_sandbox_json(const gc_sandbox *v);

@@ -5,45 +5,36 @@
 #include "gc/gc.h"
 
 typedef struct {
-    char id[STORE_SNAPID_LEN];
-    char sandbox[STORE_NAME_MAX + 1];
-    char tenant[STORE_NAME_MAX + 1];
-    char tier[8];
-    char template_name[STORE_NAME_MAX + 1];
-    int64_t time_ms;
-    int64_t parent_ms;              /* time of its parent (ids begin with their time) */
+    store_snaprec r;                /* the store's record (r.json not kept) */
     int64_t eff_ms;                 /* its time for lifecycle rules: a files-only snapshot
-                                       stands for the full one it came from (parent_ms) */
-    char parent[STORE_SNAPID_LEN];
-    uint64_t new_bytes;
-    int files_only, indexed, has_disk;
+                                       stands for the full one it came from */
 } gc_snap;
 
+/* What the lifecycle rules read: loaded from a store (gc_state_load) or built by hand (the
+ * rules below are pure functions of it: tests/unit/test_lifecycle.c). */
 typedef struct {
-    char kind[12];                  /* touch tier delete pin unpin restore rebuild drop */
-    char name[STORE_NAME_MAX + 1];  /* sandbox, or tenant for tier */
-    char snapshot[STORE_SNAPID_LEN];
-    char value[16];                 /* tier, or a drop's reason */
-    char after[STORE_SNAPID_LEN];   /* delete: the sandbox's newest snapshot when it was
-                                       deleted ("" in logs older than this field) */
-    int64_t at_ms;
-} gc_ev;
-
-typedef struct {
-    gc_snap *snaps;                 /* id (time) order */
+    gc_snap *snaps;                 /* the store's order (id = time) */
     size_t nsnaps, scap;
-    gc_ev *events;                  /* log order */
+    store_event *events;            /* log order */
     size_t nevents, ecap;
 } gc_state;
 
 STORE_MUST_USE int gc_state_load(store_t *s, gc_state *st, store_err *e);
-/* The two parsers behind gc_state_load (arg is the gc_state): one index record of a
- * snapshot, one line of events.log. Exposed for the fuzzer (tests/fuzz/fuzz_events.c). */
-STORE_MUST_USE int gc_state_add_snapshot(void *arg, const char *id, const char *json);
-STORE_MUST_USE int gc_state_add_event(void *arg, const char *line);
 void gc_state_free(gc_state *st);
+/* Appends to st (copies); -ENOMEM. eff_ms is derived from the record. */
+STORE_MUST_USE int gc_state_add_snap(gc_state *st, const store_snaprec *r);
+STORE_MUST_USE int gc_state_add_event(gc_state *st, const store_event *ev);
+
+/* The per-sandbox view (state, tier, last activity, latest snapshot), sorted by name;
+ * sandboxes of Cairn itself (reserved names) are left out; tenant NULL: all. */
 STORE_MUST_USE int gc_view(const gc_state *st, const char *tenant, gc_sandbox **out, size_t *n, store_err *e);
+/* 1 when the last pin/unpin event of snapshot id is a pin. */
 STORE_MUST_USE int gc_pinned(const gc_state *st, const char *id);
+/* The tenant's tier: the latest `cairn tier` event, else the tier of its latest snapshot
+ * that recorded one, else FREE (a tenant never given a tier). */
+store_tier gc_tenant_tier(const gc_state *st, const char *tenant);
+/* 1 when a hibernated sandbox has been idle past its tier's window at now_ms. */
+STORE_MUST_USE int gc_idle_past_window(const gc_sandbox *x, int64_t now_ms);
 
 /* reclaim.c: the files-only snapshot of src (not committed): its important entries and
  * the disk pages they use. */

@@ -64,20 +64,12 @@ int gc_parse_time(const char *s, int64_t *ms)
     return 0;
 }
 
-void gc_rfc3339(int64_t ms, char out[32])
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 json_t *gc_sandbox_json(const gc_sandbox *v)
 {
     char when[32];
-    gc_rfc3339(v->last_activity_ms, when);
+    store_rfc3339(v->last_activity_ms, when);
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s}", "sandbox", v->sandbox, "tenant", v->tenant,
-                     "tier", v->tier, "state", v->state, "last_activity", when, "last_activity_ms",
+                     "tier", store_tier_name(v->tier), "state", gc_state_name(v->state), "last_activity", when, "last_activity_ms",
                      (json_int_t)v->last_activity_ms, "bytes", (json_int_t)v->bytes, "snapshots",
                      (json_int_t)v->snapshots, "latest", v->latest, "template", v->template_name);
 }

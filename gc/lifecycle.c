@@ -1,92 +1,81 @@
-/* The lifecycle view: snapshots (from the index) + events.log -> per-sandbox state, tier,
- * last activity, pins. See docs/gc.md for the rules. */
+/* The lifecycle view: snapshot records + events.log -> per-sandbox state, tier, last
+ * activity, pins. Everything but gc_state_load and gc_event is a pure function of a
+ * gc_state. See docs/gc.md for the rules. */
 #include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gc/internal.h"
 
-static void copy_json_str(char *dst, size_t cap, json_t *o, const char *key)
+int64_t gc_window_ms(store_tier t)
 {
-    const char *v = json_string_value(json_object_get(o, key));
-    snprintf(dst, cap, "%s", v ? v : "");
+    return t == STORE_TIER_PRO ? GC_PRO_WINDOW_MS : GC_FREE_WINDOW_MS;
 }
 
-int gc_state_add_snapshot(void *arg, const char *id, const char *json)
+const char *gc_state_name(gc_sandbox_state st)
 {
-    gc_state *st = arg;
-    json_t *j = json_loads(json, 0, NULL);
-    if (!j) return 0;
+    switch (st) {
+    case GC_HIBERNATED: return "hibernated";
+    case GC_RECLAIMED: return "reclaimed";
+    case GC_DELETED: return "deleted";
+    }
+    return "?";
+}
+
+int gc_state_add_snap(gc_state *st, const store_snaprec *r)
+{
     if (st->nsnaps == st->scap) {
-        st->scap = st->scap ? st->scap * 2 : 256;
-        gc_snap *ns = realloc(st->snaps, st->scap * sizeof *ns);
-        if (!ns) {
-            json_decref(j);
-            return 1;
-        }
+        size_t nc = st->scap ? st->scap * 2 : 256;
+        gc_snap *ns = realloc(st->snaps, nc * sizeof *ns);
+        if (!ns) return -ENOMEM;
         st->snaps = ns;
+        st->scap = nc;
     }
     gc_snap *g = &st->snaps[st->nsnaps++];
-    memset(g, 0, sizeof *g);
-    snprintf(g->id, sizeof g->id, "%s", id);
-    copy_json_str(g->sandbox, sizeof g->sandbox, j, "sandbox");
-    copy_json_str(g->tenant, sizeof g->tenant, j, "tenant");
-    copy_json_str(g->tier, sizeof g->tier, j, "tier");
-    copy_json_str(g->template_name, sizeof g->template_name, j, "template");
-    const char *kind = json_string_value(json_object_get(j, "kind"));
-    g->files_only = kind && !strcmp(kind, "files");
-    g->indexed = json_object_get(j, "files_hash") != NULL;
-    g->has_disk = json_object_get(json_object_get(j, "blobs"), "disk") != NULL;
-    g->time_ms = json_integer_value(json_object_get(j, "time_ms"));
-    g->new_bytes = (uint64_t)json_integer_value(json_object_get(j, "new_bytes"));
-    const char *parent = json_string_value(json_object_get(j, "parent"));
-    if (parent && strlen(parent) == 20) {
-        char hex[13];
-        memcpy(hex, parent, 12);
-        hex[12] = 0;
-        g->parent_ms = (int64_t)strtoll(hex, NULL, 16);
-        snprintf(g->parent, sizeof g->parent, "%s", parent);
-    }
-    g->eff_ms = g->files_only && g->parent_ms ? g->parent_ms : g->time_ms;
-    json_decref(j);
+    g->r = *r;
+    g->r.json = NULL;
+    g->eff_ms = r->kind == STORE_KIND_FILES && r->parent_time_ms ? r->parent_time_ms : r->time_ms;
     return 0;
 }
 
-int gc_state_add_event(void *arg, const char *line)
+int gc_state_add_event(gc_state *st, const store_event *ev)
 {
-    gc_state *st = arg;
-    json_t *j = json_loads(line, 0, NULL);
-    if (!j) return 0;   /* a torn last line of a crashed append: ignore it */
     if (st->nevents == st->ecap) {
-        st->ecap = st->ecap ? st->ecap * 2 : 256;
-        gc_ev *ne = realloc(st->events, st->ecap * sizeof *ne);
-        if (!ne) {
-            json_decref(j);
-            return 1;
-        }
+        size_t nc = st->ecap ? st->ecap * 2 : 256;
+        store_event *ne = realloc(st->events, nc * sizeof *ne);
+        if (!ne) return -ENOMEM;
         st->events = ne;
+        st->ecap = nc;
     }
-    gc_ev *v = &st->events[st->nevents++];
-    memset(v, 0, sizeof *v);
-    copy_json_str(v->kind, sizeof v->kind, j, "event");
-    copy_json_str(v->name, sizeof v->name, j, "sandbox");
-    if (!v->name[0]) copy_json_str(v->name, sizeof v->name, j, "tenant");
-    copy_json_str(v->snapshot, sizeof v->snapshot, j, "snapshot");
-    copy_json_str(v->after, sizeof v->after, j, "after");
-    copy_json_str(v->value, sizeof v->value, j, "tier");
-    if (!v->value[0]) copy_json_str(v->value, sizeof v->value, j, "reason");
-    v->at_ms = json_integer_value(json_object_get(j, "at"));
-    json_decref(j);
+    st->events[st->nevents++] = *ev;
     return 0;
+}
+
+typedef struct {
+    gc_state *st;
+    int rc;
+} loader;
+
+static int add_snap(void *arg, const store_snaprec *r)
+{
+    loader *l = arg;
+    return (l->rc = gc_state_add_snap(l->st, r)) != 0;
+}
+
+static int add_event(void *arg, const store_event *ev)
+{
+    loader *l = arg;
+    return (l->rc = gc_state_add_event(l->st, ev)) != 0;
 }
 
 int gc_state_load(store_t *s, gc_state *st, store_err *e)
 {
     memset(st, 0, sizeof *st);
-    int rc = store_snapshot_all(s, gc_state_add_snapshot, st, e);
-    if (!rc) rc = store_event_read(s, gc_state_add_event, st, e);
+    loader l = {.st = st};
+    int rc = store_snapshot_records(s, NULL, add_snap, &l, e);
+    if (!rc && !l.rc) rc = store_event_each(s, add_event, &l, e);
+    if (!rc && l.rc) rc = store_errf(e, l.rc, "out of memory");
     return rc;
 }
 
@@ -100,27 +89,33 @@ void gc_state_free(gc_state *st)
 int gc_pinned(const gc_state *st, const char *id)
 {
     int pinned = 0;
-    for (size_t i = 0; i < st->nevents; i++)
-        if (!strcmp(st->events[i].snapshot, id)) {
-            if (!strcmp(st->events[i].kind, "pin")) pinned = 1;
-            if (!strcmp(st->events[i].kind, "unpin")) pinned = 0;
-        }
+    for (size_t i = 0; i < st->nevents; i++) {
+        const store_event *v = &st->events[i];
+        if ((v->kind == STORE_EV_PIN || v->kind == STORE_EV_UNPIN) && !strcmp(v->snapshot, id))
+            pinned = v->kind == STORE_EV_PIN;
+    }
     return pinned;
 }
 
-/* The tenant's tier: the last `cairn tier`, else the --tier of its newest snapshot. "Last"
- * is commit order (log order, id order), never the wall clock, which may have stepped. */
-static void tenant_tier(const gc_state *st, const char *tenant, char out[8])
+/* "Last" is commit order (log order, id order), never the wall clock, which may have
+ * stepped. */
+store_tier gc_tenant_tier(const gc_state *st, const char *tenant)
 {
-    snprintf(out, 8, "free");
+    store_tier t = STORE_TIER_FREE;
     for (size_t i = 0; i < st->nsnaps; i++) {
-        const gc_snap *g = &st->snaps[i];
-        if (g->tier[0] && !strcmp(g->tenant, tenant)) snprintf(out, 8, "%.7s", g->tier);
+        const store_snaprec *r = &st->snaps[i].r;
+        if (r->tier != STORE_TIER_NONE && !strcmp(r->tenant, tenant)) t = r->tier;
     }
     for (size_t i = 0; i < st->nevents; i++) {
-        const gc_ev *v = &st->events[i];
-        if (!strcmp(v->kind, "tier") && !strcmp(v->name, tenant)) snprintf(out, 8, "%.7s", v->value);
+        const store_event *v = &st->events[i];
+        if (v->kind == STORE_EV_TIER && !strcmp(v->tenant, tenant)) t = v->tier;
     }
+    return t;
+}
+
+int gc_idle_past_window(const gc_sandbox *x, int64_t now_ms)
+{
+    return x->state == GC_HIBERNATED && now_ms - x->last_activity_ms > gc_window_ms(x->tier);
 }
 
 static int cmp_sb(const void *a, const void *b)
@@ -136,10 +131,11 @@ int gc_view(const gc_state *st, const char *tenant, gc_sandbox **out, size_t *n,
     /* Snapshots come in id (= time) order, so the last one seen is a sandbox's latest. */
     for (size_t i = 0; i < st->nsnaps; i++) {
         const gc_snap *g = &st->snaps[i];
-        if (g->sandbox[0] == '_' || (tenant && strcmp(g->tenant, tenant))) continue;
+        const store_snaprec *r = &g->r;
+        if (store_name_reserved(r->sandbox) || (tenant && strcmp(r->tenant, tenant))) continue;
         gc_sandbox *x = NULL;
         for (size_t j = 0; j < k && !x; j++)
-            if (!strcmp(v[j].sandbox, g->sandbox)) x = &v[j];
+            if (!strcmp(v[j].sandbox, r->sandbox)) x = &v[j];
         if (!x) {
             if (k == cap) {
                 gc_sandbox *nv = realloc(v, (cap *= 2) * sizeof *nv);
@@ -151,17 +147,18 @@ int gc_view(const gc_state *st, const char *tenant, gc_sandbox **out, size_t *n,
             }
             x = &v[k++];
             memset(x, 0, sizeof *x);
-            snprintf(x->sandbox, sizeof x->sandbox, "%s", g->sandbox);
-            snprintf(x->tenant, sizeof x->tenant, "%s", g->tenant);
+            snprintf(x->sandbox, sizeof x->sandbox, "%s", r->sandbox);
+            snprintf(x->tenant, sizeof x->tenant, "%s", r->tenant);
         }
         x->snapshots++;
-        x->bytes += g->new_bytes;
-        snprintf(x->latest, sizeof x->latest, "%s", g->id);
-        snprintf(x->latest_parent, sizeof x->latest_parent, "%s", g->parent);
-        x->latest_files_only = g->files_only;
-        x->latest_indexed = g->indexed;
-        x->latest_has_disk = g->has_disk;
-        if (g->template_name[0]) snprintf(x->template_name, sizeof x->template_name, "%s", g->template_name);
+        x->bytes += r->new_bytes;
+        snprintf(x->latest, sizeof x->latest, "%s", r->id);
+        snprintf(x->latest_parent, sizeof x->latest_parent, "%s", r->parent);
+        x->latest_files_only = r->kind == STORE_KIND_FILES;
+        x->latest_indexed = r->indexed;
+        x->latest_has_disk = r->has_disk;
+        if (r->template_name[0])
+            snprintf(x->template_name, sizeof x->template_name, "%s", r->template_name);
         /* A reclaim's files-only snapshot is not activity; the snapshot it was made from was. */
         if (g->eff_ms > x->last_activity_ms) x->last_activity_ms = g->eff_ms;
     }
@@ -171,16 +168,16 @@ int gc_view(const gc_state *st, const char *tenant, gc_sandbox **out, size_t *n,
         /* A delete races a reclaim's files-only snapshot: that one stands for its source,
          * so a delete after the source still deletes the sandbox. */
         for (size_t i = 0; i < st->nsnaps; i++)
-            if (!strcmp(st->snaps[i].id, x->latest)) latest_time = st->snaps[i].eff_ms;
+            if (!strcmp(st->snaps[i].r.id, x->latest)) latest_time = st->snaps[i].eff_ms;
         const char *ref = x->latest_files_only && x->latest_parent[0] ? x->latest_parent : x->latest;
         int deleted = 0;
         for (size_t i = 0; i < st->nevents; i++) {
-            const gc_ev *ev = &st->events[i];
-            if (strcmp(ev->name, x->sandbox)) continue;
-            if ((!strcmp(ev->kind, "touch") || !strcmp(ev->kind, "restore") || !strcmp(ev->kind, "rebuild")) &&
-                ev->at_ms > x->last_activity_ms)
+            const store_event *ev = &st->events[i];
+            if (strcmp(ev->sandbox, x->sandbox)) continue;
+            if ((ev->kind == STORE_EV_TOUCH || ev->kind == STORE_EV_RESTORE ||
+                 ev->kind == STORE_EV_REBUILD) && ev->at_ms > x->last_activity_ms)
                 x->last_activity_ms = ev->at_ms;
-            if (strcmp(ev->kind, "delete")) continue;
+            if (ev->kind != STORE_EV_DELETE) continue;
             if (ev->at_ms > x->delete_ms) x->delete_ms = ev->at_ms;
             if (strcmp(ev->after, x->delete_after) > 0)
                 snprintf(x->delete_after, sizeof x->delete_after, "%s", ev->after);
@@ -189,10 +186,10 @@ int gc_view(const gc_state *st, const char *tenant, gc_sandbox **out, size_t *n,
              * "after" existed falls back to comparing times. */
             if (ev->after[0] ? strcmp(ev->after, ref) >= 0 : ev->at_ms >= latest_time) deleted = 1;
         }
-        tenant_tier(st, x->tenant, x->tier);
-        if (deleted) snprintf(x->state, sizeof x->state, "deleted");
-        else if (x->latest_files_only) snprintf(x->state, sizeof x->state, "reclaimed");
-        else snprintf(x->state, sizeof x->state, "hibernated");
+        x->tier = gc_tenant_tier(st, x->tenant);
+        if (deleted) x->state = GC_DELETED;
+        else if (x->latest_files_only) x->state = GC_RECLAIMED;
+        else x->state = GC_HIBERNATED;
     }
     qsort(v, k, sizeof *v, cmp_sb);
     *out = v;
@@ -209,48 +206,47 @@ int gc_sandboxes(store_t *s, const char *tenant, gc_sandbox **out, size_t *n, st
     return rc;
 }
 
-static int find_record(void *arg, const char *id, const char *json)
+static int found_one(void *arg, const store_snaprec *r)
 {
-    (void)id;
-    (void)json;
+    (void)r;
     *(int *)arg = 1;
     return 1;
 }
 
-int gc_event(store_t *s, const char *kind, const char *name, const char *value, int64_t at_ms,
-             store_err *e)
+int gc_event(store_t *s, store_event_kind kind, const char *name, store_tier tier,
+             int64_t at_ms, store_err *e)
 {
-    json_t *j = json_pack("{s:s, s:I}", "event", kind, "at", (json_int_t)at_ms);
+    store_event ev = {.kind = kind, .at_ms = at_ms};
     int rc = 0;
-    if (!strcmp(kind, "touch") || !strcmp(kind, "delete") || !strcmp(kind, "restore") ||
-        !strcmp(kind, "rebuild")) {
+    switch (kind) {
+    case STORE_EV_TOUCH: case STORE_EV_DELETE: case STORE_EV_RESTORE: case STORE_EV_REBUILD: {
         int exists = 0;
-        if (store_name_valid(name)) rc = store_errf(e, -EINVAL, "'%s' is not a sandbox name", name);
-        else if (store_snapshot_list(s, name, find_record, &exists, e) == 0 && !exists)
-            rc = store_errf(e, -ENOENT, "no sandbox %s in this store", name);
-        json_object_set_new(j, "sandbox", json_string(name));
-        char latest[STORE_SNAPID_LEN];
-        /* What the delete saw: snapshots committed after it are not deleted (lifecycle.c). */
-        if (!rc && !strcmp(kind, "delete") && !(rc = store_snapshot_latest(s, name, latest, e)))
-            json_object_set_new(j, "after", json_string(latest));
-    } else if (!strcmp(kind, "tier")) {
-        if (store_name_valid(name)) rc = store_errf(e, -EINVAL, "'%s' is not a tenant name", name);
-        else if (strcmp(value, "free") && strcmp(value, "pro"))
-            rc = store_errf(e, -EINVAL, "a tier is free or pro, not '%s'", value);
-        json_object_set_new(j, "tenant", json_string(name));
-        json_object_set_new(j, "tier", json_string(value));
-    } else if (!strcmp(kind, "pin") || !strcmp(kind, "unpin")) {
-        store_snapshot *snap = NULL;
-        rc = store_snapshot_load(s, name, &snap, e);
-        if (!rc) json_object_set_new(j, "sandbox", json_string(snap->sandbox));
-        store_snapshot_free(snap);
-        json_object_set_new(j, "snapshot", json_string(name));
-    } else {
-        rc = store_errf(e, -EINVAL, "unknown event '%s'", kind);
+        if (store_name_valid(name)) return store_errf(e, -EINVAL, "'%s' is not a sandbox name", name);
+        if ((rc = store_snapshot_records(s, name, found_one, &exists, e))) return rc;
+        if (!exists) return store_errf(e, -ENOENT, "no sandbox %s in this store", name);
+        snprintf(ev.sandbox, sizeof ev.sandbox, "%s", name);
+        /* What the delete saw: snapshots committed after it are not deleted (gc_view). */
+        if (kind == STORE_EV_DELETE && (rc = store_snapshot_latest(s, name, ev.after, e))) return rc;
+        break;
     }
-    char *line = rc ? NULL : json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    if (!rc) rc = line ? store_event_append(s, line, e) : store_errf(e, -ENOMEM, "out of memory");
-    free(line);
-    return rc;
+    case STORE_EV_TIER:
+        if (store_name_valid(name)) return store_errf(e, -EINVAL, "'%s' is not a tenant name", name);
+        if (tier != STORE_TIER_FREE && tier != STORE_TIER_PRO)
+            return store_errf(e, -EINVAL, "a tier is free or pro");
+        snprintf(ev.tenant, sizeof ev.tenant, "%s", name);
+        ev.tier = tier;
+        break;
+    case STORE_EV_PIN: case STORE_EV_UNPIN: {
+        store_snapshot *snap = NULL;
+        if ((rc = store_snapshot_load(s, name, &snap, e))) return rc;
+        snprintf(ev.sandbox, sizeof ev.sandbox, "%s", snap->sandbox);
+        snprintf(ev.snapshot, sizeof ev.snapshot, "%s", name);
+        store_snapshot_free(snap);
+        break;
+    }
+    default:
+        return store_errf(e, -EINVAL, "gc_event: %s events are gc's own",
+                          store_event_kind_name(kind));
+    }
+    return store_event_log(s, &ev, e);
 }

@@ -37,10 +37,10 @@ int gc_files_only(store_t *s, const store_snapshot *src, store_snapshot **out, s
     }
     snprintf(snap->tenant, sizeof snap->tenant, "%s", src->tenant);
     snprintf(snap->sandbox, sizeof snap->sandbox, "%s", src->sandbox);
-    snprintf(snap->tier, sizeof snap->tier, "%s", src->tier);
+    snap->tier = src->tier;
     snprintf(snap->template_name, sizeof snap->template_name, "%s", src->template_name);
     snprintf(snap->parent, sizeof snap->parent, "%s", src->id);
-    snprintf(snap->kind, sizeof snap->kind, "files");
+    snap->kind = STORE_KIND_FILES;
     const store_blob *disk = NULL;
     for (int i = 0; i < src->nblobs; i++)
         if (!strcmp(src->blobs[i].name, "disk")) disk = &src->blobs[i];

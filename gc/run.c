@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
-#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,14 +44,14 @@ void gc_result_free(gc_result *r)
 typedef struct {
     char id[STORE_SNAPID_LEN];
     char sandbox[STORE_NAME_MAX + 1];
-    char reason[16];                 /* deleted, superseded, reclaimed, resumed */
+    store_drop_reason reason;
 } drop;
 
 typedef struct {
     char sandbox[STORE_NAME_MAX + 1];
     char source[STORE_SNAPID_LEN];   /* latest full snapshot */
     double idle_days;
-    char tier[8];
+    store_tier tier;
     int skipped;                     /* no longer eligible when its section ran */
 } reclaim;
 
@@ -66,7 +65,7 @@ typedef struct {
     uint32_t *refs;
 } plan;
 
-static int add_drop(plan *p, const char *id, const char *sandbox, const char *reason)
+static int add_drop(plan *p, const char *id, const char *sandbox, store_drop_reason reason)
 {
     for (size_t i = 0; i < p->ndrops; i++)
         if (!strcmp(p->drops[i].id, id)) return 0;
@@ -79,7 +78,7 @@ static int add_drop(plan *p, const char *id, const char *sandbox, const char *re
     drop *d = &p->drops[p->ndrops++];
     snprintf(d->id, sizeof d->id, "%s", id);
     snprintf(d->sandbox, sizeof d->sandbox, "%s", sandbox);
-    snprintf(d->reason, sizeof d->reason, "%s", reason);
+    d->reason = reason;
     return 0;
 }
 
@@ -92,16 +91,16 @@ static int make_plan(store_t *s, const gc_options *o, plan *p, gc_result *r, sto
     if (!rc) rc = gc_view(&st, NULL, &sb, &nsb, e);
     /* 1. Drops logged by an interrupted gc whose manifest is still there. */
     for (size_t i = 0; !rc && i < st.nevents; i++) {
-        const gc_ev *v = &st.events[i];
-        if (strcmp(v->kind, "drop")) continue;
+        const store_event *v = &st.events[i];
+        if (v->kind != STORE_EV_DROP) continue;
         for (size_t k = 0; k < st.nsnaps; k++)
-            if (!strcmp(st.snaps[k].id, v->snapshot)) rc = add_drop(p, v->snapshot, st.snaps[k].sandbox, "resumed");
+            if (!strcmp(st.snaps[k].r.id, v->snapshot))
+                rc = add_drop(p, v->snapshot, st.snaps[k].r.sandbox, STORE_DROP_RESUMED);
     }
     for (size_t j = 0; !rc && j < nsb; j++) {
         gc_sandbox *x = &sb[j];
-        int64_t window = strcmp(x->tier, "pro") ? GC_FREE_WINDOW_MS : GC_PRO_WINDOW_MS;
-        int deleted = !strcmp(x->state, "deleted");
-        int reclaim_it = !deleted && !strcmp(x->state, "hibernated") && o->now_ms - x->last_activity_ms > window;
+        int deleted = x->state == GC_DELETED;
+        int reclaim_it = gc_idle_past_window(x, o->now_ms);
         if (reclaim_it && x->latest_has_disk && !x->latest_indexed) {
             /* We cannot tell its important files from the rest: keep it, say so. */
             gc_logf(o->log, o->log_arg, "not reclaiming %s: its latest disk has no file index "
@@ -123,23 +122,26 @@ static int make_plan(store_t *s, const gc_options *o, plan *p, gc_result *r, sto
             memset(rcl, 0, sizeof *rcl);
             snprintf(rcl->sandbox, sizeof rcl->sandbox, "%s", x->sandbox);
             snprintf(rcl->source, sizeof rcl->source, "%s", x->latest);
-            snprintf(rcl->tier, sizeof rcl->tier, "%s", x->tier);
+            rcl->tier = x->tier;
             rcl->idle_days = (double)(o->now_ms - x->last_activity_ms) / 86400000.0;
         }
         /* 2-4. What goes: a deleted sandbox's snapshots up to the delete; after a reclaim
          * every full snapshot; else everything but the latest. Pins hold (not deletes). */
         for (size_t k = 0; k < st.nsnaps && !rc; k++) {
             const gc_snap *g = &st.snaps[k];
-            if (strcmp(g->sandbox, x->sandbox)) continue;
+            const store_snaprec *sr = &g->r;
+            int files_only = sr->kind == STORE_KIND_FILES;
+            if (strcmp(sr->sandbox, x->sandbox)) continue;
             /* Up to the delete in commit order (a files-only snapshot stands for its
              * source); by time only for deletes logged before they named what they saw. */
-            const char *pos = g->files_only && g->parent[0] ? g->parent : g->id;
+            const char *pos = files_only && sr->parent[0] ? sr->parent : sr->id;
             int before_delete = x->delete_after[0] ? strcmp(pos, x->delete_after) <= 0 : g->eff_ms <= x->delete_ms;
-            if (deleted && before_delete) rc = add_drop(p, g->id, g->sandbox, "deleted");
-            else if (gc_pinned(&st, g->id)) continue;
-            else if (reclaim_it && !g->files_only) rc = add_drop(p, g->id, g->sandbox, "reclaimed");
-            else if (!reclaim_it && strcmp(g->id, x->latest)) rc = add_drop(p, g->id, g->sandbox, "superseded");
-            else if (reclaim_it && g->files_only) rc = add_drop(p, g->id, g->sandbox, "superseded");
+            if (deleted && before_delete) rc = add_drop(p, sr->id, sr->sandbox, STORE_DROP_DELETED);
+            else if (gc_pinned(&st, sr->id)) continue;
+            else if (reclaim_it && !files_only) rc = add_drop(p, sr->id, sr->sandbox, STORE_DROP_RECLAIMED);
+            else if (!reclaim_it && strcmp(sr->id, x->latest))
+                rc = add_drop(p, sr->id, sr->sandbox, STORE_DROP_SUPERSEDED);
+            else if (reclaim_it && files_only) rc = add_drop(p, sr->id, sr->sandbox, STORE_DROP_SUPERSEDED);
         }
         if (rc == -ENOMEM) store_errf(e, rc, "out of memory");
     }
@@ -153,17 +155,12 @@ static int make_plan(store_t *s, const gc_options *o, plan *p, gc_result *r, sto
 
 static int log_drop_event(store_t *s, const drop *d, int64_t now, store_err *e)
 {
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I}", "event", "drop", "snapshot", d->id, "sandbox",
-                          d->sandbox, "reason", d->reason, "at", (json_int_t)now);
-    char *line = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    int rc = line ? store_event_append(s, line, e) : store_errf(e, -ENOMEM, "out of memory");
-    free(line);
-    return rc;
+    store_event ev = {.kind = STORE_EV_DROP, .at_ms = now, .reason = d->reason};
+    snprintf(ev.snapshot, sizeof ev.snapshot, "%s", d->id);
+    snprintf(ev.sandbox, sizeof ev.sandbox, "%s", d->sandbox);
+    return store_event_log(s, &ev, e);
 }
 
-/* Is the sandbox still what the plan saw (same latest snapshot, still idle past its
- * window)? A wake or a touch between planning and now must win over the reclaim. */
 /* Is the sandbox still what the plan saw (same latest snapshot, still idle past its
  * window)? A wake or a touch between planning and now must win over the reclaim.
  * 1: reclaim it; 2: an interrupted run already committed its files-only snapshot (only the
@@ -173,9 +170,7 @@ static int still_eligible(const gc_sandbox *v, size_t n, const reclaim *rcl, int
     for (size_t i = 0; i < n; i++) {
         if (strcmp(v[i].sandbox, rcl->sandbox)) continue;
         if (v[i].latest_files_only && !strcmp(v[i].latest_parent, rcl->source)) return 2;
-        int64_t window = strcmp(v[i].tier, "pro") ? GC_FREE_WINDOW_MS : GC_PRO_WINDOW_MS;
-        return !strcmp(v[i].state, "hibernated") && !strcmp(v[i].latest, rcl->source) &&
-               now - v[i].last_activity_ms > window;
+        return !strcmp(v[i].latest, rcl->source) && gc_idle_past_window(&v[i], now);
     }
     return 0;
 }
@@ -216,7 +211,8 @@ static int apply_plan(const char *dir, const gc_options *o, plan *p, gc_result *
                 if (!rc) rc = store_writer_commit(w, fo, e);
                 if (!rc) {
                     gc_logf(o->log, o->log_arg, "reclaimed %s (tier %s, idle %.1f days): files-only "
-                            "snapshot %s keeps %zu entries, %llu bytes of files", rcl->sandbox, rcl->tier,
+                            "snapshot %s keeps %zu entries, %llu bytes of files", rcl->sandbox,
+                            store_tier_name(rcl->tier),
                             rcl->idle_days, fo->id, fo->files ? fo->files->n : 0,
                             (unsigned long long)fo->logical_bytes);
                     r->reclaimed++;
@@ -234,7 +230,7 @@ static int apply_plan(const char *dir, const gc_options *o, plan *p, gc_result *
             int skip = 0;
             for (size_t k = 0; k < p->nreclaims; k++)
                 if (p->reclaims[k].skipped && !strcmp(p->reclaims[k].sandbox, d->sandbox) &&
-                    !strcmp(d->reason, "reclaimed"))
+                    d->reason == STORE_DROP_RECLAIMED)
                     skip = 1;
             if (skip) continue;
             int lease_fd = -1;
@@ -252,7 +248,8 @@ static int apply_plan(const char *dir, const gc_options *o, plan *p, gc_result *
             if (rc == -ENOENT) rc = 0;      /* already gone: an earlier run finished it */
             else if (!rc) {
                 r->dropped_snapshots++;
-                gc_logf(o->log, o->log_arg, "dropped snapshot %s of %s (%s)", d->id, d->sandbox, d->reason);
+                gc_logf(o->log, o->log_arg, "dropped snapshot %s of %s (%s)", d->id, d->sandbox,
+                        store_drop_reason_name(d->reason));
             }
         }
         free(view);
@@ -303,10 +300,10 @@ int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e)
     if (!rc && o->dry_run) {
         for (size_t i = 0; i < p.nreclaims; i++)
             gc_logf(o->log, o->log_arg, "would reclaim %s (tier %s, idle %.1f days)", p.reclaims[i].sandbox,
-                    p.reclaims[i].tier, p.reclaims[i].idle_days);
+                    store_tier_name(p.reclaims[i].tier), p.reclaims[i].idle_days);
         for (size_t i = 0; i < p.ndrops; i++)
             gc_logf(o->log, o->log_arg, "would drop snapshot %s of %s (%s)", p.drops[i].id, p.drops[i].sandbox,
-                    p.drops[i].reason);
+                    store_drop_reason_name(p.drops[i].reason));
         r->reclaimed = p.nreclaims;
         r->dropped_snapshots = p.ndrops;
         for (size_t i = 0; i < p.nreclaims; i++) {

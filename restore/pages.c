@@ -76,7 +76,7 @@ int restore_pages_open(const char *dir, const char *id, const char *blob, uint64
         for (int i = 0; i < p->snap->nblobs; i++)
             if (!strcmp(p->snap->blobs[i].name, blob)) p->b = &p->snap->blobs[i];
         if (!p->b) rc = store_errf(e, -ENOENT, "snapshot %s has no %s", id, blob);
-        else if (strcmp(p->snap->kind, "files") == 0 && strcmp(blob, "disk"))
+        else if (p->snap->kind == STORE_KIND_FILES && strcmp(blob, "disk"))
             rc = store_errf(e, -ENOENT, "snapshot %s is files-only (reclaimed): no %s", id, blob);
     }
     if (!rc) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "restore/restore.h"
+#include "store/events.h"
 
 typedef struct {
     uint64_t pack, offset, page;
@@ -250,24 +251,13 @@ int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, co
 
 typedef struct {
     const char *id;
-    char sandbox[STORE_NAME_MAX + 1], reason[32], when[32];
+    store_event drop;       /* the last drop event of id; kind 0 if none */
 } why_dropped;
 
-static int find_drop(void *arg, const char *line)
+static int find_drop(void *arg, const store_event *ev)
 {
     why_dropped *w = arg;
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"snapshot\":\"%s\"", w->id);
-    if (!strstr(line, "\"event\":\"drop\"") || !strstr(line, pat)) return 0;
-    const char *r = strstr(line, "\"reason\":\""), *sb = strstr(line, "\"sandbox\":\""), *at = strstr(line, "\"at\":");
-    if (r) sscanf(r + 10, "%31[^\"]", w->reason);
-    if (sb) sscanf(sb + 11, "%128[^\"]", w->sandbox);
-    if (at) {
-        time_t t = (time_t)(atoll(at + 5) / 1000);
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        strftime(w->when, sizeof w->when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    }
+    if (ev->kind == STORE_EV_DROP && !strcmp(ev->snapshot, w->id)) w->drop = *ev;
     return 0;
 }
 
@@ -280,18 +270,21 @@ int restore_snapshot(store_t *s, const char *id, const char *outdir,
         /* Dropped by gc? events.log says why, and what brings the files back. */
         why_dropped w = {.id = id};
         store_err le;
-        if (store_event_read(s, find_drop, &w, &le))
-            return store_errf(e, -ENOENT, "no snapshot %s in %s (events.log cannot say whether gc "
-                              "dropped it: %s)", id, store_dir(s), le.msg);
-        if (w.sandbox[0])
-            return store_errf(e, -ENOENT, "snapshot %s was dropped by gc (%s) on %s; %s", id, w.reason, w.when,
-                              !strcmp(w.reason, "reclaimed")
+        if (store_event_each(s, find_drop, &w, &le))
+            return store_errf(e, -ENOENT, "no snapshot %s in %s (and events.log, which would say "
+                              "why, cannot be read: %s)", id, store_dir(s), le.msg);
+        char when[32];
+        store_rfc3339(w.drop.at_ms, when);
+        if (w.drop.kind == STORE_EV_DROP)
+            return store_errf(e, -ENOENT, "snapshot %s was dropped by gc (%s) on %s; %s", id,
+                              store_drop_reason_name(w.drop.reason), when,
+                              w.drop.reason == STORE_DROP_RECLAIMED
                                   ? "its sandbox was reclaimed: `cairn rebuild --sandbox` brings its important "
                                     "files back in a fresh disk"
                                   : "it cannot be restored");
     }
     if (rc) return rc;
-    if (!strcmp(snap->kind, "files")) {
+    if (snap->kind == STORE_KIND_FILES) {
         rc = store_errf(e, -ENOENT, "snapshot %s holds only the important files of reclaimed sandbox %s, not a "
                         "VM: `cairn rebuild --sandbox %s` makes a fresh disk with them", id, snap->sandbox,
                         snap->sandbox);

@@ -3,11 +3,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "restore/restore.h"
-
-#define TEMPLATE_PREFIX "_tpl."
 
 int restore_resolve(store_t *s, const char *spec, store_snapshot **snap, store_err *e)
 {
@@ -175,10 +172,7 @@ int restore_audit(store_t *s, const char *cmd, const char *actor, const store_sn
                   store_err *e)
 {
     char when[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    store_rfc3339(store_now_ms(), when);
     json_t *jp = json_array();
     int bad = !jp;
     for (size_t i = 0; !bad && i < npaths; i++) {
@@ -206,7 +200,7 @@ int restore_rebuild_sandbox(store_t *s, const char *sandbox, const char *tmpl, c
                             store_snapshot **tmpl_out, store_err *e)
 {
     store_snapshot *snap = NULL, *ts = NULL;
-    char id[STORE_SNAPID_LEN], tsb[STORE_NAME_MAX + 8];
+    char id[STORE_SNAPID_LEN], tsb[STORE_NAME_MAX + 1];
     *snap_out = *tmpl_out = NULL;
     int rc = store_snapshot_latest(s, sandbox, id, e);
     if (!rc) rc = store_snapshot_load(s, id, &snap, e);
@@ -214,15 +208,15 @@ int restore_rebuild_sandbox(store_t *s, const char *sandbox, const char *tmpl, c
         rc = store_errf(e, -EINVAL, "sandbox %s has no template recorded: name one", sandbox);
     if (!rc) {
         const char *name = tmpl ? tmpl : snap->template_name;
-        if (store_name_valid(name) || strlen(name) + strlen(TEMPLATE_PREFIX) > STORE_NAME_MAX)
+        if (store_template_sandbox(name, tsb))
             rc = store_errf(e, -EINVAL, "'%s' is not a template name", name);
-        else snprintf(tsb, sizeof tsb, "%s%s", TEMPLATE_PREFIX, name);
     }
     if (!rc) {
         char tid[STORE_SNAPID_LEN];
         rc = store_snapshot_latest(s, tsb, tid, e);
         if (rc == -ENOENT)
-            store_errf(e, rc, "no template '%s' (add it with `cairn template add`)", tsb + strlen(TEMPLATE_PREFIX));
+            store_errf(e, rc, "no template '%s' (add it with `cairn template add`)",
+                       store_template_name(tsb));
         if (!rc) rc = store_snapshot_load(s, tid, &ts, e);
     }
     if (!rc) rc = restore_rebuild(s, ts, snap, out, st, e);

@@ -407,6 +407,13 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
     if (store_name_valid(req->tenant) || store_name_valid(req->sandbox))
         return store_errf(e, -EINVAL, "tenant and sandbox names are 1-128 of [A-Za-z0-9._-], "
                           "not starting with '.' or '-'");
+    int is_template = !strcmp(req->tenant, STORE_TEMPLATE_TENANT) && store_template_name(req->sandbox);
+    if (req->template_add ? !is_template
+                          : store_name_reserved(req->tenant) || store_name_reserved(req->sandbox))
+        return store_errf(e, -EINVAL, req->template_add
+                          ? "a template is stored as sandbox _tpl.NAME of tenant " STORE_TEMPLATE_TENANT
+                          : "names starting with '_' are reserved for Cairn's own snapshots "
+                            "(templates): tenant '%s', sandbox '%s'", req->tenant, req->sandbox);
     if (req->nblobs < 1 || req->nblobs > STORE_MAX_BLOBS)
         return store_errf(e, -EINVAL, "a snapshot needs at least one file");
     static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -438,8 +445,8 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
         if (req->template_name) snprintf(snap->template_name, sizeof snap->template_name, "%s", req->template_name);
         snprintf(snap->tenant, sizeof snap->tenant, "%s", req->tenant);
         snprintf(snap->sandbox, sizeof snap->sandbox, "%s", req->sandbox);
-        snprintf(snap->tier, sizeof snap->tier, "%s", req->tier ? req->tier : "");
-        snprintf(snap->kind, sizeof snap->kind, "full");
+        snap->tier = req->tier;
+        snap->kind = STORE_KIND_FULL;
         char pid[STORE_SNAPID_LEN];
         if (store_snapshot_latest(s, req->sandbox, pid, NULL) == 0 &&
             store_snapshot_load(s, pid, &parent, NULL) == 0) {

@@ -59,7 +59,7 @@ STORE_MUST_USE int snap_index_disk_unconfined(const char *image, uint64_t disk_b
 typedef struct {
     const char *tenant;
     const char *sandbox;
-    const char *tier;                 /* "free", "pro", or NULL: the tenant's tier as it is */
+    store_tier tier;                  /* NONE: the tenant's tier as it is */
     const char *blob_name[STORE_MAX_BLOBS];
     const char *blob_path[STORE_MAX_BLOBS];
     int nblobs;
@@ -71,6 +71,9 @@ typedef struct {
     store_findex *files;              /* the disk's index, if built ahead (snap_prepare_index);
                                          snap_ingest takes ownership and frees or keeps it */
     int index_tried;                  /* set by snap_prepare_index: not tried twice */
+    int template_add;                 /* storing a template: tenant STORE_TEMPLATE_TENANT,
+                                         sandbox from store_template_sandbox. Only then are
+                                         reserved names ('_...') accepted. */
 } snap_request;
 
 /* Builds the request's disk file index now (needs no store): call it before opening the

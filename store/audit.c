@@ -1,5 +1,5 @@
 /* Append-only logs of JSON lines: audit.log (support reads) and events.log (lifecycle:
- * see docs/gc.md). A line is appended with O_APPEND in a single write and fsynced before
+ * its lines are encoded and parsed by store/events.c only). A line is appended with O_APPEND in a single write and fsynced before
  * the caller goes on, so an audited read never happens unrecorded and an event is never
  * lost. Any process may append, with or without the lock: O_APPEND writes of one line do
  * not interleave on a local filesystem. */
@@ -79,12 +79,12 @@ int store_audit_read(store_t *s, int (*fn)(void *arg, const char *line), void *a
     return log_read(s, "audit.log", fn, arg, e);
 }
 
-int store_event_append(store_t *s, const char *line, store_err *e)
+int events_append_line(store_t *s, const char *line, store_err *e)
 {
     return log_append(s, "events.log", line, e);
 }
 
-int store_event_read(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e)
+int events_read_lines(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e)
 {
     return log_read(s, "events.log", fn, arg, e);
 }

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "store/events.h"
 #include "store/internal.h"
 
 typedef struct {
@@ -254,21 +255,19 @@ typedef struct {
     int found;
 } drop_probe;
 
-static int find_drop_event(void *arg, const char *line)
+static int find_drop_event(void *arg, const store_event *ev)
 {
     drop_probe *p = arg;
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"snapshot\":\"%s\"", p->id);
-    p->found = strstr(line, "\"event\":\"drop\"") && strstr(line, pat);
+    p->found = ev->kind == STORE_EV_DROP && !strcmp(ev->snapshot, p->id);
     return p->found;   /* stop at the first */
 }
 
 /* Did gc log a drop of this snapshot (so a missing manifest is its interrupted work)?
- * 1 or 0, or a negative code when the log cannot be read. */
+ * 1 or 0, or a negative code when events.log cannot be read. */
 static int drop_logged(store_t *s, const char *id, store_err *e)
 {
     drop_probe p = {id, 0};
-    int rc = store_event_read(s, find_drop_event, &p, e);
+    int rc = store_event_each(s, find_drop_event, &p, e);
     return rc ? rc : p.found;
 }
 

@@ -125,6 +125,19 @@ STORE_MUST_USE int files_write(store_t *s, store_snapshot *snap, store_err *e);
 STORE_MUST_USE int cached_page(store_t *s, const store_loc *l, store_dctx *d, uint8_t *frame, void *out,
                                store_err *e);
 
+/* store.c: the unix ms at which a well-formed snapshot id was made (its first 12 hex
+ * digits); only the store reads that prefix. */
+int64_t snapid_time_ms(const char *id);
+
+/* audit.c: events.log's raw lines, for store/events.c only (which owns their format). */
+int events_append_line(store_t *s, const char *line, store_err *e);
+int events_read_lines(store_t *s, int (*fn)(void *arg, const char *line), void *arg,
+                      store_err *e);
+
+/* manifest.c: the one parser of manifest_record_json's output (the index's snapshot
+ * record); -EBADMSG, with the reason in e, for a record it does not understand. */
+int manifest_record_parse(const char *json, store_snaprec *out, store_err *e);
+
 /* pool.c */
 struct pool *pool_new(unsigned threads);
 void pool_free(struct pool *p);

@@ -64,29 +64,55 @@ static int recipe_decode(const uint8_t *p, size_t len, store_blob *b)
     return pos == b->npages ? 0 : -EBADMSG;
 }
 
-static void rfc3339(int64_t ms, char out[32])
+static const char *const tier_names[] = {[STORE_TIER_NONE] = "", [STORE_TIER_FREE] = "free",
+                                         [STORE_TIER_PRO] = "pro"};
+static const char *const kind_names[] = {[STORE_KIND_FULL] = "full", [STORE_KIND_FILES] = "files"};
+
+const char *store_tier_name(store_tier t)
 {
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return (unsigned)t < 3 ? tier_names[t] : "?";
+}
+
+int store_tier_parse(const char *name, store_tier *out)
+{
+    for (unsigned i = 0; name && i < 3; i++)
+        if (!strcmp(name, tier_names[i])) {
+            *out = (store_tier)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+const char *store_kind_name(store_kind k)
+{
+    return (unsigned)k < 2 ? kind_names[k] : "?";
+}
+
+int store_kind_parse(const char *name, store_kind *out)
+{
+    for (unsigned i = 0; name && i < 2; i++)
+        if (!strcmp(name, kind_names[i])) {
+            *out = (store_kind)i;
+            return 0;
+        }
+    return -EINVAL;
 }
 
 static json_t *snapshot_json(const store_snapshot *snap)
 {
     char when[32];
-    rfc3339(snap->time_ms, when);
+    store_rfc3339(snap->time_ms, when);
     json_t *blobs = json_object();
     for (int i = 0; i < snap->nblobs; i++)
         json_object_set_new(blobs, snap->blobs[i].name, json_integer((json_int_t)snap->blobs[i].size));
     json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:o}",
                      "snapshot", snap->id, "tenant", snap->tenant, "sandbox", snap->sandbox,
-                     "tier", snap->tier, "time", when, "time_ms", (json_int_t)snap->time_ms,
+                     "tier", store_tier_name(snap->tier), "time", when, "time_ms", (json_int_t)snap->time_ms,
                      "logical_bytes", (json_int_t)snap->logical_bytes,
                      "new_bytes", (json_int_t)snap->new_bytes,
                      "new_chunks", (json_int_t)snap->new_chunks, "parent", snap->parent,
                      "blobs", blobs);
-    json_object_set_new(j, "kind", json_string(snap->kind[0] ? snap->kind : "full"));
+    json_object_set_new(j, "kind", json_string(store_kind_name(snap->kind)));
     if (snap->template_name[0]) json_object_set_new(j, "template", json_string(snap->template_name));
     if (snap->files_hash[0]) json_object_set_new(j, "files_hash", json_string(snap->files_hash));
     if (snap->files) json_object_set_new(j, "files", json_integer((json_int_t)snap->files->n));
@@ -99,6 +125,50 @@ char *manifest_record_json(const store_snapshot *snap)
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     return s;
+}
+
+static int copy_str(char *dst, size_t cap, json_t *v)
+{
+    const char *s = json_string_value(v);
+    if (!s || strlen(s) >= cap) return -1;
+    memcpy(dst, s, strlen(s) + 1);
+    return 0;
+}
+
+int manifest_record_parse(const char *json, store_snaprec *r, store_err *e)
+{
+    memset(r, 0, sizeof *r);
+    json_error_t jerr;
+    json_t *j = json_loads(json, 0, &jerr);
+    if (!j) return store_errf(e, -EBADMSG, "not JSON (%s)", jerr.text);
+    json_t *jt = json_object_get(j, "template"), *blobs = json_object_get(j, "blobs");
+    const char *bad = NULL;
+    if (copy_str(r->id, sizeof r->id, json_object_get(j, "snapshot")) || store_snapid_valid(r->id))
+        bad = "snapshot";
+    else if (copy_str(r->tenant, sizeof r->tenant, json_object_get(j, "tenant"))) bad = "tenant";
+    else if (copy_str(r->sandbox, sizeof r->sandbox, json_object_get(j, "sandbox")))
+        bad = "sandbox";
+    else if (copy_str(r->parent, sizeof r->parent, json_object_get(j, "parent")) ||
+             (r->parent[0] && store_snapid_valid(r->parent)))
+        bad = "parent";
+    else if (jt && copy_str(r->template_name, sizeof r->template_name, jt)) bad = "template";
+    else if (store_tier_parse(json_string_value(json_object_get(j, "tier")), &r->tier))
+        bad = "tier";
+    else if (store_kind_parse(json_string_value(json_object_get(j, "kind")), &r->kind))
+        bad = "kind";
+    else if (!json_is_integer(json_object_get(j, "time_ms"))) bad = "time_ms";
+    else if (!json_is_object(blobs)) bad = "blobs";
+    if (!bad) {
+        r->time_ms = json_integer_value(json_object_get(j, "time_ms"));
+        r->logical_bytes = (uint64_t)json_integer_value(json_object_get(j, "logical_bytes"));
+        r->new_bytes = (uint64_t)json_integer_value(json_object_get(j, "new_bytes"));
+        r->new_chunks = (uint64_t)json_integer_value(json_object_get(j, "new_chunks"));
+        r->indexed = json_object_get(j, "files_hash") != NULL;
+        r->has_disk = json_object_get(blobs, "disk") != NULL;
+        if (r->parent[0]) r->parent_time_ms = snapid_time_ms(r->parent);
+    }
+    json_decref(j);
+    return bad ? store_errf(e, -EBADMSG, "field '%s' missing or not understood", bad) : 0;
 }
 
 int manifest_encode(const store_snapshot *snap, const uint64_t *packs, size_t npacks,
@@ -159,14 +229,6 @@ int manifest_encode(const store_snapshot *snap, const uint64_t *packs, size_t np
     return 0;
 }
 
-static int copy_str(char *dst, size_t cap, json_t *v)
-{
-    const char *s = json_string_value(v);
-    if (!s || strlen(s) >= cap) return -1;
-    memcpy(dst, s, strlen(s) + 1);
-    return 0;
-}
-
 int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64_t **packs,
                     size_t *npacks, store_err *e)
 {
@@ -186,15 +248,13 @@ int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64
     if (!rc && (copy_str(snap->id, sizeof snap->id, json_object_get(j, "snapshot")) ||
                 copy_str(snap->tenant, sizeof snap->tenant, json_object_get(j, "tenant")) ||
                 copy_str(snap->sandbox, sizeof snap->sandbox, json_object_get(j, "sandbox")) ||
-                copy_str(snap->tier, sizeof snap->tier, json_object_get(j, "tier")) ||
+                store_tier_parse(json_string_value(json_object_get(j, "tier")), &snap->tier) ||
                 copy_str(snap->parent, sizeof snap->parent, json_object_get(j, "parent")) ||
                 !json_is_array(bl) || json_array_size(bl) > STORE_MAX_BLOBS))
         rc = -EBADMSG;
     json_t *jt = json_object_get(j, "template"), *jh = json_object_get(j, "files_hash");
     json_t *jk = json_object_get(j, "kind");
-    if (!rc && (copy_str(snap->kind, sizeof snap->kind, jk) ||
-                (strcmp(snap->kind, "full") && strcmp(snap->kind, "files"))))
-        rc = -EBADMSG;
+    if (!rc && store_kind_parse(json_string_value(jk), &snap->kind)) rc = -EBADMSG;
     if (!rc && jt && copy_str(snap->template_name, sizeof snap->template_name, jt)) rc = -EBADMSG;
     if (!rc && jh && (copy_str(snap->files_hash, sizeof snap->files_hash, jh) ||
                       strlen(snap->files_hash) != 16))

@@ -304,6 +304,37 @@ int store_snapid_valid(const char *s)
     return 0;
 }
 
+#define TEMPLATE_PREFIX "_tpl."
+
+int store_name_reserved(const char *name)
+{
+    return name[0] == '_';
+}
+
+int store_template_sandbox(const char *name, char out[STORE_NAME_MAX + 1])
+{
+    if (store_name_valid(name) ||
+        strlen(name) + strlen(TEMPLATE_PREFIX) > STORE_NAME_MAX)
+        return -EINVAL;
+    snprintf(out, STORE_NAME_MAX + 1, "%s%s", TEMPLATE_PREFIX, name);
+    return 0;
+}
+
+const char *store_template_name(const char *sandbox)
+{
+    size_t n = strlen(TEMPLATE_PREFIX);
+    return strncmp(sandbox, TEMPLATE_PREFIX, n) ? NULL : sandbox + n;
+}
+
+int64_t snapid_time_ms(const char *id)
+{
+    /* Ids are made by new_snapshot_id (pack.c): 12 hex digits of unix ms, 8 random. */
+    int64_t ms = 0;
+    for (int i = 0; i < 12 && hexval((unsigned char)id[i]) >= 0; i++)
+        ms = ms << 4 | hexval((unsigned char)id[i]);
+    return ms;
+}
+
 int store_name_valid(const char *s)
 {
     size_t n = strlen(s);

@@ -146,11 +146,24 @@ typedef struct {
 
 #define STORE_MAX_BLOBS 8
 
+/* A tenant's tier as a snapshot recorded it (--tier), NONE when it was not given. The
+ * names ("free", "pro") exist only at JSON and CLI edges: parse returns -EINVAL for any
+ * other name and takes "" for NONE. */
+typedef enum { STORE_TIER_NONE = 0, STORE_TIER_FREE, STORE_TIER_PRO } store_tier;
+const char *store_tier_name(store_tier t);
+STORE_MUST_USE int store_tier_parse(const char *name, store_tier *out);
+
+/* FULL: what was given (memory, vmstate, disk). FILES: a reclaim's files-only snapshot
+ * (only the important files' pages; not restorable as a VM). Names "full", "files". */
+typedef enum { STORE_KIND_FULL = 0, STORE_KIND_FILES } store_kind;
+const char *store_kind_name(store_kind k);
+STORE_MUST_USE int store_kind_parse(const char *name, store_kind *out);
+
 typedef struct {
     char id[STORE_SNAPID_LEN];
     char tenant[STORE_NAME_MAX + 1];
     char sandbox[STORE_NAME_MAX + 1];
-    char tier[8];
+    store_tier tier;
     int64_t time_ms;              /* acknowledged at, unix ms */
     uint64_t logical_bytes;       /* sum of blob sizes */
     uint64_t new_bytes;           /* pack bytes this snapshot added */
@@ -159,8 +172,7 @@ typedef struct {
     char template_name[STORE_NAME_MAX + 1]; /* "" if none: the template it was booted from */
     struct store_findex *files;   /* file index of the disk, or NULL; owned by the snapshot */
     char files_hash[17];          /* hex XXH3-64 of manifests/ID.files, "" if none */
-    char kind[8];                 /* "full" (what was given) or "files" (reclaimed: only the
-                                     important files' pages; not restorable as a VM) */
+    store_kind kind;
     int nblobs;
     store_blob blobs[STORE_MAX_BLOBS];
 } store_snapshot;
@@ -171,6 +183,16 @@ void store_snapshot_free(store_snapshot *snap);   /* frees blobs' ids and snap i
 STORE_MUST_USE int store_snapid_valid(const char *s);
 /* 0 if s is a valid tenant or sandbox name: [A-Za-z0-9._-], 1..128, not starting '.'. */
 STORE_MUST_USE int store_name_valid(const char *s);
+
+/* Names starting with '_' are Cairn's own: a template is stored as sandbox "_tpl.NAME" of
+ * tenant "_cairn". snap_ingest refuses a reserved tenant or sandbox name unless the request
+ * is a template's (snap_request.template_add); gc and the lifecycle view leave them out. */
+#define STORE_TEMPLATE_TENANT "_cairn"
+int store_name_reserved(const char *name);
+/* The sandbox that holds template `name` (-EINVAL: not a valid template name). */
+STORE_MUST_USE int store_template_sandbox(const char *name, char out[STORE_NAME_MAX + 1]);
+/* The template name of such a sandbox, or NULL if it is not a template's. */
+const char *store_template_name(const char *sandbox);
 
 /* Loads a snapshot's manifest (checksum verified). -ENOENT if there is no such snapshot. */
 STORE_MUST_USE int store_snapshot_load(store_t *s, const char *id, store_snapshot **out, store_err *e);
@@ -184,6 +206,35 @@ STORE_MUST_USE int store_snapshot_latest(store_t *s, const char *sandbox, char i
 typedef int (*store_snapshot_fn)(void *arg, const char *id, const char *json);
 STORE_MUST_USE int store_snapshot_list(store_t *s, const char *sandbox, store_snapshot_fn fn, void *arg,
                         store_err *e);
+
+/* A snapshot's index record, typed: what gc and the CLI list without loading manifests.
+ * Order: ids sort in commit order (store/pack.c makes them from a per-store hybrid logical
+ * clock), so comparing ids compares commits; time_ms is the wall clock, for humans and idle
+ * time. A sequence field of its own, if ever needed, belongs here, not in the callers. */
+typedef struct {
+    char id[STORE_SNAPID_LEN];
+    char tenant[STORE_NAME_MAX + 1];
+    char sandbox[STORE_NAME_MAX + 1];
+    char template_name[STORE_NAME_MAX + 1];   /* "" if none */
+    char parent[STORE_SNAPID_LEN];            /* "" if none */
+    store_tier tier;
+    store_kind kind;
+    int64_t time_ms;
+    int64_t parent_time_ms;       /* when the parent was taken; 0 without a parent */
+    uint64_t logical_bytes, new_bytes, new_chunks;
+    int indexed;                  /* has a file index */
+    int has_disk;                 /* has a "disk" blob */
+    const char *json;             /* the record as stored (what `cairn snapshots --json`
+                                     prints); valid during the callback only */
+} store_snaprec;
+
+/* Calls fn for each snapshot record of sandbox (newest first), or of every sandbox when
+ * sandbox is NULL (in id order). A record the store cannot read is an error (-EBADMSG,
+ * "run fsck --rebuild-index"), never skipped. Stops early, without error, when fn returns
+ * non-zero. */
+typedef int (*store_snaprec_fn)(void *arg, const store_snaprec *r);
+STORE_MUST_USE int store_snapshot_records(store_t *s, const char *sandbox, store_snaprec_fn fn, void *arg,
+                           store_err *e);
 
 
 /* ---- file index (issue 3) -----------------------------------------------------------
@@ -281,10 +332,7 @@ STORE_MUST_USE int store_blob_read(store_t *s, const store_snapshot *snap, const
 STORE_MUST_USE int store_audit_append(store_t *s, const char *json_line, store_err *e);
 /* Calls fn for each line, oldest first; stops early when fn returns non-zero. */
 STORE_MUST_USE int store_audit_read(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e);
-/* DIR/events.log: lifecycle events (touch, tier, delete, pin, unpin, restore, rebuild, drop),
- * the source of truth for what manifests do not say (docs/gc.md). Same rules as audit. */
-STORE_MUST_USE int store_event_append(store_t *s, const char *json_line, store_err *e);
-STORE_MUST_USE int store_event_read(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e);
+/* DIR/events.log (lifecycle events): store/events.h. */
 
 /* ---- writing ----------------------------------------------------------------------- */
 
@@ -412,6 +460,8 @@ void store_parallel(store_t *s, size_t n, store_task_fn fn, void *arg);
 unsigned store_threads(const store_t *s);
 
 int64_t store_now_ms(void);
+/* Unix ms as RFC 3339 UTC to the second ("2026-11-21T10:00:00Z"), for JSON and humans. */
+void store_rfc3339(int64_t ms, char out[32]);
 
 /* libext2fs's io_manager (returned as void * to keep ext2fs out of this header): plain
  * pread/pwrite, never fsyncs (store/ext2io.c says why). */

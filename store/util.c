@@ -35,6 +35,14 @@ int64_t store_now_ms(void)
     return ms;
 }
 
+void store_rfc3339(int64_t ms, char out[32])
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || !strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(out, 32, "@%lld", (long long)(ms / 1000));   /* beyond what tm holds */
+}
+
 int util_write_all(int fd, const void *buf, size_t n)
 {
     const char *p = buf;

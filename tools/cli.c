@@ -269,13 +269,14 @@ void cli_progress_end(void)
     progress_shown = 0;
 }
 
-void cli_activity(store_t *s, const char *kind, const char *sandbox)
+void cli_activity(store_t *s, store_event_kind kind, const char *sandbox)
 {
-    char line[512];
-    snprintf(line, sizeof line, "{\"event\":\"%s\",\"sandbox\":\"%s\",\"at\":%lld}", kind, sandbox,
-             (long long)store_now_ms());
+    store_event ev = {.kind = kind, .at_ms = store_now_ms()};
+    snprintf(ev.sandbox, sizeof ev.sandbox, "%s", sandbox);
     store_err e;
-    if (store_event_append(s, line, &e)) fprintf(stderr, "cairn %s: warning: activity not recorded: %s\n", kind, e.msg);
+    if (store_event_log(s, &ev, &e))
+        fprintf(stderr, "cairn %s: warning: activity not recorded: %s\n", store_event_kind_name(kind),
+                e.msg);
 }
 
 double cli_seconds(void)

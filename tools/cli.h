@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "store/events.h"
 #include "store/store.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
@@ -79,6 +80,6 @@ int cmd_token(int argc, char **argv);
 int cmd_uffd_serve(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 /* Appends an activity event (restore, rebuild) for sandbox; failures are warnings. */
-void cli_activity(store_t *s, const char *kind, const char *sandbox);
+void cli_activity(store_t *s, store_event_kind kind, const char *sandbox);
 
 #endif

@@ -1,6 +1,5 @@
 /* Support and rebuild commands: ls, cat, extract (audited), audit, template, rebuild,
- * policy. Names starting with '_' are Cairn's own (templates live in sandbox _tpl.NAME of
- * tenant _cairn). */
+ * policy. Template naming and the reserved '_' prefix are the store's rule (store.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -13,9 +12,6 @@
 #include "restore/restore.h"
 #include "snapshotter/snapshotter.h"
 #include "tools/cli.h"
-
-#define TEMPLATE_TENANT "_cairn"
-#define TEMPLATE_PREFIX "_tpl."
 
 /* Printable form of raw path bytes: anything outside printable ASCII as \xNN. */
 static void put_path(FILE *f, const char *p)
@@ -345,10 +341,9 @@ int cmd_template(int argc, char **argv)
     if (rc) return rc;
     if (!name || !disk) return cli_usage(cc, "--name and --disk are required");
     char sandbox[STORE_NAME_MAX + 1];
-    if (store_name_valid(name) || strlen(name) + strlen(TEMPLATE_PREFIX) > STORE_NAME_MAX)
-        return cli_usage(cc, "bad template name '%s'", name);
-    snprintf(sandbox, sizeof sandbox, "%s%s", TEMPLATE_PREFIX, name);
-    snap_request req = {.tenant = TEMPLATE_TENANT, .sandbox = sandbox, .tier = "pro",
+    if (store_template_sandbox(name, sandbox)) return cli_usage(cc, "bad template name '%s'", name);
+    snap_request req = {.tenant = STORE_TEMPLATE_TENANT, .sandbox = sandbox, .tier = STORE_TIER_PRO,
+                        .template_add = 1,
                         .progress = cli_progress, .progress_arg = "template"};
     const char *names[] = {"memory", "vmstate", "disk"}, *paths[] = {mem, vms, disk};
     for (int i = 0; i < 3; i++)
@@ -395,7 +390,7 @@ int cmd_rebuild(int argc, char **argv)
     store_snapshot *snap = NULL, *ts = NULL;
     restore_rebuild_stats st = {.warn = warn_entry, .warn_arg = "rebuild"};
     rc = restore_rebuild_sandbox(s, sandbox, tmpl, out, &st, &snap, &ts, &e);
-    if (!rc) cli_activity(s, "rebuild", sandbox);
+    if (!rc) cli_activity(s, STORE_EV_REBUILD, sandbox);
     store_close(s);
     if (rc) {
         store_snapshot_free(snap);
@@ -405,7 +400,7 @@ int cmd_rebuild(int argc, char **argv)
     double secs = cli_seconds() - t0;
     if (c.json)
         cli_print_json(json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "sandbox",
-                                 sandbox, "snapshot", snap->id, "template", ts->sandbox + strlen(TEMPLATE_PREFIX),
+                                 sandbox, "snapshot", snap->id, "template", store_template_name(ts->sandbox),
                                  "out", out, "files", (json_int_t)st.files, "dirs", (json_int_t)st.dirs,
                                  "symlinks", (json_int_t)st.symlinks, "hardlinks", (json_int_t)st.hardlinks,
                                  "bytes", (json_int_t)st.bytes, "replaced", (json_int_t)st.replaced,
@@ -415,7 +410,7 @@ int cmd_rebuild(int argc, char **argv)
         char b[32];
         cli_human(st.bytes, b);
         fprintf(stderr, "rebuilt %s from template %s + %llu important files (%s) of snapshot %s in %.2f s\n",
-                out, ts->sandbox + strlen(TEMPLATE_PREFIX), (unsigned long long)st.files, b, snap->id, secs);
+                out, store_template_name(ts->sandbox), (unsigned long long)st.files, b, snap->id, secs);
     }
     store_snapshot_free(snap);
     store_snapshot_free(ts);

@@ -9,21 +9,23 @@
 #include "tools/cli.h"
 
 /* touch, delete, pin, unpin, tier: one event each. */
-static int one_event(const char *cmd, const char *kind, const char *name, const char *value, int64_t at,
-                     const cli_common *c)
+static int one_event(const char *cmd, store_event_kind kind, const char *name, store_tier tier,
+                     int64_t at, const cli_common *c)
 {
     store_t *s = cli_open(cmd, c, STORE_READ);
     if (!s) return EXIT_FAIL;
     store_err e;
-    int rc = gc_event(s, kind, name, value, at, &e);
+    int rc = gc_event(s, kind, name, tier, at, &e);
+    const char *value = kind == STORE_EV_TIER ? store_tier_name(tier) : NULL;
     store_close(s);
     if (rc) return cli_fail(rc == -EINVAL ? EXIT_USAGE : EXIT_FAIL, cmd, "%s", e.msg);
     char when[32];
-    gc_rfc3339(at, when);
+    store_rfc3339(at, when);
     if (c->json)
-        cli_print_json(json_pack("{s:s, s:s, s:s, s:s}", "event", kind, "name", name, "value", value ? value : "",
-                                 "at", when));
-    else fprintf(stderr, "%s %s%s%s at %s\n", kind, name, value ? " " : "", value ? value : "", when);
+        cli_print_json(json_pack("{s:s, s:s, s:s, s:s}", "event", store_event_kind_name(kind), "name", name,
+                                 "value", value ? value : "", "at", when));
+    else fprintf(stderr, "%s %s%s%s at %s\n", store_event_kind_name(kind), name, value ? " " : "",
+                 value ? value : "", when);
     return EXIT_OK;
 }
 
@@ -37,7 +39,7 @@ int cmd_touch(int argc, char **argv)
     if (!sandbox) return cli_usage(cli_find("touch"), "--sandbox is required");
     int64_t ms = store_now_ms();
     if (at && gc_parse_time(at, &ms)) return cli_usage(cli_find("touch"), "--at %s: not a time that exists (RFC 3339 or unix seconds, years 1970-9999)", at);
-    return one_event("touch", "touch", sandbox, NULL, ms, &c);
+    return one_event("touch", STORE_EV_TOUCH, sandbox, STORE_TIER_NONE, ms, &c);
 }
 
 int cmd_delete(int argc, char **argv)
@@ -48,10 +50,10 @@ int cmd_delete(int argc, char **argv)
     int rc = cli_parse("delete", argc, argv, opts, &c, NULL);
     if (rc) return rc;
     if (!sandbox) return cli_usage(cli_find("delete"), "--sandbox is required");
-    return one_event("delete", "delete", sandbox, NULL, store_now_ms(), &c);
+    return one_event("delete", STORE_EV_DELETE, sandbox, STORE_TIER_NONE, store_now_ms(), &c);
 }
 
-static int pin_common(const char *cmd, int argc, char **argv)
+static int pin_common(const char *cmd, store_event_kind kind, int argc, char **argv)
 {
     const char *id = NULL;
     cli_opt opts[] = {{"snapshot", &id, NULL}, {NULL, NULL, NULL}};
@@ -59,11 +61,11 @@ static int pin_common(const char *cmd, int argc, char **argv)
     int rc = cli_parse(cmd, argc, argv, opts, &c, NULL);
     if (rc) return rc;
     if (!id) return cli_usage(cli_find(cmd), "--snapshot is required");
-    return one_event(cmd, cmd, id, NULL, store_now_ms(), &c);
+    return one_event(cmd, kind, id, STORE_TIER_NONE, store_now_ms(), &c);
 }
 
-int cmd_pin(int argc, char **argv) { return pin_common("pin", argc, argv); }
-int cmd_unpin(int argc, char **argv) { return pin_common("unpin", argc, argv); }
+int cmd_pin(int argc, char **argv) { return pin_common("pin", STORE_EV_PIN, argc, argv); }
+int cmd_unpin(int argc, char **argv) { return pin_common("unpin", STORE_EV_UNPIN, argc, argv); }
 
 int cmd_tier(int argc, char **argv)
 {
@@ -74,10 +76,11 @@ int cmd_tier(int argc, char **argv)
     int rc = cli_parse("tier", argc, argv, opts, &c, &pos);
     if (rc) return rc;
     const char *tier = pos.n == 1 ? pos.v[0] : NULL;
+    store_tier t = STORE_TIER_NONE;
+    int bad = !tenant || !tier || store_tier_parse(tier, &t) || t == STORE_TIER_NONE;
     free(pos.v);
-    if (!tenant || !tier || (strcmp(tier, "free") && strcmp(tier, "pro")))
-        return cli_usage(cli_find("tier"), "--tenant T and one of free, pro");
-    return one_event("tier", "tier", tenant, tier, store_now_ms(), &c);
+    if (bad) return cli_usage(cli_find("tier"), "--tenant T and one of free, pro");
+    return one_event("tier", STORE_EV_TIER, tenant, t, store_now_ms(), &c);
 }
 
 int cmd_sandboxes(int argc, char **argv)
@@ -100,11 +103,12 @@ int cmd_sandboxes(int argc, char **argv)
                         "LAST ACTIVITY", "BYTES", "SNAPSHOTS");
     for (size_t i = 0; i < n; i++) {
         char when[32], b[32];
-        gc_rfc3339(v[i].last_activity_ms, when);
+        store_rfc3339(v[i].last_activity_ms, when);
         cli_human(v[i].bytes, b);
         if (c.json) json_array_append_new(list, gc_sandbox_json(&v[i]));
         else
-            printf("%-24s %-16s %-5s %-11s %-20s %10s %u\n", v[i].sandbox, v[i].tenant, v[i].tier, v[i].state,
+            printf("%-24s %-16s %-5s %-11s %-20s %10s %u\n", v[i].sandbox, v[i].tenant,
+                   store_tier_name(v[i].tier), gc_state_name(v[i].state),
                    when, b, v[i].snapshots);
     }
     free(v);

@@ -28,7 +28,7 @@ static void note_activity(const cli_common *c, const char *id)
     if (store_open(c->store, STORE_PEEK, &s, &e) || store_snapshot_load(s, id, &snap, &e))
         fprintf(stderr, "cairn uffd-serve: warning: activity not recorded: %s\n", e.msg);
     else
-        cli_activity(s, "restore", snap->sandbox);
+        cli_activity(s, STORE_EV_RESTORE, snap->sandbox);
     store_snapshot_free(snap);
     store_close(s);
 }

@@ -35,12 +35,14 @@ int cmd_snapshot(int argc, char **argv)
     if (rc) return rc;
     const cli_command *cc = cli_find("snapshot");
     if (!tenant || !sandbox) return cli_usage(cc, "--tenant and --sandbox are required");
-    if (store_name_valid(tenant) || store_name_valid(sandbox) || tenant[0] == '_' || sandbox[0] == '_')
+    if (store_name_valid(tenant) || store_name_valid(sandbox) || store_name_reserved(tenant) ||
+        store_name_reserved(sandbox))
         return cli_usage(cc, "tenant and sandbox names are 1-128 of [A-Za-z0-9._-], not starting with "
                          "'.', '-' or '_' (reserved)");
-    if (tier && strcmp(tier, "free") && strcmp(tier, "pro"))
+    store_tier t = STORE_TIER_NONE;
+    if (tier && (store_tier_parse(tier, &t) || t == STORE_TIER_NONE))
         return cli_usage(cc, "--tier is free or pro, not '%s'", tier);
-    snap_request req = {.tenant = tenant, .sandbox = sandbox, .tier = tier,
+    snap_request req = {.tenant = tenant, .sandbox = sandbox, .tier = t,
                         .progress = cli_progress, .progress_arg = "snapshot"};
     const char *names[] = {"memory", "vmstate", "disk"}, *paths[] = {mem, vms, disk};
     for (int i = 0; i < 3; i++)
@@ -115,7 +117,7 @@ int cmd_restore(int argc, char **argv)
     rc = restore_snapshot(s, id, out, cli_progress, "restore", &e);
     if (!rc) {
         store_snapshot *snap = NULL;
-        if (store_snapshot_load(s, id, &snap, NULL) == 0) cli_activity(s, "restore", snap->sandbox);
+        if (store_snapshot_load(s, id, &snap, NULL) == 0) cli_activity(s, STORE_EV_RESTORE, snap->sandbox);
         store_snapshot_free(snap);
     }
     store_close(s);
@@ -132,20 +134,20 @@ typedef struct {
     int json;
 } list_ctx;
 
-static int print_snapshot(void *arg, const char *id, const char *rec)
+static int print_snapshot(void *arg, const store_snaprec *r)
 {
     list_ctx *l = arg;
-    json_t *j = json_loads(rec, 0, NULL);
-    if (!j) j = json_pack("{s:s}", "snapshot", id);
-    if (l->json) {
+    if (l->json) {   /* the store's record is the documented output */
+        json_t *j = json_loads(r->json, 0, NULL);
+        if (!j) return 1;
         json_array_append_new(l->list, j);
         return 0;
     }
-    char lb[32], nb[32];
-    cli_human((uint64_t)json_integer_value(json_object_get(j, "logical_bytes")), lb);
-    cli_human((uint64_t)json_integer_value(json_object_get(j, "new_bytes")), nb);
-    printf("%-20s  %-20s  %10s  %10s\n", id, json_string_value(json_object_get(j, "time")), lb, nb);
-    json_decref(j);
+    char lb[32], nb[32], when[32];
+    cli_human(r->logical_bytes, lb);
+    cli_human(r->new_bytes, nb);
+    store_rfc3339(r->time_ms, when);
+    printf("%-20s  %-20s  %10s  %10s\n", r->id, when, lb, nb);
     return 0;
 }
 
@@ -162,7 +164,7 @@ int cmd_snapshots(int argc, char **argv)
     list_ctx l = {.list = json_array(), .json = c.json};
     if (!c.json) printf("%-20s  %-20s  %10s  %10s\n", "SNAPSHOT", "TIME", "LOGICAL", "NEW");
     store_err e;
-    rc = store_snapshot_list(s, sandbox, print_snapshot, &l, &e);
+    rc = store_snapshot_records(s, sandbox, print_snapshot, &l, &e);
     store_close(s);
     if (rc) {
         json_decref(l.list);

@@ -558,7 +558,7 @@ int main(void)
         fprintf(stderr, "store: %s\n", e.msg);
         return 1;
     }
-    snap_request req = {.tenant = "t1", .sandbox = "sb1", .tier = "free", .nblobs = 1};
+    snap_request req = {.tenant = "t1", .sandbox = "sb1", .tier = STORE_TIER_FREE, .nblobs = 1};
     req.blob_name[0] = "disk";
     req.blob_path[0] = tpath("disk.img");
     if (snap_ingest(s, &req, &snap, &e)) {

@@ -453,7 +453,7 @@ static void test_hostile(store_t *s, const store_snapshot *tmpl, const store_sna
 static void test_ext3(store_t *s, const store_snapshot *snap)
 {
     CHECK(run("mke2fs -q -F -t ext3 -b 1024 -d %s %s 64M", at("template"), at("ext3.img")) == 0);
-    snap_request rq = {.tenant = "t", .sandbox = "tmpl-ext3", .tier = "free", .nblobs = 1,
+    snap_request rq = {.tenant = "t", .sandbox = "tmpl-ext3", .tier = STORE_TIER_FREE, .nblobs = 1,
                        .blob_name = {"disk"}, .blob_path = {at("ext3.img")}};
     store_snapshot *t3 = NULL;
     store_err e = {{0}};
@@ -483,7 +483,7 @@ static void test_enospc(store_t *s, const store_snapshot *snap)
 {
     CHECK(run("mkdir -p %s && head -c 9000000 /dev/urandom > %s/filler", at("small"), at("small")) == 0);
     CHECK(run("mke2fs -q -F -t ext4 -b 4096 -d %s %s 16M", at("small"), at("small.img")) == 0);
-    snap_request rq = {.tenant = "t", .sandbox = "tmpl-small", .tier = "free", .nblobs = 1,
+    snap_request rq = {.tenant = "t", .sandbox = "tmpl-small", .tier = STORE_TIER_FREE, .nblobs = 1,
                        .blob_name = {"disk"}, .blob_path = {at("small.img")}};
     store_snapshot *small = NULL;
     store_err e = {{0}};
@@ -520,9 +520,9 @@ int main(void)
     CHECK(store_init(at("store"), &e) == 0);
     CHECK(store_open(at("store"), STORE_WRITE, &s, &e) == 0);
     CHECK(snap_policy_load(store_dir(s), NULL, NULL, &pol, &e) == 0);
-    snap_request tq = {.tenant = "t", .sandbox = "tmpl-base", .tier = "free", .nblobs = 1,
+    snap_request tq = {.tenant = "t", .sandbox = "tmpl-base", .tier = STORE_TIER_FREE, .nblobs = 1,
                        .blob_name = {"disk"}, .blob_path = {at("template.img")}};
-    snap_request sq = {.tenant = "t", .sandbox = "sb1", .tier = "free", .nblobs = 1,
+    snap_request sq = {.tenant = "t", .sandbox = "sb1", .tier = STORE_TIER_FREE, .nblobs = 1,
                        .blob_name = {"disk"}, .blob_path = {at("sandbox.img")},
                        .template_name = "base", .policy = pol};
     store_snapshot *tmpl = NULL, *snap = NULL;

@@ -107,7 +107,7 @@ static void test_ingest_restore(store_t *s)
     for (size_t i = 0; i < n; i++)
         if (i % 3 == 0) fill_page(buf + i * STORE_PAGE, i % 30);   /* 10 distinct pages */
     write_file(tmp_path("mem"), buf, n * STORE_PAGE - 100, (off_t)(n * STORE_PAGE - 100));
-    snap_request r = {.tenant = "t", .sandbox = "sb", .tier = "free", .nblobs = 1,
+    snap_request r = {.tenant = "t", .sandbox = "sb", .tier = STORE_TIER_FREE, .nblobs = 1,
                       .blob_name = {"memory"}, .blob_path = {tmp_path("mem")}};
     store_snapshot *snap = NULL;
     store_err e;
@@ -134,13 +134,28 @@ static void test_ingest_restore(store_t *s)
     char latest[STORE_SNAPID_LEN];
     CHECK(store_snapshot_latest(s, "sb", latest, &e) == 0 && strcmp(latest, id1) != 0);
     CHECK(store_snapshot_latest(s, "nobody", latest, &e) == -ENOENT);
+    /* Reserved names ('_') are refused at ingest, whoever calls it; only a template
+     * request may use them, and then only the template's own names. */
+    snap_request rs = r;
+    rs.sandbox = "_tpl.x";
+    CHECK(snap_ingest(s, &rs, &snap, &e) == -EINVAL && !snap && strstr(e.msg, "reserved"));
+    rs.sandbox = "sb";
+    rs.tenant = "_cairn";
+    CHECK(snap_ingest(s, &rs, &snap, &e) == -EINVAL && !snap);
+    rs.template_add = 1;
+    CHECK(snap_ingest(s, &rs, &snap, &e) == -EINVAL && !snap);
+    char tsb[STORE_NAME_MAX + 1];
+    CHECK(store_template_sandbox("base", tsb) == 0 && !strcmp(store_template_name(tsb), "base"));
+    rs.sandbox = tsb;
+    CHECK(snap_ingest(s, &rs, &snap, &e) == 0 && snap);
+    store_snapshot_free(snap);
     free(buf);
 }
 
 /* A manifest survives encode/decode; any flipped byte is detected. */
 static void test_manifest(void)
 {
-    store_snapshot snap = {.id = "0123456789abcdef0123", .tenant = "t", .sandbox = "s", .tier = "pro",
+    store_snapshot snap = {.id = "0123456789abcdef0123", .tenant = "t", .sandbox = "s", .tier = STORE_TIER_PRO,
                            .nblobs = 1};
     store_blob *b = &snap.blobs[0];
     strcpy(b->name, "disk");
@@ -159,7 +174,7 @@ static void test_manifest(void)
     CHECK(manifest_decode(buf, len, &out, &op, &np, NULL) == 0);
     CHECK(out && out->nblobs == 1 && out->blobs[0].size == b->size && np == 2 && op[1] == 9);
     CHECK(out && !memcmp(out->blobs[0].ids, b->ids, 11 * 16));
-    CHECK(out && !strcmp(out->tier, "pro"));
+    CHECK(out && out->tier == STORE_TIER_PRO);
     store_snapshot_free(out);
     free(op);
     for (size_t i = 0; i < len; i += 7) {
