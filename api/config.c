@@ -2,6 +2,7 @@
  *   listen             "HOST:PORT" (default 127.0.0.1:7420)
  *   snapshot_roots     folders a snapshot's input files may come from
  *   restore_roots      folders restores and rebuilds may write to
+ *   mount              "/path": where `cairn mount` shows this store (wake mode "file")
  *   limits             max_body_bytes, max_header_bytes, request_timeout_s,
  *                      shutdown_timeout_s, max_long_jobs, workers
  *   tokens             [{name, role, tenant?, sha256, created}]: hashes only
@@ -186,6 +187,10 @@ int api_config_load(const char *path, api_config *c, store_err *e)
             rc = roots(v, key, &c->snapshot_roots, &c->nsnapshot_roots, e);
         } else if (!strcmp(key, "restore_roots")) {
             rc = roots(v, key, &c->restore_roots, &c->nrestore_roots, e);
+        } else if (!strcmp(key, "mount")) {
+            if (!json_is_string(v) || json_string_value(v)[0] != '/' || json_string_length(v) >= sizeof c->mount)
+                rc = store_errf(e, -EINVAL, "%s: mount is an absolute path", path);
+            else snprintf(c->mount, sizeof c->mount, "%s", json_string_value(v));
         } else if (!strcmp(key, "tokens")) {
             rc = parse_tokens(v, c, e);
         } else if (!strcmp(key, "limits")) {

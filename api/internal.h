@@ -36,6 +36,7 @@ typedef struct {
 typedef struct {
     char listen[160];
     char **snapshot_roots, **restore_roots;   /* realpath'd */
+    char mount[1024];                         /* a `cairn mount` of the store, "" if none */
     size_t nsnapshot_roots, nrestore_roots;
     long max_body, max_headers;
     int request_timeout_s, shutdown_timeout_s, max_long_jobs, workers;

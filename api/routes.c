@@ -16,6 +16,7 @@ const api_route api_routes[] = {
     {"POST", "/v1/snapshots", ORCH, API_RUN_LONG, r_snapshot_create},
     {"GET", "/v1/snapshots/{id}", ORCH | SUPPORT, API_RUN_SHORT, r_snapshot_get},
     {"POST", "/v1/snapshots/{id}/restore", ORCH, API_RUN_LONG, r_snapshot_restore},
+    {"POST", "/v1/snapshots/{id}/wake", ORCH, API_RUN_LONG, r_snapshot_wake},
     {"POST", "/v1/snapshots/{id}/pin", ORCH, API_RUN_SHORT, r_snapshot_pin},
     {"DELETE", "/v1/snapshots/{id}/pin", ORCH, API_RUN_SHORT, r_snapshot_unpin},
     {"GET", "/v1/snapshots/{id}/files", SUPPORT, API_RUN_SHORT, r_snapshot_files},

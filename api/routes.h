@@ -13,6 +13,7 @@ void r_metrics(api_req *r);
 void r_snapshot_create(api_req *r);
 void r_snapshot_get(api_req *r);
 void r_snapshot_restore(api_req *r);
+void r_snapshot_wake(api_req *r);
 void r_snapshot_pin(api_req *r);
 void r_snapshot_unpin(api_req *r);
 void r_snapshot_files(api_req *r);

@@ -140,6 +140,9 @@ typedef struct {
     const char *mountpoint;
     uint64_t cache_bytes;       /* per open blob; 0: default */
     int foreground;             /* else daemonize after the mount is up */
+    int open_rw;                /* accept O_RDWR opens (writes still fail with EROFS): QEMU
+                                   7.2 opens a memory-backend-file O_RDWR even with
+                                   share=off, and maps it MAP_PRIVATE */
     int debug;
 } restore_mount_opts;
 

@@ -314,7 +314,7 @@ static int v_open(const char *path, struct fuse_file_info *fi)
 {
     view *v = me();
     char c[4][STORE_NAME_MAX + 1];
-    if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EROFS;
+    if ((fi->flags & O_ACCMODE) != O_RDONLY && !v->o->open_rw) return -EROFS;
     if (split(path, c) != 3 || strcmp(c[0], "snapshots") || store_snapid_valid(c[1]) ||
         strlen(c[2]) >= sizeof ((open_blob *)0)->name)
         return -ENOENT;
@@ -378,6 +378,19 @@ static int v_read(const char *path, char *buf, size_t size, off_t off, struct fu
     return (int)got;
 }
 
+/* Only reached with open_rw: the bytes are a snapshot's and never change. */
+static int v_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    (void)path; (void)buf; (void)size; (void)off; (void)fi;
+    return -EROFS;
+}
+
+static int v_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+    (void)path; (void)size; (void)fi;
+    return -EROFS;
+}
+
 static int v_release(const char *path, struct fuse_file_info *fi)
 {
     (void)path;
@@ -415,6 +428,8 @@ static const struct fuse_operations ops = {
     .readdir = v_readdir,
     .open = v_open,
     .read = v_read,
+    .write = v_write,
+    .truncate = v_truncate,
     .release = v_release,
 };
 
@@ -427,7 +442,8 @@ int restore_mount(const restore_mount_opts *o, store_err *e)
     argv[argc++] = "cairn-mount";
     argv[argc++] = (char *)o->mountpoint;
     argv[argc++] = "-o";
-    argv[argc++] = "ro,fsname=cairn,subtype=cairn,default_permissions";
+    argv[argc++] = o->open_rw ? "fsname=cairn,subtype=cairn,default_permissions"
+                              : "ro,fsname=cairn,subtype=cairn,default_permissions";
     if (o->foreground) argv[argc++] = "-f";
     if (o->debug) argv[argc++] = "-d";
     argv[argc] = NULL;

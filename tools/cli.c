@@ -165,7 +165,8 @@ static const cli_command commands[] = {
      "refused, groups_read, bytes_read, pages_data, cache_hits, seconds.\n\n" COMMON_OPTS,
      cmd_uffd_serve},
     {"mount", "a read-only FUSE view of the store's snapshots, read on demand",
-     "usage: cairn mount [--foreground] [--cache-mib N] [--debug] [--store DIR] [--json] MOUNTPOINT\n\n"
+     "usage: cairn mount [--foreground] [--cache-mib N] [--open-rw] [--debug] [--store DIR] [--json]\n"
+     "                   MOUNTPOINT\n\n"
      "Mounts MOUNTPOINT/snapshots/ID/{memory,vmstate,disk} and MOUNTPOINT/sandboxes/S/latest\n"
      "(a symlink to the newest snapshot): files whose bytes are read from the packs on first\n"
      "read, verified against their ids (a page that fails reads as EIO, never wrong bytes).\n"
@@ -173,7 +174,9 @@ static const cli_command commands[] = {
      "memory file: it maps it MAP_PRIVATE and pages come in as the guest touches them.\n"
      "A file open (or mapped) holds a lease: gc keeps its snapshot. Returns once mounted (the\n"
      "server goes to the background) unless --foreground. `fusermount3 -u MOUNTPOINT` ends it.\n"
-     "--cache-mib: decompressed groups kept per open file (default 64).\n\n" COMMON_OPTS,
+     "--cache-mib: decompressed groups kept per open file (default 64). --open-rw accepts\n"
+     "read-write opens (writes still fail): QEMU 7.2 opens its memory file so even when it\n"
+     "maps it private (share=off).\n\n" COMMON_OPTS,
      cmd_mount},
 };
 

@@ -94,9 +94,9 @@ int cmd_uffd_serve(int argc, char **argv)
 int cmd_mount(int argc, char **argv)
 {
     const char *cache = NULL;
-    int fg = 0, debug = 0;
+    int fg = 0, debug = 0, open_rw = 0;
     cli_opt opts[] = {{"cache-mib", &cache, NULL}, {"foreground", NULL, &fg}, {"debug", NULL, &debug},
-                      {NULL, NULL, NULL}};
+                      {"open-rw", NULL, &open_rw}, {NULL, NULL, NULL}};
     cli_common c;
     cli_args pos = {0};
     int rc = cli_parse("mount", argc, argv, opts, &c, &pos);
@@ -118,7 +118,7 @@ int cmd_mount(int argc, char **argv)
     char *abs = realpath(c.store, NULL);
     if (!abs) return cli_fail(EXIT_FAIL, "mount", "%s: %s", c.store, strerror(errno));
     restore_mount_opts o = {.store_dir = abs, .mountpoint = mnt,
-                            .cache_bytes = (uint64_t)(cmib * 1048576.0), .foreground = fg, .debug = debug};
+                            .cache_bytes = (uint64_t)(cmib * 1048576.0), .foreground = fg, .debug = debug, .open_rw = open_rw};
     store_err e;
     if (c.json && !fg) cli_print_json(json_pack("{s:b, s:s}", "ok", 1, "mountpoint", mnt));
     rc = restore_mount(&o, &e);

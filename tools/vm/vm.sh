@@ -10,6 +10,7 @@
 #   vm_wait_exit NAME [SECONDS]  until QEMU has exited by itself
 #   vm_snapshot NAME DIR         pause; DIR/{mem.raw,vmstate,disk.img}; quit
 #   vm_restore NAME INITRD DISK MEMFILE VMSTATE APPEND   resume a snapshot
+#   VM_SHARE=off       map the memory file private (copy-on-write; default share=on)
 #   vm_stop NAME / vm_stop_all   kill (vm_stop_all belongs in the EXIT trap)
 # A failure prints the serial log tail and QEMU's stderr, then calls vm_die
 # (exit 1; a test may redefine vm_die after sourcing this file).
@@ -66,7 +67,7 @@ vm_start() {
     rm -f "$VM_RUN/$name.qmp"
     qemu-system-x86_64 \
         -M microvm,acpi=on,memory-backend=mem -accel tcg -cpu max -smp 1 -m "$VM_MEM" \
-        -object "memory-backend-file,id=mem,size=$VM_MEM,mem-path=$memfile,share=on" \
+        -object "memory-backend-file,id=mem,size=$VM_MEM,mem-path=$memfile,share=${VM_SHARE:-on}" \
         -nodefaults -no-user-config -display none -no-reboot \
         -kernel "$VM_KERNEL" -initrd "$initrd" -append "$VM_CMDLINE $append" \
         -chardev "file,id=ser0,path=$VM_RUN/$name.serial" -serial chardev:ser0 \

@@ -1,0 +1,148 @@
+/* POST /v1/snapshots/{id}/wake: a lazy wake (docs/lazy-wake.md).
+ *   {"mode": "file"}                 the paths of the snapshot's files in the FUSE view the
+ *                                    config names ("mount": a `cairn mount` of this store)
+ *   {"mode": "uffd", "socket": PATH} starts `cairn uffd-serve` on PATH (below a restore
+ *                                    root) and answers once it listens
+ * Both record a restore event (activity). The page server is a process of its own, not a
+ * thread of the API: the VM hangs if its handler dies, so a restart of the API must not
+ * take it down; it is detached (double fork) so nothing here has to reap it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/routes.h"
+
+/* Starts `cairn uffd-serve` detached; returns its pid or a negative code. */
+static pid_t spawn_server(const char *store_dir, const char *id, const char *sock, store_err *e)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n < 0) return store_errf(e, -errno, "/proc/self/exe: %s", strerror(errno));
+    exe[n] = 0;
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0) return store_errf(e, -errno, "pipe: %s", strerror(errno));
+    pid_t mid = fork();
+    if (mid < 0) {
+        int err = errno;
+        close(pfd[0]);
+        close(pfd[1]);
+        return store_errf(e, -err, "fork: %s", strerror(err));
+    }
+    if (mid == 0) {
+        /* Only async-signal-safe calls between fork and exec: the API is multithreaded. */
+        setsid();
+        pid_t pid = fork();
+        if (pid == 0) {
+            int devnull = open("/dev/null", O_RDWR);
+            if (devnull >= 0) {
+                dup2(devnull, 0);
+                dup2(devnull, 1);      /* its JSON summary has no reader; stderr stays the API's log */
+            }
+            char *argv[] = {exe, "uffd-serve", "--store", (char *)store_dir, "--snapshot", (char *)id,
+                            "--socket", (char *)sock, NULL};
+            execv(exe, argv);
+            _exit(127);
+        }
+        ssize_t w = write(pfd[1], &pid, sizeof pid);
+        _exit(w == (ssize_t)sizeof pid && pid > 0 ? 0 : 1);
+    }
+    close(pfd[1]);
+    pid_t pid = -1;
+    ssize_t r = read(pfd[0], &pid, sizeof pid);
+    close(pfd[0]);
+    int st = 0;
+    while (waitpid(mid, &st, 0) < 0 && errno == EINTR) {}
+    if (r != (ssize_t)sizeof pid || pid <= 0) return store_errf(e, -ECHILD, "could not start the page server");
+    return pid;
+}
+
+static void wake_uffd(api_req *r, const store_snapshot *snap)
+{
+    const char *sock = NULL;
+    if (api_body_str(r, "socket", 1, &sock)) return;
+    const api_config *cfg = api_cfg(r);
+    char *real = NULL;
+    store_err e;
+    int rc = api_path_output(cfg->restore_roots, cfg->nrestore_roots, sock, &real, &e);
+    if (rc) return api_fail_store(r, rc, &e);
+    struct stat st;
+    if (lstat(real, &st) == 0) {
+        free(real);
+        return api_fail(r, 409, "exists", "%s exists already", sock);
+    }
+    pid_t pid = spawn_server(api_store_dir(r), snap->id, real, &e);
+    if (pid < 0) {
+        free(real);
+        return api_fail(r, 500, "wake_failed", "%s", e.msg);
+    }
+    /* The socket file appears only once the server listens (restore/uffd.c). */
+    for (int i = 0; i < 1000; i++) {
+        if (lstat(real, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            api_ok(r, 200, json_pack("{s:s, s:s, s:s, s:s, s:i}", "snapshot", snap->id, "sandbox",
+                                     snap->sandbox, "mode", "uffd", "socket", real, "pid", (int)pid));
+            free(real);
+            return;
+        }
+        if (kill(pid, 0) < 0 && errno == ESRCH) break;    /* it exited: its stderr says why */
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGTERM);
+    api_fail(r, 500, "wake_failed", "the page server did not listen on %s (see the server's log)", real);
+    free(real);
+}
+
+static void wake_file(api_req *r, const store_snapshot *snap)
+{
+    const api_config *cfg = api_cfg(r);
+    if (!cfg->mount[0])
+        return api_fail(r, 409, "no_mount", "this server has no \"mount\" in its config: run `cairn mount` "
+                        "of the store and name its mount point there");
+    char path[4200];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/snapshots/%s/memory", cfg->mount, snap->id);
+    if (stat(path, &st) < 0)
+        return api_fail(r, 503, "mount_unavailable", "%s: %s (is `cairn mount` running on %s?)", path,
+                        strerror(errno), cfg->mount);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "snapshot", snap->id, "sandbox", snap->sandbox, "mode", "file",
+                          "memory", path);
+    for (int i = 0; j && i < snap->nblobs; i++) {
+        if (!strcmp(snap->blobs[i].name, "memory")) continue;
+        snprintf(path, sizeof path, "%s/snapshots/%s/%s", cfg->mount, snap->id, snap->blobs[i].name);
+        json_object_set_new(j, snap->blobs[i].name, json_string(path));
+    }
+    api_ok(r, 200, j);
+}
+
+void r_snapshot_wake(api_req *r)
+{
+    const char *mode = NULL;
+    if (api_body_str(r, "mode", 1, &mode)) return;
+    if (strcmp(mode, "file") && strcmp(mode, "uffd"))
+        return api_fail(r, 400, "bad_request", "mode is \"file\" or \"uffd\", not \"%s\"", mode);
+    store_t *s = api_store(r, STORE_READ);
+    if (!s) return;
+    store_snapshot *snap = api_load_snapshot(r, s);
+    int has_memory = 0;
+    for (int i = 0; snap && i < snap->nblobs; i++) has_memory |= !strcmp(snap->blobs[i].name, "memory");
+    if (snap) {
+        store_err we;
+        if (gc_event(s, "restore", snap->sandbox, NULL, store_now_ms(), &we))
+            fprintf(stderr, "cairn serve: warning: activity not recorded: %s\n", we.msg);
+    }
+    api_store_done(r, STORE_READ);
+    if (!snap) return;
+    if (!strcmp(snap->kind, "files"))
+        api_fail(r, 410, "reclaimed", "snapshot %s was reclaimed: only its important files are kept", snap->id);
+    else if (!has_memory) api_fail(r, 409, "no_memory", "snapshot %s has no memory file", snap->id);
+    else if (!strcmp(mode, "file")) wake_file(r, snap);
+    else wake_uffd(r, snap);
+    store_snapshot_free(snap);
+}
