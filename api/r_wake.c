@@ -134,12 +134,12 @@ void r_snapshot_wake(api_req *r)
     for (int i = 0; snap && i < snap->nblobs; i++) has_memory |= !strcmp(snap->blobs[i].name, "memory");
     if (snap) {
         store_err we;
-        if (gc_event(s, "restore", snap->sandbox, NULL, store_now_ms(), &we))
+        if (gc_event(s, STORE_EV_RESTORE, snap->sandbox, STORE_TIER_NONE, store_now_ms(), &we))
             fprintf(stderr, "cairn serve: warning: activity not recorded: %s\n", we.msg);
     }
     api_store_done(r, STORE_READ);
     if (!snap) return;
-    if (!strcmp(snap->kind, "files"))
+    if (snap->kind == STORE_KIND_FILES)
         api_fail(r, 410, "reclaimed", "snapshot %s was reclaimed: only its important files are kept", snap->id);
     else if (!has_memory) api_fail(r, 409, "no_memory", "snapshot %s has no memory file", snap->id);
     else if (!strcmp(mode, "file")) wake_file(r, snap);
