@@ -101,11 +101,43 @@ STORE_MUST_USE int index_put_snapshot(store_t *s, rocksdb_writebatch_t *b,
                                       const store_snapshot *snap, store_err *e);
 STORE_MUST_USE int index_write(store_t *s, rocksdb_writebatch_t *b, int sync, store_err *e);
 
+typedef store_group pack_group;
+
+/* pack.c: the writer's state (its packs, and every chunk it wrote, for the commit). */
+struct store_writer {
+    store_t *s;
+    int fd;                     /* open .tmp pack, -1 if none */
+    uint64_t pack;
+    uint64_t off;
+    pack_group *groups;
+    uint32_t ngroups, gcap;
+    store_id *ids;              /* ids of the open pack, in group/slot order */
+    uint32_t nids, icap;
+    /* Sealed packs of this writer, waiting for commit. */
+    uint64_t *packs;
+    int *fds;
+    size_t npacks, pcap;
+    /* Every chunk written, for the index batch at commit. */
+    store_id *all_ids;
+    store_loc *all_locs;
+    size_t nall, acap;
+    uint64_t bytes;
+    uint64_t range_next, range_end;   /* pack numbers of its own (range writer), else 0 */
+    size_t synced;                    /* packs[0..synced) are fsynced and renamed */
+    int index_early;                  /* index each pack's chunks once it is durable */
+    uint64_t total_chunks, generation;
+};
+STORE_MUST_USE int pack_seal(store_writer *w, store_err *e);
+void writer_free(store_writer *w, int unlink_tmp);
+
+/* commit.c: the commit protocol (I1). */
+STORE_MUST_USE int commit_index_sealed(store_writer *w, store_err *e);
+STORE_MUST_USE int commit_recover_pending(store_t *s, store_err *e);
+
 /* pack.c */
 char *pack_path(const store_t *s, uint64_t pack, int tmp);
 /* Parses and checks a pack's footer. On success *groups (n entries) and *ids (nchunks)
  * are malloc'd: group g holds ids[first[g] .. first[g]+npages). */
-typedef store_group pack_group;
 STORE_MUST_USE int pack_read_footer(int fd, uint64_t fsize, pack_group **groups, uint32_t *ngroups,
                      store_id **ids, uint32_t *nchunks, store_err *e, const char *name);
 STORE_MUST_USE int pack_fd(store_t *s, uint64_t pack, store_err *e);
@@ -128,6 +160,36 @@ STORE_MUST_USE int cached_page(store_t *s, const store_loc *l, store_dctx *d, ui
 /* store.c: the unix ms at which a well-formed snapshot id was made (its first 12 hex
  * digits); only the store reads that prefix. */
 int64_t snapid_time_ms(const char *id);
+
+/* packscan.c: every pack's footer, for fsck (fsck.c) and the index rebuild (rebuild.c). */
+typedef struct {
+    uint64_t pack;
+    uint64_t size;
+    pack_group *groups;
+    uint32_t ngroups;
+    store_id *ids;
+    uint32_t nchunks;
+    uint64_t referenced;   /* index entries that point into it */
+} pack_info;
+
+typedef struct {
+    pack_info *v;
+    size_t n, cap;
+} pack_list;
+/* Reads every pack footer into pl (sorted by number); damaged packs are reported as
+ * problems and left out, .tmp packs reported as garbage (their bytes added to tmp_bytes
+ * when not NULL). 0 or a negative errno (the folder could not be listed). */
+int packscan_read(store_t *s, pack_list *pl, store_report_fn report, void *arg,
+                  uint64_t *tmp_bytes);
+void packscan_free(pack_list *pl);
+pack_info *packscan_find(pack_list *pl, uint64_t n);
+pack_group *packscan_group(pack_info *pi, uint64_t off);
+/* 0 and *n when name is a pack file's name (16 hex digits + ".pack"), else -1. */
+int pack_parse_name(const char *name, uint64_t *n);
+
+/* util.c: one finding to a report callback (NULL: dropped), printf-style. */
+void util_reportf(store_report_fn fn, void *arg, int problem, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* audit.c: events.log's raw lines, for store/events.c only (which owns their format). */
 int events_append_line(store_t *s, const char *line, store_err *e);

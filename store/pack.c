@@ -9,7 +9,7 @@
  * The footer alone says which chunk sits where, so the index is rebuildable (I3).
  *
  * Writer states: no pack open -> pack open (.tmp, appending) -> sealed (footer written,
- * still .tmp) -> committed (fsynced, renamed to .pack). Abort unlinks every .tmp.
+ * still .tmp) -> committed (fsynced, renamed to .pack: commit.c). Abort unlinks every .tmp.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -111,29 +111,6 @@ int store_group_decompress(store_dctx *d, const void *frame, size_t flen, void *
 
 /* ---- writer ---------------------------------------------------------------------- */
 
-struct store_writer {
-    store_t *s;
-    int fd;                     /* open .tmp pack, -1 if none */
-    uint64_t pack;
-    uint64_t off;
-    pack_group *groups;
-    uint32_t ngroups, gcap;
-    store_id *ids;              /* ids of the open pack, in group/slot order */
-    uint32_t nids, icap;
-    /* Sealed packs of this writer, waiting for commit. */
-    uint64_t *packs;
-    int *fds;
-    size_t npacks, pcap;
-    /* Every chunk written, for the index batch at commit. */
-    store_id *all_ids;
-    store_loc *all_locs;
-    size_t nall, acap;
-    uint64_t bytes;
-    uint64_t range_next, range_end;   /* pack numbers of its own (range writer), else 0 */
-    size_t synced;                    /* packs[0..synced) are fsynced and renamed */
-    int index_early;                  /* index each pack's chunks once it is durable */
-    uint64_t total_chunks, generation;
-};
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
 {
@@ -236,7 +213,7 @@ static int open_pack(store_writer *w, store_err *e)
     }
 }
 
-static int seal_pack(store_writer *w, store_err *e)
+int pack_seal(store_writer *w, store_err *e)
 {
     if (w->fd < 0) return 0;
     size_t flen = (size_t)w->ngroups * 16 + (size_t)w->nids * 16;
@@ -277,7 +254,6 @@ static int seal_pack(store_writer *w, store_err *e)
     return 0;
 }
 
-static int index_sealed(store_writer *w, store_err *e);
 
 int store_writer_add_group(store_writer *w, const store_id *ids, unsigned n, const void *frame,
                            size_t flen, store_err *e)
@@ -316,11 +292,11 @@ int store_writer_add_group(store_writer *w, const store_id *ids, unsigned n, con
     }
     w->off += flen;
     w->bytes += flen;
-    if (w->off >= PACK_TARGET_BYTES) return w->index_early ? index_sealed(w, e) : seal_pack(w, e);
+    if (w->off >= PACK_TARGET_BYTES) return w->index_early ? commit_index_sealed(w, e) : pack_seal(w, e);
     return 0;
 }
 
-static void writer_free(store_writer *w, int unlink_tmp)
+void writer_free(store_writer *w, int unlink_tmp)
 {
     if (!w) return;
     if (w->fd >= 0) {
@@ -349,197 +325,6 @@ static void writer_free(store_writer *w, int unlink_tmp)
 }
 
 void store_writer_abort(store_writer *w) { writer_free(w, 1); }
-
-static int new_snapshot_id(char out[STORE_SNAPID_LEN], int64_t ms)
-{
-    uint32_t r;
-    FILE *f = fopen("/dev/urandom", "rb");
-    if (!f || fread(&r, sizeof r, 1, f) != 1) {
-        if (f) fclose(f);
-        return -EIO;
-    }
-    fclose(f);
-    snprintf(out, STORE_SNAPID_LEN, "%012llx%08x", (unsigned long long)ms & 0xffffffffffffULL, r);
-    return 0;
-}
-
-/* The time part of a new snapshot id: the wall clock, but always past every id this store
- * handed out before (a hybrid logical clock). Ids sort in commit order whatever the clock
- * does, and every order in the store (a sandbox's snapshots, "latest", gc's superseded) is
- * id order: a clock stepped back can no longer make the newest snapshot look older than
- * its parent. After a forward step that is later undone, ids run ahead of the wall clock by
- * up to the step until it catches up; the order stays right. The newest id is the last key
- * of the snapshots family (the next writer open finished any pending commit first). */
-static int commit_sequence(store_t *s, int64_t now, int64_t *seq, store_err *e)
-{
-    if (!s->last_id_ms) {
-        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_SNAPSHOTS]);
-        rocksdb_iter_seek_to_last(it);
-        if (rocksdb_iter_valid(it)) {
-            size_t kl;
-            const char *k = rocksdb_iter_key(it, &kl);
-            char hex[13] = "";
-            if (kl == 20) {
-                memcpy(hex, k, 12);
-                s->last_id_ms = (int64_t)strtoll(hex, NULL, 16);
-            }
-        }
-        /* A failed read must not restart the clock at the wall time (ids out of order). */
-        int rc = index_iter_status(it, e, "finding the newest snapshot id");
-        rocksdb_iter_destroy(it);
-        if (rc) return rc;
-    }
-    int64_t t = now & 0xffffffffffffLL;
-    if (t <= s->last_id_ms) t = s->last_id_ms + 1;
-    s->last_id_ms = t;
-    *seq = t;
-    return 0;
-}
-
-/* Packs durable: seal, fsync each, rename, then one fsync of the folder. */
-static int sync_packs(store_writer *w, store_err *e)
-{
-    store_t *s = w->s;
-    int rc = seal_pack(w, e);
-    size_t first = w->synced;
-    for (size_t i = first; !rc && i < w->npacks; i++) {
-        if (fsync(w->fds[i]) < 0) {
-            rc = store_errf(e, -errno, "%s/packs: fsync: %s", s->dir, strerror(errno));
-            break;
-        }
-        close(w->fds[i]);
-        w->fds[i] = -1;
-        char *tmp = pack_path(s, w->packs[i], 1), *fin = pack_path(s, w->packs[i], 0);
-        if (!tmp || !fin || rename(tmp, fin) < 0)
-            rc = store_errf(e, -errno, "%s/packs: rename: %s", s->dir, strerror(errno));
-        free(tmp);
-        free(fin);
-    }
-    char *packdir = util_path(s->dir, "packs");
-    if (!rc && w->npacks > first && (rc = util_fsync_dir(packdir)))
-        store_errf(e, rc, "%s: fsync: %s", packdir, strerror(-rc));
-    free(packdir);
-    if (!rc) w->synced = w->npacks;
-    return rc;
-}
-
-/* Puts the locations of the chunks written since the last call into batch b, with the
- * chunk counter, and forgets them (memory stays bounded by one pack). */
-static int batch_chunks(store_writer *w, rocksdb_writebatch_t *b, store_err *e)
-{
-    store_t *s = w->s;
-    uint64_t chunks = 0;
-    int rc = index_get_counter(s, "chunks", &chunks, e);
-    if (rc) return rc;
-    for (size_t i = 0; i < w->nall; i++) {
-        uint8_t v[40];
-        size_t vl;
-        index_encode_loc(&w->all_locs[i], v, &vl);
-        rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)w->all_ids[i].b, 16, (const char *)v, vl);
-    }
-    char num[32];
-    int nl = snprintf(num, sizeof num, "%llu", (unsigned long long)(chunks + w->nall));
-    rocksdb_writebatch_put(b, "chunks", 6, num, (size_t)nl);
-    w->total_chunks += w->nall;
-    w->nall = 0;
-    w->generation++;
-    return 0;
-}
-
-/* A sealed pack is made durable and its chunks indexed at once (not synced: the commit's
- * synced write covers them). The index still never names a chunk of a pack that is not
- * durable (I1), and a crash before the commit leaves these entries as garbage that points
- * at valid packs. */
-static int index_sealed(store_writer *w, store_err *e)
-{
-    int rc = sync_packs(w, e);
-    if (rc) return rc;
-    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
-    pthread_mutex_lock(&w->s->mu);
-    rc = batch_chunks(w, b, e);
-    if (!rc) rc = index_write(w->s, b, 0, e);
-    pthread_mutex_unlock(&w->s->mu);
-    rocksdb_writebatch_destroy(b);
-    return rc;
-}
-
-int store_writer_seal(store_writer *w, const store_id **ids, const store_loc **locs, size_t *n,
-                      store_err *e)
-{
-    int rc = sync_packs(w, e);
-    *ids = w->all_ids;
-    *locs = w->all_locs;
-    *n = rc ? 0 : w->nall;
-    return rc;
-}
-
-int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
-{
-    store_t *s = w->s;
-    /* 1. Packs durable. */
-    int rc = sync_packs(w, e);
-
-    int64_t now = store_now_ms();
-    if (!rc) {
-        pthread_mutex_lock(&s->mu);
-        int64_t seq = 0;
-        rc = commit_sequence(s, now, &seq, e);
-        pthread_mutex_unlock(&s->mu);
-        if (!rc && new_snapshot_id(snap->id, seq)) rc = store_errf(e, -EIO, "cannot read /dev/urandom");
-    }
-    snap->time_ms = now;
-    snap->new_bytes = w->bytes;
-
-    /* 2. The chunks into the index, with a pending marker for this snapshot. */
-    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
-    char key[64];
-    int klen = snprintf(key, sizeof key, "pending:%s", snap->id);
-    if (!rc) {
-        pthread_mutex_lock(&s->mu);
-        rc = batch_chunks(w, b, e);
-        snap->new_chunks = w->total_chunks;
-        char num[32];
-        int nl = snprintf(num, sizeof num, "%llu", (unsigned long long)s->next_pack);
-        rocksdb_writebatch_put(b, "next_pack", 9, num, (size_t)nl);
-        rocksdb_writebatch_put(b, key, (size_t)klen, "", 0);
-        if (!rc) rc = index_write(s, b, 1, e);
-        pthread_mutex_unlock(&s->mu);
-    }
-    rocksdb_writebatch_clear(b);
-
-    /* 3. The file index, then the manifest (the commit point), which records its hash. */
-    if (!rc && snap->files) rc = files_write(s, snap, e);
-    if (!rc) {
-        uint8_t *buf = NULL;
-        size_t len = 0;
-        rc = manifest_encode(snap, w->packs, w->npacks, &buf, &len, e);
-        char *mdir = util_path(s->dir, "manifests");
-        char name[64];
-        snprintf(name, sizeof name, "%s.cmf", snap->id);
-        if (!rc && (rc = util_write_file_durable(mdir, name, buf, len)))
-            store_errf(e, rc, "%s/%s: %s", mdir, name, strerror(-rc));
-        free(mdir);
-        free(buf);
-    }
-
-    /* 4. The index record; a crash before it is finished by recover_pending. */
-    if (!rc) {
-        pthread_mutex_lock(&s->mu);
-        store_err le;
-        int ir = index_put_snapshot(s, b, snap, &le);
-        rocksdb_writebatch_delete(b, key, (size_t)klen);
-        if (!ir) ir = index_write(s, b, 1, &le);
-        pthread_mutex_unlock(&s->mu);
-        /* Not a failure of the commit: the manifest made the snapshot durable, and the
-         * "pending:" key makes the next writer's open finish the record. */
-        if (ir) fprintf(stderr, "cairn: snapshot %s: index record deferred to the next writer: %s\n",
-                        snap->id, le.msg);
-    }
-    rocksdb_writebatch_destroy(b);
-    /* Renamed packs stay on failure: garbage that gc removes (I2); only .tmp goes now. */
-    writer_free(w, 1);
-    return rc;
-}
 
 /* ---- reading --------------------------------------------------------------------- */
 

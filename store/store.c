@@ -138,49 +138,6 @@ static int take_lock(store_t *s, store_err *e)
     return 0;
 }
 
-/* A crash between the manifest's rename and the index record leaves a "pending:" key;
- * finish that commit if the manifest made it, else drop the key (the snapshot was never
- * acknowledged). */
-static int recover_pending(store_t *s, store_err *e)
-{
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_DEFAULT]);
-    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
-    int rc = 0;
-    for (rocksdb_iter_seek(it, "pending:", 8); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-        size_t klen;
-        const char *k = rocksdb_iter_key(it, &klen);
-        if (klen < 8 || memcmp(k, "pending:", 8)) break;
-        char id[STORE_SNAPID_LEN] = "";
-        if (klen - 8 < sizeof id) memcpy(id, k + 8, klen - 8);
-        rocksdb_writebatch_delete(b, k, klen);
-        if (store_snapid_valid(id) == 0) {
-            char name[64];
-            snprintf(name, sizeof name, "manifests/%s.cmf", id);
-            char *path = util_path(s->dir, name);
-            store_snapshot *snap = NULL;
-            store_err le;
-            int lr = !path ? store_errf(e, -ENOMEM, "out of memory")
-                           : manifest_load_path(path, &snap, &le);
-            /* No manifest: the commit never reached its commit point, so the snapshot was
-             * never acknowledged. A damaged one is left for fsck to report (it has a
-             * manifest and no index record); a failed read must not lose an acknowledged
-             * snapshot, so it stops the open. */
-            if (lr == -ENOENT || lr == -EBADMSG) lr = 0;
-            else if (lr && path) store_errf(e, lr, "finishing an interrupted commit: %s", le.msg);
-            else if (!lr) lr = index_put_snapshot(s, b, snap, e);   /* reads counters: one batch per record */
-            free(path);
-            store_snapshot_free(snap);
-            if ((rc = lr)) break;
-        }
-        if ((rc = index_write(s, b, 1, e))) break;
-        rocksdb_writebatch_clear(b);
-    }
-    if (!rc) rc = index_iter_status(it, e, "finding interrupted commits");
-    rocksdb_iter_destroy(it);
-    rocksdb_writebatch_destroy(b);
-    return rc;
-}
-
 int store_open(const char *dir, int mode, store_t **out, store_err *e)
 {
     *out = NULL;
@@ -220,7 +177,7 @@ int store_open(const char *dir, int mode, store_t **out, store_err *e)
             rc = store_errf(e, -EUCLEAN, "%s: the index is incomplete (an interrupted rebuild?): "
                             "run `cairn fsck --rebuild-index`", dir);
     }
-    if (!rc && mode == STORE_WRITE) rc = recover_pending(s, e);
+    if (!rc && mode == STORE_WRITE) rc = commit_recover_pending(s, e);
     if (!rc) rc = index_get_counter(s, "next_pack", &s->next_pack, e);
     if (rc) {
         store_close(s);

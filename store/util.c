@@ -35,6 +35,16 @@ int64_t store_now_ms(void)
     return ms;
 }
 
+void util_reportf(store_report_fn fn, void *arg, int problem, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (fn) fn(arg, problem, buf);
+}
+
 void store_rfc3339(int64_t ms, char out[32])
 {
     time_t t = (time_t)(ms / 1000);

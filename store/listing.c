@@ -1,0 +1,143 @@
+/* The folders as lists, for gc and fsck: the manifests' snapshot ids, the pack numbers,
+ * one pack's footer; and deleting a pack gc no longer needs. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store/internal.h"
+
+int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
+                        store_report_fn report, void *arg, store_err *e)
+{
+    *ids = NULL;
+    *n = 0;
+    char *dir = util_path(s->dir, "manifests");
+    if (!dir) return store_errf(e, -ENOMEM, "out of memory");
+    DIR *d = opendir(dir);
+    if (!d) {
+        int rc = store_errf(e, -errno, "%s: %s", dir, strerror(errno));
+        free(dir);
+        return rc;
+    }
+    size_t cap = 0;
+    struct dirent *de;
+    int rc;
+    while ((rc = util_next_entry(d, &de)) > 0) {
+        size_t len = strlen(de->d_name);
+        if (de->d_name[0] == '.') continue;
+        if (len == 24 && !strcmp(de->d_name + 20, ".cmf")) {
+            char id[STORE_SNAPID_LEN];
+            memcpy(id, de->d_name, 20);
+            id[20] = 0;
+            if (!store_snapid_valid(id)) {
+                if (*n == cap) {
+                    size_t nc = cap ? cap * 2 : 64;
+                    void *v = realloc(*ids, nc * sizeof **ids);
+                    if (!v) {
+                        rc = -ENOMEM;
+                        break;
+                    }
+                    *ids = v;
+                    cap = nc;
+                }
+                memcpy((*ids)[(*n)++], id, STORE_SNAPID_LEN);
+                continue;
+            }
+        }
+        if (len == 26 && !strcmp(de->d_name + 20, ".files")) continue;   /* checked per manifest */
+        util_reportf(report, arg, 0, "manifests/%s: not a manifest (leftover of an interrupted commit?)",
+                de->d_name);
+    }
+    closedir(d);
+    if (rc) {
+        /* A partial list would make the missing manifests' chunks look unused. */
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+        store_errf(e, rc, "%s: cannot list: %s", dir, strerror(-rc));
+    }
+    free(dir);
+    return rc;
+}
+
+int store_pack_list(store_t *s, uint64_t **packs, size_t *n, store_err *e)
+{
+    *packs = NULL;
+    *n = 0;
+    char *dir = util_path(s->dir, "packs");
+    DIR *d = dir ? opendir(dir) : NULL;
+    free(dir);
+    if (!d) return store_errf(e, -errno, "%s/packs: %s", s->dir, strerror(errno));
+    size_t cap = 0;
+    struct dirent *de;
+    int rc;
+    while ((rc = util_next_entry(d, &de)) > 0) {
+        uint64_t p;
+        if (pack_parse_name(de->d_name, &p)) continue;
+        if (*n == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            uint64_t *v = realloc(*packs, nc * sizeof *v);
+            if (!v) {
+                rc = -ENOMEM;
+                break;
+            }
+            *packs = v;
+            cap = nc;
+        }
+        (*packs)[(*n)++] = p;
+    }
+    closedir(d);
+    if (rc) {
+        free(*packs);
+        *packs = NULL;
+        *n = 0;
+        return store_errf(e, rc, "%s/packs: cannot list: %s", s->dir, strerror(-rc));
+    }
+    for (size_t i = 1; i < *n; i++)          /* insertion sort: the list is nearly sorted */
+        for (size_t j = i; j > 0 && (*packs)[j - 1] > (*packs)[j]; j--) {
+            uint64_t t = (*packs)[j];
+            (*packs)[j] = (*packs)[j - 1];
+            (*packs)[j - 1] = t;
+        }
+    return 0;
+}
+
+int store_pack_footer(store_t *s, uint64_t pack, store_group **groups, uint32_t *ngroups,
+                      store_id **ids, uint32_t *nchunks, uint64_t *bytes, store_err *e)
+{
+    char *path = pack_path(s, pack, 0);
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    char name[32];
+    snprintf(name, sizeof name, "%016llx", (unsigned long long)pack);
+    free(path);
+    if (fd < 0) return store_errf(e, -errno, "pack %s: %s", name, strerror(errno));
+    struct stat st;
+    int rc = fstat(fd, &st) < 0 ? store_errf(e, -errno, "pack %s: %s", name, strerror(errno))
+                                : pack_read_footer(fd, (uint64_t)st.st_size, groups, ngroups, ids, nchunks, e, name);
+    if (!rc && bytes) *bytes = (uint64_t)st.st_size;
+    close(fd);
+    return rc;
+}
+
+int store_pack_delete(store_t *s, uint64_t pack, store_err *e)
+{
+    char *path = pack_path(s, pack, 0);
+    int rc = path && unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+    free(path);
+    pthread_mutex_lock(&s->mu);           /* a cached read fd of it is stale now */
+    if (pack < s->npack_fds && s->pack_fds[pack] > 0) {
+        close(s->pack_fds[pack]);
+        s->pack_fds[pack] = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    char *dir = util_path(s->dir, "packs");
+    if (!rc && dir) rc = util_fsync_dir(dir);
+    free(dir);
+    if (rc) return store_errf(e, rc, "pack %016llx: cannot delete: %s", (unsigned long long)pack, strerror(-rc));
+    return 0;
+}

@@ -1,0 +1,105 @@
+/* store_rebuild_index: the index made again from packs and manifests (invariant I3). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store/internal.h"
+
+static int rm_index_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d) return errno == ENOENT ? 0 : -errno;
+    struct dirent *de;
+    int rc;
+    while ((rc = util_next_entry(d, &de)) > 0)
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+            unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT) {
+            rc = -errno;
+            break;
+        }
+    closedir(d);
+    if (rc) return rc;
+    return rmdir(path) < 0 ? -errno : 0;
+}
+
+int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err *e)
+{
+    if (s->mode != STORE_WRITE) return store_errf(e, -EROFS, "rebuild needs the store opened for writing");
+    index_close(s);
+    char *path = util_path(s->dir, "index");
+    int rc = path ? rm_index_dir(path) : -ENOMEM;
+    free(path);
+    if (rc) return store_errf(e, rc, "%s/index: cannot remove: %s", s->dir, strerror(-rc));
+    if ((rc = index_open(s, 1, e))) return rc;
+
+    pack_list pl = {0};
+    if ((rc = packscan_read(s, &pl, report, arg, NULL)))
+        return store_errf(e, rc, "%s/packs: %s", s->dir, strerror(-rc));
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    uint64_t chunks = 0, next_pack = 0;
+    for (size_t i = 0; !rc && i < pl.n; i++) {
+        pack_info *pi = &pl.v[i];
+        if (pi->pack >= next_pack) next_pack = pi->pack + 1;
+        for (uint32_t g = 0; g < pi->ngroups; g++)
+            for (unsigned k = 0; k < pi->groups[g].npages; k++) {
+                store_loc l = {.pack = pi->pack, .offset = pi->groups[g].offset,
+                               .clen = pi->groups[g].clen, .npages = pi->groups[g].npages,
+                               .slot = (uint16_t)k};
+                uint8_t v[40];
+                size_t vl;
+                index_encode_loc(&l, v, &vl);
+                rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS],
+                                          (const char *)pi->ids[pi->groups[g].first + k].b, 16,
+                                          (const char *)v, vl);
+                chunks++;
+            }
+        if (rocksdb_writebatch_count(b) > 100000) {
+            rc = index_write(s, b, 0, e);
+            rocksdb_writebatch_clear(b);
+        }
+    }
+    packscan_free(&pl);
+    if (!rc) rc = index_write(s, b, 0, e);
+    rocksdb_writebatch_clear(b);
+    /* A chunk stored twice (two packs) was counted twice above: count distinct keys. */
+    if (!rc) {
+        chunks = 0;
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_CHUNKS]);
+        for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) chunks++;
+        rc = index_iter_status(it, e, "counting chunk records");
+        rocksdb_iter_destroy(it);
+    }
+    char (*ids)[STORE_SNAPID_LEN] = NULL;
+    size_t nm = 0;
+    if (!rc) rc = store_manifest_list(s, &ids, &nm, report, arg, e);
+    for (size_t m = 0; !rc && m < nm; m++) {
+        store_snapshot *snap = NULL;
+        store_err me;
+        if (store_snapshot_load(s, ids[m], &snap, &me)) {
+            util_reportf(report, arg, 1, "%s (left out of the index)", me.msg);
+            continue;
+        }
+        rc = index_put_snapshot(s, b, snap, e);
+        store_snapshot_free(snap);
+        if (!rc) rc = index_write(s, b, 0, e);
+        rocksdb_writebatch_clear(b);
+    }
+    free(ids);
+    if (!rc) {
+        char num[32];
+        int n = snprintf(num, sizeof num, "%llu", (unsigned long long)chunks);
+        rocksdb_writebatch_put(b, "chunks", 6, num, (size_t)n);
+        n = snprintf(num, sizeof num, "%llu", (unsigned long long)next_pack);
+        rocksdb_writebatch_put(b, "next_pack", 9, num, (size_t)n);
+        rocksdb_writebatch_put(b, "complete", 8, "1", 1);
+        rc = index_write(s, b, 1, e);
+        s->next_pack = next_pack;
+    }
+    rocksdb_writebatch_destroy(b);
+    return rc;
+}
