@@ -69,6 +69,15 @@ int index_open(store_t *s, int create, store_err *e)
     const rocksdb_options_t *cfo[CF_COUNT];
     for (int i = 0; i < CF_COUNT; i++) cfo[i] = o;
     char *err = NULL;
+    /* A writable open writes (its LOG, the WAL it replays): not on a full disk. */
+    if (s->mode == STORE_WRITE || create) {
+        int rc = space_reserve_init(s, 0, e);
+        if (!rc) rc = space_check(s, e);
+        if (rc) {
+            free(path);
+            return rc;
+        }
+    }
     if (s->mode == STORE_WRITE || create)
         s->db = rocksdb_open_column_families(o, path, CF_COUNT, cf_names, cfo, s->cf, &err);
     else
@@ -82,6 +91,13 @@ int index_open(store_t *s, int create, store_err *e)
         free(err);
         return rc;
     }
+    if (s->mode == STORE_WRITE || create) {
+        int rc = space_reserve_init(s, 1, e);
+        if (rc) {
+            index_close(s);
+            return rc;
+        }
+    }
     s->ro = rocksdb_readoptions_create();
     s->wo = rocksdb_writeoptions_create();
     s->wo_sync = rocksdb_writeoptions_create();
@@ -92,8 +108,10 @@ int index_open(store_t *s, int create, store_err *e)
 void index_close(store_t *s)
 {
     if (s->db) {
-        if (s->mode == STORE_WRITE) {
-            /* Flush so the index on disk is SST files, not a WAL that grows per snapshot. */
+        if (s->mode == STORE_WRITE && space_check(s, NULL) == 0) {
+            /* Flush so the index on disk is SST files, not a WAL that grows per snapshot.
+             * Not on a nearly full disk (space.c): the WAL keeps what the flush would have
+             * written, and the next open replays it. */
             rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
             char *err = NULL;
             for (int i = 0; i < CF_COUNT; i++) {
@@ -295,6 +313,8 @@ int index_put_snapshot(store_t *s, rocksdb_writebatch_t *b, const store_snapshot
 int index_write(store_t *s, rocksdb_writebatch_t *b, int sync, store_err *e)
 {
     char *err = NULL;
+    int rc = space_check(s, e);
+    if (rc) return rc;
     rocksdb_write(s->db, sync ? s->wo_sync : s->wo, b, &err);
     return err ? rdb_err(e, err, "write") : 0;
 }

@@ -42,6 +42,7 @@ struct store {
     rocksdb_writeoptions_t *wo;
     pthread_mutex_t mu;                /* pack numbers, counters, pack fd cache */
     uint64_t next_pack;
+    uint64_t space_reserve;            /* free bytes the index needs to be written (space.c) */
     int64_t last_id_ms;                /* time part of the newest snapshot id handed out
                                           (0: not read from the index yet); under mu */
     int *pack_fds;                     /* open read fds, indexed by pack number (cache) */
@@ -199,6 +200,11 @@ int events_read_lines(store_t *s, int (*fn)(void *arg, const char *line), void *
 /* manifest.c: the one parser of manifest_record_json's output (the index's snapshot
  * record); -EBADMSG, with the reason in e, for a record it does not understand. */
 int manifest_record_parse(const char *json, store_snaprec *out, store_err *e);
+
+/* space.c: the index is written only with this much free (RocksDB aborts on a full disk). */
+/* opened: 0 before RocksDB's open (which writes more), 1 after. */
+int space_reserve_init(store_t *s, int opened, store_err *e);
+int space_check(store_t *s, store_err *e);     /* 0 or -ENOSPC with a message */
 
 /* pool.c */
 struct pool *pool_new(unsigned threads);
