@@ -38,8 +38,10 @@ help:
 deps:
 	@tools/deps.sh build
 
+# Made afresh: `ar r` into an old archive would keep members of deleted sources.
 $(BUILD)/libcairn.a: $(LIB_OBJ)
 	@mkdir -p $(@D)
+	rm -f $@
 	$(AR) rcs $@ $^
 
 $(BUILD)/cairn: $(CLI_OBJ) $(BUILD)/libcairn.a
