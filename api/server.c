@@ -227,6 +227,14 @@ static void finished(api_server *srv)
     if (srv->stopping && srv->inflight == 0) event_base_loopexit(srv->base, NULL);
 }
 
+/* Counted out only once the reply's bytes left: a shutdown must not cut a reply that was
+ * queued but not yet written. */
+static void on_sent(struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    finished(arg);
+}
+
 static void set_common_headers(api_req *r, const char *ctype)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
@@ -238,7 +246,9 @@ static void set_common_headers(api_req *r, const char *ctype)
 static void reply(api_req *r)
 {
     int status = r->status ? r->status : 500;
+    int async = !r->gone;
     if (!r->gone) evhttp_connection_set_closecb(r->evcon, NULL, NULL);
+    if (async) evhttp_request_set_on_complete_cb(r->req, on_sent, r->srv);
     struct evbuffer *b = evbuffer_new();
     json_t *body = r->resp;
     if (status < 400 && r->raw) {
@@ -248,6 +258,7 @@ static void reply(api_req *r)
         if (b) evbuffer_free(b);
         api_metrics_request(r->route_index, status, now_s() - r->t0);
         log_line(r, status);
+        if (!async) finished(r->srv);
         return;
     }
     if (status >= 400 || !body) {
@@ -283,6 +294,7 @@ static void reply(api_req *r)
     if (b) evbuffer_free(b);
     api_metrics_request(r->route_index, status, now_s() - r->t0);
     log_line(r, status);
+    if (!async) finished(r->srv);
 }
 
 static void on_close(struct evhttp_connection *evcon, void *arg)
@@ -306,16 +318,22 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
 static void stream_finish(api_req *r)
 {
     api_server *srv = r->srv;
+    int async = 0;
     if (!r->gone) {
         evhttp_connection_set_closecb(r->evcon, NULL, NULL);
-        if (r->stream_rc == 0) evhttp_send_reply_end(r->req);
-        else evhttp_connection_free(r->evcon);    /* a cut body, never a complete-looking one */
+        if (r->stream_rc == 0) {
+            async = 1;
+            evhttp_request_set_on_complete_cb(r->req, on_sent, srv);
+            evhttp_send_reply_end(r->req);
+        } else {
+            evhttp_connection_free(r->evcon);    /* a cut body, never a complete-looking one */
+        }
     }
     api_metrics_request(r->route_index, r->stream_rc ? 500 : 200, now_s() - r->t0);
     log_line(r, r->stream_rc ? 500 : 200);
     if (r->stream_rc) fprintf(stderr, "cairn serve: rid=%s: stream cut: %s\n", r->rid, r->msg);
     free_req(r);
-    finished(srv);
+    if (!async) finished(srv);
 }
 
 static void chunk_sent(struct evhttp_connection *evcon, void *arg)
@@ -401,7 +419,6 @@ static void drain_done(evutil_socket_t fd, short what, void *arg)
         } else {
             reply(r);
             free_req(r);
-            finished(srv);
         }
         free(n);
         n = next;
@@ -500,11 +517,9 @@ static int valid_rid(const char *s)
 
 static void early(api_req *r, int status, const char *code, const char *msg)
 {
-    api_server *srv = r->srv;
     api_fail(r, status, code, "%s", msg);
     reply(r);
     free_req(r);
-    finished(srv);
 }
 
 static void handle(struct evhttp_request *req, void *arg)
@@ -592,7 +607,6 @@ static void handle(struct evhttp_request *req, void *arg)
         r->route->fn(r);
         reply(r);
         free_req(r);
-        finished(srv);
         return;
     }
     r->job.fn = run_job;
@@ -612,6 +626,17 @@ static void deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     api_server *srv = arg;
+    pthread_mutex_lock(&srv->long_pool.mu);
+    int busy = srv->long_pool.running + srv->long_pool.queued;
+    pthread_mutex_unlock(&srv->long_pool.mu);
+    pthread_mutex_lock(&srv->short_pool.mu);
+    busy += srv->short_pool.running + srv->short_pool.queued;
+    pthread_mutex_unlock(&srv->short_pool.mu);
+    if (!busy) {
+        /* Every job ended; only replies to clients that stopped reading are unconfirmed. */
+        event_base_loopexit(srv->base, NULL);
+        return;
+    }
     srv->cut = 1;
     fprintf(stderr, "cairn serve: %d requests still running at the shutdown deadline: stopping anyway "
             "(an unfinished snapshot leaves only garbage for gc)\n", srv->inflight);
