@@ -563,7 +563,7 @@ static void handle(struct evhttp_request *req, void *arg)
             evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "see docs/api.yaml");
             return early(r, 405, "method_not_allowed", "this path does not take that method");
         }
-        return early(r, 404, "not_found", "no such route (see docs/api.yaml)");
+        return early(r, 404, "no_route", "no such route (see docs/api.yaml)");
     }
 
     if (r->route->roles) {

@@ -6,7 +6,7 @@
 #   tools/deps.sh vm      + QEMU and the guest's pieces (tests/e2e calls it itself)
 set -euo pipefail
 want=(build-essential pkg-config clang libclang-rt-14-dev librocksdb-dev libzstd-dev libxxhash-dev libs3-dev
-      libevent-dev libext2fs-dev libjansson-dev libssl-dev curl e2fsprogs zstd time fuse3 libfuse3-dev)
+      libevent-dev libext2fs-dev libjansson-dev libssl-dev curl python3-yaml e2fsprogs zstd time fuse3 libfuse3-dev)
 case ${1:-build} in
     bench) want+=(restic borgbackup casync gnuplot-nox) ;;
     # The guest kernel is not a dependency: the e2e test fetches it with
