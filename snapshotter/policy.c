@@ -329,17 +329,15 @@ static int match(const char *g, const char *s, const char *end)
     return s == end;
 }
 
-static int glob_match(const char *glob, const char *path, size_t len)
+int snap_glob_match(const char *glob, const char *path, size_t len)
 {
     if (match(glob, path, path + len)) return 1;
     size_t gl = strlen(glob);
     if (gl > 3 && !strcmp(glob + gl - 3, "/**")) {          /* a folder glob matches the folder */
-        char tmp[1024];
-        if (gl - 3 < sizeof tmp) {
-            memcpy(tmp, glob, gl - 3);
-            tmp[gl - 3] = 0;
-            return match(tmp, path, path + len);
-        }
+        char *tmp = strndup(glob, gl - 3);
+        int m = tmp && match(tmp, path, path + len);
+        free(tmp);
+        return m;
     }
     return 0;
 }
@@ -370,7 +368,7 @@ static int rule_match(const rule *r, const char *path, size_t len)
         return has_component(path, len, r->lit, r->litlen, 1) || has_component(path, len, r->lit, r->litlen, 0);
     default:
         if (r->mustlen && !memmem(path, len, r->must, r->mustlen)) return 0;
-        return glob_match(r->glob, path, len);
+        return snap_glob_match(r->glob, path, len);
     }
 }
 

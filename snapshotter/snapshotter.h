@@ -36,6 +36,10 @@ store_class snap_policy_classify(const snap_policy *p, const char *path, size_t 
 /* Classes every entry, then store_findex_mark_secrets: 0 or -ENOMEM. */
 int snap_policy_apply(const snap_policy *p, store_findex *fi);
 const char *snap_policy_defaults(void);   /* the built-in rules, as text */
+/* The rules' glob over a path's raw bytes (len of them): '*' and '?' stay inside one
+ * component, "**" crosses components (and "**" "/" also matches no component), and a glob
+ * ending in "/" "**" also matches the folder itself. Pure; 1 on a match. */
+int snap_glob_match(const char *glob, const char *path, size_t len);
 
 /* ---- file index of a disk image (ext4walk.c) -----------------------------------------
  * Walks an ext4 image in a confined child process (see ext4walk.c) and returns its file

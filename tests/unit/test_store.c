@@ -2,10 +2,12 @@
  * store in a temporary folder (real RocksDB, real files). */
 #include <errno.h>
 #include <fcntl.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "restore/restore.h"
@@ -13,6 +15,8 @@
 #include "store/internal.h"
 
 #include "tests/unit/check.h"
+
+extern char **environ;
 
 static char root[256];
 
@@ -269,19 +273,53 @@ static void test_pending_recovery(const char *dir)
     store_close(s);
 }
 
+/* Waits up to ms for pid; 1 and its exit status in *status when it ended. */
+static int wait_for(pid_t pid, int ms, int *status)
+{
+    for (int t = 0; t < ms; t += 20) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r == pid) return 1;
+        usleep(20000);
+    }
+    return 0;
+}
+
+/* Readers share the store; a writer locks them out (another process here: flock is per
+ * open file, and this is what two cairn processes do) until it closes, and then the
+ * waiting reader gets in. */
 static void test_locked_out_reader(const char *dir)
 {
-    /* A second writer handle in the same process would block: readers share, though. */
-    store_t *r1 = NULL, *r2 = NULL;
+    store_t *r1 = NULL, *r2 = NULL, *w = NULL;
     store_err e;
     CHECK(store_open(dir, STORE_READ, &r1, &e) == 0);
     CHECK(store_open(dir, STORE_READ, &r2, &e) == 0);
     store_close(r1);
     store_close(r2);
+    CHECK(store_open(dir, STORE_WRITE, &w, &e) == 0);
+    if (!w) return;
+    /* The reader is this binary again (exec: no fork of a process with RocksDB's threads). */
+    char *argv[] = {"test_store", "--open-reader", (char *)dir, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);   /* its "waiting" line */
+    pid_t pid;
+    int status = 0;
+    CHECK(posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    CHECK(!wait_for(pid, 600, &status));                  /* locked out while w is open */
+    store_close(w);
+    CHECK(wait_for(pid, 20000, &status) && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 3 && !strcmp(argv[1], "--open-reader")) {   /* test_locked_out_reader's child */
+        store_t *r = NULL;
+        store_err e;
+        int rc = store_open(argv[2], STORE_READ, &r, &e);
+        store_close(r);
+        return rc ? 1 : 0;
+    }
     snprintf(root, sizeof root, "%s/cairn-unit-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(root)) return 1;
     store_err e;
