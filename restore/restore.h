@@ -149,8 +149,10 @@ STORE_MUST_USE int restore_template_prepare(store_t *s, const store_snapshot *tm
 /* ---- support reads (support.c): what the CLI and the API share ------------------------ */
 
 /* A snapshot named by its id or as SANDBOX@latest. -ENOENT if there is none, -EINVAL for a
- * bad name. */
+ * bad name. restore_resolve_id only names it (id_out), without loading it. */
 STORE_MUST_USE int restore_resolve(store_t *s, const char *spec, store_snapshot **snap, store_err *e);
+STORE_MUST_USE int restore_resolve_id(store_t *s, const char *spec, char id_out[STORE_SNAPID_LEN],
+                                      store_err *e);
 
 /* Sets o[key] to the raw path bytes: as is when valid UTF-8; else with U+FFFD for bad bytes
  * and the exact bytes as hex in o[key + "_hex"]. 0 or -ENOMEM. */

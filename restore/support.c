@@ -8,7 +8,14 @@
 
 int restore_resolve(store_t *s, const char *spec, store_snapshot **snap, store_err *e)
 {
+    *snap = NULL;
     char id[STORE_SNAPID_LEN];
+    int rc = restore_resolve_id(s, spec, id, e);
+    return rc ? rc : store_snapshot_load(s, id, snap, e);
+}
+
+int restore_resolve_id(store_t *s, const char *spec, char id[STORE_SNAPID_LEN], store_err *e)
+{
     const char *at = strrchr(spec, '@');
     if (at && !strcmp(at, "@latest")) {
         char sb[STORE_NAME_MAX + 1];
@@ -17,13 +24,13 @@ int restore_resolve(store_t *s, const char *spec, store_snapshot **snap, store_e
         memcpy(sb, spec, n);
         sb[n] = 0;
         if (store_name_valid(sb)) return store_errf(e, -EINVAL, "'%s' is not a sandbox name", sb);
-        int rc = store_snapshot_latest(s, sb, id, e);
-        if (rc) return rc;
-        spec = id;
-    } else if (store_snapid_valid(spec)) {
-        return store_errf(e, -ENOENT, "'%s' is not a snapshot id (20 hex digits) or SANDBOX@latest", spec);
+        return store_snapshot_latest(s, sb, id, e);
     }
-    return store_snapshot_load(s, spec, snap, e);
+    if (store_snapid_valid(spec))
+        return store_errf(e, -ENOENT, "'%s' is not a snapshot id (20 hex digits) or SANDBOX@latest", spec);
+    memcpy(id, spec, STORE_SNAPID_LEN - 1);
+    id[STORE_SNAPID_LEN - 1] = 0;
+    return 0;
 }
 
 int restore_json_path(json_t *o, const char *key, const char *p)

@@ -237,12 +237,15 @@ for p, n in [(H + "upload/data.csv", 150000), (H + "upload/photo.jpg", 50000),
 PYEOF
 }
 
-# ext4_image DIR IMG [SIZE]: a reproducible ext4 image of the tree DIR (fixed UUID, hash
-# seed and times, so an unchanged file keeps its blocks from one image to the next).
+# ext4_image DIR IMG [SIZE [MKE2FS-OPTION...]]: a reproducible ext4 image of the tree DIR
+# (fixed UUID, hash seed and times, so an unchanged file keeps its blocks from one image to
+# the next); DIR "" makes an empty filesystem. The one mke2fs of the shell tests.
 ext4_image() {
-    local u=0b8f3a4e-0000-4000-8000-0000000000f2
+    local u=0b8f3a4e-0000-4000-8000-0000000000f2 d=()
+    [ -n "$1" ] && d=(-d "$1")
     E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -F -t ext4 -b 4096 -U "$u" -E hash_seed="$u" \
-        -d "$1" "$2" "${3:-16M}" >"$T/mke2fs.log" 2>&1 || { cat "$T/mke2fs.log" >&2; fail "mke2fs -d $1"; }
+        "${@:4}" "${d[@]}" "$2" "${3:-16M}" >"$T/mke2fs.log" 2>&1 ||
+        { cat "$T/mke2fs.log" >&2; fail "mke2fs ${1:+-d $1} $2"; }
 }
 
 # base_template STORE: a tiny template disk ($T/tpl.img, one file) added as template "base".

@@ -34,7 +34,7 @@ static const cli_command commands[] = {
      "seconds.\n\n" COMMON_OPTS,
      cmd_snapshot},
     {"restore", "write a snapshot's files back, byte-exact",
-     "usage: cairn restore --snapshot ID --out DIR [--store DIR] [--json]\n\n"
+     "usage: cairn restore --snapshot ID|SANDBOX@latest --out DIR [--store DIR] [--json]\n\n"
      "Writes DIR/memory, DIR/vmstate, DIR/disk (those the snapshot has), sparse.\n"
      "A damaged or missing page fails the restore; no file with wrong bytes is left.\n\n" COMMON_OPTS,
      cmd_restore},
@@ -365,7 +365,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "cairn: unknown command '%s' (see `cairn --help`)\n", argv[1]);
         return EXIT_USAGE;
     }
-    for (int i = 2; i < argc; i++)
+    /* After "--" every word is an argument: `cairn ls -- -h` lists the path "-h". */
+    for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(c->usage, stdout);
             return EXIT_OK;

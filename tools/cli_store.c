@@ -108,13 +108,14 @@ int cmd_restore(int argc, char **argv)
     int rc = cli_parse("restore", argc, argv, opts, &c, NULL);
     if (rc) return rc;
     if (!id || !out) return cli_usage(cli_find("restore"), "--snapshot and --out are required");
-    if (store_snapid_valid(id))
-        return cli_fail(EXIT_FAIL, "restore", "'%s' is not a snapshot id (20 hex digits)", id);
     double t0 = cli_seconds();
     store_t *s = cli_open("restore", &c, STORE_READ);
     if (!s) return EXIT_FAIL;
     store_err e;
-    rc = restore_snapshot(s, id, out, cli_progress, "restore", &e);
+    char rid[STORE_SNAPID_LEN];
+    rc = restore_resolve_id(s, id, rid, &e);         /* an id or SANDBOX@latest */
+    if (!rc) id = rid;
+    if (!rc) rc = restore_snapshot(s, id, out, cli_progress, "restore", &e);
     if (!rc) {
         store_snapshot *snap = NULL;
         if (store_snapshot_load(s, id, &snap, NULL) == 0) cli_activity(s, STORE_EV_RESTORE, snap->sandbox);

@@ -64,7 +64,8 @@ done
 # A tier is accepted, and a second init never destroys a store.
 must cairn snapshot --store "$S" --tenant acme --sandbox pro1 --tier pro --memory "$T/mem" >/dev/null
 must cairn snapshot --store "$S" --tenant acme --sandbox free1 --tier free --memory "$T/mem" >/dev/null
-cairn init --store "$S" >/dev/null 2>&1 || true
+expect 1 cairn init --store "$S" >/dev/null
+assert_grep 'already a Cairn store' "$T/err" "a second init says why it refuses"
 verify "$S" "$id2" memory="$T/mem" vmstate="$T/vm"
 fsck_ok "$S"
 

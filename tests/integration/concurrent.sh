@@ -45,7 +45,9 @@ rm -rf "$T/rr"
 idb2=$(id_of z)
 
 # The same sandbox twice at once, with fresh pages in both so that both write
-# packs; rounds to make the overlap likely.
+# packs; rounds to make the overlap likely, and at least one round must show it: one
+# job said it waited for the other's lock (so they did run at the same time).
+waited=0
 for r in 1 2 3; do
     gen "$T/m$r.1" $((16 << 20)) $((10 * r + 1)) 30
     gen "$T/m$r.2" $((16 << 20)) $((10 * r + 2)) 30
@@ -53,6 +55,7 @@ for r in 1 2 3; do
     snapjob q sb01 memory="$T/m$r.2" vmstate="$C/sb01/2/vmstate"
     start v cairn restore --store "$S" --snapshot "$idb2" --out "$T/rv"
     finish p >/dev/null; finish q >/dev/null; finish v >/dev/null
+    if grep -q 'waiting for another cairn process' "$T/p.err" "$T/q.err"; then waited=$((waited + 1)); fi
     idp=$(id_of p); idq=$(id_of q)
     [ "$idp" != "$idq" ] || fail "two concurrent snapshots got the same id $idp"
     verify "$S" "$idp" memory="$T/m$r.1" vmstate="$C/sb01/2/vmstate"
@@ -63,6 +66,8 @@ for r in 1 2 3; do
     rm -rf "$T/rv"
 done
 
+log "rounds in which one snapshot waited for the other: $waited of 3"
+assert_cmp "$waited" -ge 1 "two snapshots started together never overlapped (neither waited)"
 assert_eq "$(count_snapshots "$S" sb01)" 7 "snapshots of sb01 (1 + 3 rounds x 2)"
 assert_eq "$(count_snapshots "$S" sb02)" 2 "snapshots of sb02"
 verify "$S" "$ida1" "${a1[@]}"

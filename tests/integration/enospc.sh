@@ -12,9 +12,8 @@ if [ "${ENOSPC_FS:-tmpfs}" = tmpfs ] && mount -t tmpfs -o size=40m cairn-enospc 
     fs=tmpfs
 else
     : >>"$T/mount.err"
-    truncate -s 40M "$T/fs.img"
-    mke2fs -q -t ext4 -F "$T/fs.img" >>"$T/mount.err" 2>&1 \
-        && mount -o loop "$T/fs.img" "$M" 2>>"$T/mount.err" \
+    ext4_image "" "$T/fs.img" 40M
+    mount -o loop "$T/fs.img" "$M" 2>>"$T/mount.err" \
         || skip "cannot mount a small filesystem: $(tr '\n' ' ' <"$T/mount.err")"
     fs=ext4-loop
 fi

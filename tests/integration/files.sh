@@ -9,12 +9,6 @@ S=$T/store
 must cairn init --store "$S" >/dev/null
 unset CAIRN_ACTOR
 
-# Reproducible image of a tree (flags from /work/shared/notes/libraries.md).
-mkext4() {
-    local u=0b8f3a4e-0000-4000-8000-0000000000f1
-    E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -F -t ext4 -b 4096 -U "$u" -E hash_seed="$u" \
-        -d "$1" "$2" "$3" >"$T/mke2fs.log" 2>&1 || { cat "$T/mke2fs.log" >&2; fail "mke2fs -d $1"; }
-}
 
 # files.py: builds the tree and records what each entry must look like (its class by the
 # documented defaults of `cairn policy`), then checks ls output and extracted trees.
@@ -258,7 +252,7 @@ EOF
 
 log "building the tree and its image"
 must "$PY" "$T/files.py" gen "$T/tree" "$T/exp.json" >/dev/null
-mkext4 "$T/tree" "$T/disk.img" 64M
+ext4_image "$T/tree" "$T/disk.img" 64M
 [ "$(id -u)" = 0 ] || log "not root: no character device in the tree"
 
 ID1=$(snap "$S" acme sb "disk=$T/disk.img")
@@ -398,5 +392,21 @@ snap "$S" acme sb3 "disk=$T/disk.img" >/dev/null
 must cairn ls --store "$S" --snapshot sb3@latest /home/ubuntu/notes.txt.swp --json --actor alice >"$T/ls4.json"
 assert_json 'j["entries"][0]["class"] == "upload"' "$T/ls4.json" "the store's policy file"
 rm -f "$S/policy"
+
+# Words after "--" are paths, even ones that look like options: `ls -- -h` lists "/-h".
+mkdir -p "$T/dash"
+echo dash >"$T/dash/-h"
+ext4_image "$T/dash" "$T/dash.img" 8M
+snap "$S" acme dash "disk=$T/dash.img" >/dev/null
+must cairn ls --store "$S" --snapshot dash@latest --json --actor alice -- -h >"$T/lsdash.json"
+assert_json 'len(j["entries"]) == 1 and j["entries"][0]["path"] == "/-h"' "$T/lsdash.json" "ls -- -h"
+
+# restore takes SANDBOX@latest wherever a snapshot id is taken.
+must cairn restore --store "$S" --snapshot dash@latest --out "$T/dashout" --json >"$T/rdash.json"
+cmp -s "$T/dash.img" "$T/dashout/disk" || fail "restore of dash@latest differs from the disk"
+assert_json "j[\"snapshot\"] == \"$(json 'j["snapshots"][0]["snapshot"]' <(cairn snapshots --store "$S" --sandbox dash --json))\"" \
+    "$T/rdash.json" "restore --json names the resolved snapshot id"
+expect 1 cairn restore --store "$S" --snapshot nobody@latest --out "$T/nobody" >/dev/null
+[ ! -e "$T/nobody/disk" ] || fail "restore of a sandbox with no snapshot wrote a file"
 
 log "ok: $nfiles entries, $ncat files compared with cat"

@@ -10,11 +10,6 @@ must cairn init --store "$S" >/dev/null
 export CAIRN_ACTOR=hostile-test
 mkdir -p "$T/src"
 
-mkext4() {
-    local u=0b8f3a4e-0000-4000-8000-0000000000f2
-    E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -F -t ext4 -b 4096 -U "$u" -E hash_seed="$u" \
-        "${@:4}" -d "$1" "$2" "$3" >"$T/mke2fs.log" 2>&1 || { cat "$T/mke2fs.log" >&2; fail "mke2fs -d $1"; }
-}
 
 # patch IMG OLD=NEW...: rewrites the name of the one directory entry named OLD (same
 # length), or with NEW = ino:NAME points it at the inode of the entry NAME (ino:2: the
@@ -82,7 +77,7 @@ echo inside >"$O/loop/LOOPPARENTDIR1/parent.txt"
 for n in AAAAAAAAAAAAAAAAAAAAAAAAA BBBBBBBBBBB CC DDDDDDDD EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE; do
     echo ESCAPED >"$O/$n"
 done
-mkext4 "$T/src/names" "$T/names.img" 16M
+ext4_image "$T/src/names" "$T/names.img" 16M
 must "$PY" "$T/patch.py" "$T/names.img" \
     AAAAAAAAAAAAAAAAAAAAAAAAA=../../../../../../PWNED_A BBBBBBBBBBB=sub/PWNED_B CC=.. \
     DDDDDDDD=/PWNED_D EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE=../../../../../../../../../../PWNED_E \
@@ -146,10 +141,10 @@ ln -s chain2 "$O/chain1"
 ln -s "$T/victim" "$O/chain2"
 ln -s /etc/passwd "$O/pw"
 echo fine >"$O/ok.txt"
-mkext4 "$T/src/links1" "$T/links1.img" 16M
+ext4_image "$T/src/links1" "$T/links1.img" 16M
 O=$T/src/links2/home/ubuntu/output
 for d in esc dotdot chain1; do mkdir -p "$O/$d"; echo ESCAPED >"$O/$d/PWNED_C"; done
-mkext4 "$T/src/links2" "$T/links2.img" 16M
+ext4_image "$T/src/links2" "$T/links2.img" 16M
 ID1=$(snap "$S" acme links "disk=$T/links1.img")
 must cairn extract --store "$S" --snapshot "$ID1" --out "$T/c/out" >/dev/null
 for l in esc etc dotdot chain1 chain2 pw; do
@@ -175,7 +170,7 @@ done
 log "(d) broken images"
 mkdir -p "$T/src/ok/home/ubuntu/output"
 gen "$T/src/ok/home/ubuntu/output/data.bin" 300000 1
-mkext4 "$T/src/ok" "$T/ok.img" 64M
+ext4_image "$T/src/ok" "$T/ok.img" 64M
 head -c 3M "$T/ok.img" >"$T/trunc3m.img"
 head -c 5000 "$T/ok.img" >"$T/trunc5k.img"
 cp "$T/ok.img" "$T/zerosb.img"
@@ -209,7 +204,7 @@ mkdir -p "$T/src/huge/home/ubuntu/output"
 import sys
 with open(sys.argv[1], "wb") as f:
     f.truncate(1 << 40); f.seek(1 << 39); f.write(b"Z" * 4096)' "$T/src/huge/home/ubuntu/output/huge"
-mkext4 "$T/src/huge" "$T/huge.img" 64M
+ext4_image "$T/src/huge" "$T/huge.img" 64M
 t0=$EPOCHREALTIME
 ID=$(snap "$S" acme huge "disk=$T/huge.img")
 secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
@@ -254,7 +249,7 @@ for d in range(1000):
     for f in range(100):
         os.close(os.open("%s/f%05d" % (p, d * 100 + f), os.O_CREAT | os.O_WRONLY, 0o644))' "$shm"
 t0=$EPOCHREALTIME
-mkext4 "$shm/many" "$T/many.img" 256M -N 120000
+ext4_image "$shm/many" "$T/many.img" 256M -N 120000
 log "mke2fs -d of 100000 files: $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')s"
 rm -rf "$shm/many"
 t0=$EPOCHREALTIME

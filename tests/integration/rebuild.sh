@@ -8,11 +8,6 @@ source "$(dirname "$0")/../lib.sh"
 S=$T/store
 must cairn init --store "$S" >/dev/null
 
-mkext4() {
-    local u=0b8f3a4e-0000-4000-8000-0000000000f3
-    E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -F -t ext4 -b 4096 -U "$u" -E hash_seed="$u" \
-        "${@:4}" -d "$1" "$2" "$3" >"$T/mke2fs.log" 2>&1 || { cat "$T/mke2fs.log" >&2; fail "mke2fs -d $1"; }
-}
 
 # rebuild.py gen: the template tree, the sandbox tree (the template plus the sandbox's own
 # files) and what the rebuilt disk must hold for each path: the sandbox's version
@@ -162,13 +157,13 @@ e2fsck_ok() { e2fsck -fn "$1" >"$T/fsck.log" 2>&1 || { tail -20 "$T/fsck.log" >&
 # ---- correctness --------------------------------------------------------------------
 log "template, two snapshots of the sandbox, rebuild"
 must "$PY" "$T/rebuild.py" gen "$T" 1 >/dev/null
-mkext4 "$T/sb" "$T/sb1.img" 64M
+ext4_image "$T/sb" "$T/sb1.img" 64M
 must "$PY" "$T/rebuild.py" gen "$T" 2 >/dev/null
-mkext4 "$T/tmpl" "$T/tmpl.img" 64M
-mkext4 "$T/sb" "$T/sb2.img" 64M
+ext4_image "$T/tmpl" "$T/tmpl.img" 64M
+ext4_image "$T/sb" "$T/sb2.img" 64M
 # a second template: its /etc/hostname tells which one a rebuild used
 mkdir -p "$T/other/etc"; echo other >"$T/other/etc/hostname"
-mkext4 "$T/other" "$T/other.img" 64M
+ext4_image "$T/other" "$T/other.img" 64M
 
 must cairn template add --store "$S" --name base --disk "$T/tmpl.img" >/dev/null
 must cairn template add --store "$S" --name other --disk "$T/other.img" >/dev/null
@@ -214,7 +209,7 @@ SRC=/usr/lib/x86_64-linux-gnu
 log "timing: template of $SRC ($(du -sm "$SRC" | cut -f1) MiB) in a 2 GiB image"
 rm -rf "$T/tmpl" "$T/sb" "$T/other" "$T"/sb1.img "$T"/sb2.img "$T"/new*.img
 t0=$EPOCHREALTIME
-mkext4 "$SRC" "$T/big-tmpl.img" 2G
+ext4_image "$SRC" "$T/big-tmpl.img" 2G
 log "mke2fs -d: $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')s"
 t0=$EPOCHREALTIME
 must cairn template add --store "$S" --name big --disk "$T/big-tmpl.img" >/dev/null

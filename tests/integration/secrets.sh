@@ -105,7 +105,7 @@ R2=$T/root2
 mkdir -p "$R2/home/ubuntu/output"
 secret "$R2/home/ubuntu/.ssh/id_rsa" LEAK_A_CRAFTED
 echo "nothing to see" >"$R2/home/ubuntu/output/innocent.txt"
-mke2fs -q -F -t ext4 -O ^extent,^64bit -b 4096 -d "$R2" "$T/crafted.img" 16M >/dev/null 2>&1 || fail "mke2fs"
+ext4_image "$R2" "$T/crafted.img" 16M -O ^extent,^64bit
 blk=$(debugfs -R "blocks /home/ubuntu/.ssh/id_rsa" "$T/crafted.img" 2>/dev/null | awk '{print $1}')
 [ -n "$blk" ] || fail "no block for the secret"
 debugfs -w -R "sif /home/ubuntu/output/innocent.txt block[0] $blk" "$T/crafted.img" >/dev/null 2>&1
