@@ -10,7 +10,7 @@
  *
  * usage: cairn-fc-uffd --socket PATH --expect FILE [--threads N] [--regions N]
  *                      [--touch PERMILLE] [--seed S] [--balloon N] [--delay-ms MS]
- *                      [--page-size-field page_size|page_size_kib|none]
+ *                      [--page-size-field page_size|page_size_kib|none] [--sequential]
  *        cairn-fc-uffd --socket PATH --expect FILE --send-json TEXT   (hostile: expects refusal)
  *        cairn-fc-uffd --socket PATH --garbage N                      (hostile: random bytes)
  *        cairn-fc-uffd --socket PATH --expect FILE --lie              (list names other memory)
@@ -37,7 +37,7 @@
 #define PG 4096ul
 
 static const char *sock_path, *expect_path, *send_json, *ps_field = "page_size";
-static int nthreads = 4, nregions = 2, lie, balloon, delay_ms;
+static int nthreads = 4, nregions = 2, lie, balloon, delay_ms, sequential;
 static long garbage = -1;
 static unsigned touch_permille = 1000;
 static unsigned long long seed = 1;
@@ -173,6 +173,7 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--lie")) { lie = 1; continue; }
+        if (!strcmp(a, "--sequential")) { sequential = 1; continue; }
         if (!v) { fprintf(stderr, "cairn-fc-uffd: %s needs a value\n", a); return 2; }
         i++;
         if (!strcmp(a, "--socket")) sock_path = v;
@@ -212,7 +213,8 @@ int main(int argc, char **argv)
     mem_size = (uint64_t)st.st_size;
     npages = mem_size / PG;
     if (mem_size % PG || npages < (uint64_t)nregions) { fprintf(stderr, "cairn-fc-uffd: odd memory size\n"); return 2; }
-    ref = mmap(NULL, mem_size, PROT_READ, MAP_PRIVATE, rf, 0);
+    /* Populated now: reading the expected bytes from disk must not count as fault time. */
+    ref = mmap(NULL, mem_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, rf, 0);
     if (ref == MAP_FAILED) die("mmap expect");
 
     int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
@@ -290,7 +292,7 @@ int main(int argc, char **argv)
     order = malloc(npages * sizeof *order);
     if (!order) die("malloc");
     for (uint64_t i = 0; i < npages; i++) order[i] = i;
-    for (uint64_t i = npages - 1; i > 0; i--) {
+    for (uint64_t i = npages - 1; !sequential && i > 0; i--) {
         uint64_t j = rnd() % (i + 1), t = order[i];
         order[i] = order[j];
         order[j] = t;
