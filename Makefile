@@ -31,7 +31,7 @@ help:
 	@echo "make demo       install deps, build, snapshot a sample VM set, restore, verify"
 	@echo "make test       install deps, build, run every test (CI runs this)"
 	@echo "make check      the fast tests only (skips the *.slow.sh tests: crash, gc stress, fuzz, VMs)"
-	@echo "make bench      Cairn beside zstd, cp, restic, borg, casync (BENCH_SIZE=small|full)"
+	@echo "make bench      Cairn beside zstd, cp, restic, borg, casync (BENCH_SIZE=small|full), then the API (tools/bench_api.sh)"
 	@echo "make fuzz       every parser of hostile bytes under libFuzzer (FUZZ_SECONDS=60 each)"
 	@echo "make asan|ubsan the tests under AddressSanitizer / UBSan (build-asan, build-ubsan)"
 
@@ -92,6 +92,7 @@ demo: all
 bench: all
 	@tools/deps.sh bench
 	BUILD=$(BUILD) tools/bench.sh
+	BUILD=$(BUILD) tools/bench_api.sh
 
 fuzz: deps
 	tools/fuzz.sh
