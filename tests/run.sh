@@ -37,7 +37,11 @@ unmount_under() {
     awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r |
         while read -r m; do umount -l "$m" 2>/dev/null; done
 }
-cleanup() { unmount_under "$root"; rm -rf "$root"; }
+rgw_dir=
+cleanup() {
+    [ -z "$rgw_dir" ] || "$REPO/tests/rgw.sh" stop "$rgw_dir"
+    unmount_under "$root"; rm -rf "$root"
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -62,6 +66,31 @@ selected() {
     for p in "${filters[@]}"; do case $1 in *"$p"*) return 0 ;; esac; done
     return 1
 }
+
+# The S3 tests (named s3*) share one Ceph cluster + radosgw, started once here (~12 s)
+# and stopped at the end; each test makes its own buckets. When Ceph cannot run, the
+# tests see no endpoint and skip with the reason (tests/lib.sh: need_s3).
+for t in "${tests[@]}"; do
+    case $(basename "$t") in
+        s3*) ;;
+        *) continue ;;
+    esac
+    case $t in "$REPO"/tests/integration/*) n=integration/$(basename "$t" .sh) ;; *) n=$t ;; esac
+    selected "$n" || continue
+    rgw_dir=$root/rgw
+    "$REPO/tests/rgw.sh" start "$rgw_dir" >"$root/rgw.log" 2>&1
+    case $? in
+        0)  # shellcheck disable=SC1091
+            . "$rgw_dir/env"
+            echo "rgw: Ceph RGW on $CAIRN_TEST_S3_ENDPOINT for the S3 tests" ;;
+        77) export CAIRN_TEST_S3_SKIP="$(grep -m1 -o 'SKIP.*' "$root/rgw.log")"
+            echo "rgw: $CAIRN_TEST_S3_SKIP" ;;
+        *)  # installed but broken: the S3 tests fail (with this reason), never skip
+            export CAIRN_TEST_S3_ERROR="$(tail -n 5 "$root/rgw.log" | tr '\n' ' ')"
+            echo "rgw: could not start: $CAIRN_TEST_S3_ERROR" ;;
+    esac
+    break
+done
 
 pass=0 failed=() skipped=()
 start=$EPOCHREALTIME

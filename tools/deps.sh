@@ -7,6 +7,8 @@
 set -euo pipefail
 want=(build-essential pkg-config clang libclang-rt-14-dev librocksdb-dev libzstd-dev libxxhash-dev libs3-dev
       libevent-dev libext2fs-dev libjansson-dev libssl-dev curl python3-yaml e2fsprogs zstd time fuse3 libfuse3-dev)
+# The S3 backend (libcurl) and its tests' real S3: Ceph RGW on loopback (tests/rgw.sh).
+want+=(libcurl4-openssl-dev curl radosgw ceph-mon ceph-osd uuid-runtime python3)
 case ${1:-build} in
     bench) want+=(restic borgbackup casync gnuplot-nox) ;;
     # The guest kernel is not a dependency: the e2e test fetches it with
