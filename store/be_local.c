@@ -1,0 +1,225 @@
+/* The local backend: a store's objects are the files of its folder. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store/backend.h"
+#include "store/internal.h"
+
+typedef struct {
+    store_backend b;
+    char *dir;
+} local_be;
+
+static int lb_put(store_backend *b, const char *name, const void *buf, size_t len, store_err *e)
+{
+    local_be *l = (local_be *)b;
+    char *path = util_path(l->dir, name);
+    if (!path) return store_errf(e, -ENOMEM, "out of memory");
+    char *slash = strrchr(path, '/');
+    *slash = 0;
+    int rc = util_write_file_durable(path, slash + 1, buf, len);
+    *slash = '/';
+    if (rc) store_errf(e, rc, "%s: %s", path, strerror(-rc));
+    free(path);
+    return rc;
+}
+
+static int lb_get(store_backend *b, const char *name, uint64_t off, void *buf, size_t len, store_err *e)
+{
+    local_be *l = (local_be *)b;
+    char *path = util_path(l->dir, name);
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    int rc = fd < 0 ? -errno : util_pread_all(fd, buf, len, (off_t)off);
+    if (fd >= 0) close(fd);
+    if (rc) store_errf(e, rc, "%s: %s", path ? path : name, rc == -EIO ? "too short" : strerror(-rc));
+    free(path);
+    return rc;
+}
+
+static int lb_get_all(store_backend *b, const char *name, uint8_t **out, size_t *len, store_err *e)
+{
+    local_be *l = (local_be *)b;
+    char *path = util_path(l->dir, name);
+    int rc = path ? util_read_file(path, out, len) : -ENOMEM;
+    if (rc) store_errf(e, rc, "%s: %s", path ? path : name, strerror(-rc));
+    free(path);
+    return rc;
+}
+
+typedef struct {
+    char *name;
+    uint64_t size;
+} entry;
+
+static int cmp_entry(const void *a, const void *b)
+{
+    return strcmp(((const entry *)a)->name, ((const entry *)b)->name);
+}
+
+/* Files of the prefix's folder whose names start with the rest of the prefix; .tmp files
+ * (unfinished writes) are not objects. */
+static int lb_list(store_backend *b, const char *prefix, backend_list_fn fn, void *arg, store_err *e)
+{
+    local_be *l = (local_be *)b;
+    const char *slash = strrchr(prefix, '/');
+    char sub[256];
+    snprintf(sub, sizeof sub, "%.*s", slash ? (int)(slash - prefix) : 0, prefix);
+    const char *base = slash ? slash + 1 : prefix;
+    char *dir = sub[0] ? util_path(l->dir, sub) : strdup(l->dir);
+    DIR *d = dir ? opendir(dir) : NULL;
+    if (!d) {
+        int rc = dir ? -errno : -ENOMEM;
+        free(dir);
+        return rc == -ENOENT ? 0 : store_errf(e, rc, "%s/%s: %s", l->dir, sub, strerror(-rc));
+    }
+    entry *v = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    for (errno = 0; (de = readdir(d)); errno = 0) {
+        size_t len = strlen(de->d_name);
+        if (de->d_name[0] == '.' || strncmp(de->d_name, base, strlen(base))) continue;
+        if (len > 4 && !strcmp(de->d_name + len - 4, ".tmp")) continue;
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, 0) < 0) {
+            if (errno == ENOENT) continue;   /* removed meanwhile */
+            rc = -errno;
+            break;
+        }
+        if (!S_ISREG(st.st_mode)) continue;
+        if (n == cap) {
+            size_t nc = cap ? 2 * cap : 64;
+            entry *nv = realloc(v, nc * sizeof *nv);
+            if (!nv) {
+                rc = -ENOMEM;
+                break;
+            }
+            v = nv;
+            cap = nc;
+        }
+        char full[512];
+        snprintf(full, sizeof full, "%s%s%s", sub, sub[0] ? "/" : "", de->d_name);
+        if (!(v[n].name = strdup(full))) {
+            rc = -ENOMEM;
+            break;
+        }
+        v[n++].size = (uint64_t)st.st_size;
+    }
+    if (!rc && errno) rc = -errno;
+    closedir(d);
+    if (rc) store_errf(e, rc, "%s: listing: %s", dir, strerror(-rc));
+    free(dir);
+    if (!rc) qsort(v, n, sizeof *v, cmp_entry);
+    for (size_t i = 0; i < n; i++) {
+        if (!rc && fn(arg, v[i].name, v[i].size)) rc = 1;
+        free(v[i].name);
+    }
+    free(v);
+    return rc > 0 ? 0 : rc;
+}
+
+static int lb_del(store_backend *b, const char *name, store_err *e)
+{
+    local_be *l = (local_be *)b;
+    char *path = util_path(l->dir, name);
+    if (!path) return store_errf(e, -ENOMEM, "out of memory");
+    int rc = unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+    char *slash = strrchr(path, '/');
+    *slash = 0;
+    if (!rc) rc = util_fsync_dir(path);
+    *slash = '/';
+    if (rc) store_errf(e, rc, "%s: cannot delete: %s", path, strerror(-rc));
+    free(path);
+    return rc;
+}
+
+/* A line is appended with O_APPEND in a single write and fdatasynced before the caller goes
+ * on. Any process may append, with or without the lock: O_APPEND writes of one line do not
+ * interleave on a local filesystem. */
+static int lb_log_append(store_backend *b, const char *log, const char *line, store_err *e)
+{
+    local_be *l = (local_be *)b;
+    char name[64];
+    snprintf(name, sizeof name, "%s.log", log);
+    char *path = util_path(l->dir, name);
+    if (!path) return store_errf(e, -ENOMEM, "out of memory");
+    size_t n = strlen(line);
+    char *buf = malloc(n + 1);
+    int rc = 0;
+    int fd = buf ? open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600) : -1;
+    if (!buf) rc = -ENOMEM;
+    else if (fd < 0) rc = -errno;
+    if (!rc) {
+        memcpy(buf, line, n);
+        buf[n] = '\n';
+        ssize_t w = write(fd, buf, n + 1);
+        if (w != (ssize_t)(n + 1)) rc = w < 0 ? -errno : -EIO;
+        else if (fdatasync(fd) < 0) rc = -errno;
+    }
+    if (fd >= 0) close(fd);
+    free(buf);
+    if (rc) store_errf(e, rc, "%s: cannot append (%s)", path, strerror(-rc));
+    free(path);
+    return rc;
+}
+
+static int lb_log_read(store_backend *b, const char *log, int (*fn)(void *arg, const char *line),
+                       void *arg, store_err *e)
+{
+    local_be *l = (local_be *)b;
+    char name[64];
+    snprintf(name, sizeof name, "%s.log", log);
+    char *path = util_path(l->dir, name);
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f) {
+        int rc = !path ? -ENOMEM : errno == ENOENT ? 0 : -errno;
+        if (rc) store_errf(e, rc, "%s: %s", path ? path : name, strerror(-rc));
+        free(path);
+        return rc;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    errno = 0;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        if (line[n - 1] == '\n') line[n - 1] = 0;
+        if (line[0] && fn(arg, line)) break;
+        errno = 0;
+    }
+    int rc = n < 0 && ferror(f) ? -(errno ? errno : EIO) : 0;
+    free(line);
+    fclose(f);
+    if (rc) store_errf(e, rc, "%s: reading: %s", path, strerror(-rc));
+    free(path);
+    return rc;
+}
+
+static void lb_close(store_backend *b)
+{
+    local_be *l = (local_be *)b;
+    free(l->dir);
+    free(l);
+}
+
+static const backend_ops local_ops = {lb_put, lb_get, lb_get_all, lb_list, lb_del,
+                                      lb_log_append, lb_log_read, lb_close};
+
+int backend_local_open(const char *dir, store_backend **out, store_err *e)
+{
+    local_be *l = calloc(1, sizeof *l);
+    if (!l || !(l->dir = strdup(dir))) {
+        free(l);
+        return store_errf(e, -ENOMEM, "out of memory");
+    }
+    l->b.ops = &local_ops;
+    l->b.remote = 0;
+    snprintf(l->b.where, sizeof l->b.where, "%s", dir);
+    *out = &l->b;
+    return 0;
+}
