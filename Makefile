@@ -13,7 +13,7 @@ LDFLAGS += -fsanitize=$(SAN)
 endif
 # libfuse3's headers live in their own folder (deferred: tools/deps.sh installs them first).
 CFLAGS  += $(shell pkg-config --cflags fuse3 2>/dev/null)
-LDLIBS  = -lrocksdb -lzstd -lxxhash -ljansson -lext2fs -lcom_err -levent -levent_pthreads -lcrypto -lfuse3 -lpthread -lm
+LDLIBS  = -lrocksdb -lzstd -lxxhash -ljansson -lext2fs -lcom_err -levent -levent_pthreads -lcrypto -lfuse3 -ls3 -lcurl -lpthread -lm
 
 LIB_SRC   := $(wildcard store/*.c snapshotter/*.c restore/*.c gc/*.c api/*.c)
 CLI_SRC   := $(wildcard tools/cli*.c)

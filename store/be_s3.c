@@ -87,7 +87,10 @@ static int log_object(s3_be *s, const char *name, uint8_t **buf, size_t *len, st
     if (!rc && path) {
         char *slash = strrchr(path, '/');
         *slash = 0;
-        if (mkdir(path, 0755) == 0 || errno == EEXIST) (void)util_write_file_durable(path, slash + 1, *buf, *len);
+        int wr = mkdir(path, 0700) == 0 || errno == EEXIST ? 0 : -errno;
+        if (!wr) wr = util_write_file_durable(path, slash + 1, *buf, *len);
+        /* Only a cache: the read goes on, but nobody is left unaware. */
+        if (wr) fprintf(stderr, "cairn: warning: cannot keep a copy of %s in %s: %s\n", name, path, strerror(-wr));
     }
     free(path);
     return rc;

@@ -88,6 +88,8 @@ static int sync_packs(store_writer *w, store_err *e)
     if (!rc && w->npacks > first && (rc = util_fsync_dir(packdir)))
         store_errf(e, rc, "%s: fsync: %s", packdir, strerror(-rc));
     free(packdir);
+    /* With S3, durable means in the bucket: nothing indexes these chunks before that. */
+    if (!rc && s->be->remote) rc = remote_put_packs(s, w->packs + first, w->npacks - first, e);
     if (!rc) w->synced = w->npacks;
     return rc;
 }
@@ -182,12 +184,10 @@ int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
         uint8_t *buf = NULL;
         size_t len = 0;
         rc = manifest_encode(snap, w->packs, w->npacks, &buf, &len, e);
-        char *mdir = util_path(s->dir, "manifests");
         char name[64];
-        snprintf(name, sizeof name, "%s.cmf", snap->id);
-        if (!rc && (rc = util_write_file_durable(mdir, name, buf, len)))
-            store_errf(e, rc, "%s/%s: %s", mdir, name, strerror(-rc));
-        free(mdir);
+        snprintf(name, sizeof name, "manifests/%s.cmf", snap->id);
+        /* With S3 the bucket's manifest is the commit point (the local copy follows it). */
+        if (!rc) rc = obj_put(s, name, buf, len, e);
         free(buf);
     }
 
@@ -207,6 +207,7 @@ int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
     rocksdb_writebatch_destroy(b);
     /* Renamed packs stay on failure: garbage that gc removes (I2); only .tmp goes now. */
     writer_free(w, 1);
+    if (!rc && s->be->remote) remote_trim_cache(s);
     return rc;
 }
 
@@ -226,21 +227,18 @@ int commit_recover_pending(store_t *s, store_err *e)
         if (klen - 8 < sizeof id) memcpy(id, k + 8, klen - 8);
         rocksdb_writebatch_delete(b, k, klen);
         if (store_snapid_valid(id) == 0) {
-            char name[64];
-            snprintf(name, sizeof name, "manifests/%s.cmf", id);
-            char *path = util_path(s->dir, name);
             store_snapshot *snap = NULL;
             store_err le;
-            int lr = !path ? store_errf(e, -ENOMEM, "out of memory")
-                           : manifest_load_path(path, &snap, &le);
+            /* (the folder's manifest, else the bucket's: with S3 the local copy is written
+             * only once the bucket has it) */
+            int lr = store_snapshot_load(s, id, &snap, &le);
             /* No manifest: the commit never reached its commit point, so the snapshot was
              * never acknowledged. A damaged one is left for fsck to report (it has a
              * manifest and no index record); a failed read must not lose an acknowledged
              * snapshot, so it stops the open. */
             if (lr == -ENOENT || lr == -EBADMSG) lr = 0;
-            else if (lr && path) store_errf(e, lr, "finishing an interrupted commit: %s", le.msg);
-            else if (!lr) lr = index_put_snapshot(s, b, snap, e);   /* reads counters: one batch per record */
-            free(path);
+            else if (lr) store_errf(e, lr, "finishing an interrupted commit: %s", le.msg);
+            else lr = index_put_snapshot(s, b, snap, e);   /* reads counters: one batch per record */
             store_snapshot_free(snap);
             if ((rc = lr)) break;
         }

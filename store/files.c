@@ -324,12 +324,9 @@ int files_write(store_t *s, store_snapshot *snap, store_err *e)
     if (rc) return rc;
     snprintf(snap->files_hash, sizeof snap->files_hash, "%016llx",
              (unsigned long long)XXH3_64bits(buf, len));
-    char *mdir = util_path(s->dir, "manifests");
     char name[64];
-    snprintf(name, sizeof name, "%s.files", snap->id);
-    rc = mdir ? util_write_file_durable(mdir, name, buf, len) : -ENOMEM;
-    if (rc) store_errf(e, rc, "%s/%s: %s", s->dir, name, strerror(-rc));
-    free(mdir);
+    snprintf(name, sizeof name, "manifests/%s.files", snap->id);
+    rc = obj_put(s, name, buf, len, e);
     free(buf);
     return rc;
 }
@@ -342,12 +339,11 @@ int store_findex_load(store_t *s, const store_snapshot *snap, store_findex **out
                           snap->id);
     char name[64];
     snprintf(name, sizeof name, "manifests/%s.files", snap->id);
-    char *path = util_path(s->dir, name);
     uint8_t *buf = NULL;
     size_t len = 0;
-    int rc = path ? util_read_file(path, &buf, &len) : -ENOMEM;
-    free(path);
-    if (rc) return store_errf(e, rc, "snapshot %s: its file index: %s", snap->id, strerror(-rc));
+    store_err ge;
+    int rc = obj_get(s, name, &buf, &len, &ge);
+    if (rc) return store_errf(e, rc, "snapshot %s: its file index: %s", snap->id, ge.msg);
     char hash[17];
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)XXH3_64bits(buf, len));
     if (strcmp(hash, snap->files_hash)) {

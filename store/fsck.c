@@ -20,10 +20,14 @@
 
 static int verify_pack_data(store_t *s, pack_info *pi, store_report_fn report, void *arg)
 {
-    char *path = pack_path(s, pi->pack, 0);
-    int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
-    free(path);
-    if (fd < 0) return -errno;
+    /* With S3, frames come through store_read_frame: the local cache or the bucket's ranges. */
+    int fd = -1;
+    if (!s->be->remote) {
+        char *path = pack_path(s, pi->pack, 0);
+        fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        free(path);
+        if (fd < 0) return -errno;
+    }
     store_dctx *d = store_dctx_new();
     uint8_t *frame = NULL, *pages = malloc((size_t)STORE_GROUP_PAGES * STORE_PAGE);
     size_t fcap = 0;
@@ -37,9 +41,11 @@ static int verify_pack_data(store_t *s, pack_info *pi, store_report_fn report, v
             if (!frame) break;
         }
         store_err e;
-        int rc = util_pread_all(fd, frame, gr->clen, (off_t)gr->offset);
+        store_loc loc = {.pack = pi->pack, .offset = gr->offset, .clen = gr->clen, .npages = gr->npages};
+        int rc = fd >= 0 ? util_pread_all(fd, frame, gr->clen, (off_t)gr->offset)
+                         : store_read_frame(s, &loc, frame, fcap, &e);
         if (!rc) rc = store_group_decompress(d, frame, gr->clen, pages, gr->npages, &e);
-        else store_errf(&e, rc, "read error");
+        else if (fd >= 0) store_errf(&e, rc, "read error");
         if (rc) {
             util_reportf(report, arg, 1, "pack %016llx: group at offset %llu: %s",
                     (unsigned long long)pi->pack, (unsigned long long)gr->offset, e.msg);
@@ -62,7 +68,7 @@ static int verify_pack_data(store_t *s, pack_info *pi, store_report_fn report, v
     free(frame);
     free(pages);
     store_dctx_free(d);
-    close(fd);
+    if (fd >= 0) close(fd);
     return bad;
 }
 

@@ -439,6 +439,14 @@ int store_snapshot_drop(store_t *s, const char *id, store_err *e)
     }
     /* Manifest first (the truth), then the index records (a cache). */
     char name[64];
+    if (s->be->remote) {
+        /* The bucket's copy is the truth: it goes first; the file index after it. */
+        snprintf(name, sizeof name, "manifests/%s.cmf", id);
+        int rrc = s->be->ops->del(s->be, name, e);
+        snprintf(name, sizeof name, "manifests/%s.files", id);
+        if (!rrc) rrc = s->be->ops->del(s->be, name, e);
+        if (rrc) return rrc;
+    }
     char *mdir = util_path(s->dir, "manifests");
     if (!mdir) return store_errf(e, -ENOMEM, "out of memory");
     snprintf(name, sizeof name, "%s.cmf", id);

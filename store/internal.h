@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <rocksdb/c.h>
 
+#include "store/backend.h"
 #include "store/store.h"
 
 #define STORE_FORMAT 1
@@ -45,8 +46,12 @@ struct store {
     uint64_t space_reserve;            /* free bytes the index needs to be written (space.c) */
     int64_t last_id_ms;                /* time part of the newest snapshot id handed out
                                           (0: not read from the index yet); under mu */
-    int *pack_fds;                     /* open read fds, indexed by pack number (cache) */
-    uint64_t npack_fds;
+    struct pack_fd_slot { uint64_t pack; int fd; } *pack_fds;  /* open read fds by pack number:
+                                          open addressing, fd 0 = empty (a cache) */
+    uint64_t npack_fds, used_pack_fds;   /* capacity (a power of two), slots in use */
+    store_backend *be;                 /* where the truth is: this folder, or a bucket */
+    uint32_t node;                     /* S3: this node's tag, the top bits of its pack numbers */
+    uint64_t cache_bytes;              /* S3: bound of the local pack cache (packs/) */
     struct pool *pool;
     /* Recently decompressed groups, for small reads (cat, extract): many files share a
      * group, and decompressing 256 KiB per 4 KiB read dominated. Guarded by cache_mu. */
@@ -58,6 +63,15 @@ struct store {
     } cache[GROUP_CACHE];
     uint64_t cache_clock;
 };
+
+/* store.c */
+/* The layout of a new store folder (locks, packs/, manifests/, an empty index), not its
+ * cairn.conf. */
+STORE_MUST_USE int store_init_layout(const char *dir, store_err *e);
+/* cairn.conf's text for a secret (format, created_ms, secret); returns its length. */
+int conf_text(const uint8_t *secret, char *buf, size_t cap);
+/* Parses format= and secret= of a cairn.conf text (which it modifies): 0 when both are valid. */
+STORE_MUST_USE int conf_parse_secret(char *text, uint8_t secret[SECRET_LEN]);
 
 /* util.c */
 STORE_MUST_USE int util_write_all(int fd, const void *buf, size_t n);
@@ -142,6 +156,57 @@ char *pack_path(const store_t *s, uint64_t pack, int tmp);
 STORE_MUST_USE int pack_read_footer(int fd, uint64_t fsize, pack_group **groups, uint32_t *ngroups,
                      store_id **ids, uint32_t *nchunks, store_err *e, const char *name);
 STORE_MUST_USE int pack_fd(store_t *s, uint64_t pack, store_err *e);
+/* Closes and forgets the cached read fd of a pack (after it was deleted); under s->mu. */
+void pack_fd_forget_locked(store_t *s, uint64_t pack);
+void pack_fds_close(store_t *s);
+/* Like pack_read_footer, reading through rd(ctx, buf, len, off) (a file or an object). */
+typedef int (*pack_reader)(void *ctx, void *buf, size_t len, uint64_t off);
+STORE_MUST_USE int pack_read_footer_with(pack_reader rd, void *ctx, uint64_t fsize, pack_group **groups,
+                                         uint32_t *ngroups, store_id **ids, uint32_t *nchunks,
+                                         store_err *e, const char *name);
+
+/* remote.c: the S3 side of a store (s->be->remote). */
+/* Opens the bucket named by a node's cairn.conf text and reads the store's secret from it. */
+STORE_MUST_USE int remote_open(store_t *s, const char *conf, store_err *e);
+#define NODE_SHIFT 40                     /* pack number = node << 40 | counter */
+/* The name of pack n in the bucket, "packs/%016llx.pack". */
+void remote_pack_name(uint64_t pack, char out[40]);
+/* Uploads sealed pack files (already renamed to .pack), several at once; 0 when every one
+ * is stored. */
+STORE_MUST_USE int remote_put_packs(store_t *s, const uint64_t *packs, size_t n, store_err *e);
+/* Reads a frame of a pack the local cache does not have. */
+STORE_MUST_USE int remote_read_frame(store_t *s, const store_loc *loc, void *buf, store_err *e);
+/* Drops the least recently used packs of the local cache beyond s->cache_bytes. */
+void remote_trim_cache(store_t *s);
+/* Writes a local copy of an object already stored in the bucket (a cache: failure only
+ * costs a later GET). */
+void remote_keep_copy(store_t *s, const char *name, const void *buf, size_t len);
+/* Stores a small object (a manifest, a file index) in the backend; with S3 a local copy is
+ * kept too. */
+STORE_MUST_USE int obj_put(store_t *s, const char *name, const void *buf, size_t len, store_err *e);
+/* Reads one: the local file, else (S3) the bucket's object, then kept. -ENOENT if neither. */
+STORE_MUST_USE int obj_get(store_t *s, const char *name, uint8_t **buf, size_t *len, store_err *e);
+
+/* remote_scan.c */
+/* The bucket's packs under prefix (NULL: all), ascending, with their sizes (both malloc'd). */
+STORE_MUST_USE int remote_list_packs(store_t *s, const char *prefix, uint64_t **packs, uint64_t **sizes,
+                                     size_t *n, store_err *e);
+/* A pack's footer by ranged GETs; size UINT64_MAX: looked up first. */
+STORE_MUST_USE int remote_pack_footer(store_t *s, uint64_t pack, uint64_t size, store_group **groups,
+                                      uint32_t *ngroups, store_id **ids, uint32_t *nchunks, store_err *e);
+typedef struct {
+    uint64_t pack, size;      /* in */
+    int rc;                   /* out: 0 and the footer, or an error in e */
+    store_group *groups;
+    uint32_t ngroups, nchunks;
+    store_id *ids;
+    store_err e;
+} remote_footer;
+/* Reads the footers of v[0..n) in parallel. */
+void remote_scan_footers(store_t *s, remote_footer *v, size_t n);
+/* The manifests' ids in the bucket; other names reported as garbage. */
+STORE_MUST_USE int remote_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
+                                        store_report_fn report, void *arg, store_err *e);
 
 /* manifest.c */
 STORE_MUST_USE int manifest_encode(const store_snapshot *snap, const uint64_t *packs, size_t npacks,

@@ -14,6 +14,7 @@
 int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
                         store_report_fn report, void *arg, store_err *e)
 {
+    if (s->be->remote) return remote_manifest_list(s, ids, n, report, arg, e);
     *ids = NULL;
     *n = 0;
     char *dir = util_path(s->dir, "manifests");
@@ -67,6 +68,12 @@ int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
 
 int store_pack_list(store_t *s, uint64_t **packs, size_t *n, store_err *e)
 {
+    if (s->be->remote) {
+        uint64_t *sizes = NULL;
+        int rc = remote_list_packs(s, NULL, packs, &sizes, n, e);
+        free(sizes);
+        return rc;
+    }
     *packs = NULL;
     *n = 0;
     char *dir = util_path(s->dir, "packs");
@@ -115,6 +122,8 @@ int store_pack_footer(store_t *s, uint64_t pack, store_group **groups, uint32_t 
     char name[32];
     snprintf(name, sizeof name, "%016llx", (unsigned long long)pack);
     free(path);
+    if (fd < 0 && errno == ENOENT && s->be->remote)   /* not in the local cache */
+        return remote_pack_footer(s, pack, UINT64_MAX, groups, ngroups, ids, nchunks, e);
     if (fd < 0) return store_errf(e, -errno, "pack %s: %s", name, strerror(errno));
     struct stat st;
     int rc = fstat(fd, &st) < 0 ? store_errf(e, -errno, "pack %s: %s", name, strerror(errno))
@@ -126,14 +135,17 @@ int store_pack_footer(store_t *s, uint64_t pack, store_group **groups, uint32_t 
 
 int store_pack_delete(store_t *s, uint64_t pack, store_err *e)
 {
+    if (s->be->remote) {
+        char name[40];
+        remote_pack_name(pack, name);
+        int rc = s->be->ops->del(s->be, name, e);
+        if (rc) return rc;
+    }
     char *path = pack_path(s, pack, 0);
     int rc = path && unlink(path) < 0 && errno != ENOENT ? -errno : 0;
     free(path);
     pthread_mutex_lock(&s->mu);           /* a cached read fd of it is stale now */
-    if (pack < s->npack_fds && s->pack_fds[pack] > 0) {
-        close(s->pack_fds[pack]);
-        s->pack_fds[pack] = 0;
-    }
+    pack_fd_forget_locked(s, pack);
     pthread_mutex_unlock(&s->mu);
     char *dir = util_path(s->dir, "packs");
     if (!rc && dir) rc = util_fsync_dir(dir);

@@ -329,14 +329,12 @@ int store_snapshot_load(store_t *s, const char *id, store_snapshot **out, store_
         return store_errf(e, -EINVAL, "'%s' is not a snapshot id (20 hex digits)", id);
     char name[64];
     snprintf(name, sizeof name, "manifests/%s.cmf", id);
-    char *path = util_path(s->dir, name);
-    if (!path) return store_errf(e, -ENOMEM, "out of memory");
     uint8_t *buf = NULL;
     size_t len = 0;
-    int rc = util_read_file(path, &buf, &len);
-    free(path);
-    if (rc == -ENOENT) return store_errf(e, -ENOENT, "no snapshot %s in %s", id, s->dir);
-    if (rc) return store_errf(e, rc, "snapshot %s: reading its manifest: %s", id, strerror(-rc));
+    store_err ge;
+    int rc = obj_get(s, name, &buf, &len, &ge);
+    if (rc == -ENOENT) return store_errf(e, -ENOENT, "no snapshot %s in %s", id, s->be->where);
+    if (rc) return store_errf(e, rc, "snapshot %s: reading its manifest: %s", id, ge.msg);
     store_err me;
     rc = manifest_decode(buf, len, out, NULL, NULL, &me);
     free(buf);

@@ -183,6 +183,8 @@ static int open_pack(store_writer *w, store_err *e)
             n = s->next_pack++;
             pthread_mutex_unlock(&s->mu);
         }
+        /* Nodes of one bucket number their packs in their own range (top bits: the tag). */
+        if (s->be->remote) n = (uint64_t)s->node << NODE_SHIFT | (n & ((1ULL << NODE_SHIFT) - 1));
         /* The counter is only a hint (it may lag after a crash): never reuse a name. */
         char *final = pack_path(s, n, 0), *tmp = pack_path(s, n, 1);
         struct stat st;
@@ -328,29 +330,89 @@ void store_writer_abort(store_writer *w) { writer_free(w, 1); }
 
 /* ---- reading --------------------------------------------------------------------- */
 
+static uint64_t slot_of(uint64_t pack, uint64_t cap)
+{
+    return (pack * 0x9E3779B97F4A7C15ULL >> 20) & (cap - 1);
+}
+
+static int fds_grow_locked(store_t *s)
+{
+    uint64_t cap = s->npack_fds ? 2 * s->npack_fds : 256;
+    struct pack_fd_slot *t = calloc(cap, sizeof *t);
+    if (!t) return -ENOMEM;
+    for (uint64_t i = 0; i < s->npack_fds; i++) {
+        if (!s->pack_fds[i].fd) continue;
+        uint64_t j = slot_of(s->pack_fds[i].pack, cap);
+        while (t[j].fd) j = (j + 1) & (cap - 1);
+        t[j] = s->pack_fds[i];
+    }
+    free(s->pack_fds);
+    s->pack_fds = t;
+    s->npack_fds = cap;
+    return 0;
+}
+
+static struct pack_fd_slot *fds_find_locked(store_t *s, uint64_t pack)
+{
+    if (!s->npack_fds) return NULL;
+    for (uint64_t j = slot_of(pack, s->npack_fds);; j = (j + 1) & (s->npack_fds - 1)) {
+        if (!s->pack_fds[j].fd) return NULL;
+        if (s->pack_fds[j].pack == pack) return &s->pack_fds[j];
+    }
+}
+
+void pack_fd_forget_locked(store_t *s, uint64_t pack)
+{
+    struct pack_fd_slot *f = fds_find_locked(s, pack);
+    if (!f) return;
+    close(f->fd);
+    /* Re-insert the rest of the cluster so lookups past the hole still find theirs. */
+    uint64_t cap = s->npack_fds, j = (uint64_t)(f - s->pack_fds);
+    f->fd = 0;
+    s->used_pack_fds--;
+    for (j = (j + 1) & (cap - 1); s->pack_fds[j].fd; j = (j + 1) & (cap - 1)) {
+        struct pack_fd_slot v = s->pack_fds[j];
+        s->pack_fds[j].fd = 0;
+        uint64_t k = slot_of(v.pack, cap);
+        while (s->pack_fds[k].fd) k = (k + 1) & (cap - 1);
+        s->pack_fds[k] = v;
+    }
+}
+
+void pack_fds_close(store_t *s)
+{
+    for (uint64_t i = 0; i < s->npack_fds; i++)
+        if (s->pack_fds[i].fd > 0) close(s->pack_fds[i].fd);
+    free(s->pack_fds);
+    s->pack_fds = NULL;
+    s->npack_fds = s->used_pack_fds = 0;
+}
+
+/* -ENOENT (with no message) when the pack is not in this folder and the store is on S3:
+ * the caller then reads the bucket. Pack numbers are sparse there (a node's tag in the top
+ * bits), so the cache of fds is a hash table, not an array. */
 int pack_fd(store_t *s, uint64_t pack, store_err *e)
 {
     pthread_mutex_lock(&s->mu);
-    if (pack < s->npack_fds && s->pack_fds[pack] > 0) {
-        int fd = s->pack_fds[pack];
+    struct pack_fd_slot *f = fds_find_locked(s, pack);
+    if (f) {
+        int fd = f->fd;
         pthread_mutex_unlock(&s->mu);
         return fd;
     }
     int rc = 0;
-    if (pack >= s->npack_fds) {
-        uint64_t n = pack + 64;
-        int *f = realloc(s->pack_fds, n * sizeof *f);
-        if (!f) rc = -ENOMEM;
-        else {
-            memset(f + s->npack_fds, 0, (n - s->npack_fds) * sizeof *f);
-            s->pack_fds = f;
-            s->npack_fds = n;
-        }
-    }
+    if (2 * (s->used_pack_fds + 1) > s->npack_fds) rc = fds_grow_locked(s);
     char *path = rc ? NULL : pack_path(s, pack, 0);
     int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
-    if (fd < 0) rc = store_errf(e, -errno, "pack %016llx: %s", (unsigned long long)pack, strerror(errno));
-    else s->pack_fds[pack] = fd;
+    if (rc) rc = store_errf(e, rc, "out of memory");
+    else if (fd < 0 && errno == ENOENT && s->be->remote) rc = -ENOENT;
+    else if (fd < 0) rc = store_errf(e, -errno, "pack %016llx: %s", (unsigned long long)pack, strerror(errno));
+    else {
+        uint64_t j = slot_of(pack, s->npack_fds);
+        while (s->pack_fds[j].fd) j = (j + 1) & (s->npack_fds - 1);
+        s->pack_fds[j] = (struct pack_fd_slot){pack, fd};
+        s->used_pack_fds++;
+    }
     free(path);
     pthread_mutex_unlock(&s->mu);
     return rc ? rc : fd;
@@ -360,6 +422,7 @@ int store_read_frame(store_t *s, const store_loc *loc, void *buf, size_t cap, st
 {
     if (loc->clen > cap) return store_errf(e, -EINVAL, "frame larger than buffer");
     int fd = pack_fd(s, loc->pack, e);
+    if (fd == -ENOENT && s->be->remote) return remote_read_frame(s, loc, buf, e);
     if (fd < 0) return fd;
     int rc = util_pread_all(fd, buf, loc->clen, (off_t)loc->offset);
     if (rc)
@@ -369,12 +432,24 @@ int store_read_frame(store_t *s, const store_loc *loc, void *buf, size_t cap, st
     return 0;
 }
 
+static int read_fd(void *ctx, void *buf, size_t len, uint64_t off)
+{
+    return util_pread_all(*(int *)ctx, buf, len, (off_t)off);
+}
+
 int pack_read_footer(int fd, uint64_t fsize, pack_group **groups, uint32_t *ngroups,
                      store_id **ids, uint32_t *nchunks, store_err *e, const char *name)
 {
+    return pack_read_footer_with(read_fd, &fd, fsize, groups, ngroups, ids, nchunks, e, name);
+}
+
+int pack_read_footer_with(pack_reader rd, void *ctx, uint64_t fsize, pack_group **groups,
+                          uint32_t *ngroups, store_id **ids, uint32_t *nchunks, store_err *e,
+                          const char *name)
+{
     uint8_t hdr[PACK_HEADER_LEN], tr[PACK_TRAILER_LEN];
     if (fsize < PACK_HEADER_LEN + PACK_TRAILER_LEN ||
-        util_pread_all(fd, hdr, sizeof hdr, 0) || util_pread_all(fd, tr, sizeof tr, (off_t)(fsize - PACK_TRAILER_LEN)))
+        rd(ctx, hdr, sizeof hdr, 0) || rd(ctx, tr, sizeof tr, fsize - PACK_TRAILER_LEN))
         return store_errf(e, -EBADMSG, "pack %s: too short or unreadable", name);
     if (memcmp(hdr, PACK_HEADER, 8) || memcmp(tr + 24, PACK_TRAILER, 8))
         return store_errf(e, -EBADMSG, "pack %s: bad header or trailer magic", name);
@@ -389,7 +464,7 @@ int pack_read_footer(int fd, uint64_t fsize, pack_group **groups, uint32_t *ngro
     store_id *id = malloc(((size_t)nc + 1) * sizeof *id);
     int rc = 0;
     if (!f || !g || !id) rc = store_errf(e, -ENOMEM, "out of memory");
-    else if (util_pread_all(fd, f, flen, (off_t)foff))
+    else if (rd(ctx, f, flen, foff))
         rc = store_errf(e, -EBADMSG, "pack %s: cannot read footer", name);
     else if (XXH3_64bits(f, flen) != util_get_le64(tr + 16))
         rc = store_errf(e, -EBADMSG, "pack %s: footer checksum mismatch", name);

@@ -26,9 +26,47 @@ static int cmp_pack(const void *a, const void *b)
 }
 
 /* Reads every pack footer; damaged packs are reported and left out of the list. */
+/* The bucket's packs and their footers (a store on S3). */
+static int scan_remote(store_t *s, pack_list *pl, store_report_fn report, void *arg)
+{
+    uint64_t *packs = NULL, *sizes = NULL;
+    size_t n = 0;
+    store_err e;
+    int rc = remote_list_packs(s, NULL, &packs, &sizes, &n, &e);
+    if (rc) {
+        if (report) report(arg, 1, e.msg);
+        return rc;
+    }
+    remote_footer *v = calloc(n ? n : 1, sizeof *v);
+    pack_info *pv = calloc(n ? n : 1, sizeof *pv);
+    if (!v || !pv) rc = -ENOMEM;
+    for (size_t i = 0; !rc && i < n; i++) v[i] = (remote_footer){.pack = packs[i], .size = sizes[i]};
+    if (!rc) remote_scan_footers(s, v, n);
+    size_t k = 0;
+    for (size_t i = 0; !rc && i < n; i++) {
+        if (v[i].rc) {
+            if (report) report(arg, 1, v[i].e.msg);
+            continue;
+        }
+        pv[k++] = (pack_info){.pack = v[i].pack, .size = v[i].size, .groups = v[i].groups,
+                              .ngroups = v[i].ngroups, .ids = v[i].ids, .nchunks = v[i].nchunks};
+    }
+    if (!rc) {
+        pl->v = pv;
+        pl->n = pl->cap = k;
+        pv = NULL;
+    }
+    free(pv);
+    free(v);
+    free(packs);
+    free(sizes);
+    return rc;
+}
+
 int packscan_read(store_t *s, pack_list *pl, store_report_fn report, void *arg,
                       uint64_t *tmp_bytes)
 {
+    if (s->be->remote) return scan_remote(s, pl, report, arg);
     char *dir = util_path(s->dir, "packs");
     DIR *d = dir ? opendir(dir) : NULL;
     if (!d) {

@@ -44,7 +44,9 @@ int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err
     uint64_t chunks = 0, next_pack = 0;
     for (size_t i = 0; !rc && i < pl.n; i++) {
         pack_info *pi = &pl.v[i];
-        if (pi->pack >= next_pack) next_pack = pi->pack + 1;
+        /* A node counts only in its own range (remote.c: the top bits are its tag). */
+        uint64_t num = s->be->remote ? pi->pack & ((1ULL << NODE_SHIFT) - 1) : pi->pack;
+        if ((!s->be->remote || pi->pack >> NODE_SHIFT == s->node) && num >= next_pack) next_pack = num + 1;
         for (uint32_t g = 0; g < pi->ngroups; g++)
             for (unsigned k = 0; k < pi->groups[g].npages; k++) {
                 store_loc l = {.pack = pi->pack, .offset = pi->groups[g].offset,

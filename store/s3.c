@@ -113,7 +113,7 @@ static int fail(const s3_client *c, const char *op, const char *key, const s3_re
     case S3R_NOTFOUND:
         return store_errf(e, -ENOENT, "s3://%s/%s at %s: no such object", g->bucket, key, g->endpoint);
     case S3R_NOBUCKET:
-        return store_errf(e, -ENOENT, "s3://%s at %s: the bucket does not exist", g->bucket, g->endpoint);
+        return store_errf(e, -ENXIO, "s3://%s at %s: the bucket does not exist", g->bucket, g->endpoint);
     case S3R_AUTH:
         return store_errf(e, -EACCES, "s3://%s at %s: %s %s refused: %s%s (check $CAIRN_S3_ACCESS_KEY and "
                           "$CAIRN_S3_SECRET_KEY)", g->bucket, g->endpoint, op, key, http, r->msg);
@@ -132,7 +132,7 @@ static int run(s3_client *c, int op, const char *key, const void *buf, uint64_t 
                s3_buf *out, store_err *e)
 {
     static const char *names[] = {"PUT", "GET", "DELETE", "create bucket"};
-    s3_res r;
+    s3_res r = {.kind = S3R_FAIL};
     int k;
     for (k = 0; k < c->attempts; k++) {
         if (k) backoff(c, k);
@@ -148,6 +148,7 @@ static int run(s3_client *c, int op, const char *key, const void *buf, uint64_t 
     }
     if (r.kind == S3R_OK) return 0;
     if (op == OP_DEL && r.kind == S3R_NOTFOUND) return 0;
+    if (op == OP_MKB && r.kind == S3R_FAIL && r.http == 409 && strstr(r.msg, "BucketAlreadyOwnedByYou")) return 0;
     return fail(c, names[op], key, &r, k, e);
 }
 
@@ -211,7 +212,7 @@ int s3_list(s3_client *c, const char *prefix, s3_list_fn fn, void *arg, store_er
     char after[1024] = "", next[1024];
     list_ctx l = {.fn = fn, .arg = arg};
     for (;;) {
-        s3_res r;
+        s3_res r = {.kind = S3R_FAIL};
         int k;
         /* A page that failed half-way is asked again from the same point; keys already
          * delivered are not delivered twice (the page restarts after `after`, and fn only

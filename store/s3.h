@@ -80,7 +80,7 @@ void s3_close(s3_client *c);
 const s3_config *s3_cfg(const s3_client *c);
 
 /* Every call retries transient failures. Return 0 or a negative errno: -ENOENT (no such
- * key, or no such bucket: the message says which), -EACCES (refused: bad keys), -EIO. */
+ * key), -ENXIO (no such bucket), -EACCES (refused: bad keys), -EIO. */
 int s3_put(s3_client *c, const char *key, const void *buf, uint64_t len, store_err *e);
 int s3_get_range(s3_client *c, const char *key, uint64_t off, void *buf, size_t len, store_err *e);
 int s3_get_all(s3_client *c, const char *key, uint8_t **out, size_t *len, store_err *e);

@@ -177,9 +177,9 @@ static void request(ct *t, const char *method, const char *url, const void *body
         return;
     }
     xfer x = {.h = h, .out = out, .src = body, .slen = blen};
-    struct curl_slist *hd = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
-    struct curl_slist *h2 = hd ? curl_slist_append(hd, "Expect:") : NULL;   /* no 100-continue wait */
-    if (h2) hd = h2;
+    /* No "Expect:" line to suppress 100-continue: libcurl 7.88 would sign the empty header
+     * it then drops, and RGW refuses the signature. */
+    struct curl_slist *hd = curl_slist_append(NULL, "x-amz-content-sha256: UNSIGNED-PAYLOAD"), *h2 = hd;
     char rh[96];
     if (range && hd) {
         snprintf(rh, sizeof rh, "Range: bytes=%s", range);
@@ -193,6 +193,7 @@ static void request(ct *t, const char *method, const char *url, const void *body
         return;
     }
     curl_easy_setopt(h, CURLOPT_URL, url);
+    if (getenv("CAIRN_S3_TRACE")) curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_AWS_SIGV4, t->sigv4);
     curl_easy_setopt(h, CURLOPT_USERPWD, t->userpwd);
@@ -298,7 +299,7 @@ static void ct_list(void *p, const char *prefix, const char *after, s3_list_fn f
     }
     s3_buf body = {0};
     request(t, "GET", url, NULL, 0, NULL, &body, r);
-    if (r->kind != S3R_OK || !s3_buf_append(&body, "", 1)) {
+    if (r->kind != S3R_OK || s3_buf_append(&body, "", 1)) {
         if (r->kind == S3R_OK) {
             r->kind = S3R_FAIL;
             snprintf(r->msg, sizeof r->msg, "out of memory");

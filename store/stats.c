@@ -17,10 +17,20 @@ int store_get_stats(store_t *s, store_stats *st, store_err *e)
     if (!rc) rc = index_get_counter(s, "logical_bytes", &st->logical_bytes, e);
     if (!rc) rc = index_get_counter(s, "chunks", &st->chunks, e);
     if (rc) return rc;
+    if (s->be->remote) {
+        /* The bucket's packs, not the local cache's. */
+        uint64_t *packs = NULL, *sizes = NULL;
+        size_t n = 0;
+        if ((rc = remote_list_packs(s, NULL, &packs, &sizes, &n, e))) return rc;
+        for (size_t i = 0; i < n; i++) st->stored_bytes += sizes[i];
+        st->packs = n;
+        free(packs);
+        free(sizes);
+    }
     char *dir = util_path(s->dir, "packs");
     if (!dir) return store_errf(e, -ENOMEM, "out of memory");
-    DIR *d = opendir(dir);
-    if (!d) rc = -errno;
+    DIR *d = s->be->remote ? NULL : opendir(dir);
+    if (!d && !s->be->remote) rc = -errno;
     struct dirent *de;
     while (d && (rc = util_next_entry(d, &de)) > 0) {
         struct stat sb;

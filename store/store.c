@@ -14,15 +14,21 @@
 
 #define CONF_NAME "cairn.conf"
 
-static int write_conf(const char *dir, const uint8_t *secret, store_err *e)
+int conf_text(const uint8_t *secret, char *buf, size_t cap)
 {
-    char buf[1024];
-    int n = snprintf(buf, sizeof buf,
+    int n = snprintf(buf, cap,
                      "# Cairn store. The secret keys chunk ids: never edit or share it.\n"
                      "format=%d\ncreated_ms=%lld\nsecret=",
                      STORE_FORMAT, (long long)store_now_ms());
-    for (int i = 0; i < SECRET_LEN; i++) n += snprintf(buf + n, sizeof buf - (size_t)n, "%02x", secret[i]);
-    n += snprintf(buf + n, sizeof buf - (size_t)n, "\n");
+    for (int i = 0; i < SECRET_LEN; i++) n += snprintf(buf + n, cap - (size_t)n, "%02x", secret[i]);
+    n += snprintf(buf + n, cap - (size_t)n, "\n");
+    return n;
+}
+
+static int write_conf(const char *dir, const uint8_t *secret, store_err *e)
+{
+    char buf[1024];
+    int n = conf_text(secret, buf, sizeof buf);
     int rc = util_write_file_durable(dir, CONF_NAME, buf, (size_t)n);
     if (rc) return store_errf(e, rc, "%s/%s: cannot write: %s", dir, CONF_NAME, strerror(-rc));
     char *path = util_path(dir, CONF_NAME);
@@ -38,6 +44,24 @@ static int hexval(int c)
     return -1;
 }
 
+int conf_parse_secret(char *text, uint8_t secret[SECRET_LEN])
+{
+    int format = -1, have_secret = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (!strncmp(line, "format=", 7)) format = atoi(line + 7);
+        if (!strncmp(line, "secret=", 7) && strlen(line + 7) == 2 * SECRET_LEN) {
+            have_secret = 1;
+            for (int i = 0; i < SECRET_LEN; i++) {
+                int hi = hexval(line[7 + 2 * i]), lo = hexval(line[8 + 2 * i]);
+                if (hi < 0 || lo < 0) have_secret = 0;
+                secret[i] = (uint8_t)(hi << 4 | lo);
+            }
+        }
+    }
+    return format == STORE_FORMAT && have_secret ? 0 : -EINVAL;
+}
+
 static int read_conf(store_t *s, store_err *e)
 {
     char *path = util_path(s->dir, CONF_NAME);
@@ -49,26 +73,27 @@ static int read_conf(store_t *s, store_err *e)
         return store_errf(e, -ENOENT, "%s is not a Cairn store (no %s; create one with `cairn init`)",
                           s->dir, CONF_NAME);
     if (rc) return store_errf(e, rc, "%s/%s: %s", s->dir, CONF_NAME, strerror(-rc));
-    int format = -1, have_secret = 0;
-    for (char *line = strtok((char *)buf, "\n"); line; line = strtok(NULL, "\n")) {
-        if (!strncmp(line, "format=", 7)) format = atoi(line + 7);
-        if (!strncmp(line, "secret=", 7) && strlen(line + 7) == 2 * SECRET_LEN) {
-            have_secret = 1;
-            for (int i = 0; i < SECRET_LEN; i++) {
-                int hi = hexval(line[7 + 2 * i]), lo = hexval(line[8 + 2 * i]);
-                if (hi < 0 || lo < 0) have_secret = 0;
-                s->secret[i] = (uint8_t)(hi << 4 | lo);
-            }
-        }
+    char *text = realloc(buf, len + 1);
+    if (!text) {
+        free(buf);
+        return store_errf(e, -ENOMEM, "out of memory");
     }
-    free(buf);
-    if (format != STORE_FORMAT || !have_secret)
+    text[len] = 0;
+    /* A node of a bucket: its folder holds caches; the secret is in the bucket. */
+    if (strstr(text, "\nbackend=s3\n")) {
+        rc = remote_open(s, text, e);
+        free(text);
+        return rc;
+    }
+    rc = conf_parse_secret(text, s->secret);
+    free(text);
+    if (rc)
         return store_errf(e, -EINVAL, "%s/%s: not a store of format %d or its secret is damaged",
                           s->dir, CONF_NAME, STORE_FORMAT);
-    return 0;
+    return backend_local_open(s->dir, &s->be, e);
 }
 
-int store_init(const char *dir, store_err *e)
+int store_init_layout(const char *dir, store_err *e)
 {
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
         return store_errf(e, -errno, "%s: cannot create: %s", dir, strerror(errno));
@@ -104,6 +129,12 @@ int store_init(const char *dir, store_err *e)
         index_close(&tmp);
     }
     pthread_mutex_destroy(&tmp.mu);
+    return rc;
+}
+
+int store_init(const char *dir, store_err *e)
+{
+    int rc = store_init_layout(dir, e);
     if (rc) return rc;
     /* cairn.conf last: a folder without it is not a store, so a failed init is harmless. */
     uint8_t secret[SECRET_LEN];
@@ -199,9 +230,8 @@ void store_close(store_t *s)
     if (!s) return;
     pool_free(s->pool);
     index_close(s);
-    for (uint64_t i = 0; i < s->npack_fds; i++)
-        if (s->pack_fds[i] > 0) close(s->pack_fds[i]);
-    free(s->pack_fds);
+    pack_fds_close(s);
+    backend_close(s->be);
     if (s->lock_fd >= 0) close(s->lock_fd);   /* releases the flock */
     for (int i = 0; i < GROUP_CACHE; i++) free(s->cache[i].pages);
     free(s->verify_frame);

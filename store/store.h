@@ -85,6 +85,19 @@ enum { STORE_READ = 0, STORE_WRITE = 1, STORE_REPAIR = 2, STORE_SCAN = 3, STORE_
 /* Creates an empty store in dir (made if missing; must be empty or absent). */
 STORE_MUST_USE int store_init(const char *dir, store_err *e);
 
+/* A store over an S3 bucket (issue 11): DIR becomes a node whose folder holds only caches;
+ * the bucket (made if missing; an existing Cairn bucket is joined) holds everything. Keys
+ * come from $CAIRN_S3_ACCESS_KEY / $CAIRN_S3_SECRET_KEY only. See docs/s3.md. */
+typedef struct {
+    const char *endpoint;     /* HOST:PORT */
+    const char *bucket;
+    const char *region;       /* NULL: us-east-1 (Signature V4 signs it) */
+    int http;                 /* plain HTTP (a loopback endpoint), else HTTPS */
+    int sig_v2;               /* libs3 with Signature V2, else libcurl with Signature V4 */
+    uint64_t cache_bytes;     /* bound of the local pack cache; 0: 4 GiB */
+} store_s3_opts;
+int store_init_s3(const char *dir, const store_s3_opts *o, store_err *e);
+
 /* Opens a store. STORE_WRITE takes the exclusive lock (waiting, with one message on
  * stderr, while another process holds it) and finishes any commit a crash interrupted;
  * STORE_READ takes the shared lock and opens the index read-only. STORE_REPAIR takes the

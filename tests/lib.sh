@@ -255,3 +255,43 @@ base_template() {
     ext4_image "$T/tpl" "$T/tpl.img"
     must cairn template add --store "$1" --name base --disk "$T/tpl.img" >/dev/null
 }
+
+# need_s3: a real S3 endpoint (Ceph RGW: tests/rgw.sh). tests/run.sh starts one for all the
+# s3* tests of a run; a test run by hand starts its own. Sets S3_EP and exports the keys
+# the way a user gives them to cairn ($CAIRN_S3_ACCESS_KEY / $CAIRN_S3_SECRET_KEY).
+need_s3() {
+    [ -z "${CAIRN_TEST_S3_SKIP:-}" ] || skip "$CAIRN_TEST_S3_SKIP"
+    [ -z "${CAIRN_TEST_S3_ERROR:-}" ] || fail "the test RGW did not start: $CAIRN_TEST_S3_ERROR"
+    if [ -z "${CAIRN_TEST_S3_ENDPOINT:-}" ]; then
+        local rc=0
+        "$REPO/tests/rgw.sh" start "$T/rgw" >"$T/rgw.log" 2>&1 || rc=$?
+        [ "$rc" != 77 ] || skip "$(grep -m1 -o 'SKIP.*' "$T/rgw.log")"
+        [ "$rc" = 0 ] || { cat "$T/rgw.log" >&2; fail "tests/rgw.sh start failed"; }
+        at_exit '"$REPO/tests/rgw.sh" stop "$T/rgw"'
+        # shellcheck disable=SC1091
+        . "$T/rgw/env"
+    fi
+    export CAIRN_S3_ACCESS_KEY=$CAIRN_TEST_S3_ACCESS_KEY CAIRN_S3_SECRET_KEY=$CAIRN_TEST_S3_SECRET_KEY
+    S3_EP=$CAIRN_TEST_S3_ENDPOINT
+}
+
+# s3_bucket: a bucket name no other test of the run uses.
+s3_bucket() {
+    printf 'cairn-%s-%s\n' "$(printf %s "$TEST_NAME" | tr -c 'a-z0-9' -)" "$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+}
+
+# s3_init DIR BUCKET v2|v4 [ARGS...]: makes DIR a node of BUCKET on the test endpoint.
+s3_init() {
+    local dir=$1 bucket=$2 sig=$3; shift 3
+    must cairn init --store "$dir" --backend s3 --s3-endpoint "$S3_EP" --s3-bucket "$bucket" --s3-http \
+        --s3-signature "$sig" "$@" >/dev/null
+}
+
+# s3_curl METHOD PATH [CURL ARGS...]: a signed request (V4) to the test endpoint; prints the
+# HTTP status (for tests that plant or inspect objects behind Cairn's back).
+s3_curl() {
+    local m=$1 p=$2; shift 2
+    curl -s -o "$T/s3_curl.out" -w '%{http_code}' -X "$m" --aws-sigv4 "aws:amz:us-east-1:s3" \
+        -u "$CAIRN_S3_ACCESS_KEY:$CAIRN_S3_SECRET_KEY" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
+        "$@" "http://$S3_EP/$p"
+}

@@ -16,7 +16,15 @@
 
 static const cli_command commands[] = {
     {"init", "create an empty store",
-     "usage: cairn init [--store DIR] [--json]\n\nCreates an empty store in DIR.\n\n" COMMON_OPTS,
+     "usage: cairn init [--store DIR] [--json]\n"
+     "       cairn init --store DIR --backend s3 --s3-endpoint HOST:PORT --s3-bucket B [--s3-http]\n"
+     "                  [--s3-region R] [--s3-signature v2|v4] [--cache-mib N]\n\n"
+     "Creates an empty store in DIR. With --backend s3 the store is the bucket (made if missing;\n"
+     "an existing Cairn bucket is joined, so many nodes share one store) and DIR holds only\n"
+     "caches. Keys come from $CAIRN_S3_ACCESS_KEY and $CAIRN_S3_SECRET_KEY, never from the\n"
+     "command line. --s3-signature v4 (default) signs with libcurl (AWS SigV4); v2 uses libs3.\n"
+     "--s3-http talks plain HTTP (a loopback endpoint); --cache-mib bounds the local pack cache\n"
+     "(default 4096).\n\n" COMMON_OPTS,
      cmd_init},
     {"snapshot", "store a sandbox's memory, vmstate and disk files",
      "usage: cairn snapshot --tenant T --sandbox S [--tier free|pro] [--memory F] [--vmstate F]\n"

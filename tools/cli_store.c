@@ -11,12 +11,41 @@
 
 int cmd_init(int argc, char **argv)
 {
+    const char *backend = NULL, *endpoint = NULL, *bucket = NULL, *region = NULL, *sig = NULL, *cache = NULL;
+    int http = 0;
+    cli_opt opts[] = {{"backend", &backend, NULL},       {"s3-endpoint", &endpoint, NULL},
+                      {"s3-bucket", &bucket, NULL},      {"s3-region", &region, NULL},
+                      {"s3-signature", &sig, NULL},      {"s3-http", NULL, &http},
+                      {"cache-mib", &cache, NULL},       {NULL, NULL, NULL}};
     cli_common c;
-    int rc = cli_parse("init", argc, argv, NULL, &c, NULL);
+    int rc = cli_parse("init", argc, argv, opts, &c, NULL);
     if (rc) return rc;
+    const cli_command *cc = cli_find("init");
     store_err e;
+    int s3 = backend && !strcmp(backend, "s3");
+    if (backend && !s3 && strcmp(backend, "local"))
+        return cli_usage(cc, "--backend is local or s3, not '%s'", backend);
+    if (!s3 && (endpoint || bucket || region || sig || http || cache))
+        return cli_usage(cc, "the --s3-* and --cache-mib options need --backend s3");
+    if (s3) {
+        if (!endpoint || !bucket) return cli_usage(cc, "--backend s3 needs --s3-endpoint and --s3-bucket");
+        if (sig && strcmp(sig, "v2") && strcmp(sig, "v4"))
+            return cli_usage(cc, "--s3-signature is v2 or v4, not '%s'", sig);
+        char *end = NULL;
+        unsigned long long mib = cache ? strtoull(cache, &end, 10) : 0;
+        if (cache && (!*cache || *end || mib < 1 || mib > (1ULL << 30)))
+            return cli_usage(cc, "--cache-mib is a number of MiB (1..2^30), not '%s'", cache);
+        store_s3_opts o = {.endpoint = endpoint, .bucket = bucket, .region = region, .http = http,
+                           .sig_v2 = sig && !strcmp(sig, "v2"), .cache_bytes = (uint64_t)mib << 20};
+        if (store_init_s3(c.store, &o, &e)) return cli_fail(EXIT_FAIL, "init", "%s", e.msg);
+        if (c.json)
+            cli_print_json(json_pack("{s:s, s:b, s:s, s:s, s:s}", "store", c.store, "created", 1, "backend", "s3",
+                                     "endpoint", endpoint, "bucket", bucket));
+        else printf("%s is a node of s3://%s at %s\n", c.store, bucket, endpoint);
+        return EXIT_OK;
+    }
     if (store_init(c.store, &e)) return cli_fail(EXIT_FAIL, "init", "%s", e.msg);
-    if (c.json) cli_print_json(json_pack("{s:s, s:b}", "store", c.store, "created", 1));
+    if (c.json) cli_print_json(json_pack("{s:s, s:b, s:s}", "store", c.store, "created", 1, "backend", "local"));
     else printf("created an empty store in %s\n", c.store);
     return EXIT_OK;
 }
