@@ -16,9 +16,11 @@ CFLAGS  += $(shell pkg-config --cflags fuse3 2>/dev/null)
 LDLIBS  = -lrocksdb -lzstd -lxxhash -ljansson -lext2fs -lcom_err -levent -levent_pthreads -lcrypto -lfuse3 -ls3 -lcurl -lpthread -lm
 
 LIB_SRC   := $(wildcard store/*.c snapshotter/*.c restore/*.c gc/*.c api/*.c)
+# The console's static files, built into the binary as one generated C file.
+CONSOLE_FILES := $(sort $(wildcard api/console/*.html api/console/*.js api/console/*.css))
 CLI_SRC   := $(wildcard tools/cli*.c)
 UNIT_SRC  := $(wildcard tests/unit/*.c)
-LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/api/console_files.o
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -72,6 +74,13 @@ $(BUILD)/cairn-fc-uffd: $(BUILD)/tests/helpers/fc_uffd.o
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libcairn.a
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/api/console_files.c: $(CONSOLE_FILES) tools/embed.sh
+	@mkdir -p $(@D)
+	tools/embed.sh $(CONSOLE_FILES) >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/api/console_files.o: $(BUILD)/api/console_files.c
+	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
