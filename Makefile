@@ -17,7 +17,7 @@ LDLIBS  = -lrocksdb -lzstd -lxxhash -ljansson -lext2fs -lcom_err -levent -levent
 
 LIB_SRC   := $(wildcard store/*.c snapshotter/*.c restore/*.c gc/*.c api/*.c)
 # The console's static files, built into the binary as one generated C file.
-CONSOLE_FILES := $(sort $(wildcard api/console/*.html api/console/*.js api/console/*.css))
+CONSOLE_FILES := $(sort $(wildcard api/console/*.html api/console/*.js api/console/*.css api/console/*.svg))
 CLI_SRC   := $(wildcard tools/cli*.c)
 UNIT_SRC  := $(wildcard tests/unit/*.c)
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/api/console_files.o

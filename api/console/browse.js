@@ -15,7 +15,7 @@ function isFile(e) { return e.type === 'file' || e.type === 'hardlink'; }
 function isSecret(e) { return e.class === 'secret'; }
 
 export function badge(cls) {
-  return el('span', {class: 'badge class-' + (cls || 'runtime')}, cls === 'secret' ? '🔒 secret' : (cls || 'runtime'));
+  return el('span', {class: 'badge class-' + (cls || 'runtime')}, cls || 'runtime');
 }
 
 // Shows bytes as text or an image; anything else is offered as a download.
@@ -94,17 +94,17 @@ export function browseView(snap, start) {
                el('span', {}, fmtTime(toDate(e.mtime))));
     const acts = el('span', {class: 'actions'});
     if (e.type === 'dir') {
-      acts.append(el('button', {type: 'button', class: 'dl', onclick: (ev) => saveWithProgress(
-        transfers, base + '/archive', {query: {path: e.path}}, (name === '/' ? 'snapshot' : name) + '.tar', ev.currentTarget)},
-        'Download folder (tar)'));
+      acts.append(el('button', {type: 'button', class: 'dl', 'aria-label': 'Download ' + name + ' as tar', onclick: (ev) => saveWithProgress(
+        transfers, base + '/archive', {query: {path: e.path}}, (name === '/' ? 'snapshot' : name) + '.tar')},
+        'Download (tar)'));
     } else if (isFile(e) && isSecret(e)) {
       acts.append(el('span', {class: 'locked'}, 'Locked'));
       if (session.role() === 'admin')
-        acts.append(el('button', {type: 'button', class: 'open-secret', onclick: (ev) => askReason(li, e, ev.currentTarget)},
+        acts.append(el('button', {type: 'button', class: 'open-secret', 'aria-label': 'Open the secret ' + name + ' with a reason', onclick: (ev) => askReason(li, e, ev.currentTarget)},
                        'Open with a reason…'));
     } else if (isFile(e)) {
       acts.append(
-        el('button', {type: 'button', class: 'preview', onclick: (ev) => {
+        el('button', {type: 'button', class: 'preview', 'aria-label': 'Preview ' + name, onclick: (ev) => {
           preview._returnFocus = ev.currentTarget;
           status('Loading ' + name + '…');
           const lim = IMAGE_TYPES[ext(name)] ? IMAGE_LIMIT : TEXT_LIMIT;
@@ -113,7 +113,7 @@ export function browseView(snap, start) {
             (err) => status(err.message, 'error'));
         }}, 'Preview'),
         el('button', {type: 'button', class: 'dl', onclick: (ev) => saveWithProgress(
-          transfers, base + '/content', {query: {path: e.path}}, name, ev.currentTarget)}, 'Download'));
+          transfers, base + '/content', {query: {path: e.path}}, name), 'aria-label': 'Download ' + name}, 'Download'));
     }
     cells.push(acts);
     li.append(el('div', {class: 'row'}, cells));

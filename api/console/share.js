@@ -31,7 +31,7 @@ export function shareView() {
           el('td', {class: 'fname'}, e.path),
           el('td', {class: 'num'}, humanBytes(e.size)),
           el('td', {}, fmtTime(toDate(e.mtime))),
-          el('td', {}, el('button', {type: 'button', class: 'dl', onclick: () => saveWithProgress(
+          el('td', {}, el('button', {type: 'button', class: 'dl', 'aria-label': 'Download ' + name, onclick: () => saveWithProgress(
             transfers, '/shared/content', {share: true, query: {path: e.path}}, name)}, 'Download')));
       }))));
   }, (e) => {

@@ -31,7 +31,7 @@ text = "# Quarterly report\n\nRevenue up 12 %.\n<b>not bold</b> & not markup\n"
 secret = "OPENAI_API_KEY=sk-test-0123456789abcdef\n"
 big = r.randbytes(3 * 1048576 + 123)
 files = {
-    H + "/output/report.md": text.encode(), H + "/output/chart.png": png(40, 30),
+    H + "/output/report.md": text.encode(), H + "/output/chart.png": png(160, 96),
     H + "/output/results.bin": big, H + "/output/" + hostile: b"a file with a hostile name\n",
     H + "/upload/input.csv": b"a,b\n1,2\n", H + "/project/index.html": b"<h1>app</h1>\n",
     H + "/project/.env": secret.encode(), H + "/.ssh/id_ed25519": b"-----BEGIN OPENSSH PRIVATE KEY-----\n",
@@ -49,7 +49,7 @@ classes = {H + "/output": "artifact", H + "/output/report.md": "artifact", H + "
 json.dump({
     "tenant": "acme", "sandbox": "sb-1", "tenant_sandboxes": ["sb-1", "sb-2"], "reclaimed_sandbox": "sb-old",
     "out_dir": H + "/output", "text_name": "report.md", "text_content": text,
-    "image_name": "chart.png", "image_width": 40, "hostile_name": hostile,
+    "image_name": "chart.png", "image_width": 160, "hostile_name": hostile,
     "big_name": "results.bin", "big_size": len(big), "big_sha256": hashlib.sha256(big).hexdigest(),
     "artifacts": sorted(p for p in files if p.startswith(H + "/output/")),
     "secret_dir": H + "/project", "secret": H + "/project/.env", "secret_content": secret,
@@ -91,6 +91,7 @@ mkdir -p "$SHOTS"
 log "driving Chromium against $URL"
 CAIRN_URL=$URL ADMIN_TOKEN=$ADMIN SUPPORT_TOKEN=$SUPPORT SHARE_TOKEN=$SHARE OUT=$SHOTS \
 FIXTURE=$T/fixture.json NODE_PATH="$REPO/tests/node_modules" \
+REVOKE_CMD="$CAIRN_BIN token revoke --store $S --name bob-support >/dev/null" \
     timeout -k 5 300 node "$REPO/tests/browser/console.js" || fail "the browser test failed (screenshots in $SHOTS)"
 for s in signin-refused search sandbox sandbox-reclaimed preview-text browse secret-opened audit share; do
     [ -s "$SHOTS/$s.png" ] || fail "no screenshot $s.png"
