@@ -178,6 +178,11 @@ const store_fentry *restore_file_data(const store_findex *fi, const store_fentry
 STORE_MUST_USE int restore_audit(store_t *s, const char *cmd, const char *actor, const store_snapshot *snap,
                   const char *const *paths, size_t npaths, int include_secrets, const char *out,
                   store_err *e);
+/* The same record with the reason the reader gave (an admin opening a secret in the
+ * console): kept as "reason", so the log says why, not only who. reason may be NULL. */
+int restore_audit_reason(store_t *s, const char *cmd, const char *actor, const store_snapshot *snap,
+                         const char *const *paths, size_t npaths, int include_secrets, const char *out,
+                         const char *reason, store_err *e);
 
 /* Rebuilds the latest snapshot of sandbox onto template tmpl (NULL: the one recorded at
  * snapshot time) into out (restore_rebuild). On success *snap_out and *tmpl_out are the

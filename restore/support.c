@@ -178,6 +178,13 @@ int restore_audit(store_t *s, const char *cmd, const char *actor, const store_sn
                   const char *const *paths, size_t npaths, int include_secrets, const char *out,
                   store_err *e)
 {
+    return restore_audit_reason(s, cmd, actor, snap, paths, npaths, include_secrets, out, NULL, e);
+}
+
+int restore_audit_reason(store_t *s, const char *cmd, const char *actor, const store_snapshot *snap,
+                         const char *const *paths, size_t npaths, int include_secrets, const char *out,
+                         const char *reason, store_err *e)
+{
     char when[32];
     store_rfc3339(store_now_ms(), when);
     json_t *jp = json_array();
@@ -191,6 +198,10 @@ int restore_audit(store_t *s, const char *cmd, const char *actor, const store_sn
                                        "command", cmd, "tenant", snap->tenant, "sandbox", snap->sandbox,
                                        "snapshot", snap->id, "paths", jp, "include_secrets", include_secrets);
     json_decref(jp);
+    if (j && reason && restore_json_path(j, "reason", reason)) {
+        json_decref(j);
+        j = NULL;
+    }
     if (j && out && restore_json_path(j, "out", out)) {
         json_decref(j);
         j = NULL;

@@ -304,6 +304,11 @@ static int audit_line(void *arg, const char *line)
         put_path(stdout, v ? v : "?");
     }
     if (json_is_true(json_object_get(j, "include_secrets"))) printf("  [secrets included]");
+    const char *why = json_string_value(json_object_get(j, "reason"));
+    if (why) {
+        fputs("  reason: ", stdout);
+        put_path(stdout, why);
+    }
     printf("\n");
     json_decref(j);
     return 0;
