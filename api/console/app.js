@@ -45,7 +45,7 @@ export async function route() {
     return shareView();
   }
   nav();
-  if (!session.token()) return signInView(route);
+  if (!session.token()) { const w = why; why = ''; return signInView(route, w); }
   switch (parts[0]) {
     case undefined: case 'search': return searchView(q.get('q') || '');
     case 'sandbox': return sandboxView(parts[1] || '');
@@ -56,6 +56,9 @@ export async function route() {
   }
 }
 
-whenSignedOut((err) => { route().then(() => status(err.message, 'error')); });
+// The sign-in page says why the user is there again; the view that made the refused call
+// may still be finishing, so the message is handed to the page rather than the status line.
+let why = '';
+whenSignedOut((err) => { why = err.message; route(); });
 window.addEventListener('hashchange', () => { route(); });
 route();

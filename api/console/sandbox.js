@@ -21,7 +21,11 @@ export function retention(s, now) {
   return 'Reclaimed in ' + plural(Math.floor(left / DAY), 'day') + ' (' + fmtTime(at) + ')';
 }
 
-function snapsOf(s) { return Array.isArray(s.snapshots) ? s.snapshots : []; }
+// GET /v1/sandboxes/{id} lists them as snapshot_list (snapshots is their count).
+function snapsOf(s) {
+  if (Array.isArray(s.snapshot_list)) return s.snapshot_list;
+  return Array.isArray(s.snapshots) ? s.snapshots : [];
+}
 
 // A full snapshot (memory, vmstate and disk) wakes the VM where it was; once
 // reclaimed only the important files are left and the sandbox can only be rebuilt.

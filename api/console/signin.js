@@ -18,10 +18,10 @@ async function roleOf(token) {
   return 'support';
 }
 
-export function signInView(done) {
+export function signInView(done, message) {
   const input = el('input', {id: 'token', name: 'token', type: 'password', autocomplete: 'off',
                              required: true, spellcheck: 'false'});
-  const err = el('p', {id: 'signin-error', class: 'error', role: 'alert'});
+  const err = el('p', {id: 'signin-error', class: 'error', role: 'alert'}, message || '');
   const form = el('form', {id: 'signin', onsubmit: async (ev) => {
     ev.preventDefault();
     err.textContent = '';
@@ -33,8 +33,7 @@ export function signInView(done) {
       session.signIn(token, role);
       input.value = '';
       status('');
-      if (!location.hash || location.hash === '#/' || location.hash === '#') done();
-      else done();
+      done();   // back to the page the user asked for
     } catch (e) {
       status('');
       err.textContent = e.message;

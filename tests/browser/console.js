@@ -378,7 +378,7 @@ async function run(browser) {
     await rp.keyboard.type(FX.tenant);
     await press(rp, 'Enter');
     await rp.waitForSelector('#token');
-    assert.match(await waitText(rp, '#status', /./), /refused|expired/);
+    assert.match(await waitText(rp, '#signin-error', /./), /refused|expired/);
     assert.equal(await rp.evaluate(() => sessionStorage.getItem('cairn.token')), null, 'the dead token is dropped');
     await rctx.close();
   }
