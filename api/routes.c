@@ -33,6 +33,9 @@ const api_route api_routes[] = {
     {"GET", "/v1/shared/content", API_ROLE_SHARE, API_RUN_LONG, r_shared_content},
     {"POST", "/v1/gc", API_ROLE_GC, API_RUN_LONG, r_gc},
     {"GET", "/v1/audit", API_ROLE_ADMIN, API_RUN_SHORT, r_audit},
+    {"GET", "/console", 0, API_RUN_INLINE, r_console_redirect},
+    {"GET", "/console/", 0, API_RUN_INLINE, r_console},
+    {"GET", "/console/{id}", 0, API_RUN_INLINE, r_console},
 };
 const int api_nroutes = (int)(sizeof api_routes / sizeof *api_routes);
 

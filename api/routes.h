@@ -30,6 +30,8 @@ void r_shared_files(api_req *r);
 void r_shared_content(api_req *r);
 void r_gc(api_req *r);
 void r_audit(api_req *r);
+void r_console(api_req *r);            /* api/console.c */
+void r_console_redirect(api_req *r);
 
 /* The {id} snapshot if the caller may see it; NULL after api_fail (404 for both "none"
  * and "another tenant's"). */

@@ -86,6 +86,24 @@ must curl -fsS -X POST -H "Authorization: Bearer $ORCH" -H 'Content-Type: applic
     -d '{}' "$URL/v1/sandboxes/sb-1/shares" >"$T/share.json"
 SHARE=$(json 'j["token"]' "$T/share.json")
 
+# A secret over the API: only an admin, only with a reason, and the reason is audited
+# before a byte is sent (the browser test opens one; these are the refusals).
+code() { curl -s -o "$T/body" -w '%{http_code}' "$@"; }
+CONTENT="$URL/v1/snapshots/$SNAP/content?path=/home/ubuntu/project/.env"
+assert_eq "$(code -H "Authorization: Bearer $SUPPORT" "$CONTENT&reason=ticket%201")" 403 "support with a reason"
+assert_json 'j["error"]["code"] == "secret"' "$T/body"
+assert_eq "$(code -H "Authorization: Bearer $ADMIN" "$CONTENT")" 403 "admin without a reason"
+assert_eq "$(code -H "Authorization: Bearer $ADMIN" "$CONTENT&reason=ab")" 400 "a reason too short"
+assert_eq "$(code -H "Authorization: Bearer $ADMIN" "$CONTENT&reason=a%0Aforged%20line")" 400 "a reason with a newline"
+! grep -q sk-test "$T/body" || fail "a secret's bytes in an error"
+must cairn audit --store "$S" --json >"$T/audit0.json"
+assert_json '[e for e in j["entries"] if e.get("include_secrets")] == []' "$T/audit0.json" "a refused secret read is not recorded as a read"
+# The console's files: a redirect to the folder, names only (no way out of the table).
+assert_eq "$(code "$URL/console")" 301 "/console redirects"
+assert_eq "$(code --path-as-is "$URL/console/..%2Fconsole.h")" 404 "an escaped path"
+assert_eq "$(code --path-as-is "$URL/console/../index.html")" 404 "a dot-dot path"
+assert_eq "$(code -X POST "$URL/console/")" 405 "the console is read-only"
+
 SHOTS=${SHOTS:-$T/shots}
 mkdir -p "$SHOTS"
 log "driving Chromium against $URL"
