@@ -4,15 +4,24 @@ BUILD   ?= build
 SAN     ?=
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -I. -MMD -MP $(DEFS)
+# What the code needs, whatever CFLAGS the caller gives (`make CFLAGS=-O0` keeps them).
+override CPPFLAGS += -D_GNU_SOURCE -I. -MMD -MP $(DEFS)
+override CFLAGS   += -std=c11 -Wall -Wextra -Werror -pthread
 # DEFS=-DCAIRN_TEST_SHORT_HASH: the collision test's build (16-bit chunk ids; build-short).
 DEFS    ?=
 ifneq ($(SAN),)
-CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
-LDFLAGS += -fsanitize=$(SAN)
+override CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
+override LDFLAGS += -fsanitize=$(SAN)
 endif
 # libfuse3's headers live in their own folder (deferred: tools/deps.sh installs them first).
-CFLAGS  += $(shell pkg-config --cflags fuse3 2>/dev/null)
+override CPPFLAGS += $(shell pkg-config --cflags fuse3 2>/dev/null)
+# make install [PREFIX=/usr/local] [DESTDIR=]: the units name $(BINDIR)/cairn.
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DATADIR ?= $(PREFIX)/share/cairn
+UNITS   := cairn-gc.service cairn-gc.timer cairn-serve.service
 LDLIBS  = -lrocksdb -lzstd -lxxhash -ljansson -lext2fs -lcom_err -levent -levent_pthreads -lcrypto -lfuse3 -ls3 -lcurl -lpthread -lm
 
 LIB_SRC   := $(wildcard store/*.c snapshotter/*.c restore/*.c gc/*.c api/*.c)
@@ -25,8 +34,8 @@ CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .SECONDARY:
-.PHONY: all deps test check test-slow demo bench fuzz asan ubsan clean help
-all: deps $(BUILD)/cairn $(BUILD)/cairn-corpus $(BUILD)/libcairn-fault.so $(BUILD)/libcairn-failio.so $(BUILD)/cairn-fc-uffd $(UNIT_BIN)
+.PHONY: all deps test check test-slow demo bench fuzz asan ubsan clean help install uninstall
+all: $(BUILD)/cairn $(BUILD)/cairn-corpus $(BUILD)/libcairn-fault.so $(BUILD)/libcairn-failio.so $(BUILD)/cairn-fc-uffd $(UNIT_BIN)
 
 help:
 	@echo "make            build build/cairn and build/cairn-corpus"
@@ -36,9 +45,18 @@ help:
 	@echo "make bench      Cairn beside zstd, cp, restic, borg, casync (BENCH_SIZE=small|full), then the API (tools/bench_api.sh)"
 	@echo "make fuzz       every parser of hostile bytes under libFuzzer (FUZZ_SECONDS=60 each)"
 	@echo "make asan|ubsan the tests under AddressSanitizer / UBSan (build-asan, build-ubsan)"
+	@echo "make install    cairn, its man page, the systemd units (PREFIX=/usr/local, DESTDIR=)"
 
 deps:
 	@tools/deps.sh build
+
+# The packages before any compile: every compile waits for this stamp (order-only), so
+# `make -j` never compiles against headers still being installed.
+DEPS_OK := $(BUILD)/.deps-ok
+$(DEPS_OK): tools/deps.sh
+	@mkdir -p $(@D)
+	@tools/deps.sh build
+	@touch $@
 
 # Made afresh: `ar r` into an old archive would keep members of deleted sources.
 $(BUILD)/libcairn.a: $(LIB_OBJ)
@@ -51,19 +69,19 @@ $(BUILD)/cairn: $(CLI_OBJ) $(BUILD)/libcairn.a
 
 # The corpus generator is a test input tool, not the product: never sanitized, so
 # `make asan` checks cairn, not the generator's exit-time frees.
-$(BUILD)/cairn-corpus: tools/corpus.c
+$(BUILD)/cairn-corpus: tools/corpus.c | $(DEPS_OK)
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -o $@ $< -lxxhash -lm
 
 # The fault-injection shim (LD_PRELOAD) of the fault and crash-point tests: test tooling,
 # never linked into cairn, never sanitized (it sits under the process it counts for).
-$(BUILD)/libcairn-fault.so: tests/fault/fault.c
+$(BUILD)/libcairn-fault.so: tests/fault/fault.c | $(DEPS_OK)
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 
 # The read-failure shim (tests/fault/failio.c): makes chosen readdir/pread calls fail, for
 # the tests that prove an I/O error is never taken for the end of the data. Test tooling.
-$(BUILD)/libcairn-failio.so: tests/fault/failio.c
+$(BUILD)/libcairn-failio.so: tests/fault/failio.c | $(DEPS_OK)
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 
@@ -79,12 +97,12 @@ $(BUILD)/api/console_files.c: $(CONSOLE_FILES) tools/embed.sh
 	@mkdir -p $(@D)
 	tools/embed.sh $(CONSOLE_FILES) >$@.tmp && mv $@.tmp $@
 
-$(BUILD)/api/console_files.o: $(BUILD)/api/console_files.c
-	$(CC) $(CFLAGS) -c -o $@ $<
+$(BUILD)/api/console_files.o: $(BUILD)/api/console_files.c | $(DEPS_OK)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/%.o: %.c
+$(BUILD)/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 test: all
 	BUILD=$(BUILD) tests/run.sh
@@ -112,7 +130,23 @@ asan:
 ubsan:
 	$(MAKE) BUILD=build-ubsan SAN=undefined OPT=-O1 test
 
+install: $(BUILD)/cairn
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DATADIR)
+	install -m 0755 $(BUILD)/cairn $(DESTDIR)$(BINDIR)/cairn
+	install -m 0644 docs/cairn.1 $(DESTDIR)$(MANDIR)/man1/cairn.1
+	for u in $(UNITS); do \
+	    sed 's|/usr/local/bin/cairn|$(BINDIR)/cairn|g' tools/systemd/$$u >$(DESTDIR)$(UNITDIR)/$$u && \
+	    chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	sed 's|/usr/local/bin/cairn|$(BINDIR)/cairn|g' tools/systemd/cairn-gc.cron >$(DESTDIR)$(DATADIR)/cairn-gc.cron
+	chmod 0644 $(DESTDIR)$(DATADIR)/cairn-gc.cron
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/cairn $(DESTDIR)$(MANDIR)/man1/cairn.1 $(DESTDIR)$(DATADIR)/cairn-gc.cron
+	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
+	-rmdir $(DESTDIR)$(DATADIR) 2>/dev/null
+
 clean:
-	rm -rf build build-asan build-ubsan build-fuzz build-short
+	rm -rf build build-asan build-ubsan build-fuzz build-short build-clang
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
