@@ -6,6 +6,7 @@
 
 #include "api/routes.h"
 #include "restore/restore.h"
+#include "store/toolbox.h"
 
 #define SHARE_DEFAULT_S (7 * 24 * 3600)
 #define SHARE_MAX_S (90 * 24 * 3600)

@@ -8,6 +8,7 @@
 #include "gc/gc.h"
 #include "restore/restore.h"
 #include "snapshotter/snapshotter.h"
+#include "store/toolbox.h"
 
 static double secs(void)
 {

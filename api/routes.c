@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "api/routes.h"
+#include "store/toolbox.h"
 
 #define ORCH API_ROLE_ORCH
 #define SUPPORT API_ROLE_SUPPORT

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "api/internal.h"
+#include "store/toolbox.h"
 
 typedef struct done_node {
     api_req *r;

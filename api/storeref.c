@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "api/internal.h"
+#include "store/toolbox.h"
 
 #define REUSE_MS 1000
 

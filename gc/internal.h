@@ -3,6 +3,8 @@
 #define CAIRN_GC_INTERNAL_H
 
 #include "gc/gc.h"
+#include "store/maint.h"
+#include "store/toolbox.h"
 
 typedef struct {
     store_snaprec r;                /* the store's record (r.json not kept) */

@@ -29,6 +29,7 @@
 #include <ext2fs/ext2fs.h>
 
 #include "restore/restore.h"
+#include "store/toolbox.h"
 
 #define RUN_BYTES (8u << 20)     /* file data is read from the store and written in runs */
 #define READ_PIECE (1u << 20)    /* a run's reads go to the store's workers in pieces */

@@ -12,6 +12,7 @@
 
 #include "restore/restore.h"
 #include "store/events.h"
+#include "store/toolbox.h"
 
 typedef struct {
     uint64_t pack, offset, page;

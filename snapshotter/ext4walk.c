@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "snapshotter/snapshotter.h"
+#include "store/toolbox.h"
 
 #define MAX_ENTRIES 2000000
 #define MAX_DEPTH 256

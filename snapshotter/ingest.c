@@ -21,6 +21,7 @@
 #include <xxhash.h>
 
 #include "snapshotter/snapshotter.h"
+#include "store/toolbox.h"
 
 #define BATCH_PAGES 2048u             /* 8 MiB read per batch */
 #define SLICE_PAGES 128u              /* one parallel task */

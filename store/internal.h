@@ -7,7 +7,9 @@
 #include <rocksdb/c.h>
 
 #include "store/backend.h"
+#include "store/maint.h"
 #include "store/store.h"
+#include "store/toolbox.h"
 
 #define STORE_FORMAT 1
 #define SECRET_LEN 192                    /* XXH3_SECRET_DEFAULT_SIZE */

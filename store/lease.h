@@ -17,12 +17,12 @@
 
 /* Takes a lease on snapshot id: returns an fd (>= 0) that holds it until closed, or a
  * negative code. Does not check that the snapshot exists: load it after. */
-int store_lease_take(const char *dir, const char *id, store_err *e);
+STORE_MUST_USE int store_lease_take(const char *dir, const char *id, store_err *e);
 
 /* For gc: 1 if a reader holds a lease on id (do not drop it); 0 if none does, with *fd
  * set to a descriptor holding the lease file exclusively (or -1 if there is no such file)
  * until store_lease_release, which also removes the file. Negative on error. */
-int store_lease_busy(const char *dir, const char *id, int *fd, store_err *e);
+STORE_MUST_USE int store_lease_busy(const char *dir, const char *id, int *fd, store_err *e);
 void store_lease_release(const char *dir, const char *id, int fd);
 
 #endif

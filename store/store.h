@@ -28,10 +28,29 @@
  *   Dedup is global across tenants; the secret keeps a tenant from crafting a page whose
  *   id collides with another tenant's (see docs/design.md, "Chunk ids").
  *
- * Concurrency
- *   One store_t per process. A writer process holds the exclusive lock from open to close;
- *   readers share it. Within a process, store_t is thread-safe for lookups and reads;
- *   each store_writer belongs to one thread at a time.
+ * Faces
+ *   store/store.h    this file: what every module uses (open, ingest, read, check)
+ *   store/maint.h    what only gc, fsck tooling and tests use: pack numbers, sealing
+ *                    without a snapshot, index edits, pack and manifest lists, drops
+ *   store/toolbox.h  the worker pool, the clock, the ext2 I/O manager
+ *   store/lease.h    leases that keep a snapshot from gc while a reader serves it
+ *   store/internal.h the store's own files only
+ *
+ * Concurrency: which handles may coexist
+ *   Between processes: one writer (STORE_WRITE or STORE_REPAIR: the exclusive lock, from
+ *   open to close) or any number of readers (STORE_READ: the shared lock). STORE_SCAN and
+ *   STORE_PEEK take no lock and coexist with everything (what they may do without it is
+ *   said at store_open).
+ *   Within one process the same holds, handle by handle: flock(2) locks of two handles
+ *   conflict even in one process. So a thread that holds a locked handle of a store must
+ *   not open a conflicting one of the same store (a STORE_WRITE beside anything locked, a
+ *   STORE_READ beside a STORE_WRITE): it would wait for itself forever. Another thread
+ *   may wait for it, as another process would. Safe and used:
+ *     gc's sweep: one STORE_SCAN + one STORE_PEEK for its whole heavy phase, and one
+ *       STORE_WRITE at a time for each short section (closed before the next);
+ *     the API server: one shared handle, never two at once (api/storeref.c).
+ *   Within a handle: store_t is thread-safe for lookups and reads; each store_writer
+ *   belongs to one thread at a time.
  *
  * Errors
  *   Functions return 0 or a negative errno-style code and, when `e` is not NULL, write a
@@ -355,13 +374,6 @@ typedef struct store_writer store_writer;
 
 STORE_MUST_USE int store_writer_open(store_t *s, store_writer **out, store_err *e);
 
-/* Reserves n pack numbers in the index (STORE_WRITE), so a writer opened later without
- * the lock (gc's heavy phase, STORE_SCAN) can never reuse a number: a reader holding a
- * deleted pack open must not mistake a new pack for it. */
-STORE_MUST_USE int store_reserve_packs(store_t *s, uint64_t n, uint64_t *first, store_err *e);
-/* A writer that takes pack numbers from [first, first + n) only (then fails -ENOSPC). */
-STORE_MUST_USE int store_writer_open_range(store_t *s, uint64_t first, uint64_t n, store_writer **out, store_err *e);
-
 /* Compresses n (<= STORE_GROUP_PAGES) pages into dst; thread-safe given its own cctx.
  * Returns the compressed length or a negative code. dst needs store_group_bound(n). */
 typedef struct store_cctx store_cctx;
@@ -388,45 +400,6 @@ uint64_t store_writer_bytes(const store_writer *w);
 STORE_MUST_USE int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e);
 void store_writer_abort(store_writer *w);
 
-/* Seals and syncs the writer's packs (fsync, rename, folder fsync) without committing a
- * snapshot: for gc, which re-points the index at them itself. ids and locs (n entries, owned
- * by the writer) say where each chunk went. Free the writer with store_writer_abort. */
-STORE_MUST_USE int store_writer_seal(store_writer *w, const store_id **ids, const store_loc **locs, size_t *n,
-                      store_err *e);
-
-/* Removes an acknowledged snapshot (manifest, file index, index records). Needs
- * STORE_WRITE. The caller logs why (a "drop" event) first. -ENOENT if it is not there. */
-STORE_MUST_USE int store_snapshot_drop(store_t *s, const char *id, store_err *e);
-
-/* Calls fn for every snapshot's index record (JSON), in id (time) order. */
-STORE_MUST_USE int store_snapshot_all(store_t *s, store_snapshot_fn fn, void *arg, store_err *e);
-
-/* Opens a pack's footer: its groups and ids (malloc'd; free both). */
-typedef struct { uint64_t offset; uint32_t clen; uint16_t npages; uint32_t first; } store_group;
-STORE_MUST_USE int store_pack_footer(store_t *s, uint64_t pack, store_group **groups, uint32_t *ngroups,
-                      store_id **ids, uint32_t *nchunks, uint64_t *bytes, store_err *e);
-/* Lists the manifests' snapshot ids (malloc'd); other files are reported as garbage when
- * report is not NULL. A listing that fails part way is an error, never a shorter list
- * (gc marks live chunks from it). */
-STORE_MUST_USE int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
-                        store_report_fn report, void *arg, store_err *e);
-/* Removes the .tmp leftovers of interrupted writers, and derived files in DIR/cache/ whose
- * snapshot is gone. Only under the exclusive lock (STORE_WRITE), where no writer can be
- * running. */
-STORE_MUST_USE int store_remove_temps(store_t *s, store_err *e);
-/* Lists pack numbers (malloc'd, ascending). */
-STORE_MUST_USE int store_pack_list(store_t *s, uint64_t **packs, size_t *n, store_err *e);
-/* refs[i] = how many index entries point into packs[i] (packs ascending). Reads the whole
- * chunk family: for gc's plan, to find packs nothing or little uses (a killed rewrite
- * leaves both copies of what it moved). */
-STORE_MUST_USE int store_pack_refs(store_t *s, const uint64_t *packs, size_t n, uint32_t *refs, store_err *e);
-/* Deletes a pack file (after the index stopped naming it) and syncs the folder. */
-STORE_MUST_USE int store_pack_delete(store_t *s, uint64_t pack, store_err *e);
-/* Index edits for gc, applied as one synced batch: re-point or delete chunk entries. Each
- * edit applies only if the entry still points at `expect` (pack and offset and slot). */
-typedef struct { store_id id; store_loc expect; int del; store_loc to; } store_index_edit;
-STORE_MUST_USE int store_index_apply(store_t *s, const store_index_edit *ed, size_t n, size_t *applied, store_err *e);
-
 /* ---- reading ----------------------------------------------------------------------- */
 
 /* Reads the compressed frame at loc into buf (cap >= loc->clen). Thread-safe. */
@@ -443,7 +416,7 @@ STORE_MUST_USE int store_group_decompress(store_dctx *d, const void *frame, size
 STORE_MUST_USE int store_group_decompress_prefix(store_dctx *d, const void *frame, size_t flen, void *pages,
                                   unsigned npages, unsigned want, store_err *e);
 
-/* ---- maintenance ------------------------------------------------------------------- */
+/* ---- checking and repair ----------------------------------------------------------- */
 
 typedef struct {
     uint64_t snapshots, logical_bytes, stored_bytes, packs, chunks, index_bytes;
@@ -464,20 +437,5 @@ STORE_MUST_USE int store_check_private(store_t *s, store_report_fn report, void 
 
 /* Deletes and recreates the index from packs and manifests. Needs STORE_WRITE. */
 STORE_MUST_USE int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err *e);
-
-/* ---- small shared utilities (used by snapshotter and restore) ---------------------- */
-
-/* Runs fn(arg, i) for i in [0, n) on the store's worker threads and the caller. */
-typedef void (*store_task_fn)(void *arg, size_t i);
-void store_parallel(store_t *s, size_t n, store_task_fn fn, void *arg);
-unsigned store_threads(const store_t *s);
-
-int64_t store_now_ms(void);
-/* Unix ms as RFC 3339 UTC to the second ("2026-11-21T10:00:00Z"), for JSON and humans. */
-void store_rfc3339(int64_t ms, char out[32]);
-
-/* libext2fs's io_manager (returned as void * to keep ext2fs out of this header): plain
- * pread/pwrite, never fsyncs (store/ext2io.c says why). */
-void *store_ext2_io_manager(void);
 
 #endif

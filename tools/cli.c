@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "store/toolbox.h"
 #include "tools/cli.h"
 
 #define COMMON_OPTS \

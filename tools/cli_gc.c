@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "gc/gc.h"
+#include "store/toolbox.h"
 #include "tools/cli.h"
 
 /* touch, delete, pin, unpin, tier: one event each. */

@@ -1,0 +1,72 @@
+/*
+ * store/maint.h: the store's maintenance face. Only gc, fsck tooling and tests include it;
+ * the rest of Cairn uses store/store.h. These calls can break the store's invariants (I1,
+ * I2 of store.h) when used out of order; gc's order is in gc/sweep.c and docs/gc.md.
+ *
+ * Which handle each call needs
+ *   STORE_WRITE (the exclusive lock): store_reserve_packs, store_snapshot_drop,
+ *     store_remove_temps, store_pack_delete, store_index_apply.
+ *   Any handle: store_writer_open_range and store_writer_seal (gc writes new packs under
+ *     STORE_SCAN, without the lock: only numbers reserved before can be used), the lists
+ *     and the footers. store_pack_refs and store_snapshot_all need the index (not SCAN).
+ *   See store.h, "Concurrency", for which handles may be open at once.
+ *
+ * Errors and ownership as in store.h: a list that fails part way is an error, never a
+ * shorter list (gc decides what to delete from these).
+ */
+#ifndef CAIRN_STORE_MAINT_H
+#define CAIRN_STORE_MAINT_H
+
+#include "store/store.h"
+
+/* ---- pack numbers and writers without a snapshot ---------------------------------- */
+
+/* Reserves n pack numbers in the index (STORE_WRITE), so a writer opened later without
+ * the lock (gc's heavy phase, STORE_SCAN) can never reuse a number: a reader holding a
+ * deleted pack open must not mistake a new pack for it. */
+STORE_MUST_USE int store_reserve_packs(store_t *s, uint64_t n, uint64_t *first, store_err *e);
+/* A writer that takes pack numbers from [first, first + n) only (then fails -ENOSPC). */
+STORE_MUST_USE int store_writer_open_range(store_t *s, uint64_t first, uint64_t n, store_writer **out, store_err *e);
+
+/* Seals and syncs the writer's packs (fsync, rename, folder fsync) without committing a
+ * snapshot: for gc, which re-points the index at them itself. ids and locs (n entries, owned
+ * by the writer) say where each chunk went. Free the writer with store_writer_abort. */
+STORE_MUST_USE int store_writer_seal(store_writer *w, const store_id **ids, const store_loc **locs, size_t *n,
+                      store_err *e);
+
+/* ---- snapshots, packs and index edits for gc ------------------------------------- */
+
+/* Removes an acknowledged snapshot (manifest, file index, index records). Needs
+ * STORE_WRITE. The caller logs why (a "drop" event) first. -ENOENT if it is not there. */
+STORE_MUST_USE int store_snapshot_drop(store_t *s, const char *id, store_err *e);
+
+/* Calls fn for every snapshot's index record (JSON), in id (time) order. */
+STORE_MUST_USE int store_snapshot_all(store_t *s, store_snapshot_fn fn, void *arg, store_err *e);
+
+/* Opens a pack's footer: its groups and ids (malloc'd; free both). */
+typedef struct { uint64_t offset; uint32_t clen; uint16_t npages; uint32_t first; } store_group;
+STORE_MUST_USE int store_pack_footer(store_t *s, uint64_t pack, store_group **groups, uint32_t *ngroups,
+                      store_id **ids, uint32_t *nchunks, uint64_t *bytes, store_err *e);
+/* Lists the manifests' snapshot ids (malloc'd); other files are reported as garbage when
+ * report is not NULL. A listing that fails part way is an error, never a shorter list
+ * (gc marks live chunks from it). */
+STORE_MUST_USE int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
+                        store_report_fn report, void *arg, store_err *e);
+/* Removes the .tmp leftovers of interrupted writers, and derived files in DIR/cache/ whose
+ * snapshot is gone. Only under the exclusive lock (STORE_WRITE), where no writer can be
+ * running. */
+STORE_MUST_USE int store_remove_temps(store_t *s, store_err *e);
+/* Lists pack numbers (malloc'd, ascending). */
+STORE_MUST_USE int store_pack_list(store_t *s, uint64_t **packs, size_t *n, store_err *e);
+/* refs[i] = how many index entries point into packs[i] (packs ascending). Reads the whole
+ * chunk family: for gc's plan, to find packs nothing or little uses (a killed rewrite
+ * leaves both copies of what it moved). */
+STORE_MUST_USE int store_pack_refs(store_t *s, const uint64_t *packs, size_t n, uint32_t *refs, store_err *e);
+/* Deletes a pack file (after the index stopped naming it) and syncs the folder. */
+STORE_MUST_USE int store_pack_delete(store_t *s, uint64_t pack, store_err *e);
+/* Index edits for gc, applied as one synced batch: re-point or delete chunk entries. Each
+ * edit applies only if the entry still points at `expect` (pack and offset and slot). */
+typedef struct { store_id id; store_loc expect; int del; store_loc to; } store_index_edit;
+STORE_MUST_USE int store_index_apply(store_t *s, const store_index_edit *ed, size_t n, size_t *applied, store_err *e);
+
+#endif
