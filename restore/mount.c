@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "restore/lazy.h"
+#include "store/toolbox.h"
 
 #define META_CACHE 32
 #define INDEX_TTL_MS 1000

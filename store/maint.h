@@ -8,7 +8,7 @@
  *     store_remove_temps, store_pack_delete, store_index_apply.
  *   Any handle: store_writer_open_range and store_writer_seal (gc writes new packs under
  *     STORE_SCAN, without the lock: only numbers reserved before can be used), the lists
- *     and the footers. store_pack_refs and store_snapshot_all need the index (not SCAN).
+ *     and the footers. store_pack_refs needs the index (not SCAN).
  *   See store.h, "Concurrency", for which handles may be open at once.
  *
  * Errors and ownership as in store.h: a list that fails part way is an error, never a
@@ -40,18 +40,10 @@ STORE_MUST_USE int store_writer_seal(store_writer *w, const store_id **ids, cons
  * STORE_WRITE. The caller logs why (a "drop" event) first. -ENOENT if it is not there. */
 STORE_MUST_USE int store_snapshot_drop(store_t *s, const char *id, store_err *e);
 
-/* Calls fn for every snapshot's index record (JSON), in id (time) order. */
-STORE_MUST_USE int store_snapshot_all(store_t *s, store_snapshot_fn fn, void *arg, store_err *e);
-
 /* Opens a pack's footer: its groups and ids (malloc'd; free both). */
 typedef struct { uint64_t offset; uint32_t clen; uint16_t npages; uint32_t first; } store_group;
 STORE_MUST_USE int store_pack_footer(store_t *s, uint64_t pack, store_group **groups, uint32_t *ngroups,
                       store_id **ids, uint32_t *nchunks, uint64_t *bytes, store_err *e);
-/* Lists the manifests' snapshot ids (malloc'd); other files are reported as garbage when
- * report is not NULL. A listing that fails part way is an error, never a shorter list
- * (gc marks live chunks from it). */
-STORE_MUST_USE int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
-                        store_report_fn report, void *arg, store_err *e);
 /* Removes the .tmp leftovers of interrupted writers, and derived files in DIR/cache/ whose
  * snapshot is gone. Only under the exclusive lock (STORE_WRITE), where no writer can be
  * running. */

@@ -31,7 +31,7 @@
  * Faces
  *   store/store.h    this file: what every module uses (open, ingest, read, check)
  *   store/maint.h    what only gc, fsck tooling and tests use: pack numbers, sealing
- *                    without a snapshot, index edits, pack and manifest lists, drops
+ *                    without a snapshot, index edits, pack lists and references, drops
  *   store/toolbox.h  the worker pool, the clock, the ext2 I/O manager
  *   store/lease.h    leases that keep a snapshot from gc while a reader serves it
  *   store/internal.h the store's own files only
@@ -268,6 +268,13 @@ typedef int (*store_snaprec_fn)(void *arg, const store_snaprec *r);
 STORE_MUST_USE int store_snapshot_records(store_t *s, const char *sandbox, store_snaprec_fn fn, void *arg,
                            store_err *e);
 
+/* Calls fn for every snapshot's index record (JSON), in id (time) order. */
+STORE_MUST_USE int store_snapshot_all(store_t *s, store_snapshot_fn fn, void *arg, store_err *e);
+/* Lists the manifests' snapshot ids (malloc'd); other files are reported as garbage when
+ * report is not NULL. A listing that fails part way is an error, never a shorter list
+ * (gc marks live chunks from it). */
+STORE_MUST_USE int store_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
+                        store_report_fn report, void *arg, store_err *e);
 
 /* ---- file index (issue 3) -----------------------------------------------------------
  *
