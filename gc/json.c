@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "gc/gc.h"
+#include "store/toolbox.h"
 
 /* n decimal digits at *p into *v; advances *p. */
 static int digits(const char **p, int n, int *v)

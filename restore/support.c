@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "restore/restore.h"
+#include "store/toolbox.h"
 
 int restore_resolve(store_t *s, const char *spec, store_snapshot **snap, store_err *e)
 {

@@ -260,13 +260,13 @@ void util_reportf(store_report_fn fn, void *arg, int problem, const char *fmt, .
     __attribute__((format(printf, 4, 5)));
 
 /* audit.c: events.log's raw lines, for store/events.c only (which owns their format). */
-int events_append_line(store_t *s, const char *line, store_err *e);
-int events_read_lines(store_t *s, int (*fn)(void *arg, const char *line), void *arg,
+STORE_MUST_USE int events_append_line(store_t *s, const char *line, store_err *e);
+STORE_MUST_USE int events_read_lines(store_t *s, int (*fn)(void *arg, const char *line), void *arg,
                       store_err *e);
 
 /* manifest.c: the one parser of manifest_record_json's output (the index's snapshot
  * record); -EBADMSG, with the reason in e, for a record it does not understand. */
-int manifest_record_parse(const char *json, store_snaprec *out, store_err *e);
+STORE_MUST_USE int manifest_record_parse(const char *json, store_snaprec *out, store_err *e);
 
 /* space.c: the index is written only with this much free (RocksDB aborts on a full disk). */
 /* opened: 0 before RocksDB's open (which writes more), 1 after. */

@@ -145,7 +145,7 @@ void store_id_hex(const store_id *id, char out[STORE_ID_HEX]);
  * a group per hit, which is what dedup saves. Always on in a build with
  * -DCAIRN_TEST_SHORT_HASH, where chunk ids keep only 16 bits and collisions are common. */
 void store_set_verify_dedup(store_t *s, int on);
-int store_verify_dedup(const store_t *s);
+STORE_MUST_USE int store_verify_dedup(const store_t *s);
 /* 0 if the stored chunk `id` (at `at`, or looked up when at is NULL) has exactly the bytes
  * of page, 1 if it has others (a collision: e says where), negative if it cannot be read. */
 STORE_MUST_USE int store_chunk_verify(store_t *s, const store_id *id, const store_loc *at, const void *page,
@@ -220,7 +220,7 @@ STORE_MUST_USE int store_name_valid(const char *s);
  * tenant "_cairn". snap_ingest refuses a reserved tenant or sandbox name unless the request
  * is a template's (snap_request.template_add); gc and the lifecycle view leave them out. */
 #define STORE_TEMPLATE_TENANT "_cairn"
-int store_name_reserved(const char *name);
+STORE_MUST_USE int store_name_reserved(const char *name);
 /* The sandbox that holds template `name` (-EINVAL: not a valid template name). */
 STORE_MUST_USE int store_template_sandbox(const char *name, char out[STORE_NAME_MAX + 1]);
 /* The template name of such a sandbox, or NULL if it is not a template's. */

@@ -7,6 +7,7 @@
 #include "restore/restore.h"
 #include "restore/lazy.h"
 #include "snapshotter/snapshotter.h"
+#include "store/toolbox.h"
 #include "tools/cli.h"
 
 int cmd_init(int argc, char **argv)
