@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "api/routes.h"
+#include "store/toolbox.h"
 
 /* Starts `cairn uffd-serve` detached; returns its pid or a negative code. */
 static pid_t spawn_server(const char *store_dir, const char *id, const char *sock, store_err *e)
