@@ -315,10 +315,7 @@ int api_token_add(const char *config, const char *role, const char *tenant, cons
     }
     api_sha256(token, strlen(token), h);
     hex(h, 32, hx);
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    store_rfc3339(store_now_ms(), when);
     json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "name", name, "role", role, "sha256", hx, "created", when);
     if (o && tenant) json_object_set_new(o, "tenant", json_string(tenant));
     rc = o && !json_array_append_new(list, o) ? save_raw(config, j, e) : store_errf(e, -ENOMEM, "out of memory");

@@ -41,9 +41,7 @@ int gc_files_only(store_t *s, const store_snapshot *src, store_snapshot **out, s
     snprintf(snap->template_name, sizeof snap->template_name, "%s", src->template_name);
     snprintf(snap->parent, sizeof snap->parent, "%s", src->id);
     snap->kind = STORE_KIND_FILES;
-    const store_blob *disk = NULL;
-    for (int i = 0; i < src->nblobs; i++)
-        if (!strcmp(src->blobs[i].name, "disk")) disk = &src->blobs[i];
+    const store_blob *disk = store_blob_find(src, "disk");
     if (!fi || !disk) {            /* nothing to keep: no disk, so no files */
         *out = snap;
         store_findex_free(fi);

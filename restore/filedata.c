@@ -13,9 +13,8 @@
 
 static uint64_t disk_size(const store_snapshot *snap)
 {
-    for (int i = 0; i < snap->nblobs; i++)
-        if (!strcmp(snap->blobs[i].name, "disk")) return snap->blobs[i].size;
-    return 0;
+    const store_blob *b = store_blob_find(snap, "disk");
+    return b ? b->size : 0;
 }
 
 /* Bytes of extent k inside the file (extents may run past the size: block granularity). */
@@ -112,9 +111,9 @@ int restore_cat(store_t *s, const store_snapshot *snap, const store_findex *fi,
                 const store_fentry *f, int fd, store_err *e)
 {
     char p[256];
-    restore_printable(f->path ? f->path : "", p, sizeof p);
+    store_path_printable(f->path ? f->path : "", p, sizeof p);
     if (f->type == STORE_FT_HARDLINK) {
-        const store_fentry *t = f->target ? restore_find(fi, f->target, strlen(f->target)) : NULL;
+        const store_fentry *t = f->target ? store_findex_find(fi, f->target, strlen(f->target)) : NULL;
         if (!t || t->type != STORE_FT_FILE)
             return store_errf(e, -EINVAL, "%s: hard link to something not a regular file", p);
         f = t;

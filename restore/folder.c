@@ -121,7 +121,7 @@ static int refuse(xdir *x, const char *path, int err, const char *why)
 {
     if (err && fatal_errno(err)) {
         char p[256];
-        restore_printable(path, p, sizeof p);
+        store_path_printable(path, p, sizeof p);
         return store_errf(x->e, err, "extracting %s: %s", p, strerror(-err));
     }
     x->st->refused++;
@@ -284,7 +284,7 @@ static int xdir_entry(void *arg, const store_fentry *f)
         return rc < 0 ? rc : 0;
     }
     default: {   /* hard link: to the inode's first name if this run wrote it, else a copy */
-        const store_fentry *t = f->target ? restore_find(x->fi, f->target, strlen(f->target)) : NULL;
+        const store_fentry *t = f->target ? store_findex_find(x->fi, f->target, strlen(f->target)) : NULL;
         if (!t || t->type != STORE_FT_FILE)
             return refuse(x, f->path, 0, "hard link to something not a regular file");
         size_t ti = (size_t)(t - x->fi->e);

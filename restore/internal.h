@@ -19,16 +19,9 @@
 /* Extracted files never get setuid/setgid bits from a tenant's image. */
 #define SAFE_MODE(m) ((m) & 07777 & ~(unsigned)(S_ISUID | S_ISGID))
 
-/* Writes p to out (cap bytes) with bytes outside printable ASCII (and '\') as \xNN,
- * "..." when cut. */
-void restore_printable(const char *p, char *out, size_t cap);
-
 /* Counts nothing: tells the caller's warn function and remembers the first problem. */
 void restore_note(restore_extract_stats *st, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-
-/* The entry whose path is p (len bytes, not NUL-terminated), or NULL. fi must be sorted. */
-const store_fentry *restore_find(const store_findex *fi, const char *p, size_t len);
 
 /* The run's result from its counters: rc when set, else the first failure's code (or
  * fail_code) when entries failed, -EPERM when some were refused, 0. */

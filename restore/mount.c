@@ -156,9 +156,7 @@ static int split(const char *path, char parts[4][STORE_NAME_MAX + 1])
 static const store_blob *find_blob(const store_snapshot *snap, const char *name)
 {
     if (snap->kind == STORE_KIND_FILES && strcmp(name, "disk")) return NULL;   /* not restorable */
-    for (int i = 0; i < snap->nblobs; i++)
-        if (!strcmp(snap->blobs[i].name, name)) return &snap->blobs[i];
-    return NULL;
+    return store_blob_find(snap, name);
 }
 
 static void dir_attr(struct stat *st)

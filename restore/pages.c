@@ -73,8 +73,7 @@ int restore_pages_open(const char *dir, const char *id, const char *blob, uint64
     if (!rc) p->nstores = 1;
     if (!rc) rc = store_snapshot_load(p->stores[0], id, &p->snap, e);
     if (!rc) {
-        for (int i = 0; i < p->snap->nblobs; i++)
-            if (!strcmp(p->snap->blobs[i].name, blob)) p->b = &p->snap->blobs[i];
+        p->b = store_blob_find(p->snap, blob);
         if (!p->b) rc = store_errf(e, -ENOENT, "snapshot %s has no %s", id, blob);
         else if (p->snap->kind == STORE_KIND_FILES && strcmp(blob, "disk"))
             rc = store_errf(e, -ENOENT, "snapshot %s is files-only (reclaimed): no %s", id, blob);

@@ -71,24 +71,11 @@ typedef struct {
 static pthread_once_t err_once = PTHREAD_ONCE_INIT;
 static void init_errors(void) { initialize_ext2_error_table(); }
 
-/* Paths are raw bytes: messages show them with anything unprintable as \xNN. */
-static const char *show(const char *p, char *out, size_t cap)
-{
-    size_t o = 0;
-    for (; *p && o + 5 < cap; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c >= 0x20 && c < 0x7f && c != '\\') out[o++] = (char)c;
-        else o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
-    }
-    out[o] = 0;
-    return out;
-}
-
 static void skip(rb *r, const char *path, const char *why)
 {
     char p[300];
     r->st->skipped++;
-    show(path, p, sizeof p);
+    store_path_printable(path, p, sizeof p);
     if (!r->st->first_skip[0]) snprintf(r->st->first_skip, sizeof r->st->first_skip, "%s: %s", p, why);
     if (r->st->warn) r->st->warn(r->st->warn_arg, p, why);
 }
@@ -103,7 +90,7 @@ static int is_nospace(errcode_t err)
 static int fail(rb *r, errcode_t err, const char *what, const char *path)
 {
     char p[300];
-    show(path, p, sizeof p);
+    store_path_printable(path, p, sizeof p);
     if (is_nospace(err))
         return store_errf(r->e, -ENOSPC, "rebuild: %s: no room left in the image while %s (the "
                           "template's disk is too small for the sandbox's important files)", p, what);
@@ -184,11 +171,11 @@ static void set_xattrs(rb *r, ext2_ino_t ino, const store_fentry *f, const char 
         if (xe) {
             r->st->xattrs_dropped++;
             char n[200];
-            snprintf(why, sizeof why, "xattr %s not kept: %s", show(x->name ? x->name : "", n, sizeof n),
+            snprintf(why, sizeof why, "xattr %s not kept: %s", store_path_printable(x->name ? x->name : "", n, sizeof n),
                      error_message(xe));
             if (r->st->warn) {
                 char p[300];
-                r->st->warn(r->st->warn_arg, show(path, p, sizeof p), why);
+                r->st->warn(r->st->warn_arg, store_path_printable(path, p, sizeof p), why);
             }
         }
     }
@@ -200,17 +187,8 @@ static void set_xattrs(rb *r, ext2_ino_t ino, const store_fentry *f, const char 
 /* "/a/b": absolute, no empty, "." or ".." component, none over 255 bytes, no NUL inside. */
 static int path_ok(const store_fentry *f)
 {
-    const char *p = f->path;
-    if (!p || p[0] != '/' || strlen(p) != f->path_len || f->path_len < 2) return 0;
-    for (const char *c = p + 1;;) {
-        const char *end = strchr(c, '/');
-        size_t n = end ? (size_t)(end - c) : strlen(c);
-        if (n == 0 || n > EXT2_NAME_LEN || (n == 1 && c[0] == '.') ||
-            (n == 2 && c[0] == '.' && c[1] == '.'))
-            return 0;
-        if (!end) return 1;
-        c = end + 1;
-    }
+    return f->path && strlen(f->path) == f->path_len && f->path_len >= 2 &&
+           !store_path_problem(f->path);
 }
 
 static int count_entry(ext2_ino_t dir, int entry, struct ext2_dir_entry *d, int off, int bs,
@@ -342,7 +320,7 @@ static int make_parents(rb *r, const store_fentry *f, char *buf, ext2_ino_t *par
             } else {
                 char why[400], p[300];
                 snprintf(why, sizeof why, "%s is a symlink of the template that leads to no "
-                         "directory", show(buf, p, sizeof p));
+                         "directory", store_path_printable(buf, p, sizeof p));
                 skip(r, f->path, why);
                 return 2;
             }
@@ -433,7 +411,7 @@ static void read_piece(void *arg, size_t i)
         pthread_mutex_lock(&r->mu);
         if (!r->read_rc) {
             char path[300];
-            r->read_rc = store_errf(r->e, rc, "rebuild: %s: %s", show(r->path, path, sizeof path), e2.msg);
+            r->read_rc = store_errf(r->e, rc, "rebuild: %s: %s", store_path_printable(r->path, path, sizeof path), e2.msg);
         }
         pthread_mutex_unlock(&r->mu);
     }
@@ -746,18 +724,6 @@ static int fill_image(rb *r, const char *image)
     return 0;
 }
 
-static int sorted(const store_findex *fi)
-{
-    for (size_t i = 1; i < fi->n; i++) {
-        const store_fentry *a = &fi->e[i - 1], *b = &fi->e[i];
-        if (!a->path || !b->path) return 0;
-        uint32_t n = a->path_len < b->path_len ? a->path_len : b->path_len;
-        int c = memcmp(a->path, b->path, n);
-        if (c > 0 || (c == 0 && a->path_len >= b->path_len)) return 0;
-    }
-    return 1;
-}
-
 int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot *snap,
                     const char *out_path, restore_rebuild_stats *st, store_err *e)
 {
@@ -774,11 +740,7 @@ int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot
     st->warn_arg = warn_arg;
     int64_t t0 = now_ns();
 
-    const store_blob *tdisk = NULL, *sdisk = NULL;
-    for (int i = 0; i < tmpl->nblobs; i++)
-        if (!strcmp(tmpl->blobs[i].name, "disk")) tdisk = &tmpl->blobs[i];
-    for (int i = 0; i < snap->nblobs; i++)
-        if (!strcmp(snap->blobs[i].name, "disk")) sdisk = &snap->blobs[i];
+    const store_blob *tdisk = store_blob_find(tmpl, "disk"), *sdisk = store_blob_find(snap, "disk");
     if (!tdisk) return store_errf(e, -ENOENT, "rebuild: template snapshot %s has no disk", tmpl->id);
     if (!sdisk) return store_errf(e, -ENOENT, "rebuild: snapshot %s has no disk", snap->id);
 
@@ -789,7 +751,7 @@ int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot
         if (rc) return rc;
         fi = loaded;
     }
-    if (!sorted(fi)) {
+    if (!store_findex_sorted(fi)) {
         store_findex_free(loaded);
         return store_errf(e, -EUCLEAN, "rebuild: the file index of snapshot %s is not sorted "
                           "by path (damaged)", snap->id);

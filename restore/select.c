@@ -14,18 +14,6 @@
 
 #include "restore/internal.h"
 
-void restore_printable(const char *p, char *out, size_t cap)
-{
-    size_t o = 0;
-    const unsigned char *c = (const unsigned char *)p;
-    for (; *c && o + 8 < cap; c++) {
-        if (*c >= 0x20 && *c < 0x7f && *c != '\\') out[o++] = (char)*c;
-        else o += (size_t)snprintf(out + o, cap - o, "\\x%02x", *c);
-    }
-    if (*c) o += (size_t)snprintf(out + o, cap - o, "...");
-    out[o] = 0;
-}
-
 /* Counts nothing: tells the caller's warn function and remembers the first problem. */
 void restore_note(restore_extract_stats *st, const char *path, const char *fmt, ...)
 {
@@ -34,52 +22,10 @@ void restore_note(restore_extract_stats *st, const char *path, const char *fmt, 
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    restore_printable(path ? path : "(null)", p, sizeof p);
+    store_path_printable(path ? path : "(null)", p, sizeof p);
     if (!st->first_problem[0])
         snprintf(st->first_problem, sizeof st->first_problem, "%s: %s", p, why);
     if (st->warn) st->warn(st->warn_arg, p, why);
-}
-
-static int cmp_len(const char *a, size_t la, const char *b, size_t lb)
-{
-    int c = memcmp(a, b, la < lb ? la : lb);
-    return c ? c : (la < lb ? -1 : la > lb);
-}
-
-/* First entry whose path is >= p (length len): the index is sorted (checked by select). */
-static size_t lower_bound(const store_findex *fi, const char *p, size_t len)
-{
-    size_t lo = 0, hi = fi->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (cmp_len(fi->e[mid].path, strlen(fi->e[mid].path), p, len) < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo;
-}
-
-const store_fentry *restore_find(const store_findex *fi, const char *p, size_t len)
-{
-    size_t i = lower_bound(fi, p, len);
-    if (i < fi->n && !cmp_len(fi->e[i].path, strlen(fi->e[i].path), p, len)) return &fi->e[i];
-    return NULL;
-}
-
-/* Why a path cannot be written below a folder, or NULL if it can. "/" is the folder itself. */
-static const char *path_problem(const char *p)
-{
-    if (p[0] != '/') return "not an absolute path";
-    if (!p[1]) return NULL;
-    for (const char *c = p + 1;;) {
-        const char *end = strchr(c, '/');
-        size_t n = end ? (size_t)(end - c) : strlen(c);
-        if (n == 0) return "empty path component";
-        if (n == 1 && c[0] == '.') return "'.' path component";
-        if (n == 2 && c[0] == '.' && c[1] == '.') return "'..' path component";
-        if (n > COMPONENT_MAX) return "path component longer than 255 bytes";
-        if (!end) return NULL;
-        c = end + 1;
-    }
 }
 
 /* A secret is not given out: its own class, a secret folder above it, or a hard link
@@ -88,7 +34,7 @@ static int is_secret_entry(const store_findex *fi, const store_fentry *f)
 {
     if (f->cls == STORE_CLASS_SECRET) return 1;
     if (f->type == STORE_FT_HARDLINK && f->target) {
-        const store_fentry *t = restore_find(fi, f->target, strlen(f->target));
+        const store_fentry *t = store_findex_find(fi, f->target, strlen(f->target));
         if (t && t->cls == STORE_CLASS_SECRET) return 1;
     }
     return 0;
@@ -99,7 +45,7 @@ int restore_is_secret(const store_findex *fi, const store_fentry *f)
     if (is_secret_entry(fi, f)) return 1;
     const char *p = f->path ? f->path : "";
     for (size_t i = 1, n = strlen(p); i < n; i++) {
-        const store_fentry *a = p[i] == '/' ? restore_find(fi, p, i) : NULL;
+        const store_fentry *a = p[i] == '/' ? store_findex_find(fi, p, i) : NULL;
         if (a && a->cls == STORE_CLASS_SECRET) return 1;
     }
     return 0;
@@ -128,7 +74,7 @@ static int check_parent(const store_findex *fi, parent_cache *pc, const char *p,
     pc->secret = 0;
     for (size_t i = 1; i <= plen; i++) {
         if (i < plen && p[i] != '/') continue;
-        const store_fentry *a = restore_find(fi, p, i);
+        const store_fentry *a = store_findex_find(fi, p, i);
         if (!a) continue;   /* a missing folder is made; it cannot be anything else */
         if (a->type != STORE_FT_DIR) {
             pc->refuse = "below an entry that is not a directory";
@@ -137,20 +83,6 @@ static int check_parent(const store_findex *fi, parent_cache *pc, const char *p,
         if (a->cls == STORE_CLASS_SECRET) pc->secret = 1;
     }
     return 0;
-}
-
-/* Requested paths: absolute, without repeated or trailing slashes. */
-static char *normalize(const char *p)
-{
-    size_t n = strlen(p), o = 0;
-    char *q = malloc(n + 2);
-    if (!q) return NULL;
-    q[o++] = '/';
-    for (size_t i = 0; i < n; i++)
-        if (p[i] != '/' || q[o - 1] != '/') q[o++] = p[i];
-    if (o > 1 && q[o - 1] == '/') o--;
-    q[o] = 0;
-    return q;
 }
 
 static int under(const char *path, size_t len, const char *req, size_t rlen)
@@ -168,11 +100,9 @@ int restore_select(const store_findex *fi, const char *const *paths, size_t npat
         memset(&dummy, 0, sizeof dummy);
         st = &dummy;
     }
-    for (size_t i = 0; i < fi->n; i++) {
-        if (!fi->e[i].path) return store_errf(e, -EINVAL, "file index: entry without a path");
-        if (i && strcmp(fi->e[i - 1].path, fi->e[i].path) >= 0)
-            return store_errf(e, -EINVAL, "file index is not sorted (damaged): refusing it");
-    }
+    if (!store_findex_sorted(fi))
+        return store_errf(e, -EINVAL, "file index is not sorted or has an entry without a path "
+                          "(damaged): refusing it");
     static const char *const all[] = {"/"};
     if (!npaths) {
         paths = all;
@@ -186,13 +116,13 @@ int restore_select(const store_findex *fi, const char *const *paths, size_t npat
             rc = store_errf(e, -EINVAL, "%s: paths in a snapshot start with '/'", paths[k]);
             break;
         }
-        req[k] = normalize(paths[k]);
+        req[k] = restore_norm_path(paths[k]);
         if (!req[k]) {
             rc = store_errf(e, -ENOMEM, "out of memory");
             break;
         }
         rlen[k] = strlen(req[k]);
-        size_t i = lower_bound(fi, req[k], rlen[k]);
+        size_t i = store_findex_lower_bound(fi, req[k], rlen[k]);
         if (rlen[k] > 1 && !(i < fi->n && under(fi->e[i].path, strlen(fi->e[i].path), req[k],
                                                   rlen[k])))
             rc = store_errf(e, -ENOENT, "%s: no such path in the snapshot", paths[k]);
@@ -210,7 +140,7 @@ int restore_select(const store_findex *fi, const char *const *paths, size_t npat
             continue;
         }
         if (class_mask && !(class_mask & (1u << f->cls))) continue;
-        const char *why = path_problem(f->path);
+        const char *why = store_path_problem(f->path);
         if (!why) {
             const char *slash = strrchr(f->path, '/');
             rc = check_parent(fi, &pc, f->path, (size_t)(slash - f->path));

@@ -107,20 +107,6 @@ json_t *restore_entry_json(const store_fentry *f)
     return o;
 }
 
-/* First index of an entry whose path starts with prefix (entries are sorted). */
-static size_t lower_bound(const store_findex *fi, const char *prefix, size_t pl)
-{
-    size_t lo = 0, hi = fi->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        const store_fentry *f = &fi->e[mid];
-        int c = memcmp(f->path, prefix, f->path_len < pl ? f->path_len : pl);
-        if (c < 0 || (c == 0 && f->path_len < pl)) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo;
-}
-
 char *restore_norm_path(const char *in)
 {
     char *path = malloc(strlen(in) + 2);
@@ -154,7 +140,7 @@ int restore_list(const store_findex *fi, const char *path, int recursive,
             pre[pl] = '/';
             pre[prl] = 0;
         }
-        for (size_t i = pre ? lower_bound(fi, pre, prl) : fi->n; !rc && i < fi->n; i++) {
+        for (size_t i = pre ? store_findex_lower_bound(fi, pre, prl) : fi->n; !rc && i < fi->n; i++) {
             const store_fentry *f = &fi->e[i];
             if (f->path_len < prl || memcmp(f->path, pre, prl)) break;
             if (f->path_len == prl) continue;

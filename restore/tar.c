@@ -328,7 +328,7 @@ static int xtar_entry(void *arg, const store_fentry *f)
     case STORE_FT_HARDLINK: {
         const store_fentry *d = f;
         if (f->type == STORE_FT_HARDLINK)
-            d = f->target ? restore_find(t->fi, f->target, strlen(f->target)) : NULL;
+            d = f->target ? store_findex_find(t->fi, f->target, strlen(f->target)) : NULL;
         if (!d || d->type != STORE_FT_FILE) {
             t->st->refused++;
             restore_note(t->st, f->path, "hard link to something not a regular file");

@@ -28,13 +28,6 @@ static int cache_path(store_t *s, const store_snapshot *tmpl, char *out, size_t 
     return snprintf(out, cap, "%s/cache/tpl-%s.img", store_dir(s), tmpl->id) >= (int)cap ? -ENAMETOOLONG : 0;
 }
 
-static const store_blob *disk_of(const store_snapshot *snap)
-{
-    for (int i = 0; i < snap->nblobs; i++)
-        if (!strcmp(snap->blobs[i].name, "disk")) return &snap->blobs[i];
-    return NULL;
-}
-
 /* Copies src to dst (both open), keeping holes. */
 static int clone_or_copy(int src, int dst, uint64_t size)
 {
@@ -85,7 +78,7 @@ static int open_materialized(store_t *s, const store_snapshot *tmpl, const store
 
 int restore_template_prepare(store_t *s, const store_snapshot *tmpl, store_err *e)
 {
-    const store_blob *disk = disk_of(tmpl);
+    const store_blob *disk = store_blob_find(tmpl, "disk");
     if (!disk) return store_errf(e, -ENOENT, "template snapshot %s has no disk", tmpl->id);
     int fd = open_materialized(s, tmpl, disk, e);
     if (fd < 0) return fd;
@@ -95,7 +88,7 @@ int restore_template_prepare(store_t *s, const store_snapshot *tmpl, store_err *
 
 int restore_template_disk(store_t *s, const store_snapshot *tmpl, const char *out, store_err *e)
 {
-    const store_blob *disk = disk_of(tmpl);
+    const store_blob *disk = store_blob_find(tmpl, "disk");
     if (!disk) return store_errf(e, -ENOENT, "template snapshot %s has no disk", tmpl->id);
     int src = open_materialized(s, tmpl, disk, e);
     if (src < 0) return src;

@@ -64,24 +64,71 @@ void store_findex_free(store_findex *fi)
     free(fi);
 }
 
-static int path_cmp(const char *a, uint32_t la, const char *b, uint32_t lb)
+static int path_cmp(const char *a, size_t la, const char *b, size_t lb)
 {
     int c = memcmp(a, b, la < lb ? la : lb);
     return c ? c : (la < lb ? -1 : la > lb);
 }
 
-const store_fentry *store_findex_get(const store_findex *fi, const char *path)
+size_t store_findex_lower_bound(const store_findex *fi, const char *p, size_t len)
 {
-    uint32_t pl = (uint32_t)strlen(path);
     size_t lo = 0, hi = fi->n;
     while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = path_cmp(fi->e[mid].path, fi->e[mid].path_len, path, pl);
-        if (c == 0) return &fi->e[mid];
-        if (c < 0) lo = mid + 1;
+        size_t mid = lo + (hi - lo) / 2;
+        if (path_cmp(fi->e[mid].path, fi->e[mid].path_len, p, len) < 0) lo = mid + 1;
         else hi = mid;
     }
-    return NULL;
+    return lo;
+}
+
+const store_fentry *store_findex_find(const store_findex *fi, const char *p, size_t len)
+{
+    size_t i = store_findex_lower_bound(fi, p, len);
+    return i < fi->n && !path_cmp(fi->e[i].path, fi->e[i].path_len, p, len) ? &fi->e[i] : NULL;
+}
+
+const store_fentry *store_findex_get(const store_findex *fi, const char *path)
+{
+    return store_findex_find(fi, path, strlen(path));
+}
+
+int store_findex_sorted(const store_findex *fi)
+{
+    for (size_t i = 0; i < fi->n; i++) {
+        const store_fentry *b = &fi->e[i];
+        if (!b->path || strlen(b->path) != b->path_len) return 0;
+        if (i && path_cmp(fi->e[i - 1].path, fi->e[i - 1].path_len, b->path, b->path_len) >= 0) return 0;
+    }
+    return 1;
+}
+
+const char *store_path_problem(const char *p)
+{
+    if (p[0] != '/') return "not an absolute path";
+    if (!p[1]) return NULL;
+    for (const char *c = p + 1;;) {
+        const char *end = strchr(c, '/');
+        size_t n = end ? (size_t)(end - c) : strlen(c);
+        if (n == 0) return "empty path component";
+        if (n == 1 && c[0] == '.') return "'.' path component";
+        if (n == 2 && c[0] == '.' && c[1] == '.') return "'..' path component";
+        if (n > 255) return "path component longer than 255 bytes";
+        if (!end) return NULL;
+        c = end + 1;
+    }
+}
+
+const char *store_path_printable(const char *p, char *out, size_t cap)
+{
+    size_t o = 0;
+    const unsigned char *c = (const unsigned char *)p;
+    for (; *c && o + 8 < cap; c++) {
+        if (*c >= 0x20 && *c < 0x7f && *c != '\\') out[o++] = (char)*c;
+        else o += (size_t)snprintf(out + o, cap - o, "\\x%02x", *c);
+    }
+    if (*c) o += (size_t)snprintf(out + o, cap - o, "...");
+    out[o] = 0;
+    return out;
 }
 
 /* ---- encoding ---------------------------------------------------------------------- */
@@ -399,12 +446,17 @@ int cached_page(store_t *s, const store_loc *l, store_dctx *d, uint8_t *frame, v
     return 0;
 }
 
+const store_blob *store_blob_find(const store_snapshot *snap, const char *name)
+{
+    for (int i = 0; i < snap->nblobs; i++)
+        if (!strcmp(snap->blobs[i].name, name)) return &snap->blobs[i];
+    return NULL;
+}
+
 int store_blob_read(store_t *s, const store_snapshot *snap, const char *name, uint64_t off,
                     void *buf, size_t len, store_err *e)
 {
-    const store_blob *b = NULL;
-    for (int i = 0; i < snap->nblobs; i++)
-        if (!strcmp(snap->blobs[i].name, name)) b = &snap->blobs[i];
+    const store_blob *b = store_blob_find(snap, name);
     if (!b) return store_errf(e, -ENOENT, "snapshot %s has no %s", snap->id, name);
     if (off > b->size || len > b->size - off)
         return store_errf(e, -ERANGE, "snapshot %s: %s: range %llu+%zu is past its end (%llu)",

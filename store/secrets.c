@@ -8,24 +8,6 @@
 
 #include "store/internal.h"
 
-static int path_cmp(const char *a, size_t la, const char *b, size_t lb)
-{
-    int c = memcmp(a, b, la < lb ? la : lb);
-    return c ? c : (la < lb ? -1 : la > lb);
-}
-
-/* First entry whose path is >= (p, len). */
-static size_t lower_bound(const store_findex *fi, const char *p, size_t len)
-{
-    size_t lo = 0, hi = fi->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (path_cmp(fi->e[mid].path, fi->e[mid].path_len, p, len) < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo;
-}
-
 static int set_secret(store_fentry *f, uint64_t *marked)
 {
     if (f->cls == STORE_CLASS_SECRET) return 0;
@@ -48,7 +30,7 @@ static int mark_below_folders(store_findex *fi, uint64_t *marked)
         memcpy(pre, d->path, pl);
         size_t plen = root ? 1 : pl + 1;
         pre[plen - 1] = '/';
-        for (size_t k = lower_bound(fi, pre, plen); k < fi->n; k++) {
+        for (size_t k = store_findex_lower_bound(fi, pre, plen); k < fi->n; k++) {
             store_fentry *c = &fi->e[k];
             if (c->path_len <= plen || memcmp(c->path, pre, plen)) break;
             set_secret(c, marked);

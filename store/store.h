@@ -346,6 +346,19 @@ void store_findex_free(store_findex *fi);          /* frees entries and fi itsel
 void store_fentry_clear(store_fentry *f);          /* frees one entry's allocations */
 /* Finds the entry of exactly this path, or NULL (binary search). */
 const store_fentry *store_findex_get(const store_findex *fi, const char *path);
+/* The same for len bytes of p (a prefix of a longer path, say), and the index of the first
+ * entry whose path sorts >= them (memcmp order): the file index's one lookup. */
+const store_fentry *store_findex_find(const store_findex *fi, const char *p, size_t len);
+size_t store_findex_lower_bound(const store_findex *fi, const char *p, size_t len);
+/* 1 when every entry has a path (path_len its length) and the paths strictly ascend: what
+ * the lookups need, and what a damaged or hostile index may not give. */
+int store_findex_sorted(const store_findex *fi);
+/* Why p cannot name a file of an image (not absolute; an empty, "." or ".." component; a
+ * component over 255 bytes), or NULL when it can. "/" is fine. */
+const char *store_path_problem(const char *p);
+/* p for messages and logs: bytes outside printable ASCII (and backslash) as \xNN, cut with
+ * "..." to fit cap (>= 8). Returns out. */
+const char *store_path_printable(const char *p, char *out, size_t cap);
 /* Serialises / parses the index (format of manifests/ID.files). Parsing checks every
  * length against the buffer: a damaged file is an error, never an overread. */
 STORE_MUST_USE int store_findex_encode(const store_findex *fi, uint8_t **out, size_t *len, store_err *e);
@@ -359,6 +372,9 @@ STORE_MUST_USE int store_findex_load(store_t *s, const store_snapshot *snap, sto
  * naming it), and every file whose extents overlap a secret file's (a crafted image can
  * share blocks). Idempotent. *marked (may be NULL) = entries changed. 0 or -ENOMEM. */
 STORE_MUST_USE int store_findex_mark_secrets(store_findex *fi, uint64_t *marked);
+
+/* The snapshot's blob called name ("disk", ...), or NULL. */
+const store_blob *store_blob_find(const store_snapshot *snap, const char *name);
 
 /* Reads len bytes of the snapshot's blob `name` at offset into buf, through its recipe;
  * each page read is verified against its id. Zero pages read as zeros. */

@@ -13,13 +13,13 @@
 #include "snapshotter/snapshotter.h"
 #include "tools/cli.h"
 
-/* Printable form of raw path bytes: anything outside printable ASCII as \xNN. */
+/* Printable form of raw path bytes (store_path_printable), never cut. */
 static void put_path(FILE *f, const char *p)
 {
-    for (const unsigned char *c = (const unsigned char *)p; *c; c++) {
-        if (*c >= 0x20 && *c < 0x7f && *c != '\\') fputc(*c, f);
-        else fprintf(f, "\\x%02x", *c);
-    }
+    size_t cap = 4 * strlen(p) + 8;
+    char small[1024], *buf = cap <= sizeof small ? small : malloc(cap);
+    fputs(buf ? store_path_printable(p, buf, cap) : "(out of memory)", f);
+    if (buf != small) free(buf);
 }
 
 static const char *actor_of(const char *flag)
