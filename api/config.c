@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "api/internal.h"
+#include "store/toolbox.h"
 
 static const char *role_names[] = {"orchestrator", "gc", "support", "admin", "share"};
 
