@@ -630,6 +630,13 @@ int snap_index_disk(const char *image, uint64_t disk_bytes, store_findex **out, 
     uint8_t *buf = NULL;
     size_t len = 0, cap = 0;
     int rc = 0;
+    /* The index's size is bounded by the disk's, whatever the image says: names and extents
+     * cost the image at least as much as their encoding, except hard links (a 12-byte
+     * directory entry each), so half the disk (at least 16 MiB, at most 2 GiB) is plenty for
+     * a real filesystem and stops a crafted one from making this process big. */
+    uint64_t limit = disk_bytes / 2;
+    if (limit < (16ull << 20)) limit = 16ull << 20;
+    if (limit > (2ull << 30)) limit = 2ull << 30;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
@@ -643,8 +650,10 @@ int snap_index_disk(const char *image, uint64_t disk_bytes, store_findex **out, 
         }
         if (len == cap) {
             cap = cap ? cap * 2 : 1 << 16;
-            if (cap > (1ULL << 31)) {
-                rc = store_errf(e, -EFBIG, "the disk image parser sent too much");
+            if (cap > limit) {
+                rc = store_errf(e, -EFBIG, "the disk image parser sent more than %llu MiB for a %llu MiB "
+                                "disk (a file index is kept smaller than half its disk)",
+                                (unsigned long long)(limit >> 20), (unsigned long long)(disk_bytes >> 20));
                 break;
             }
             uint8_t *nb = realloc(buf, cap);
