@@ -288,6 +288,10 @@ int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e)
     plan p = {0};
     store_t *s = NULL;
     int rc = store_open(dir, STORE_READ, &s, e);
+    if (!rc && !o->dry_run && (rc = store_gc_allowed(s, e))) {
+        store_close(s);
+        s = NULL;
+    }
     if (!rc) {
         store_stats before;
         rc = store_get_stats(s, &before, e);

@@ -392,3 +392,11 @@ int obj_get(store_t *s, const char *name, uint8_t **buf, size_t *len, store_err 
     free(path);
     return rc;
 }
+
+int store_gc_allowed(store_t *s, store_err *e)
+{
+    if (!s->be->remote) return 0;
+    return store_errf(e, -ENOTSUP, "%s: gc of a store on S3 deletes nothing yet: other nodes may be "
+                      "deduplicating against what it would delete (docs/s3.md, \"gc across nodes\"); "
+                      "`cairn gc --dry-run` shows what it would do", s->be->where);
+}

@@ -452,6 +452,10 @@ enum { STORE_FSCK_VERIFY_DATA = 1 };
  * threaten a snapshot; garbage (is_problem = 0) is leftovers gc will remove.
  * Returns 0 when the check ran (whatever it found), < 0 when it could not run. */
 STORE_MUST_USE int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_err *e);
+/* 0 when a gc may delete and rewrite in this store; -ENOTSUP (with the reason) when it may
+ * not: a store on S3, until the cross-node protocol of docs/s3.md ("gc across nodes") is
+ * built, since another node may be deduplicating against what a gc would delete. */
+STORE_MUST_USE int store_gc_allowed(store_t *s, store_err *e);
 /* Reports (as problems) every file or folder of the store that its group or other users
  * may open: the store is private to its owner (folders 0700, files 0600). store_fsck runs
  * it. A process that opens a store for writing must run with umask 077: RocksDB creates
