@@ -46,6 +46,9 @@ static pid_t spawn_server(const char *store_dir, const char *id, const char *soc
                 dup2(devnull, 0);
                 dup2(devnull, 1);      /* its JSON summary has no reader; stderr stays the API's log */
             }
+            /* Nothing else of the API's: a page server holding its listening socket would
+             * keep the port after the API restarts. */
+            close_range(3, ~0u, 0);
             char *argv[] = {exe, "uffd-serve", "--store", (char *)store_dir, "--snapshot", (char *)id,
                             "--socket", (char *)sock, NULL};
             execv(exe, argv);

@@ -137,6 +137,7 @@ static int install(server *sv, region *g, uint64_t addr, uint8_t *buf, int is_fa
     if (ioc < 0) {
         int err = errno;
         if (err == EAGAIN) return -EAGAIN;
+        if (err == ESRCH) return -ESRCH;       /* the VM's memory is gone: it is exiting */
         if (err == EEXIST) {
             if (is_fault) {
                 struct uffdio_range w = {.start = addr, .len = ps};
@@ -366,8 +367,8 @@ static int serve(server *sv, int lfd, int conn, store_err *e)
     uint64_t *retry = malloc(64 * 2 * sizeof *retry);
     size_t nretry = 0, capretry = 128;
     if (!retry) return store_errf(e, -ENOMEM, "out of memory");
-    int rc = 0;
-    while (!rc) {
+    int rc = 0, gone = 0;
+    while (!rc && !gone) {
         if (sv->rec_until > 0 && !sv->rec_saved && now_s() >= sv->rec_until) {
             store_err we;
             if (save_recording(sv, &we)) warn(sv->o, "working set not saved: %s", we.msg);
@@ -413,6 +414,8 @@ static int serve(server *sv, int lfd, int conn, store_err *e)
                             capretry *= 2;
                         }
                         retry[nretry++] = m->arg.pagefault.address;
+                    } else if (r == -ESRCH) {
+                        gone = 1;
                     } else {
                         rc = r;
                     }
@@ -431,6 +434,7 @@ static int serve(server *sv, int lfd, int conn, store_err *e)
         for (size_t i = 0; !rc && i < nretry; i++) {
             int r = handle_fault(sv, retry[i], e);
             if (r == -EAGAIN) retry[keep++] = retry[i];
+            else if (r == -ESRCH) gone = 1;
             else rc = r;
         }
         nretry = rc ? 0 : keep;
