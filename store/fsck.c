@@ -187,7 +187,16 @@ int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_e
             if (!rc)
                 util_reportf(report, arg, 0, "snapshot %s: its commit was interrupted after the manifest; "
                         "the next writer finishes it", ids[m]);
-            else if (rc == -ENOENT)
+            else if (rc == -ENOENT && s->be->remote) {
+                /* Another node's snapshot this node has not refreshed yet (docs/s3.md): its
+                 * chunks are checked by a node that knows them. */
+                util_reportf(report, arg, 0, "snapshot %s: in %s but not yet in this node's index "
+                             "(`cairn fsck --rebuild-index` refreshes)", ids[m], s->be->where);
+                rocksdb_free(pend);
+                store_snapshot_free(snap);
+                rc = 0;
+                continue;
+            } else if (rc == -ENOENT)
                 util_reportf(report, arg, 1, "snapshot %s: has a manifest but no index record", ids[m]);
             if (rc == -ENOENT) rc = 0;
             rocksdb_free(pend);
