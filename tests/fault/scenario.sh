@@ -1,0 +1,173 @@
+# Sourced by tests/integration/faults.slow.sh and crashpoints.slow.sh (after tests/lib.sh):
+# one small store and the four operations the fault shim (tests/fault/fault.c) interrupts,
+# with the checks every interrupted run must pass.
+#
+# The base store ($T/base): template "base"; sandbox box (tenant acme, pro) with two
+# snapshots B1, B2; sandbox keep (acme) with K1, pinned, and K2; sandbox old (tenant beta,
+# free) with O1. The operations:
+#   ingest    snapshot B3 of box (new memory and disk pages, a file index)
+#   gc        gc --now +10 days: reclaims old (a files-only snapshot, O1 goes), drops B1
+#             (superseded), sweeps and rewrites packs
+#   reindex   fsck --rebuild-index
+#   rebuild   rebuild --sandbox box --out $T/rebuilt.img
+# Survivors, whatever happened: B2 (box's latest until B3 is acknowledged), K1 (pinned),
+# K2 (keep's latest): each restores byte-exact after every interruption.
+
+FAULT_LIB=$BUILD/libcairn-fault.so
+[ -f "$FAULT_LIB" ] || fail "no $FAULT_LIB (run make first)"
+DAY_MS=86400000
+
+# in_files DIR SEED: memory and disk of one snapshot (disk: a small ext4 with a sandbox tree).
+in_files() {
+    mkdir -p "$1/tree"
+    gen "$1/memory" $((256 << 10)) "$2" 30
+    sandbox_tree "$1/tree" "$2"
+    ext4_image "$1/tree" "$1/disk" 4M
+}
+in_spec() { echo "memory=$1/memory disk=$1/disk"; }
+
+make_base() {
+    local B=$T/base
+    must cairn init --store "$B" >/dev/null
+    base_template "$B"
+    for x in b1:1 b2:2 b3:3 k1:4 k2:5 o1:6; do in_files "$T/in/${x%%:*}" "${x#*:}"; done
+    B1=$(snap "$B" acme box $(in_spec "$T/in/b1"))
+    K1=$(snap "$B" acme keep $(in_spec "$T/in/k1"))
+    O1=$(snap "$B" beta old $(in_spec "$T/in/o1"))
+    B2=$(snap "$B" acme box $(in_spec "$T/in/b2"))
+    K2=$(snap "$B" acme keep $(in_spec "$T/in/k2"))
+    must cairn tier --store "$B" --tenant acme pro >/dev/null
+    must cairn pin --store "$B" --snapshot "$K1" >/dev/null
+    NOW_GC=$(( $(date +%s%3N) + 10 * DAY_MS ))
+    GC_NOW=$(date -u -d "@$((NOW_GC / 1000))" +%Y-%m-%dT%H:%M:%SZ)
+    # What a clean rebuild writes, to compare an interrupted one's output with.
+    must cairn rebuild --store "$B" --sandbox box --template base --out "$T/rebuilt.ref" >/dev/null
+}
+
+# op_args OP STORE: the command line of an operation.
+op_cmd() {
+    local op=$1 S=$2
+    case $op in
+        ingest)  echo snapshot --store "$S" --tenant acme --sandbox box --template base \
+                      --memory "$T/in/b3/memory" --disk "$T/in/b3/disk" --json ;;
+        gc)      echo gc --store "$S" --now "$GC_NOW" --json ;;
+        reindex) echo fsck --store "$S" --rebuild-index --json ;;
+        rebuild) echo rebuild --store "$S" --sandbox box --template base --out "$T/rebuilt.img" --json ;;
+    esac
+}
+
+# fresh STORE: a copy of the base store to interrupt.
+fresh() { rm -rf "$1" "$T/rebuilt.img" "$T/rebuilt.img.tmp"; cp -a "$T/base" "$1"; }
+
+# shim_run OUT ENV...: runs cairn with the shim and the given CAIRN_FAULT_* settings
+# (cairn's arguments in $CMD); exit status in $RC, stdout/stderr in OUT.out/OUT.err.
+shim_run() {
+    local out=$1; shift
+    RC=0
+    # In a subshell whose stderr is dropped: bash reports a job killed by a signal there.
+    # (exit $? keeps bash from exec'ing the command, so the report goes to /dev/null.)
+    ( env LD_PRELOAD="$FAULT_LIB" "$@" timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" $CMD \
+        >"$out.out" 2>"$out.err"; exit $? ) 2>/dev/null || RC=$?
+}
+
+# clean_count OP: how many counted calls a clean run of OP makes (the largest of 3 runs:
+# RocksDB's background threads make the count vary by a few).
+clean_count() {
+    local op=$1 max=0 i n
+    for i in 1 2 3; do
+        fresh "$T/s"
+        CMD=$(op_cmd "$op" "$T/s")
+        shim_run "$T/count" CAIRN_FAULT_COUNT="$T/count.n"
+        [ "$RC" = 0 ] || { cat "$T/count.err" >&2; fail "clean $op failed (exit $RC)"; }
+        n=$(cut -d' ' -f1 "$T/count.n")
+        [ "$n" -gt "$max" ] && max=$n
+    done
+    echo "$max"
+}
+
+# restores_exact STORE ID DIR: the snapshot restores to DIR's memory and disk, byte-exact.
+restores_exact() {
+    local o=$T/r.$RANDOM
+    timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" restore --store "$1" --snapshot "$2" --out "$o" \
+        >/dev/null 2>"$T/restore.err" || { echo "restore of $2 failed: $(head -c 300 "$T/restore.err")"; return 1; }
+    cmp -s "$o/memory" "$3/memory" && cmp -s "$o/disk" "$3/disk" || { rm -rf "$o"; echo "restore of $2 differs from $3"; return 1; }
+    rm -rf "$o"
+}
+
+# ids_kinds STORE SANDBOX: "ID:KIND" of each snapshot listed (no Python: this runs per point).
+ids_kinds() {
+    timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" snapshots --store "$1" --sandbox "$2" --json 2>"$T/list.err" |
+        grep -o '"snapshot":"[0-9a-f]*"[^}]*"kind":"[a-z]*"' |
+        sed 's/"snapshot":"\([0-9a-f]*\)".*"kind":"\([a-z]*\)"/\1:\2/'
+    return "${PIPESTATUS[0]}"
+}
+
+# check_store OP STORE: after an interrupted OP. Prints nothing and returns 0 when fsck is
+# clean, the survivors restore byte-exact and nothing unexpected is listed; else says why.
+# Restores run two at a time (they share the store's read lock).
+check_store() {
+    local op=$1 S=$2 sb x list=() dirs=()
+    timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" fsck --store "$S" --json >"$T/fsck.json" 2>"$T/fsck.err" ||
+        { echo "fsck not clean: $(head -c 400 "$T/fsck.json") $(head -c 200 "$T/fsck.err")"; return 1; }
+    list=("$B2:b2" "$K1:k1" "$K2:k2")
+    # Every snapshot listed is one we know (or the interrupted ingest's, complete).
+    for sb in box keep old; do
+        local got; got=$(ids_kinds "$S" "$sb") || { echo "snapshots --sandbox $sb failed: $(head -c 300 "$T/list.err")"; return 1; }
+        for x in $got; do
+            local id=${x%%:*} kind=${x#*:}
+            case $id in
+                "$B1") list+=("$id:b1") ;;
+                "$O1") list+=("$id:o1") ;;
+                "$B2"|"$K1"|"$K2") ;;
+                *)  if [ "$sb" = box ] && [ "$op" = ingest ] && [ "$kind" = full ]; then
+                        list+=("$id:b3")
+                    elif [ "$sb" = old ] && [ "$kind" = files ]; then
+                        timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" cat --store "$S" --snapshot "$id" \
+                            /home/ubuntu/output/report.md --actor test >"$T/cat.out" 2>"$T/cat.err" &&
+                            cmp -s "$T/cat.out" "$T/in/o1/tree/home/ubuntu/output/report.md" ||
+                            { echo "files-only $id of old: report.md wrong or unreadable: $(head -c 200 "$T/cat.err")"; return 1; }
+                    else
+                        echo "unexpected snapshot $id ($kind) of $sb after an interrupted $op"; return 1
+                    fi ;;
+            esac
+        done
+    done
+    for sb in b2 k1 k2; do
+        case " ${list[*]} " in *":$sb "*) ;; *) echo "snapshot $sb is gone"; return 1 ;; esac
+    done
+    local pids=() k=0 bad=0
+    for x in "${list[@]}"; do
+        restores_exact "$S" "${x%%:*}" "$T/in/${x#*:}" >"$T/rx.$k" &
+        pids+=($!); k=$((k + 1))
+        if [ ${#pids[@]} = 2 ]; then wait "${pids[0]}" || bad=1; pids=("${pids[1]}"); fi
+    done
+    for x in "${pids[@]}"; do wait "$x" || bad=1; done
+    [ "$bad" = 0 ] || { cat "$T"/rx.*; rm -f "$T"/rx.*; return 1; }
+    rm -f "$T"/rx.*
+    if [ "$op" = rebuild ] && [ -e "$T/rebuilt.img" ]; then
+        [ "$(size_of "$T/rebuilt.img")" = "$(size_of "$T/rebuilt.ref")" ] &&
+            e2fsck -fn "$T/rebuilt.img" >"$T/e2fsck.log" 2>&1 ||
+            { echo "an interrupted rebuild left a damaged $T/rebuilt.img: $(tail -3 "$T/e2fsck.log")"; return 1; }
+    fi
+    return 0
+}
+
+# works_again OP STORE: the operation, run again without faults, succeeds and fsck is clean.
+works_again() {
+    local op=$1 S=$2
+    rm -f "$T/rebuilt.img"
+    timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" $(op_cmd "$op" "$S") >"$T/again.out" 2>"$T/again.err" ||
+        { echo "$op without the fault failed: $(head -c 300 "$T/again.err")"; return 1; }
+    timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" fsck --store "$S" --json >"$T/fsck.json" 2>"$T/fsck.err" ||
+        { echo "fsck after $op without the fault: $(head -c 400 "$T/fsck.json")"; return 1; }
+    local latest; latest=$(ids_kinds "$S" box | head -1) || return 1
+    latest=${latest%%:*}
+    case $op in
+        ingest) restores_exact "$S" "$latest" "$T/in/b3" || return 1 ;;
+        *)      restores_exact "$S" "$latest" "$T/in/b2" || return 1 ;;
+    esac
+    if [ "$op" = rebuild ]; then
+        e2fsck -fn "$T/rebuilt.img" >"$T/e2fsck.log" 2>&1 || { echo "rebuild output is damaged: $(tail -3 "$T/e2fsck.log")"; return 1; }
+    fi
+    return 0
+}

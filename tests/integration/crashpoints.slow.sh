@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Issue 9, crash points: the fault shim (tests/fault/fault.c) in kill mode stops cairn
+# (SIGKILL, as kill -9 or a power cut of the process would) before the N-th call that
+# changes a file: write, pwrite, fsync, fdatasync, rename, unlink, truncate, mkdir, ...
+# whether Cairn or RocksDB makes it, for EVERY N of a clean run of: an ingest, a gc
+# (reclaim, drop, sweep, rewrite), an index rebuild (fsck --rebuild-index) and a rebuild.
+# After each: fsck clean, every acknowledged snapshot restores byte-exact, nothing
+# unacknowledged appears (tests/fault/scenario.sh says what each check is).
+#   CRASH_OPS="ingest gc"   only these operations
+#   CRASH_STRIDE=K          every K-th point only (default 1: every point)
+# Prints the points tried per operation; the last line is the summary make reliability reads.
+. "$(dirname "$0")/../lib.sh"
+. "$REPO/tests/fault/scenario.sh"
+
+OPS=${CRASH_OPS:-ingest gc reindex rebuild}
+STRIDE=${CRASH_STRIDE:-1}
+t0=$EPOCHREALTIME
+make_base
+tried=0 survived=0 finished=0
+for op in $OPS; do
+    n=$(clean_count "$op")
+    o_tried=0 o_done=0
+    # A few points past the clean count: RocksDB's background work varies the count.
+    for ((k = 1; k <= n + 3; k += STRIDE)); do
+        fresh "$T/s"
+        CMD=$(op_cmd "$op" "$T/s")
+        shim_run "$T/kill" CAIRN_FAULT_MODE=kill CAIRN_FAULT_AT=$k
+        if [ "$RC" = 0 ]; then
+            o_done=$((o_done + 1))              # the run made fewer than k calls: no kill
+        elif [ "$RC" != 137 ]; then
+            cat "$T/kill.err" >&2; fail "$op with a kill at call $k exited $RC, not 137 (SIGKILL)"
+        fi
+        o_tried=$((o_tried + 1))
+        why=$(check_store "$op" "$T/s") || fail "$op killed at call $k of $n: $why"
+    done
+    log "$op: $n calls in a clean run; $o_tried points tried ($((o_tried - o_done)) killed, $o_done ran to the end), all survived"
+    tried=$((tried + o_tried)); survived=$((survived + o_tried)); finished=$((finished + o_done))
+done
+secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
+log "crash points: $tried tried, $survived survived ($finished ran to the end) in ${secs}s"
+echo "crashpoints tried=$tried survived=$survived secs=$secs" >"${RELIABILITY_OUT:-/dev/null}"
