@@ -31,9 +31,26 @@ static int rdb_err(store_err *e, char *err, const char *what)
     return rc;
 }
 
+int index_recover_swap(store_t *s, store_err *e)
+{
+    char *cur = util_path(s->dir, "index"), *nw = util_path(s->dir, "index.new");
+    int rc = cur && nw ? 0 : store_errf(e, -ENOMEM, "out of memory");
+    struct stat st;
+    if (!rc && stat(cur, &st) < 0 && errno == ENOENT && stat(nw, &st) == 0) {
+        /* Another reader may have done it first (ENOENT). */
+        if (rename(nw, cur) < 0 && errno != ENOENT)
+            rc = store_errf(e, -errno, "%s: cannot put the rebuilt index in place: %s", s->dir, strerror(errno));
+        int drc;
+        if (!rc && (drc = util_fsync_dir(s->dir))) rc = store_errf(e, drc, "%s: fsync: %s", s->dir, strerror(-drc));
+    }
+    free(cur);
+    free(nw);
+    return rc;
+}
+
 int index_open(store_t *s, int create, store_err *e)
 {
-    char *path = util_path(s->dir, "index");
+    char *path = util_path(s->dir, s->index_name ? s->index_name : "index");
     if (!path) return store_errf(e, -ENOMEM, "out of memory");
     /* RocksDB would make the folder 0755 & ~umask: tenant data stays private. */
     if (create && mkdir(path, 0700) < 0 && errno != EEXIST) {

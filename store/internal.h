@@ -30,6 +30,8 @@ struct pool;
 struct store {
     char *dir;
     int mode;
+    const char *index_name;            /* folder of the index: "index", or NULL for it;
+                                          "index.new" while store_rebuild_index builds */
     int verify_dedup;                  /* compare bytes on every dedup hit (store_set_verify_dedup) */
     pthread_mutex_t verify_mu;         /* guards the two buffers of store_chunk_verify */
     uint8_t *verify_frame;
@@ -99,6 +101,9 @@ uint32_t util_get_le32(const uint8_t *p);
 /* index.c */
 STORE_MUST_USE int index_open(store_t *s, int create, store_err *e);
 void index_close(store_t *s);
+/* A rebuild killed between its two renames left no index/ but a complete index.new/: put
+ * it in place. Only under the store's lock. */
+STORE_MUST_USE int index_recover_swap(store_t *s, store_err *e);
 /* Reads one record: 0 (*val is the caller's, rocksdb_free it), -ENOENT (absent; e not
  * set), or -EIO with e set when the read failed. */
 STORE_MUST_USE int index_get(store_t *s, int cf, const char *key, size_t klen, char **val,

@@ -27,16 +27,57 @@ static int rm_index_dir(const char *path)
     return rmdir(path) < 0 ? -errno : 0;
 }
 
+static int rm_index_named(store_t *s, const char *name, store_err *e)
+{
+    char *path = util_path(s->dir, name);
+    int rc = path ? rm_index_dir(path) : -ENOMEM;
+    free(path);
+    return rc ? store_errf(e, rc, "%s/%s: cannot remove: %s", s->dir, name, strerror(-rc)) : 0;
+}
+
+static int rebuild_into(store_t *s, store_report_fn report, void *arg, store_err *e);
+
+/* The new index is built beside the old one (index.new) and swapped in by two renames, so a
+ * rebuild killed at any point leaves a usable index: the old one, or the new one complete.
+ * Killed between the renames, there is no index/ but a complete index.new/, which the next
+ * store_open renames into place (index_recover_swap). */
 int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err *e)
 {
     if (s->mode != STORE_WRITE) return store_errf(e, -EROFS, "rebuild needs the store opened for writing");
     index_close(s);
-    char *path = util_path(s->dir, "index");
-    int rc = path ? rm_index_dir(path) : -ENOMEM;
-    free(path);
-    if (rc) return store_errf(e, rc, "%s/index: cannot remove: %s", s->dir, strerror(-rc));
-    if ((rc = index_open(s, 1, e))) return rc;
+    int rc = rm_index_named(s, "index.new", e);
+    if (!rc) rc = rm_index_named(s, "index.old", e);
+    if (!rc) {
+        s->index_name = "index.new";
+        rc = index_open(s, 1, e);
+        if (!rc) rc = rebuild_into(s, report, arg, e);
+        index_close(s);
+        s->index_name = NULL;
+    }
+    char *cur = util_path(s->dir, "index"), *old = util_path(s->dir, "index.old"),
+         *nw = util_path(s->dir, "index.new");
+    if (!rc && (!cur || !old || !nw)) rc = store_errf(e, -ENOMEM, "out of memory");
+    if (!rc && rename(cur, old) < 0 && errno != ENOENT)
+        rc = store_errf(e, -errno, "%s: cannot move the old index aside: %s", s->dir, strerror(errno));
+    if (!rc && rename(nw, cur) < 0)
+        rc = store_errf(e, -errno, "%s: cannot put the new index in place: %s", s->dir, strerror(errno));
+    int drc;
+    if (!rc && (drc = util_fsync_dir(s->dir))) rc = store_errf(e, drc, "%s: fsync: %s", s->dir, strerror(-drc));
+    if (!rc) rc = rm_index_named(s, "index.old", e);
+    else if (nw) rm_index_dir(nw);   /* best effort: the next rebuild removes it anyway */
+    free(cur);
+    free(old);
+    free(nw);
+    /* Back to the index in place (the old one if this failed before the swap). */
+    store_err oe;
+    int orc = index_open(s, 0, &oe);
+    if (!rc && orc) rc = store_errf(e, orc, "%s", oe.msg);
+    return rc;
+}
 
+static int rebuild_into(store_t *s, store_report_fn report, void *arg, store_err *e)
+{
+    int rc;
     pack_list pl = {0};
     if ((rc = packscan_read(s, &pl, report, arg, NULL)))
         return store_errf(e, rc, "%s/packs: %s", s->dir, strerror(-rc));

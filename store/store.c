@@ -191,6 +191,7 @@ int store_open(const char *dir, int mode, store_t **out, store_err *e)
         rc = store_errf(e, -ENOTDIR, "%s is not a Cairn store (not a directory)", dir);
     if (!rc) rc = read_conf(s, e);
     if (!rc && mode != STORE_SCAN && mode != STORE_PEEK) rc = take_lock(s, e);
+    if (!rc && mode != STORE_SCAN && mode != STORE_PEEK) rc = index_recover_swap(s, e);
     if (mode == STORE_SCAN) {
         if (!rc) goto ready;
     }
