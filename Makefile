@@ -34,7 +34,7 @@ CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .SECONDARY:
-.PHONY: all deps test check test-slow demo bench fuzz asan ubsan clean help install uninstall
+.PHONY: all deps test check test-slow demo bench fuzz reliability asan ubsan clean help install uninstall
 all: $(BUILD)/cairn $(BUILD)/cairn-corpus $(BUILD)/libcairn-fault.so $(BUILD)/libcairn-failio.so $(BUILD)/cairn-fc-uffd $(UNIT_BIN)
 
 help:
@@ -46,6 +46,8 @@ help:
 	@echo "make fuzz       every parser of hostile bytes under libFuzzer (FUZZ_SECONDS=60 each)"
 	@echo "make asan|ubsan the tests under AddressSanitizer / UBSan (build-asan, build-ubsan)"
 	@echo "make install    cairn, its man page, the systemd units (PREFIX=/usr/local, DESTDIR=)"
+	@echo "make reliability every crash point and fault, fuzzing, collisions, sanitizers: one table,"
+	@echo "                kept in docs/reliability.md (~30 min)"
 
 deps:
 	@tools/deps.sh build
@@ -123,6 +125,9 @@ bench: all
 
 fuzz: deps
 	tools/fuzz.sh
+
+reliability: deps
+	BUILD=$(BUILD) tools/reliability.sh
 
 asan:
 	$(MAKE) BUILD=build-asan SAN=address OPT=-O1 test

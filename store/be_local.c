@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -139,9 +140,36 @@ static int lb_del(store_backend *b, const char *name, store_err *e)
     return rc;
 }
 
-/* A line is appended with O_APPEND in a single write and fdatasynced before the caller goes
- * on. Any process may append, with or without the lock: O_APPEND writes of one line do not
- * interleave on a local filesystem. */
+/* A line that did not make it whole (a failed write, a process killed mid-write) is cut
+ * off before the next append, so it never glues onto the next line: the reader tolerates
+ * a torn last line, not a damaged one in the middle. The cut needs the file's own flock,
+ * held for the append, so no other appender's line is cut. */
+static int cut_torn_tail(int fd, off_t *size)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) return -errno;
+    off_t end = st.st_size;
+    char tail[512];
+    while (end > 0) {
+        size_t want = end < (off_t)sizeof tail ? (size_t)end : sizeof tail;
+        int rc = util_pread_all(fd, tail, want, end - (off_t)want);
+        if (rc) return rc;
+        size_t i = want;
+        while (i > 0 && tail[i - 1] != '\n') i--;
+        if (i > 0) {
+            end = end - (off_t)want + (off_t)i;
+            break;
+        }
+        end -= (off_t)want;
+    }
+    if (end != st.st_size && ftruncate(fd, end) < 0) return -errno;
+    *size = end;
+    return 0;
+}
+
+/* A line is appended with O_APPEND under the file's flock and fdatasynced before the caller
+ * goes on. Any process may append, with or without the store's lock. A short write goes on
+ * with the rest; a line that fails is cut off again (the next append cuts it otherwise). */
 static int lb_log_append(store_backend *b, const char *log, const char *line, store_err *e)
 {
     local_be *l = (local_be *)b;
@@ -152,17 +180,20 @@ static int lb_log_append(store_backend *b, const char *log, const char *line, st
     size_t n = strlen(line);
     char *buf = malloc(n + 1);
     int rc = 0;
-    int fd = buf ? open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600) : -1;
+    int fd = buf ? open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600) : -1;
     if (!buf) rc = -ENOMEM;
     else if (fd < 0) rc = -errno;
+    off_t start = 0;
+    if (!rc && flock(fd, LOCK_EX) < 0) rc = -errno;
+    if (!rc) rc = cut_torn_tail(fd, &start);
     if (!rc) {
         memcpy(buf, line, n);
         buf[n] = '\n';
-        ssize_t w = write(fd, buf, n + 1);
-        if (w != (ssize_t)(n + 1)) rc = w < 0 ? -errno : -EIO;
-        else if (fdatasync(fd) < 0) rc = -errno;
+        rc = util_write_all(fd, buf, n + 1);
+        if (!rc && fdatasync(fd) < 0) rc = -errno;
+        if (rc && ftruncate(fd, start) == 0) (void)fdatasync(fd);
     }
-    if (fd >= 0) close(fd);
+    if (fd >= 0) close(fd);                       /* releases the flock */
     free(buf);
     if (rc) store_errf(e, rc, "%s: cannot append (%s)", path, strerror(-rc));
     free(path);

@@ -9,6 +9,8 @@
  *   CAIRN_FAULT_STICKY=1    every counted call from the N-th on fails (a disk that stays full)
  *   CAIRN_FAULT_COUNT=FILE  at exit, write "CALLS INJECTED" to FILE
  *   CAIRN_FAULT_LOG=FILE    append "N OP" for each injected fault (which I/O point it was)
+ *   CAIRN_FAULT_SKIP=TEXT   calls on files whose path contains TEXT are neither counted nor
+ *                           failed (faults.slow.sh: "/index", RocksDB's files; see there)
  *
  * Only the process image named cairn counts (not `timeout` around it, not a forked child
  * such as the confined disk walker, whose pid differs). Writes to fds 0-2 are not counted:
@@ -38,7 +40,7 @@ static int mode = M_COUNT, sticky, active;
 static long at;
 static pid_t owner;
 static atomic_long calls, injected;
-static const char *count_file, *log_file;
+static const char *count_file, *log_file, *skip;
 
 __attribute__((constructor)) static void fault_init(void)
 {
@@ -50,6 +52,8 @@ __attribute__((constructor)) static void fault_init(void)
     sticky = getenv("CAIRN_FAULT_STICKY") && !strcmp(getenv("CAIRN_FAULT_STICKY"), "1");
     count_file = getenv("CAIRN_FAULT_COUNT");
     log_file = getenv("CAIRN_FAULT_LOG");
+    skip = getenv("CAIRN_FAULT_SKIP");
+    if (skip && !*skip) skip = NULL;
     if (m && !strcmp(m, "eio")) mode = M_EIO;
     else if (m && !strcmp(m, "enospc")) mode = M_ENOSPC;
     else if (m && !strcmp(m, "short")) mode = M_SHORT;
@@ -81,11 +85,34 @@ static void note(long n, const char *op)
     close(fd);
 }
 
-/* 0: do the call; -1: fail it with errno set; 1: do a short write. Kill mode never returns. */
-static int hit(const char *op, int is_write, int fd)
+/* Is the call's file (fd, or path relative to dirfd) one CAIRN_FAULT_SKIP leaves alone? */
+static int skipped(int fd, int dirfd, const char *path)
+{
+    if (!skip) return 0;
+    char buf[4096], link[64];
+    ssize_t n = 0;
+    if (path && path[0] == '/') return strstr(path, skip) != NULL;
+    int at = path ? dirfd : fd;
+    if (at == AT_FDCWD) {
+        if (!getcwd(buf, sizeof buf - 1)) return 0;
+        n = (ssize_t)strlen(buf);
+    } else {
+        snprintf(link, sizeof link, "/proc/self/fd/%d", at);
+        n = readlink(link, buf, sizeof buf - 1);
+        if (n < 0) return 0;
+    }
+    buf[n] = 0;
+    if (path) snprintf(buf + n, sizeof buf - (size_t)n, "/%s", path);
+    return strstr(buf, skip) != NULL;
+}
+
+/* 0: do the call; -1: fail it with errno set; 1: do a short write. Kill mode never returns.
+ * fd: the file written or synced, or dirfd for a path call (path not NULL). */
+static int hit_at(const char *op, int is_write, int fd, const char *path)
 {
     if (!active || (mode == M_COUNT && !count_file)) return 0;
-    if (fd >= 0 && fd <= 2) return 0;
+    if (!path && fd >= 0 && fd <= 2) return 0;
+    if (skipped(path ? -1 : fd, path ? fd : -1, path)) return 0;
     if (mode == M_SHORT && !is_write) return 0;
     if (getpid() != owner) return 0;
     long n = atomic_fetch_add(&calls, 1) + 1;
@@ -105,6 +132,8 @@ static int hit(const char *op, int is_write, int fd)
         return -1;
     }
 }
+
+static int hit(const char *op, int is_write, int fd) { return hit_at(op, is_write, fd, NULL); }
 
 ssize_t write(int fd, const void *buf, size_t n)
 {
@@ -181,22 +210,30 @@ ssize_t copy_file_range(int in, off64_t *oin, int out, off64_t *oout, size_t n, 
         if (hit(op, 0, fdexpr) < 0) return -1;     \
         return real_##name args;                   \
     }
+/* Calls on a path (relative to dirfd, AT_FDCWD for the plain ones). */
+#define PATHCALL(ret, name, op, direxpr, pathexpr, params, args)  \
+    ret name params                                               \
+    {                                                             \
+        REAL(name);                                               \
+        if (hit_at(op, 0, direxpr, pathexpr) < 0) return -1;      \
+        return real_##name args;                                  \
+    }
 
 PLAIN(int, fsync, "fsync", fd, (int fd), (fd))
 PLAIN(int, fdatasync, "fdatasync", fd, (int fd), (fd))
-PLAIN(int, rename, "rename", -1, (const char *a, const char *b), (a, b))
-PLAIN(int, renameat, "rename", -1, (int da, const char *a, int db, const char *b), (da, a, db, b))
-PLAIN(int, renameat2, "rename", -1, (int da, const char *a, int db, const char *b, unsigned f), (da, a, db, b, f))
-PLAIN(int, unlink, "unlink", -1, (const char *p), (p))
-PLAIN(int, unlinkat, "unlink", -1, (int d, const char *p, int f), (d, p, f))
-PLAIN(int, rmdir, "rmdir", -1, (const char *p), (p))
+PATHCALL(int, rename, "rename", AT_FDCWD, a, (const char *a, const char *b), (a, b))
+PATHCALL(int, renameat, "rename", da, a, (int da, const char *a, int db, const char *b), (da, a, db, b))
+PATHCALL(int, renameat2, "rename", da, a, (int da, const char *a, int db, const char *b, unsigned f), (da, a, db, b, f))
+PATHCALL(int, unlink, "unlink", AT_FDCWD, p, (const char *p), (p))
+PATHCALL(int, unlinkat, "unlink", d, p, (int d, const char *p, int f), (d, p, f))
+PATHCALL(int, rmdir, "rmdir", AT_FDCWD, p, (const char *p), (p))
 PLAIN(int, ftruncate, "ftruncate", fd, (int fd, off_t n), (fd, n))
 PLAIN(int, ftruncate64, "ftruncate", fd, (int fd, off64_t n), (fd, n))
-PLAIN(int, truncate, "truncate", -1, (const char *p, off_t n), (p, n))
+PATHCALL(int, truncate, "truncate", AT_FDCWD, p, (const char *p, off_t n), (p, n))
 PLAIN(int, fallocate, "fallocate", fd, (int fd, int m, off_t o, off_t n), (fd, m, o, n))
 PLAIN(int, fallocate64, "fallocate", fd, (int fd, int m, off64_t o, off64_t n), (fd, m, o, n))
 PLAIN(int, posix_fallocate, "fallocate", fd, (int fd, off_t o, off_t n), (fd, o, n))
-PLAIN(int, link, "link", -1, (const char *a, const char *b), (a, b))
-PLAIN(int, linkat, "link", -1, (int da, const char *a, int db, const char *b, int f), (da, a, db, b, f))
-PLAIN(int, mkdir, "mkdir", -1, (const char *p, mode_t m), (p, m))
-PLAIN(int, mkdirat, "mkdir", -1, (int d, const char *p, mode_t m), (d, p, m))
+PATHCALL(int, link, "link", AT_FDCWD, a, (const char *a, const char *b), (a, b))
+PATHCALL(int, linkat, "link", da, a, (int da, const char *a, int db, const char *b, int f), (da, a, db, b, f))
+PATHCALL(int, mkdir, "mkdir", AT_FDCWD, p, (const char *p, mode_t m), (p, m))
+PATHCALL(int, mkdirat, "mkdir", d, p, (int d, const char *p, mode_t m), (d, p, m))
