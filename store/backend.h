@@ -54,12 +54,12 @@ struct store_backend {
     char where[400];        /* for messages: the folder, or "s3://BUCKET at ENDPOINT" */
 };
 
-int backend_local_open(const char *dir, store_backend **out, store_err *e);
+STORE_MUST_USE int backend_local_open(const char *dir, store_backend **out, store_err *e);
 
 struct s3_client;
 /* Takes ownership of the client (closed on failure too). node: this node's tag (names its
  * log objects); cache: a folder for copies of log objects, or NULL. */
-int backend_s3_open(struct s3_client *c, uint32_t node, const char *cache, store_backend **out,
+STORE_MUST_USE int backend_s3_open(struct s3_client *c, uint32_t node, const char *cache, store_backend **out,
                     store_err *e);
 
 static inline void backend_close(store_backend *b)

@@ -207,7 +207,11 @@ int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
     rocksdb_writebatch_destroy(b);
     /* Renamed packs stay on failure: garbage that gc removes (I2); only .tmp goes now. */
     writer_free(w, 1);
-    if (!rc && s->be->remote) remote_trim_cache(s);
+    /* The snapshot is durable: a cache that could not be trimmed is only too big, and
+     * the next commit tries again. */
+    store_err te;
+    if (!rc && s->be->remote && remote_trim_cache(s, &te))
+        fprintf(stderr, "cairn: %s\n", te.msg);
     return rc;
 }
 

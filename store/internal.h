@@ -73,7 +73,7 @@ struct store {
  * cairn.conf. */
 STORE_MUST_USE int store_init_layout(const char *dir, store_err *e);
 /* cairn.conf's text for a secret (format, created_ms, secret); returns its length. */
-int conf_text(const uint8_t *secret, char *buf, size_t cap);
+STORE_MUST_USE int conf_text(const uint8_t *secret, char *buf, size_t cap);
 /* Parses format= and secret= of a cairn.conf text (which it modifies): 0 when both are valid. */
 STORE_MUST_USE int conf_parse_secret(char *text, uint8_t secret[SECRET_LEN]);
 
@@ -184,7 +184,7 @@ STORE_MUST_USE int remote_put_packs(store_t *s, const uint64_t *packs, size_t n,
 /* Reads a frame of a pack the local cache does not have. */
 STORE_MUST_USE int remote_read_frame(store_t *s, const store_loc *loc, void *buf, store_err *e);
 /* Drops the least recently used packs of the local cache beyond s->cache_bytes. */
-void remote_trim_cache(store_t *s);
+STORE_MUST_USE int remote_trim_cache(store_t *s, store_err *e);
 /* Writes a local copy of an object already stored in the bucket (a cache: failure only
  * costs a later GET). */
 void remote_keep_copy(store_t *s, const char *name, const void *buf, size_t len);
@@ -252,13 +252,13 @@ typedef struct {
 /* Reads every pack footer into pl (sorted by number); damaged packs are reported as
  * problems and left out, .tmp packs reported as garbage (their bytes added to tmp_bytes
  * when not NULL). 0 or a negative errno (the folder could not be listed). */
-int packscan_read(store_t *s, pack_list *pl, store_report_fn report, void *arg,
+STORE_MUST_USE int packscan_read(store_t *s, pack_list *pl, store_report_fn report, void *arg,
                   uint64_t *tmp_bytes);
 void packscan_free(pack_list *pl);
 pack_info *packscan_find(pack_list *pl, uint64_t n);
 pack_group *packscan_group(pack_info *pi, uint64_t off);
 /* 0 and *n when name is a pack file's name (16 hex digits + ".pack"), else -1. */
-int pack_parse_name(const char *name, uint64_t *n);
+STORE_MUST_USE int pack_parse_name(const char *name, uint64_t *n);
 
 /* util.c: one finding to a report callback (NULL: dropped), printf-style. */
 void util_reportf(store_report_fn fn, void *arg, int problem, const char *fmt, ...)
@@ -275,8 +275,8 @@ STORE_MUST_USE int manifest_record_parse(const char *json, store_snaprec *out, s
 
 /* space.c: the index is written only with this much free (RocksDB aborts on a full disk). */
 /* opened: 0 before RocksDB's open (which writes more), 1 after. */
-int space_reserve_init(store_t *s, int opened, store_err *e);
-int space_check(store_t *s, store_err *e);     /* 0 or -ENOSPC with a message */
+STORE_MUST_USE int space_reserve_init(store_t *s, int opened, store_err *e);
+STORE_MUST_USE int space_check(store_t *s, store_err *e);     /* 0 or -ENOSPC with a message */
 
 /* pool.c */
 struct pool *pool_new(unsigned threads);

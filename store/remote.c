@@ -333,40 +333,52 @@ static int older(const void *a, const void *b)
 
 /* Every pack in packs/ is in the bucket (a pack is indexed only after its upload), so any
  * may go; the last use is the file's atime or mtime, whichever is later. */
-void remote_trim_cache(store_t *s)
+int remote_trim_cache(store_t *s, store_err *e)
 {
     char *dir = util_path(s->dir, "packs");
     DIR *d = dir ? opendir(dir) : NULL;
+    int rc = d ? 0 : dir ? -errno : -ENOMEM;
     cached *v = NULL;
     size_t n = 0, cap = 0;
     uint64_t total = 0;
     struct dirent *de;
-    while (d && (de = readdir(d))) {
+    while (d && (rc = util_next_entry(d, &de)) > 0) {
         size_t len = strlen(de->d_name);
         struct stat st;
-        if (len != 21 || strcmp(de->d_name + 16, ".pack") || fstatat(dirfd(d), de->d_name, &st, 0) < 0)
-            continue;
+        if (len != 21 || strcmp(de->d_name + 16, ".pack")) continue;
+        if (fstatat(dirfd(d), de->d_name, &st, 0) < 0) {
+            if (errno == ENOENT) continue;
+            rc = -errno;
+            break;
+        }
         if (n == cap) {
             size_t nc = cap ? 2 * cap : 64;
             cached *nv = realloc(v, nc * sizeof *nv);
-            if (!nv) break;
+            if (!nv) {
+                rc = -ENOMEM;
+                break;
+            }
             v = nv;
             cap = nc;
         }
-        snprintf(v[n].name, sizeof v[n].name, "%s", de->d_name);
+        memcpy(v[n].name, de->d_name, len + 1);   /* 21 bytes + NUL: checked above */
         v[n].size = (uint64_t)st.st_size;
         v[n].used = older(&(cached){.used = st.st_atim}, &(cached){.used = st.st_mtim}) > 0 ? st.st_atim : st.st_mtim;
         total += v[n].size;
         n++;
     }
-    if (v && total > s->cache_bytes) {
+    if (!rc && v && total > s->cache_bytes) {
         qsort(v, n, sizeof *v, older);
-        for (size_t i = 0; i < n && total > s->cache_bytes; i++)
+        for (size_t i = 0; !rc && i < n && total > s->cache_bytes; i++) {
             if (unlinkat(dirfd(d), v[i].name, 0) == 0) total -= v[i].size;
+            else if (errno != ENOENT) rc = -errno;
+        }
     }
     if (d) closedir(d);
     free(v);
+    if (rc) store_errf(e, rc, "%s: trimming the pack cache: %s", dir ? dir : "packs", strerror(-rc));
     free(dir);
+    return rc;
 }
 
 /* ---- small objects (manifests, file indexes) ------------------------------------------ */

@@ -67,26 +67,26 @@ typedef struct {
 } s3_transport_ops;
 
 /* Transports: credentials are copied. */
-int s3_libs3_new(const s3_config *c, const char *access, const char *secret, void **t, store_err *e);
-int s3_curl_new(const s3_config *c, const char *access, const char *secret, void **t, store_err *e);
+STORE_MUST_USE int s3_libs3_new(const s3_config *c, const char *access, const char *secret, void **t, store_err *e);
+STORE_MUST_USE int s3_curl_new(const s3_config *c, const char *access, const char *secret, void **t, store_err *e);
 extern const s3_transport_ops s3_libs3_ops, s3_curl_ops;
 
 typedef struct s3_client s3_client;
 
 /* Reads the keys from the environment; -EINVAL with a message naming the variables when
  * they are missing. */
-int s3_open(const s3_config *c, s3_client **out, store_err *e);
+STORE_MUST_USE int s3_open(const s3_config *c, s3_client **out, store_err *e);
 void s3_close(s3_client *c);
 const s3_config *s3_cfg(const s3_client *c);
 
 /* Every call retries transient failures. Return 0 or a negative errno: -ENOENT (no such
  * key), -ENXIO (no such bucket), -EACCES (refused: bad keys), -EIO. */
-int s3_put(s3_client *c, const char *key, const void *buf, uint64_t len, store_err *e);
-int s3_get_range(s3_client *c, const char *key, uint64_t off, void *buf, size_t len, store_err *e);
-int s3_get_all(s3_client *c, const char *key, uint8_t **out, size_t *len, store_err *e);
-int s3_list(s3_client *c, const char *prefix, s3_list_fn fn, void *arg, store_err *e);
-int s3_delete(s3_client *c, const char *key, store_err *e);   /* a missing key is fine */
-int s3_make_bucket(s3_client *c, store_err *e);               /* an existing one of ours is fine */
+STORE_MUST_USE int s3_put(s3_client *c, const char *key, const void *buf, uint64_t len, store_err *e);
+STORE_MUST_USE int s3_get_range(s3_client *c, const char *key, uint64_t off, void *buf, size_t len, store_err *e);
+STORE_MUST_USE int s3_get_all(s3_client *c, const char *key, uint8_t **out, size_t *len, store_err *e);
+STORE_MUST_USE int s3_list(s3_client *c, const char *prefix, s3_list_fn fn, void *arg, store_err *e);
+STORE_MUST_USE int s3_delete(s3_client *c, const char *key, store_err *e);   /* a missing key is fine */
+STORE_MUST_USE int s3_make_bucket(s3_client *c, store_err *e);               /* an existing one of ours is fine */
 
 /* Parses "v2"/"v4"; -1 if neither. */
 int s3_sig_parse(const char *s);

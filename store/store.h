@@ -115,7 +115,7 @@ typedef struct {
     int sig_v2;               /* libs3 with Signature V2, else libcurl with Signature V4 */
     uint64_t cache_bytes;     /* bound of the local pack cache; 0: 4 GiB */
 } store_s3_opts;
-int store_init_s3(const char *dir, const store_s3_opts *o, store_err *e);
+STORE_MUST_USE int store_init_s3(const char *dir, const store_s3_opts *o, store_err *e);
 
 /* Opens a store. STORE_WRITE takes the exclusive lock (waiting, with one message on
  * stderr, while another process holds it) and finishes any commit a crash interrupted;

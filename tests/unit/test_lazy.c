@@ -57,8 +57,8 @@ static void test_regions_hostile(void)
         "[{\"base_host_virt_addr\": 4096, \"size\": 4096, \"offset\": 0, \"page_size\": 3000}]",
         "[{\"base_host_virt_addr\": 4096, \"size\": 4096, \"offset\": 0, \"page_size\": 2048}]",
         "[{\"base_host_virt_addr\": 0, \"size\": 1073741824, \"offset\": 0, \"page_size\": 1073741824}]",
-        "[{\"base_host_virt_addr\": 4096, \"size\": 8192, \"offset\": 0},"
-        " {\"base_host_virt_addr\": 8192, \"size\": 4096, \"offset\": 0}]",              /* overlap */
+        ("[{\"base_host_virt_addr\": 4096, \"size\": 8192, \"offset\": 0},"
+         " {\"base_host_virt_addr\": 8192, \"size\": 4096, \"offset\": 0}]"),            /* overlap */
         "[{\"base_host_virt_addr\": 4096, \"size\": 4096, \"offset\": 0, \"size\": 8192}]", /* duplicate key */
         "[{\"base_host_virt_addr\": 99999999999999999999999, \"size\": 4096, \"offset\": 0}]",
     };
