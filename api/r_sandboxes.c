@@ -16,7 +16,7 @@ int api_find_sandbox(api_req *r, store_t *s, const char *name, gc_sandbox *out)
     gc_sandbox *v = NULL;
     size_t n = 0;
     store_err e;
-    int rc = gc_sandboxes(s, NULL, &v, &n, &e);
+    int rc = api_sandboxes(r, s, NULL, &v, &n, &e);
     if (rc) {
         api_fail_store(r, rc, &e);
         return -1;
@@ -52,7 +52,7 @@ void r_sandboxes(api_req *r)
     gc_sandbox *v = NULL;
     size_t n = 0;
     store_err e;
-    int rc = gc_sandboxes(s, want, &v, &n, &e);
+    int rc = api_sandboxes(r, s, want, &v, &n, &e);
     api_store_done(r, STORE_READ);
     free(tenant);
     if (rc) return api_fail_store(r, rc, &e);

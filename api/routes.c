@@ -64,7 +64,7 @@ void r_metrics(api_req *r)
         gc_sandbox *v = NULL;
         size_t n = 0;
         int rc = store_get_stats(s, &st, &e);
-        if (!rc) rc = gc_sandboxes(s, NULL, &v, &n, &e);
+        if (!rc) rc = api_sandboxes(r, s, NULL, &v, &n, &e);
         api_store_done(r, STORE_READ);
         if (rc) {
             evbuffer_free(b);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "api/internal.h"
+#include "gc/gc.h"
 #include "store/toolbox.h"
 
 typedef struct done_node {
@@ -50,6 +51,13 @@ struct api_server {
     pthread_mutex_t share_mu;
     api_token *shares;
     size_t nshares, share_cap;
+    /* the sandbox records (api_sandboxes) and what they were read from */
+    pthread_mutex_t sb_mu;
+    gc_sandbox *sb;
+    size_t nsb;
+    int sb_valid;
+    struct timespec sb_ev_mtim, sb_man_mtim;
+    off_t sb_ev_size;
 };
 
 static double now_s(void)
@@ -716,6 +724,7 @@ int api_serve(const api_serve_opts *o, store_err *e)
     api_storeref_init(&srv->ref, o->store);
     pthread_mutex_init(&srv->done_mu, NULL);
     pthread_mutex_init(&srv->share_mu, NULL);
+    pthread_mutex_init(&srv->sb_mu, NULL);
     char tmp[API_TOKEN_MAX];
     if ((rc = api_token_make("", tmp, e))) goto out_ref;
     snprintf(srv->rid_salt, sizeof srv->rid_salt, "%.8s", tmp);
@@ -793,12 +802,79 @@ out_ref:
     free(srv->shares);
     pthread_mutex_destroy(&srv->done_mu);
     pthread_mutex_destroy(&srv->share_mu);
+    pthread_mutex_destroy(&srv->sb_mu);
+    free(srv->sb);
     api_storeref_destroy(&srv->ref);
 out_cfg:
     api_config_free(&srv->cfg);
     free(srv->config_path);
     free(srv);
     return rc;
+}
+
+/* ---- sandbox records ------------------------------------------------------------------
+ * Every lifecycle call needs gc's view of all sandboxes, which reads every snapshot record
+ * and events.log: too slow to redo for each metadata call under load. The view depends only
+ * on events.log and on which snapshots exist (a commit or a drop changes manifests/), so it
+ * is kept until either changes, whoever changed it (the CLI included). The stats are taken
+ * before the read, so a change racing with it makes the next call read again. */
+
+static int sb_stat(const char *store, struct timespec *ev, off_t *evsize, struct timespec *man)
+{
+    char p[4200];
+    struct stat a, b;
+    snprintf(p, sizeof p, "%s/events.log", store);
+    if (stat(p, &a) < 0) {
+        if (errno != ENOENT) return -1;
+        memset(&a, 0, sizeof a);
+    }
+    snprintf(p, sizeof p, "%s/manifests", store);
+    if (stat(p, &b) < 0) return -1;
+    *ev = a.st_mtim;
+    *evsize = a.st_size;
+    *man = b.st_mtim;
+    return 0;
+}
+
+int api_sandboxes(api_req *r, store_t *s, const char *tenant, gc_sandbox **out, size_t *n, store_err *e)
+{
+    api_server *srv = r->srv;
+    struct timespec ev, man;
+    off_t evsize;
+    int have = sb_stat(srv->store, &ev, &evsize, &man) == 0;
+    pthread_mutex_lock(&srv->sb_mu);
+    int hit = have && srv->sb_valid && evsize == srv->sb_ev_size && ev.tv_sec == srv->sb_ev_mtim.tv_sec &&
+              ev.tv_nsec == srv->sb_ev_mtim.tv_nsec && man.tv_sec == srv->sb_man_mtim.tv_sec &&
+              man.tv_nsec == srv->sb_man_mtim.tv_nsec;
+    if (!hit) {
+        gc_sandbox *v = NULL;
+        size_t k = 0;
+        int rc = gc_sandboxes(s, NULL, &v, &k, e);
+        if (rc) {
+            pthread_mutex_unlock(&srv->sb_mu);
+            return rc;
+        }
+        free(srv->sb);
+        srv->sb = v;
+        srv->nsb = k;
+        /* File times tick coarsely (a few ms): a change in the same tick as the stat would
+         * leave them equal, so a view read within a second of a change is not kept. */
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        srv->sb_valid = have && now.tv_sec - ev.tv_sec > 1 && now.tv_sec - man.tv_sec > 1;
+        srv->sb_ev_mtim = ev;
+        srv->sb_ev_size = evsize;
+        srv->sb_man_mtim = man;
+    }
+    gc_sandbox *copy = malloc((srv->nsb ? srv->nsb : 1) * sizeof *copy);
+    size_t m = 0;
+    for (size_t i = 0; copy && i < srv->nsb; i++)
+        if (!tenant || !strcmp(srv->sb[i].tenant, tenant)) copy[m++] = srv->sb[i];
+    pthread_mutex_unlock(&srv->sb_mu);
+    if (!copy) return store_errf(e, -ENOMEM, "out of memory");
+    *out = copy;
+    *n = m;
+    return 0;
 }
 
 /* ---- shares --------------------------------------------------------------------------- */
