@@ -104,6 +104,8 @@ typedef struct {
     const char *socket_path;
     uint64_t cache_bytes;       /* 0: default */
     int prefetch;               /* install the snapshot's working set first (if it has one) */
+    unsigned fault_around;      /* install up to this many pages per data fault (the
+                                   following data pages; 0 or 1: only the faulted one) */
     double record_seconds;      /* record touched pages for this long after the handshake;
                                    0: do not record */
     int accept_timeout_ms;      /* a connection that sends no handshake within this is
@@ -121,6 +123,7 @@ typedef struct {
     uint64_t removes;           /* UFFD_EVENT_REMOVE events */
     uint64_t removed_bytes;
     uint64_t prefetched;        /* pages installed by the prefetch thread */
+    uint64_t around;            /* pages installed beside a faulted one (fault-around) */
     uint64_t recorded;          /* pages in the working set recorded */
     uint64_t refused;           /* connections refused (garbage, bad regions) */
     double serve_seconds;       /* from the handshake to the VM's exit */

@@ -115,24 +115,54 @@ static int fill_unit(server *sv, uint64_t fo, uint64_t ps, uint8_t *buf, int *al
 
 /* Installs the unit at addr (aligned) with zeros or the snapshot's bytes. Returns 0,
  * -EAGAIN (a remove is pending: retry after reading events), or another error. */
+/* With fault-around, the data pages that follow a faulted data page in the same region
+ * go in with it (one UFFDIO_COPY), up to o->fault_around pages: the run stops at a zero
+ * page (those stay the kernel's shared zero page, installed only when touched), a removed
+ * page, the region's or the file's end. A page already present stops the kernel's copy
+ * there (EEXIST after a partial copy): nothing present is ever overwritten. */
+static unsigned extend_run(server *sv, region *g, uint64_t addr, uint8_t *buf, store_err *e, int *rc)
+{
+    unsigned want = sv->o->fault_around, k = 1;
+    uint64_t npages = restore_pages_count(sv->p);
+    *rc = 0;
+    while (k < want) {
+        uint64_t a = addr + (uint64_t)k * STORE_PAGE;
+        if (a - g->g.base >= g->g.size || g->removed[(a - g->g.base) / STORE_PAGE]) break;
+        uint64_t pg = (g->g.offset + (a - g->g.base)) / STORE_PAGE;
+        if (pg >= npages || restore_pages_is_zero(sv->p, pg)) break;
+        if ((*rc = restore_pages_get(sv->p, pg, buf + (size_t)k * STORE_PAGE, e))) break;
+        k++;
+    }
+    return k;
+}
+
 static int install(server *sv, region *g, uint64_t addr, uint8_t *buf, int is_fault, store_err *e)
 {
     uint64_t ps = g->g.page_size, unit = (addr - g->g.base) / ps;
     uint64_t fo = g->g.offset + (addr - g->g.base);
     int zero = 1, rc = 0;
+    unsigned run = 1;
     if (!g->removed[unit]) {
         if ((rc = fill_unit(sv, fo, ps, buf, &zero, e))) return rc;
+        if (!zero && ps == STORE_PAGE && sv->o->fault_around > 1) {
+            run = extend_run(sv, g, addr, buf, e, &rc);
+            if (rc) return rc;
+        }
     } else {
         memset(buf, 0, ps);
     }
     int ioc;
+    struct uffdio_copy c = {.dst = addr, .src = (uint64_t)(uintptr_t)buf, .len = ps * run};
     if (zero && ps == STORE_PAGE) {
         struct uffdio_zeropage z = {.range = {.start = addr, .len = ps}};
         ioc = ioctl(sv->uffd, UFFDIO_ZEROPAGE, &z);
     } else {
         /* Huge pages have no zero-page ioctl: a copy of zeros. */
-        struct uffdio_copy c = {.dst = addr, .src = (uint64_t)(uintptr_t)buf, .len = ps};
         ioc = ioctl(sv->uffd, UFFDIO_COPY, &c);
+    }
+    if (ioc < 0 && run > 1 && c.copy > 0) {
+        ioc = 0;                               /* the faulted page and some after it went in */
+        run = (unsigned)((uint64_t)c.copy / ps);
     }
     if (ioc < 0) {
         int err = errno;
@@ -149,6 +179,7 @@ static int install(server *sv, region *g, uint64_t addr, uint8_t *buf, int is_fa
         }
         return store_errf(e, -err, "installing the page at %#llx: %s", (unsigned long long)addr, strerror(err));
     }
+    if (is_fault && run > 1) sv->r->around += run - 1;   /* the event thread's count only */
     if (is_fault) {
         sv->r->faults++;
         if (zero) sv->r->faults_zero++;
@@ -521,6 +552,8 @@ int restore_uffd_serve(const restore_uffd_opts *o, restore_uffd_result *r, store
             if (!sv.rg[i].removed) rc = store_errf(e, -ENOMEM, "out of memory");
             if (rg[i].page_size > sv.maxps) sv.maxps = rg[i].page_size;
         }
+        if (o->fault_around > 1 && (uint64_t)o->fault_around * STORE_PAGE > sv.maxps)
+            sv.maxps = (uint64_t)o->fault_around * STORE_PAGE;    /* one buffer for a whole run */
         if (!rc && !(sv.buf = malloc(sv.maxps))) rc = store_errf(e, -ENOMEM, "out of memory");
         if (!rc && o->record_seconds > 0) {
             sv.seen = calloc(restore_pages_count(sv.p) / 8 + 1, 1);

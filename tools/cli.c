@@ -160,7 +160,7 @@ static const cli_command commands[] = {
      cmd_token},
     {"uffd-serve", "serve a snapshot's memory to a VM on demand (Firecracker's UFFD protocol)",
      "usage: cairn uffd-serve --snapshot ID --socket PATH [--record SECONDS] [--no-prefetch]\n"
-     "                        [--cache-mib N] [--store DIR] [--json]\n\n"
+     "                        [--fault-around PAGES] [--cache-mib N] [--store DIR] [--json]\n\n"
      "A page server for Firecracker's mem_backend {\"backend_type\": \"Uffd\"}: listens on PATH\n"
      "(the socket file appears once it listens), takes the VM's userfaultfd and region list,\n"
      "and answers each page fault with the snapshot's page (verified against its id) or\n"
@@ -169,9 +169,11 @@ static const cli_command commands[] = {
      "Records the pages touched in the first --record seconds (default 10; 0: off) for the\n"
      "sandbox's next snapshot; installs this snapshot's recorded pages first, in the\n"
      "background, unless --no-prefetch. --cache-mib: decompressed groups kept (default 64).\n"
+     "--fault-around PAGES: a data fault also installs the data pages after it (up to PAGES\n"
+     "in all, never over a present, removed or zero page; default off).\n"
      "Holds a lease on the snapshot (gc keeps it) while serving. Counts as activity.\n"
      "JSON (at exit): faults, faults_zero, removes, removed_bytes, prefetched, recorded,\n"
-     "refused, groups_read, bytes_read, pages_data, cache_hits, seconds.\n\n" COMMON_OPTS,
+     "refused, groups_read, bytes_read, pages_data, cache_hits, seconds, around.\n\n" COMMON_OPTS,
      cmd_uffd_serve},
     {"mount", "a read-only FUSE view of the store's snapshots, read on demand",
      "usage: cairn mount [--foreground] [--cache-mib N] [--open-rw] [--debug] [--store DIR] [--json]\n"

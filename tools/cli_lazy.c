@@ -43,9 +43,10 @@ static int parse_double(const char *s, double *v)
 
 int cmd_uffd_serve(int argc, char **argv)
 {
-    const char *id = NULL, *sock = NULL, *record = NULL, *cache = NULL;
+    const char *id = NULL, *sock = NULL, *record = NULL, *cache = NULL, *around = NULL;
     int no_prefetch = 0;
     cli_opt opts[] = {{"snapshot", &id, NULL}, {"socket", &sock, NULL}, {"record", &record, NULL},
+                      {"fault-around", &around, NULL},
                       {"cache-mib", &cache, NULL}, {"no-prefetch", NULL, &no_prefetch}, {NULL, NULL, NULL}};
     cli_common c;
     int rc = cli_parse("uffd-serve", argc, argv, opts, &c, NULL);
@@ -56,11 +57,14 @@ int cmd_uffd_serve(int argc, char **argv)
     double rec = 10, cmib = 0;
     if (record && parse_double(record, &rec)) return cli_usage(cc, "--record takes seconds (0..86400)");
     if (cache && (parse_double(cache, &cmib) || cmib < 1)) return cli_usage(cc, "--cache-mib takes a size in MiB");
+    double fa = 0;
+    if (around && (parse_double(around, &fa) || fa > 64 || fa != (double)(unsigned)fa))
+        return cli_usage(cc, "--fault-around takes a number of pages, 0..64");
     /* The VM closing its end must not kill us before we report. */
     signal(SIGPIPE, SIG_IGN);
     restore_uffd_opts o = {.store_dir = c.store, .snapshot = id, .socket_path = sock,
                            .cache_bytes = (uint64_t)(cmib * 1048576.0), .prefetch = !no_prefetch,
-                           .record_seconds = rec, .on_listen = say_listening, .warn = warn_line,
+                           .record_seconds = rec, .fault_around = (unsigned)fa, .on_listen = say_listening, .warn = warn_line,
                            .arg = (void *)sock};
     restore_uffd_result r;
     store_err e;
@@ -77,6 +81,7 @@ int cmd_uffd_serve(int argc, char **argv)
                               "bytes_read", (json_int_t)r.pages.bytes_read,
                               "pages_data", (json_int_t)r.pages.pages_data,
                               "cache_hits", (json_int_t)r.pages.cache_hits, "seconds", r.serve_seconds);
+        json_object_set_new(j, "around", json_integer((json_int_t)r.around));
         if (rc) json_object_set_new(j, "error", json_string(e.msg));
         cli_print_json(j);
     } else if (!rc) {

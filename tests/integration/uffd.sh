@@ -51,6 +51,16 @@ assert_json 'j["cache_hits"] > j["groups_read"]' "$T/a.json" "most data pages co
 [ ! -e "$T/a.sock" ] || fail "the socket file outlived the server"
 log "4 threads: $(json 'j["touch_per_second"]' "$T/fc.json") touches/s; server: $(cat "$T/a.json")"
 
+# 1b. Fault-around: neighbours installed with a faulted page, never over a removed or
+#     present one: the same checks hold, with fewer faults.
+start_server "$id1" fa --fault-around 16
+must "$FC" --socket "$T/fa.sock" --expect "$mem1" --threads 4 --regions 2 --balloon 200 --seed 11 >"$T/fc.json"
+wait_server fa 0
+assert_json 'j["mismatches"] == 0 and j["removed_pages"] > 100 and j["removed_not_zero"] == 0' "$T/fc.json" \
+    "fault-around: pages match, removed pages read zeros"
+assert_json 'j["around"] > 1000' "$T/fa.json" "fault-around installed neighbours"
+assert_cmp "$(json 'j["faults"]' "$T/fa.json")" -lt "$(json 'j["faults"]' "$T/a.json")" "fewer faults with fault-around"
+
 # 2. Older Firecrackers: page_size_kib (bytes despite the name) or no page size; 3 regions.
 for field in page_size_kib none; do
     start_server "$id1" b
