@@ -64,17 +64,20 @@ static int audit(api_req *r, files_ctx *c, const char *cmd, const char *path)
  * character (it is shown in the audit log and the console). -1 after api_fail. */
 static int secret_reason(api_req *r, const char *norm, const char *reason)
 {
+    size_t n = reason ? strlen(reason) : 0;
+    int ctl = 0;
+    for (size_t i = 0; i < n; i++) ctl |= (unsigned char)reason[i] < 0x20 || reason[i] == 0x7f;
     if (r->tok.role != API_ROLE_ADMIN)
-        return api_fail(r, 403, "secret", "%s is a secret: only an admin may open one, with a reason", norm), -1;
-    if (!reason)
-        return api_fail(r, 403, "secret", "%s is a secret: an admin opens one with reason=WHY, which is audited", norm),
-               -1;
-    size_t n = strlen(reason);
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)reason[i] < 0x20 || reason[i] == 0x7f)
-            return api_fail(r, 400, "invalid", "the reason holds a control character"), -1;
-    if (n < 4 || n > 500) return api_fail(r, 400, "invalid", "the reason is 4 to 500 bytes"), -1;
-    return 0;
+        api_fail(r, 403, "secret", "%s is a secret: only an admin may open one, with a reason", norm);
+    else if (!reason)
+        api_fail(r, 403, "secret", "%s is a secret: an admin opens one with reason=WHY, which is audited", norm);
+    else if (ctl)
+        api_fail(r, 400, "invalid", "the reason holds a control character");
+    else if (n < 4 || n > 500)
+        api_fail(r, 400, "invalid", "the reason is 4 to 500 bytes");
+    else
+        return 0;
+    return -1;
 }
 
 static int add_entry(void *arg, const store_fentry *f)

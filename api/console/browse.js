@@ -113,7 +113,7 @@ export function browseView(snap, start) {
             (err) => status(err.message, 'error'));
         }}, 'Preview'),
         el('button', {type: 'button', class: 'dl', onclick: (ev) => saveWithProgress(
-          transfers, base + '/content', {query: {path: e.path}}, name), 'aria-label': 'Download ' + name}, 'Download'));
+          transfers, base + '/content', {query: {path: e.path}, size: e.type === 'file' ? e.size : 0}, name), 'aria-label': 'Download ' + name}, 'Download'));
     }
     cells.push(acts);
     li.append(el('div', {class: 'row'}, cells));

@@ -114,11 +114,13 @@ export async function readSome(path, opts, limit) {
 }
 
 // Downloads a body to a file the browser saves, reporting progress as it comes:
-// onProgress(received, total) with total 0 when the server streams without a length
-// (a tar of a folder).
+// onProgress(received, total) with total 0 when the length is not known (a tar of a
+// folder). The server streams files without a Content-Length, so the caller passes the
+// size the listing gave (opts.size): a body that ends short of it is an error, never a
+// file saved with bytes missing.
 export async function download(path, opts, filename, onProgress) {
   const r = await send(path, opts);
-  const total = Number(r.headers.get('Content-Length')) || 0;
+  const total = Number(r.headers.get('Content-Length')) || opts.size || 0;
   const reader = r.body.getReader();
   const parts = [];
   let n = 0;

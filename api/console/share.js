@@ -32,7 +32,7 @@ export function shareView() {
           el('td', {class: 'num'}, humanBytes(e.size)),
           el('td', {}, fmtTime(toDate(e.mtime))),
           el('td', {}, el('button', {type: 'button', class: 'dl', 'aria-label': 'Download ' + name, onclick: () => saveWithProgress(
-            transfers, '/shared/content', {share: true, query: {path: e.path}}, name)}, 'Download')));
+            transfers, '/shared/content', {share: true, query: {path: e.path}, size: e.type === 'file' ? e.size : 0}, name)}, 'Download')));
       }))));
   }, (e) => {
     list.replaceChildren(el('p', {class: 'error', role: 'alert'}, e.status === 401
