@@ -95,7 +95,8 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libcairn.a
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/api/console_files.c: $(CONSOLE_FILES) tools/embed.sh
+# The folder is a prerequisite too: a file removed from it changes its mtime, not the others'.
+$(BUILD)/api/console_files.c: $(CONSOLE_FILES) api/console tools/embed.sh
 	@mkdir -p $(@D)
 	tools/embed.sh $(CONSOLE_FILES) >$@.tmp && mv $@.tmp $@
 
