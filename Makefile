@@ -34,7 +34,7 @@ CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .SECONDARY:
-.PHONY: all deps test check test-slow demo bench fuzz reliability asan ubsan clean help install uninstall
+.PHONY: all deps test check test-slow demo bench fuzz reliability asan ubsan clean help install uninstall print-LDLIBS
 all: $(BUILD)/cairn $(BUILD)/cairn-corpus $(BUILD)/libcairn-fault.so $(BUILD)/libcairn-failio.so $(BUILD)/cairn-fc-uffd $(UNIT_BIN)
 
 help:
@@ -151,6 +151,10 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/cairn $(DESTDIR)$(MANDIR)/man1/cairn.1 $(DESTDIR)$(DATADIR)/cairn-gc.cron
 	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
 	-rmdir $(DESTDIR)$(DATADIR) 2>/dev/null
+
+# The library link line, for scripts that link their own binaries (tools/fuzz.sh).
+print-LDLIBS:
+	@echo $(LDLIBS)
 
 clean:
 	rm -rf build build-asan build-ubsan build-fuzz build-short build-clang

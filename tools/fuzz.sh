@@ -15,7 +15,8 @@ SECS=${FUZZ_SECONDS:-60}
 DIR=${FUZZ_DIR:-$B/fuzz-work}
 ALL=$(ls tests/fuzz/fuzz_*.c | sed 's|.*/fuzz_||; s|\.c$||' | tr '\n' ' ')
 TARGETS=${FUZZ_TARGETS:-$ALL}
-LIBS="-lrocksdb -lzstd -lxxhash -ljansson -lext2fs -lcom_err -lpthread -lm"
+# The link line is the Makefile's: a copy here went stale when the store gained S3.
+LIBS=$(make -s print-LDLIBS)
 SAN=address,undefined
 make -s BUILD="$B" CC=clang SAN=$SAN,fuzzer-no-link OPT=-O1 "$B/libcairn.a" >/dev/null
 for t in $TARGETS; do
