@@ -34,7 +34,7 @@ const problems = [];   // script errors, CSP violations, dialogs: any one fails 
 async function newPage(ctx, name) {
   const page = await ctx.newPage();
   await page.setViewport({width: 1280, height: 860});
-  page.setDefaultTimeout(15000);
+  page.setDefaultTimeout(60000);  // a wait for a condition, not a speed target: a loaded CI machine took > 15 s once
   page.on('pageerror', (e) => problems.push(`${name}: page error: ${e.message}`));
   page.on('dialog', async (d) => { problems.push(`${name}: a dialog opened (script ran): ${d.message()}`); await d.dismiss(); });
   page.on('console', (m) => {
