@@ -50,6 +50,13 @@ static int run(const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
+/* The one mke2fs of these tests: an image of type (ext3, ext4) with block size bs of the
+ * tree dir, size as mke2fs takes it ("64M"). */
+static int mkfs(const char *type, int bs, const char *dir, const char *img, const char *size)
+{
+    return run("mke2fs -q -F -t %s -b %d -d %s %s %s", type, bs, dir, img, size);
+}
+
 /* debugfs exits 0 whatever happened: its output is what tells. */
 static char *debugfs(const char *img, const char *fmt, ...)
 {
@@ -452,7 +459,7 @@ static void test_hostile(store_t *s, const store_snapshot *tmpl, const store_sna
 /* An ext3 template with 1 KiB blocks: block-mapped files (no extents), another block size. */
 static void test_ext3(store_t *s, const store_snapshot *snap)
 {
-    CHECK(run("mke2fs -q -F -t ext3 -b 1024 -d %s %s 64M", at("template"), at("ext3.img")) == 0);
+    CHECK(mkfs("ext3", 1024, at("template"), at("ext3.img"), "64M") == 0);
     snap_request rq = {.tenant = "t", .sandbox = "tmpl-ext3", .tier = STORE_TIER_FREE, .nblobs = 1,
                        .blob_name = {"disk"}, .blob_path = {at("ext3.img")}};
     store_snapshot *t3 = NULL;
@@ -482,7 +489,7 @@ static void test_ext3(store_t *s, const store_snapshot *snap)
 static void test_enospc(store_t *s, const store_snapshot *snap)
 {
     CHECK(run("mkdir -p %s && head -c 9000000 /dev/urandom > %s/filler", at("small"), at("small")) == 0);
-    CHECK(run("mke2fs -q -F -t ext4 -b 4096 -d %s %s 16M", at("small"), at("small.img")) == 0);
+    CHECK(mkfs("ext4", 4096, at("small"), at("small.img"), "16M") == 0);
     snap_request rq = {.tenant = "t", .sandbox = "tmpl-small", .tier = STORE_TIER_FREE, .nblobs = 1,
                        .blob_name = {"disk"}, .blob_path = {at("small.img")}};
     store_snapshot *small = NULL;
@@ -511,8 +518,8 @@ int main(void)
     char longt[200];
     memset(longt, 'l', sizeof longt - 1);
     put(at("longlink.want"), longt, sizeof longt - 1, 0644);
-    CHECK(run("mke2fs -q -F -t ext4 -b 4096 -d %s %s 64M", at("template"), at("template.img")) == 0);
-    CHECK(run("mke2fs -q -F -t ext4 -b 4096 -d %s %s 160M", at("sandbox"), at("sandbox.img")) == 0);
+    CHECK(mkfs("ext4", 4096, at("template"), at("template.img"), "64M") == 0);
+    CHECK(mkfs("ext4", 4096, at("sandbox"), at("sandbox.img"), "160M") == 0);
 
     store_err e = {{0}};
     store_t *s = NULL;
