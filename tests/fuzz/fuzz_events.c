@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "gc/internal.h"
+#include "store/backend.h"
 #include "store/internal.h"
 
 static int add_event(void *arg, const store_event *ev)
@@ -33,9 +34,11 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     if (!f) abort();
     if (size && fwrite(data, 1, size, f) != size) abort();
     fclose(f);
+    /* Only what the log reader needs of a store: its folder, through the local backend. */
     struct store s;
     memset(&s, 0, sizeof s);
     s.dir = dir;
+    if (backend_local_open(dir, &s.be, NULL)) abort();
     gc_state st;
     memset(&st, 0, sizeof st);
     /* Two sandboxes for the events to name, one of them reclaimed. */
@@ -60,5 +63,6 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
         (void)gc_pinned(&st, "0000000000010000000a");
     }
     gc_state_free(&st);
+    backend_close(s.be);
     return 0;
 }
