@@ -91,6 +91,10 @@ $(BUILD)/libcairn-failio.so: tests/fault/failio.c | $(DEPS_OK)
 $(BUILD)/cairn-fc-uffd: $(BUILD)/tests/helpers/fc_uffd.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
 
+# The gc benchmark's fleet maker (tools/bench_gc.sh): benchmark tooling, not the product.
+$(BUILD)/cairn-gcfleet: $(BUILD)/tools/bench/gcfleet.o $(BUILD)/libcairn.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libcairn.a
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

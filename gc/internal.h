@@ -38,6 +38,18 @@ store_tier gc_tenant_tier(const gc_state *st, const char *tenant);
 /* 1 when a hibernated sandbox has been idle past its tier's window at now_ms. */
 STORE_MUST_USE int gc_idle_past_window(const gc_sandbox *x, int64_t now_ms);
 
+/* strmap.c: string -> index (gc's lookups by sandbox, tenant, snapshot id). Keys are not
+ * copied: each must stay valid, unmoved, as long as the map. */
+#define GC_NONE ((size_t)-1)
+typedef struct {
+    const char **keys;
+    size_t *vals;
+    size_t cap, n;
+} gc_strmap;
+size_t gc_strmap_get(const gc_strmap *m, const char *key);   /* GC_NONE if absent */
+STORE_MUST_USE int gc_strmap_put(gc_strmap *m, const char *key, size_t val);  /* -ENOMEM */
+void gc_strmap_free(gc_strmap *m);
+
 /* reclaim.c: the files-only snapshot of src (not committed): its important entries and
  * the disk pages they use. */
 STORE_MUST_USE int gc_files_only(store_t *s, const store_snapshot *src, store_snapshot **out, store_err *e);

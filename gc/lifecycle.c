@@ -123,33 +123,47 @@ static int cmp_sb(const void *a, const void *b)
     return strcmp(((const gc_sandbox *)a)->sandbox, ((const gc_sandbox *)b)->sandbox);
 }
 
+/* Lookups, not scans: one pass over the snapshots, one over the events, each name found
+ * by hash (a fleet of 100k sandboxes is O(n)). */
 int gc_view(const gc_state *st, const char *tenant, gc_sandbox **out, size_t *n, store_err *e)
 {
     size_t cap = 64, k = 0;
     gc_sandbox *v = calloc(cap, sizeof *v);
-    if (!v) return store_errf(e, -ENOMEM, "out of memory");
+    size_t *latest_i = calloc(cap, sizeof *latest_i);     /* per sandbox: its latest snapshot */
+    uint8_t *deleted = calloc(cap, 1);
+    gc_strmap by_name = {0}, tiers = {0};
+    int rc = v && latest_i && deleted ? 0 : -ENOMEM;
     /* Snapshots come in id (= time) order, so the last one seen is a sandbox's latest. */
-    for (size_t i = 0; i < st->nsnaps; i++) {
+    for (size_t i = 0; !rc && i < st->nsnaps; i++) {
         const gc_snap *g = &st->snaps[i];
         const store_snaprec *r = &g->r;
+        /* The tenant's tier: the latest snapshot that recorded one (events override below). */
+        if (r->tier != STORE_TIER_NONE && (rc = gc_strmap_put(&tiers, r->tenant, (size_t)r->tier))) break;
         if (store_name_reserved(r->sandbox) || (tenant && strcmp(r->tenant, tenant))) continue;
-        gc_sandbox *x = NULL;
-        for (size_t j = 0; j < k && !x; j++)
-            if (!strcmp(v[j].sandbox, r->sandbox)) x = &v[j];
-        if (!x) {
+        size_t j = gc_strmap_get(&by_name, r->sandbox);
+        if (j == GC_NONE) {
             if (k == cap) {
-                gc_sandbox *nv = realloc(v, (cap *= 2) * sizeof *nv);
-                if (!nv) {
-                    free(v);
-                    return store_errf(e, -ENOMEM, "out of memory");
+                cap *= 2;
+                gc_sandbox *nv = realloc(v, cap * sizeof *nv);
+                if (nv) v = nv;
+                size_t *nl = realloc(latest_i, cap * sizeof *nl);
+                if (nl) latest_i = nl;
+                uint8_t *nd = realloc(deleted, cap);
+                if (nd) deleted = nd;
+                if (!nv || !nl || !nd) {
+                    rc = -ENOMEM;
+                    break;
                 }
-                v = nv;
             }
-            x = &v[k++];
-            memset(x, 0, sizeof *x);
-            snprintf(x->sandbox, sizeof x->sandbox, "%s", r->sandbox);
-            snprintf(x->tenant, sizeof x->tenant, "%s", r->tenant);
+            j = k++;
+            if ((rc = gc_strmap_put(&by_name, r->sandbox, j))) break;   /* key lives in st */
+            memset(&v[j], 0, sizeof v[j]);
+            deleted[j] = 0;
+            snprintf(v[j].sandbox, sizeof v[j].sandbox, "%s", r->sandbox);
+            snprintf(v[j].tenant, sizeof v[j].tenant, "%s", r->tenant);
         }
+        gc_sandbox *x = &v[j];
+        latest_i[j] = i;
         x->snapshots++;
         x->bytes += r->new_bytes;
         snprintf(x->latest, sizeof x->latest, "%s", r->id);
@@ -162,34 +176,47 @@ int gc_view(const gc_state *st, const char *tenant, gc_sandbox **out, size_t *n,
         /* A reclaim's files-only snapshot is not activity; the snapshot it was made from was. */
         if (g->eff_ms > x->last_activity_ms) x->last_activity_ms = g->eff_ms;
     }
-    for (size_t j = 0; j < k; j++) {
-        gc_sandbox *x = &v[j];
-        int64_t latest_time = 0;
-        /* A delete races a reclaim's files-only snapshot: that one stands for its source,
-         * so a delete after the source still deletes the sandbox. */
-        for (size_t i = 0; i < st->nsnaps; i++)
-            if (!strcmp(st->snaps[i].r.id, x->latest)) latest_time = st->snaps[i].eff_ms;
-        const char *ref = x->latest_files_only && x->latest_parent[0] ? x->latest_parent : x->latest;
-        int deleted = 0;
-        for (size_t i = 0; i < st->nevents; i++) {
-            const store_event *ev = &st->events[i];
-            if (strcmp(ev->sandbox, x->sandbox)) continue;
-            if ((ev->kind == STORE_EV_TOUCH || ev->kind == STORE_EV_RESTORE ||
-                 ev->kind == STORE_EV_REBUILD) && ev->at_ms > x->last_activity_ms)
-                x->last_activity_ms = ev->at_ms;
-            if (ev->kind != STORE_EV_DELETE) continue;
-            if (ev->at_ms > x->delete_ms) x->delete_ms = ev->at_ms;
-            if (strcmp(ev->after, x->delete_after) > 0)
-                snprintf(x->delete_after, sizeof x->delete_after, "%s", ev->after);
-            /* Did the delete come after the newest snapshot? Ids are in commit order, so
-             * the snapshot it saw tells, whatever the clock did; only a log from before
-             * "after" existed falls back to comparing times. */
-            if (ev->after[0] ? strcmp(ev->after, ref) >= 0 : ev->at_ms >= latest_time) deleted = 1;
+    /* Events in log order, each applied to its sandbox. */
+    for (size_t i = 0; !rc && i < st->nevents; i++) {
+        const store_event *ev = &st->events[i];
+        if (ev->kind == STORE_EV_TIER) {
+            rc = gc_strmap_put(&tiers, ev->tenant, (size_t)ev->tier);
+            continue;
         }
-        x->tier = gc_tenant_tier(st, x->tenant);
-        if (deleted) x->state = GC_DELETED;
+        size_t j = gc_strmap_get(&by_name, ev->sandbox);
+        if (j == GC_NONE) continue;
+        gc_sandbox *x = &v[j];
+        if ((ev->kind == STORE_EV_TOUCH || ev->kind == STORE_EV_RESTORE ||
+             ev->kind == STORE_EV_REBUILD) && ev->at_ms > x->last_activity_ms)
+            x->last_activity_ms = ev->at_ms;
+        if (ev->kind != STORE_EV_DELETE) continue;
+        if (ev->at_ms > x->delete_ms) x->delete_ms = ev->at_ms;
+        if (strcmp(ev->after, x->delete_after) > 0)
+            snprintf(x->delete_after, sizeof x->delete_after, "%s", ev->after);
+        /* A delete races a reclaim's files-only snapshot: that one stands for its source,
+         * so a delete after the source still deletes the sandbox. Did the delete come
+         * after the newest snapshot? Ids are in commit order, so the snapshot it saw
+         * tells, whatever the clock did; only a log from before "after" existed falls
+         * back to comparing times. */
+        const char *ref = x->latest_files_only && x->latest_parent[0] ? x->latest_parent : x->latest;
+        int64_t latest_time = st->snaps[latest_i[j]].eff_ms;
+        if (ev->after[0] ? strcmp(ev->after, ref) >= 0 : ev->at_ms >= latest_time) deleted[j] = 1;
+    }
+    for (size_t j = 0; !rc && j < k; j++) {
+        gc_sandbox *x = &v[j];
+        size_t t = gc_strmap_get(&tiers, x->tenant);
+        x->tier = t == GC_NONE ? STORE_TIER_FREE : (store_tier)t;
+        if (deleted[j]) x->state = GC_DELETED;
         else if (x->latest_files_only) x->state = GC_RECLAIMED;
         else x->state = GC_HIBERNATED;
+    }
+    gc_strmap_free(&by_name);
+    gc_strmap_free(&tiers);
+    free(latest_i);
+    free(deleted);
+    if (rc) {
+        free(v);
+        return store_errf(e, rc, "out of memory");
     }
     qsort(v, k, sizeof *v, cmp_sb);
     *out = v;

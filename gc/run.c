@@ -65,10 +65,11 @@ typedef struct {
     uint32_t *refs;
 } plan;
 
-static int add_drop(plan *p, const char *id, const char *sandbox, store_drop_reason reason)
+/* seen: the ids already planned (keys: id, which must outlive the map). */
+static int add_drop(plan *p, gc_strmap *seen, const char *id, const char *sandbox, store_drop_reason reason)
 {
-    for (size_t i = 0; i < p->ndrops; i++)
-        if (!strcmp(p->drops[i].id, id)) return 0;
+    if (gc_strmap_get(seen, id) != GC_NONE) return 0;
+    if (gc_strmap_put(seen, id, p->ndrops)) return -ENOMEM;
     if (p->ndrops == p->dcap) {
         p->dcap = p->dcap ? p->dcap * 2 : 64;
         drop *nd = realloc(p->drops, p->dcap * sizeof *nd);
@@ -89,13 +90,41 @@ static int make_plan(store_t *s, const gc_options *o, plan *p, gc_result *r, sto
     size_t nsb = 0;
     int rc = gc_state_load(s, &st, e);
     if (!rc) rc = gc_view(&st, NULL, &sb, &nsb, e);
+    /* Lookups for a fleet of any size: snapshot by id, a sandbox's snapshots (a chain in id
+     * order), pins, planned drops. Keys point into st and sb, which outlive the maps. */
+    gc_strmap by_id = {0}, by_sb = {0}, pins = {0}, planned = {0};
+    size_t *head = NULL, *next = NULL, *tail = NULL;
+    if (!rc) {
+        head = malloc((nsb ? nsb : 1) * sizeof *head);
+        tail = malloc((nsb ? nsb : 1) * sizeof *tail);
+        next = malloc((st.nsnaps ? st.nsnaps : 1) * sizeof *next);
+        if (!head || !tail || !next) rc = -ENOMEM;
+        for (size_t j = 0; !rc && j < nsb; j++) {
+            head[j] = tail[j] = GC_NONE;
+            rc = gc_strmap_put(&by_sb, sb[j].sandbox, j);
+        }
+        for (size_t k = 0; !rc && k < st.nsnaps; k++) {
+            next[k] = GC_NONE;
+            if ((rc = gc_strmap_put(&by_id, st.snaps[k].r.id, k))) break;
+            size_t j = gc_strmap_get(&by_sb, st.snaps[k].r.sandbox);
+            if (j == GC_NONE) continue;
+            if (tail[j] == GC_NONE) head[j] = k;
+            else next[tail[j]] = k;
+            tail[j] = k;
+        }
+        for (size_t i = 0; !rc && i < st.nevents; i++) {
+            const store_event *v = &st.events[i];
+            if (v->kind == STORE_EV_PIN || v->kind == STORE_EV_UNPIN)
+                rc = gc_strmap_put(&pins, v->snapshot, v->kind == STORE_EV_PIN);
+        }
+        if (rc) store_errf(e, rc, "out of memory");
+    }
     /* 1. Drops logged by an interrupted gc whose manifest is still there. */
     for (size_t i = 0; !rc && i < st.nevents; i++) {
         const store_event *v = &st.events[i];
         if (v->kind != STORE_EV_DROP) continue;
-        for (size_t k = 0; k < st.nsnaps; k++)
-            if (!strcmp(st.snaps[k].r.id, v->snapshot))
-                rc = add_drop(p, v->snapshot, st.snaps[k].r.sandbox, STORE_DROP_RESUMED);
+        size_t k = gc_strmap_get(&by_id, v->snapshot);
+        if (k != GC_NONE) rc = add_drop(p, &planned, st.snaps[k].r.id, st.snaps[k].r.sandbox, STORE_DROP_RESUMED);
     }
     for (size_t j = 0; !rc && j < nsb; j++) {
         gc_sandbox *x = &sb[j];
@@ -127,24 +156,30 @@ static int make_plan(store_t *s, const gc_options *o, plan *p, gc_result *r, sto
         }
         /* 2-4. What goes: a deleted sandbox's snapshots up to the delete; after a reclaim
          * every full snapshot; else everything but the latest. Pins hold (not deletes). */
-        for (size_t k = 0; k < st.nsnaps && !rc; k++) {
+        for (size_t k = head[j]; k != GC_NONE && !rc; k = next[k]) {
             const gc_snap *g = &st.snaps[k];
             const store_snaprec *sr = &g->r;
             int files_only = sr->kind == STORE_KIND_FILES;
-            if (strcmp(sr->sandbox, x->sandbox)) continue;
             /* Up to the delete in commit order (a files-only snapshot stands for its
              * source); by time only for deletes logged before they named what they saw. */
             const char *pos = files_only && sr->parent[0] ? sr->parent : sr->id;
             int before_delete = x->delete_after[0] ? strcmp(pos, x->delete_after) <= 0 : g->eff_ms <= x->delete_ms;
-            if (deleted && before_delete) rc = add_drop(p, sr->id, sr->sandbox, STORE_DROP_DELETED);
-            else if (gc_pinned(&st, sr->id)) continue;
-            else if (reclaim_it && !files_only) rc = add_drop(p, sr->id, sr->sandbox, STORE_DROP_RECLAIMED);
+            if (deleted && before_delete) rc = add_drop(p, &planned, sr->id, sr->sandbox, STORE_DROP_DELETED);
+            else if (gc_strmap_get(&pins, sr->id) == 1) continue;
+            else if (reclaim_it && !files_only) rc = add_drop(p, &planned, sr->id, sr->sandbox, STORE_DROP_RECLAIMED);
             else if (!reclaim_it && strcmp(sr->id, x->latest))
-                rc = add_drop(p, sr->id, sr->sandbox, STORE_DROP_SUPERSEDED);
-            else if (reclaim_it && files_only) rc = add_drop(p, sr->id, sr->sandbox, STORE_DROP_SUPERSEDED);
+                rc = add_drop(p, &planned, sr->id, sr->sandbox, STORE_DROP_SUPERSEDED);
+            else if (reclaim_it && files_only) rc = add_drop(p, &planned, sr->id, sr->sandbox, STORE_DROP_SUPERSEDED);
         }
         if (rc == -ENOMEM) store_errf(e, rc, "out of memory");
     }
+    gc_strmap_free(&by_id);
+    gc_strmap_free(&by_sb);
+    gc_strmap_free(&pins);
+    gc_strmap_free(&planned);
+    free(head);
+    free(tail);
+    free(next);
     free(sb);
     gc_state_free(&st);
     if (!rc) rc = store_pack_list(s, &p->packs, &p->npacks, e);

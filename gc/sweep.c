@@ -30,31 +30,38 @@ typedef struct {
     store_loc from, to;
 } move;
 
-typedef struct {
-    char (*ids)[STORE_SNAPID_LEN];
-    size_t n, cap;
-} seen_list;
-
-static int seen_has(const seen_list *l, const char *id)
+/* Snapshot ids as set members: the 20 hex digits packed into an id's first 10 bytes (the
+ * last byte set, so no key is the zero id a set ignores). Sets, not lists: a sweep over
+ * 100k manifests asks 100k times whether it saw one. */
+static store_id snap_key(const char *id)
 {
-    for (size_t i = 0; i < l->n; i++)
-        if (!strcmp(l->ids[i], id)) return 1;
-    return 0;
+    store_id k;
+    memset(&k, 0, sizeof k);
+    for (int i = 0; i < 20 && id[i]; i++) {
+        int c = id[i], v = c >= 'a' ? c - 'a' + 10 : c >= 'A' ? c - 'A' + 10 : c - '0';
+        k.b[i / 2] |= (uint8_t)((v & 15) << (i % 2 ? 0 : 4));
+    }
+    k.b[15] = 1;
+    return k;
 }
 
 /* Adds the ids of every manifest not yet seen (and not skipped) to live. */
-static int mark(store_t *s, store_idset *live, seen_list *seen, const char *const *skip, size_t nskip,
+static int mark(store_t *s, store_idset *live, store_idset *seen, const char *const *skip, size_t nskip,
                 size_t *added, store_err *e)
 {
     char (*ids)[STORE_SNAPID_LEN] = NULL;
     size_t n = 0;
     *added = 0;
-    int rc = store_manifest_list(s, &ids, &n, NULL, NULL, e);
-    if (rc) return rc;
+    store_idset *skipset = nskip ? store_idset_new() : NULL;
+    int rc = nskip && !skipset ? store_errf(e, -ENOMEM, "out of memory") : 0;
+    for (size_t k = 0; !rc && k < nskip; k++) {
+        store_id key = snap_key(skip[k]);
+        if (store_idset_add(skipset, &key)) rc = store_errf(e, -ENOMEM, "out of memory");
+    }
+    if (!rc) rc = store_manifest_list(s, &ids, &n, NULL, NULL, e);
     for (size_t i = 0; !rc && i < n; i++) {
-        int skipped = seen_has(seen, ids[i]);
-        for (size_t k = 0; !skipped && k < nskip; k++) skipped = !strcmp(skip[k], ids[i]);
-        if (skipped) continue;
+        store_id key = snap_key(ids[i]);
+        if (store_idset_has(seen, &key) || (skipset && store_idset_has(skipset, &key))) continue;
         store_snapshot *snap = NULL;
         store_err le;
         int lr = store_snapshot_load(s, ids[i], &snap, &le);
@@ -68,16 +75,11 @@ static int mark(store_t *s, store_idset *live, seen_list *seen, const char *cons
             for (uint64_t k = 0; !rc && k < snap->blobs[b].npages; k++)
                 if (store_idset_add(live, &snap->blobs[b].ids[k])) rc = store_errf(e, -ENOMEM, "out of memory");
         store_snapshot_free(snap);
-        if (seen->n == seen->cap) {
-            seen->cap = seen->cap ? seen->cap * 2 : 256;
-            void *ns = realloc(seen->ids, seen->cap * sizeof *seen->ids);
-            if (!ns) rc = store_errf(e, -ENOMEM, "out of memory");
-            else seen->ids = ns;
-        }
-        if (!rc) memcpy(seen->ids[seen->n++], ids[i], STORE_SNAPID_LEN);
+        if (!rc && store_idset_add(seen, &key)) rc = store_errf(e, -ENOMEM, "out of memory");
         (*added)++;
     }
     free(ids);
+    store_idset_free(skipset);
     return rc;
 }
 
@@ -262,11 +264,10 @@ int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e
     store_t *s = NULL;
     int rc = store_open(dir, STORE_SCAN, &s, e);
     if (rc) return rc;
-    store_idset *live = store_idset_new();
-    seen_list seen = {0};
+    store_idset *live = store_idset_new(), *seen = store_idset_new();
     size_t added = 0;
-    if (!live) rc = store_errf(e, -ENOMEM, "out of memory");
-    if (!rc) rc = mark(s, live, &seen, o->skip_manifests, o->nskip, &added, e);
+    if (!live || !seen) rc = store_errf(e, -ENOMEM, "out of memory");
+    if (!rc) rc = mark(s, live, seen, o->skip_manifests, o->nskip, &added, e);
     cand *cs = calloc(o->npacks ? o->npacks : 1, sizeof *cs);
     size_t nc = 0;
     uint64_t rewrite_bytes = 0;
@@ -332,7 +333,7 @@ int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e
             }
             store_t *w2 = NULL;
             if ((rc = store_open(dir, STORE_WRITE, &w2, e))) break;
-            rc = mark(w2, live, &seen, NULL, 0, &added, e);
+            rc = mark(w2, live, seen, NULL, 0, &added, e);
             if (!rc && first_section) rc = store_remove_temps(w2, e);
             first_section = 0;
             size_t budget = 0;
@@ -361,7 +362,7 @@ int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e
     }
     free(cs);
     free(mv);
-    free(seen.ids);
+    store_idset_free(seen);
     store_idset_free(live);
     store_close(s);
     return rc;
