@@ -45,6 +45,7 @@ help:
 	@echo "make bench      Cairn beside zstd, cp, restic, borg, casync (BENCH_SIZE=small|full), then the API (tools/bench_api.sh)"
 	@echo "make fuzz       every parser of hostile bytes under libFuzzer (FUZZ_SECONDS=60 each)"
 	@echo "make asan|ubsan the tests under AddressSanitizer / UBSan (build-asan, build-ubsan)"
+	@echo "make bench-gc   cairn gc over fleets of 1k, 10k, 100k sandboxes (BENCH_GC_SIZES)"
 	@echo "make install    cairn, its man page, the systemd units (PREFIX=/usr/local, DESTDIR=)"
 	@echo "make reliability every crash point and fault, fuzzing, collisions, sanitizers: one table,"
 	@echo "                kept in docs/reliability.md (~30 min)"
@@ -127,6 +128,9 @@ bench: all
 	@tools/deps.sh bench
 	BUILD=$(BUILD) tools/bench.sh
 	BUILD=$(BUILD) tools/bench_api.sh
+
+bench-gc: $(BUILD)/cairn $(BUILD)/cairn-gcfleet
+	BUILD=$(BUILD) tools/bench_gc.sh
 
 fuzz: deps
 	tools/fuzz.sh
