@@ -189,16 +189,21 @@ timeout 60 "$CAIRN_BIN" snapshot --store "$S" --tenant t1 --sandbox cli1 --memor
     || fail "a CLI snapshot could not take the store's lock after a client dropped"
 
 log "429 when the long-job slots are full"
+# New random pages (nothing to dedup against), so the ingest holds the only slot for
+# seconds even on an idle machine; the restores ask for as long as it runs. (It used
+# the already-stored big file: deduplicated, it could finish before the first ask.)
+head -c 384M /dev/urandom >"$IN/slot"
 curl -sS -o "$T/first" -w '%{http_code}' -H "Authorization: Bearer $ORCH" -X POST \
-    --data-binary '{"tenant":"t1","sandbox":"slot","memory":"'$IN'/big"}' "$U/v1/snapshots" >"$T/first.code" &
+    --data-binary '{"tenant":"t1","sandbox":"slot","memory":"'$IN'/slot"}' "$U/v1/snapshots" >"$T/first.code" &
 cpid=$!
-sleep 0.4           # the ingest takes the only slot (it takes over a second)
+sleep 0.4           # the ingest takes the only slot
 saw=
-for i in $(seq 20); do
+while kill -0 "$cpid" 2>/dev/null; do
     got=$(req POST "/v1/snapshots/$BIG/restore" "$ORCH" '{"out_dir":"'$OUT'/big1"}')
     if [ "$got" = 429 ]; then saw=1; break; fi
 done
 wait $cpid
+rm -f "$IN/slot"
 [ -n "$saw" ] || fail "no 429 while the only long-job slot was busy"
 grep -qi '^retry-after: [0-9]' "$T/hdr" || fail "429 without Retry-After"
 assert_json 'j["error"]["code"] == "busy"' "$T/body"
