@@ -35,7 +35,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .SECONDARY:
 .PHONY: all deps test check test-slow demo bench fuzz reliability asan ubsan clean help install uninstall print-LDLIBS
-all: $(BUILD)/cairn $(BUILD)/cairn-corpus $(BUILD)/libcairn-fault.so $(BUILD)/libcairn-failio.so $(BUILD)/cairn-fc-uffd $(UNIT_BIN)
+all: $(BUILD)/cairn $(BUILD)/cairn-corpus $(BUILD)/libcairn-fault.so $(BUILD)/libcairn-failio.so $(BUILD)/libcairn-clockstep.so $(BUILD)/cairn-fc-uffd $(UNIT_BIN)
 
 help:
 	@echo "make            build build/cairn and build/cairn-corpus"
@@ -85,6 +85,11 @@ $(BUILD)/libcairn-fault.so: tests/fault/fault.c | $(DEPS_OK)
 # The read-failure shim (tests/fault/failio.c): makes chosen readdir/pread calls fail, for
 # the tests that prove an I/O error is never taken for the end of the data. Test tooling.
 $(BUILD)/libcairn-failio.so: tests/fault/failio.c | $(DEPS_OK)
+	@mkdir -p $(@D)
+	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
+
+# The clock-step shim (tests/fault/clockstep.c): moves the wall clock for clock.sh. Test tooling.
+$(BUILD)/libcairn-clockstep.so: tests/fault/clockstep.c | $(DEPS_OK)
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
 

@@ -27,12 +27,7 @@ int64_t store_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    /* TEST ONLY: CAIRN_TEST_CLOCK_STEP_MS steps the wall clock as NTP would (tests/
-     * integration/clock.sh), since faketime is not available. Never set it in production. */
-    const char *step = getenv("CAIRN_TEST_CLOCK_STEP_MS");
-    if (step && *step) ms += strtoll(step, NULL, 10);
-    return ms;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void util_reportf(store_report_fn fn, void *arg, int problem, const char *fmt, ...)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 9, defect 4: the order of snapshots is the order of commit, whatever the wall clock
-# does. The clock is stepped with CAIRN_TEST_CLOCK_STEP_MS (a test-only hook of
-# store_now_ms: faketime is not available) backward, as NTP does, and forward. After
+# does. The clock is stepped with CAIRN_TEST_CLOCK_STEP_MS through the LD_PRELOAD shim
+# tests/fault/clockstep.c (faketime is not available; cairn has no such hook) backward, as NTP does, and forward. After
 # each step the newest acknowledged snapshot is the sandbox's latest (`snapshots`, `@latest`,
 # rebuild), gc keeps it and drops its elders, and a delete or a tier change is ordered by
 # the log, not by the time it carries.
@@ -13,7 +13,9 @@ S=$T/store
 must cairn init --store "$S" >/dev/null
 latest() { must cairn snapshots --store "$S" --sandbox "$1" --json | json 'j["snapshots"][0]["snapshot"]'; }
 ids() { must cairn snapshots --store "$S" --sandbox "$1" --json | json '" ".join(s["snapshot"] for s in j["snapshots"])'; }
-stepped() { local ms=$1; shift; CAIRN_TEST_CLOCK_STEP_MS=$ms "$@"; }
+# ASan wants its runtime first in the link order; the shim only wraps clock_gettime.
+export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
+stepped() { local ms=$1; shift; LD_PRELOAD=$BUILD/libcairn-clockstep.so CAIRN_TEST_CLOCK_STEP_MS=$ms "$@"; }
 
 for i in 1 2 3 4 5 6; do gen "$T/m$i" 65536 "$i"; done
 
