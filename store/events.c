@@ -103,14 +103,6 @@ int store_event_encode(const store_event *ev, char **line, store_err *e)
     return *line ? 0 : store_errf(e, -ENOMEM, "out of memory");
 }
 
-static int get_str(json_t *j, const char *key, char *dst, size_t cap)
-{
-    const char *v = json_string_value(json_object_get(j, key));
-    if (!v || strlen(v) >= cap) return -1;
-    memcpy(dst, v, strlen(v) + 1);
-    return 0;
-}
-
 int store_event_parse(const char *line, store_event *ev, store_err *e)
 {
     memset(ev, 0, sizeof *ev);
@@ -127,23 +119,23 @@ int store_event_parse(const char *line, store_event *ev, store_err *e)
         rc = store_errf(e, -EBADMSG, "event %s without a time", kind);
     unsigned f = rc ? 0 : fields_of(ev->kind);
     if (!rc) ev->at_ms = json_integer_value(at);
-    if (!rc && (f & F_SANDBOX) && (get_str(j, "sandbox", ev->sandbox, sizeof ev->sandbox) ||
+    if (!rc && (f & F_SANDBOX) && (util_json_str(ev->sandbox, sizeof ev->sandbox, json_object_get(j, "sandbox")) ||
                                    store_name_valid(ev->sandbox)))
         rc = store_errf(e, -EBADMSG, "event %s without a valid sandbox", kind);
-    if (!rc && (f & F_TENANT) && (get_str(j, "tenant", ev->tenant, sizeof ev->tenant) ||
+    if (!rc && (f & F_TENANT) && (util_json_str(ev->tenant, sizeof ev->tenant, json_object_get(j, "tenant")) ||
                                   store_name_valid(ev->tenant)))
         rc = store_errf(e, -EBADMSG, "event %s without a valid tenant", kind);
-    if (!rc && (f & F_SNAPSHOT) && (get_str(j, "snapshot", ev->snapshot, sizeof ev->snapshot) ||
+    if (!rc && (f & F_SNAPSHOT) && (util_json_str(ev->snapshot, sizeof ev->snapshot, json_object_get(j, "snapshot")) ||
                                     store_snapid_valid(ev->snapshot)))
         rc = store_errf(e, -EBADMSG, "event %s without a valid snapshot id", kind);
     json_t *after = json_object_get(j, "after");
     if (!rc && ev->kind == STORE_EV_DELETE && after &&
-        (get_str(j, "after", ev->after, sizeof ev->after) || store_snapid_valid(ev->after)))
+        (util_json_str(ev->after, sizeof ev->after, json_object_get(j, "after")) || store_snapid_valid(ev->after)))
         rc = store_errf(e, -EBADMSG, "event delete: 'after' is not a snapshot id");
-    if (!rc && (f & F_TIER) && (get_str(j, "tier", word, sizeof word) ||
+    if (!rc && (f & F_TIER) && (util_json_str(word, sizeof word, json_object_get(j, "tier")) ||
                                 store_tier_parse(word, &ev->tier) || ev->tier == STORE_TIER_NONE))
         rc = store_errf(e, -EBADMSG, "event tier: unknown tier '%s'", word);
-    if (!rc && (f & F_REASON) && (get_str(j, "reason", word, sizeof word) ||
+    if (!rc && (f & F_REASON) && (util_json_str(word, sizeof word, json_object_get(j, "reason")) ||
                                   store_drop_reason_parse(word, &ev->reason)))
         rc = store_errf(e, -EBADMSG, "event drop: unknown reason '%s'", word);
     json_decref(j);

@@ -278,6 +278,11 @@ STORE_MUST_USE int manifest_record_parse(const char *json, store_snaprec *out, s
 STORE_MUST_USE int space_reserve_init(store_t *s, int opened, store_err *e);
 STORE_MUST_USE int space_check(store_t *s, store_err *e);     /* 0 or -ENOSPC with a message */
 
+/* util.c: copies a JSON string value into dst; -1 when v is not a string or does not fit
+ * (a parser's "bad field", never a silent cut). */
+struct json_t;
+int util_json_str(char *dst, size_t cap, const struct json_t *v);
+
 /* pool.c */
 struct pool *pool_new(unsigned threads);
 void pool_free(struct pool *p);

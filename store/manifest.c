@@ -127,14 +127,6 @@ char *manifest_record_json(const store_snapshot *snap)
     return s;
 }
 
-static int copy_str(char *dst, size_t cap, json_t *v)
-{
-    const char *s = json_string_value(v);
-    if (!s || strlen(s) >= cap) return -1;
-    memcpy(dst, s, strlen(s) + 1);
-    return 0;
-}
-
 int manifest_record_parse(const char *json, store_snaprec *r, store_err *e)
 {
     memset(r, 0, sizeof *r);
@@ -143,15 +135,15 @@ int manifest_record_parse(const char *json, store_snaprec *r, store_err *e)
     if (!j) return store_errf(e, -EBADMSG, "not JSON (%s)", jerr.text);
     json_t *jt = json_object_get(j, "template"), *blobs = json_object_get(j, "blobs");
     const char *bad = NULL;
-    if (copy_str(r->id, sizeof r->id, json_object_get(j, "snapshot")) || store_snapid_valid(r->id))
+    if (util_json_str(r->id, sizeof r->id, json_object_get(j, "snapshot")) || store_snapid_valid(r->id))
         bad = "snapshot";
-    else if (copy_str(r->tenant, sizeof r->tenant, json_object_get(j, "tenant"))) bad = "tenant";
-    else if (copy_str(r->sandbox, sizeof r->sandbox, json_object_get(j, "sandbox")))
+    else if (util_json_str(r->tenant, sizeof r->tenant, json_object_get(j, "tenant"))) bad = "tenant";
+    else if (util_json_str(r->sandbox, sizeof r->sandbox, json_object_get(j, "sandbox")))
         bad = "sandbox";
-    else if (copy_str(r->parent, sizeof r->parent, json_object_get(j, "parent")) ||
+    else if (util_json_str(r->parent, sizeof r->parent, json_object_get(j, "parent")) ||
              (r->parent[0] && store_snapid_valid(r->parent)))
         bad = "parent";
-    else if (jt && copy_str(r->template_name, sizeof r->template_name, jt)) bad = "template";
+    else if (jt && util_json_str(r->template_name, sizeof r->template_name, jt)) bad = "template";
     else if (store_tier_parse(json_string_value(json_object_get(j, "tier")), &r->tier))
         bad = "tier";
     else if (store_kind_parse(json_string_value(json_object_get(j, "kind")), &r->kind))
@@ -245,18 +237,18 @@ int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64
     store_snapshot *snap = calloc(1, sizeof *snap);
     int rc = snap ? 0 : -ENOMEM;
     json_t *bl = json_object_get(j, "blob_list");
-    if (!rc && (copy_str(snap->id, sizeof snap->id, json_object_get(j, "snapshot")) ||
-                copy_str(snap->tenant, sizeof snap->tenant, json_object_get(j, "tenant")) ||
-                copy_str(snap->sandbox, sizeof snap->sandbox, json_object_get(j, "sandbox")) ||
+    if (!rc && (util_json_str(snap->id, sizeof snap->id, json_object_get(j, "snapshot")) ||
+                util_json_str(snap->tenant, sizeof snap->tenant, json_object_get(j, "tenant")) ||
+                util_json_str(snap->sandbox, sizeof snap->sandbox, json_object_get(j, "sandbox")) ||
                 store_tier_parse(json_string_value(json_object_get(j, "tier")), &snap->tier) ||
-                copy_str(snap->parent, sizeof snap->parent, json_object_get(j, "parent")) ||
+                util_json_str(snap->parent, sizeof snap->parent, json_object_get(j, "parent")) ||
                 !json_is_array(bl) || json_array_size(bl) > STORE_MAX_BLOBS))
         rc = -EBADMSG;
     json_t *jt = json_object_get(j, "template"), *jh = json_object_get(j, "files_hash");
     json_t *jk = json_object_get(j, "kind");
     if (!rc && store_kind_parse(json_string_value(jk), &snap->kind)) rc = -EBADMSG;
-    if (!rc && jt && copy_str(snap->template_name, sizeof snap->template_name, jt)) rc = -EBADMSG;
-    if (!rc && jh && (copy_str(snap->files_hash, sizeof snap->files_hash, jh) ||
+    if (!rc && jt && util_json_str(snap->template_name, sizeof snap->template_name, jt)) rc = -EBADMSG;
+    if (!rc && jh && (util_json_str(snap->files_hash, sizeof snap->files_hash, jh) ||
                       strlen(snap->files_hash) != 16))
         rc = -EBADMSG;
     if (!rc) {
@@ -271,7 +263,7 @@ int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64
         store_blob *b = &snap->blobs[i];
         snap->nblobs = (int)i + 1;
         /* The name becomes a file name at restore: only [a-z0-9_] is acceptable. */
-        if (copy_str(b->name, sizeof b->name, json_object_get(jb, "name")) || !b->name[0] ||
+        if (util_json_str(b->name, sizeof b->name, json_object_get(jb, "name")) || !b->name[0] ||
             strspn(b->name, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(b->name))
             rc = -EBADMSG;
         b->size = (uint64_t)json_integer_value(json_object_get(jb, "size"));

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <jansson.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -249,4 +250,12 @@ uint32_t util_get_le32(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
            (uint32_t)p[3] << 24;
+}
+
+int util_json_str(char *dst, size_t cap, const struct json_t *v)
+{
+    const char *s = json_string_value(v);
+    if (!s || strlen(s) >= cap) return -1;
+    memcpy(dst, s, strlen(s) + 1);
+    return 0;
 }
