@@ -34,7 +34,7 @@ CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .SECONDARY:
-.PHONY: all deps test check test-slow demo bench fuzz reliability asan ubsan clean help install uninstall print-LDLIBS
+.PHONY: all deps test check test-slow e2e demo bench fuzz reliability asan ubsan clean help install uninstall print-LDLIBS
 all: $(BUILD)/cairn $(BUILD)/cairn-corpus $(BUILD)/libcairn-fault.so $(BUILD)/libcairn-failio.so $(BUILD)/libcairn-clockstep.so $(BUILD)/cairn-fc-uffd $(UNIT_BIN)
 
 help:
@@ -42,6 +42,7 @@ help:
 	@echo "make demo       install deps, build, snapshot a sample VM set, restore, verify"
 	@echo "make test       install deps, build, run every test (CI runs this)"
 	@echo "make check      the fast tests only (skips the *.slow.sh tests: crash, gc stress, fuzz, VMs)"
+	@echo "make e2e        real QEMU microVMs hibernated, woken, gc'd and rebuilt through the API (~35 s)"
 	@echo "make bench      Cairn beside zstd, cp, restic, borg, casync (BENCH_SIZE=small|full), then the API (tools/bench_api.sh)"
 	@echo "make fuzz       every parser of hostile bytes under libFuzzer (FUZZ_SECONDS=60 each)"
 	@echo "make asan|ubsan the tests under AddressSanitizer / UBSan (build-asan, build-ubsan)"
@@ -125,6 +126,11 @@ check: all
 
 test-slow: all
 	BUILD=$(BUILD) tests/run.sh --slow-only
+
+# Run directly, not through tests/run.sh, so its steps and "N passed, N failed" show;
+# `make test` runs it too (tests/run.sh takes every tests/e2e/*.slow.sh).
+e2e: all
+	BUILD=$(BUILD) tests/e2e/api_vm.slow.sh
 
 demo: all
 	BUILD=$(BUILD) tools/demo.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End to end with real microVMs (QEMU microvm under TCG, a Debian kernel):
 #   boot      a sandbox VM on an ext4 disk with uploads, outputs, project files,
-#             a secret and a package cache; it writes an artifact and counts in
+#             a secret, caches and temp files; it writes an artifact and counts in
 #             memory on its console
 #   hibernate pause it, snapshot Firecracker-style (memory file, vmstate, disk),
 #             store the three files in a fresh Cairn store; an artifact the
@@ -18,59 +18,14 @@
 . "$(dirname "$0")/../lib.sh"
 trap 'exit 130' INT TERM
 
-"$REPO/tools/deps.sh" vm >"$T/deps.log" 2>&1 ||
-    { cat "$T/deps.log" >&2; skip "cannot install QEMU (tools/deps.sh vm failed)"; }
-command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
-qemu-system-x86_64 -accel help 2>/dev/null | grep -qx tcg || skip "this QEMU has no TCG"
-
-. "$REPO/tools/vm/vm.sh"
-vm_die() { fail "$*"; }
-at_exit vm_stop_all
-
-phase_t0=$EPOCHREALTIME
-timings=()
-phase_done() {
-    local s; s=$(awk -v a="$phase_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
-    timings+=("$(printf '%-10s %6ss' "$1" "$s")")
-    log "phase $1 done in ${s}s"
-    phase_t0=$EPOCHREALTIME
-}
+. "$REPO/tests/e2e/vm_common.sh"
 
 # ---- setup: kernel, initramfs, the template disk and the sandbox's disk
 vm_setup "$T/run" 128M
 vm_initramfs "$REPO/tests/e2e/guest-init.sh" "$T/run/initrd"
 
-base=$T/tree-base
-mkdir -p "$base"/{etc,tmp,home/ubuntu}
-echo "cairn e2e template v1" >"$base/etc/cairn-template"
-echo sandbox >"$base/etc/hostname"
-chown 1000:1000 "$base/home/ubuntu"
-
-tree=$T/tree
-cp -a "$base" "$tree"
-h=$tree/home/ubuntu
-mkdir -p "$h"/upload/photos "$h"/output "$h"/project/app "$h"/project/node_modules/left-pad \
-         "$h"/.ssh "$h"/.cache/pip
-head -c 300000 /dev/urandom >"$h/upload/data.csv"      # spans many 4 KiB blocks
-head -c 50001 /dev/urandom >"$h/upload/photos/cat.jpg"
-: >"$h/upload/empty.txt"
-printf '# Summary\nall good\n' >"$h/output/summary.md"
-echo '<h1>app</h1>' >"$h/project/app/index.html"
-echo 'console.log(1)' >"$h/project/app/main.js"
-chmod 750 "$h/project/app/main.js"
-echo 'OPENAI_API_KEY=sk-e2e-secret' >"$h/project/.env"
-echo 'module.exports = 1' >"$h/project/node_modules/left-pad/index.js"
-echo '{"name":"left-pad"}' >"$h/project/node_modules/left-pad/package.json"
-echo 'PRIVATE KEY' >"$h/.ssh/id_ed25519"
-head -c 8192 /dev/urandom >"$h/.cache/pip/wheel.bin"
-chown -R 1000:1000 "$h"
-touch -d '2024-03-01 12:00:00' "$h/upload/photos/cat.jpg"
-
-# Real root disks have 4 KiB blocks (mke2fs picks 1 KiB for small images).
-mkfs() { mke2fs -q -F -t ext4 -b 4096 -d "$1" "$2" 64M >"$T/mkfs.log" 2>&1 ||
-         { cat "$T/mkfs.log" >&2; fail "mke2fs -d $1 failed"; }; }
-mkfs "$base" "$T/template.img"
-mkfs "$tree" "$T/disk.img"
+e2e_trees
+e2e_mkfs "$tree" "$T/disk.img"
 phase_done setup
 
 # ---- boot: the sandbox runs, writes its artifact, lists its files, counts
@@ -81,23 +36,15 @@ late_t0=$EPOCHREALTIME
 vm_wait vm1 '^TICK 5 ' 30
 phase_done boot
 
-serial() { tr -d '\r' <"$T/run/$1.serial"; }
-serial vm1 | grep '^FILE ' >"$T/files.orig"
+e2e_check_guest_sees vm1
+cp "$T/vm1.files" "$T/files.orig"
 nonce=$(serial vm1 | sed -n 's/^CAIRN-BOOT //p')
 [ -n "$nonce" ] || fail "no CAIRN-BOOT line from vm1"
-# The harness itself: the guest read the bytes mke2fs -d put in.
-while read -r f; do
-    want=$(sha256sum <"$h/$f" | cut -d' ' -f1)
-    got=$(awk -v p="$f" '{ q = $0; for (i = 0; i < 6; i++) sub(/^[^ ]+ /, "", q) } q == p { print $6 }' "$T/files.orig")
-    [ "$got" = "$want" ] || fail "guest vm1 sees $f with sha256 '$got', host wrote $want"
-done < <(cd "$h" && find . -type f | sed 's|^\./||' | sort)
-grep -q ' output/report.txt$' "$T/files.orig" || fail "vm1 did not list its output/report.txt"
 
 # ---- hibernate: snapshot the running guest, store it in Cairn
 # late.txt was written with no sync: give ext4 its 5 s commit (metadata into
 # the journal) but not its 30 s writeback (metadata to its home blocks).
-sleep "$(awk -v a="$late_t0" -v b="$EPOCHREALTIME" 'BEGIN { d = 8 - (b - a); printf "%.2f", (d > 0 ? d : 0) }')"
-late_age=$(awk -v a="$late_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+e2e_late_settle
 vm_snapshot vm1 "$T/snap" "$T/run/mem.raw" "$T/disk.img"
 before=$(serial vm1 | grep -c '^TICK ')
 mkdir "$T/kept"
@@ -215,20 +162,7 @@ vm_wait_exit fresh 30
 phase_done rebuild
 
 serial fresh | grep '^FILE ' >"$T/files.fresh"
-# What a rebuild owes the user: uploads, outputs and project files exactly as
-# the sandbox had them (bytes, mode, owner, mtime) and nothing else of its home.
-is_important() { awk '{ q = $0; for (i = 0; i < 6; i++) sub(/^[^ ]+ /, "", q) }
-    q ~ /^(upload|output|project)\// && q !~ /(^|\/)node_modules\// && q !~ /(^|\/)\.env$/'; }
-# (Sorted: vm1 listed late.txt after the others.)
-is_important <"$T/files.orig" | LC_ALL=C sort >"$T/files.want"
-LC_ALL=C sort "$T/files.fresh" >"$T/files.fresh.sorted"
-diff "$T/files.want" "$T/files.fresh.sorted" >"$T/files.diff" ||
-    fail "the rebuilt VM's /home/ubuntu differs from the sandbox's important files (< sandbox, > rebuilt): $(cat "$T/files.diff")"
-for p in project/.env .ssh/id_ed25519 project/node_modules/left-pad/index.js \
-         project/node_modules/.cache/run.json .cache/pip/wheel.bin; do
-    grep -q " $p\$" "$T/files.orig" || fail "the sandbox had no $p: the test lost its point"
-    ! grep -q " $p\$" "$T/files.fresh" || fail "the rebuilt VM has $p (secret or cache)"
-done
+e2e_check_rebuilt "$T/files.orig" "$T/files.fresh"
 assert_eq "$(awk '/ output\/late\.txt$/ { print $6 }' "$T/files.fresh")" "$late_sha" \
     "sha256 of late.txt in the rebuilt VM"
 want_base=$(sha256sum <"$base/etc/cairn-template" | cut -d' ' -f1)
