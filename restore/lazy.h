@@ -110,6 +110,10 @@ typedef struct {
                                    0: do not record */
     int accept_timeout_ms;      /* a connection that sends no handshake within this is
                                    dropped (0: 5000) */
+    /* Called once the snapshot is leased and its manifest loaded, before listening: a
+     * caller that needs the snapshot (its sandbox, to record activity) gets it here
+     * rather than loading the manifest a second time. snap lives until the call returns. */
+    void (*on_open)(void *arg, const store_snapshot *snap);
     /* Called once the socket listens (so a caller can report readiness). */
     void (*on_listen)(void *arg);
     void *arg;

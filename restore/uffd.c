@@ -506,6 +506,7 @@ int restore_uffd_serve(const restore_uffd_opts *o, restore_uffd_result *r, store
     pthread_mutex_init(&sv.rm_mu, NULL);
     int rc = restore_pages_open(o->store_dir, o->snapshot, "memory", o->cache_bytes, &sv.p, e);
     if (rc) return rc;
+    if (o->on_open) o->on_open(o->arg, restore_pages_snapshot(sv.p));
     if (o->prefetch) {
         store_err we;
         int w = restore_wset_load(o->store_dir, o->snapshot, &sv.ws, &sv.nws, &we);

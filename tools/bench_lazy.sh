@@ -9,7 +9,8 @@
 #          with the bytes read from packs by then;
 #   rate   every page touched by 4 threads, random order (cold groups) and in order
 #          (each group decompressed once, the rest from the cache): faults per second.
-# Needs root (userfaultfd). Prints one line per measurement; BUILD=build by default.
+# Needs root (userfaultfd). Prints one line per measurement; BUILD=build by default;
+# LAZY_ONLY=1 skips the fault-rate runs (the wake figures alone, for side-by-side repeats).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$REPO/build}
@@ -53,6 +54,7 @@ for size in "${sizes[@]}"; do
     printf '%-5s full restore %7.3f s   lazy wake + %s faults %7.3f s (%s bytes read from packs)\n' \
         "$size" "$full" "$faults" "$lazy" "$bytes"
 
+    [ -n "${LAZY_ONLY:-}" ] && continue
     for order in random sequential; do
         serve "$id" rate
         args=(); [ $order = sequential ] && args=(--sequential)

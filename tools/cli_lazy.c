@@ -8,9 +8,14 @@
 #include "restore/lazy.h"
 #include "tools/cli.h"
 
+typedef struct {
+    const char *store;
+    const char *sock;
+} serve_ctx;
+
 static void say_listening(void *arg)
 {
-    fprintf(stderr, "cairn uffd-serve: listening on %s\n", (const char *)arg);
+    fprintf(stderr, "cairn uffd-serve: listening on %s\n", ((const serve_ctx *)arg)->sock);
 }
 
 static void warn_line(void *arg, const char *why)
@@ -19,17 +24,17 @@ static void warn_line(void *arg, const char *why)
     fprintf(stderr, "cairn uffd-serve: %s\n", why);
 }
 
-/* Counts the wake as activity of the sandbox (gc measures idleness from it). */
-static void note_activity(const cli_common *c, const char *id)
+/* Counts the wake as activity of the sandbox (gc measures idleness from it). The page
+ * server hands over the snapshot it loaded: a second load of the manifest would cost
+ * time proportional to the VM's size before the server listens. */
+static void note_activity(void *arg, const store_snapshot *snap)
 {
     store_t *s = NULL;
-    store_snapshot *snap = NULL;
     store_err e;
-    if (store_open(c->store, STORE_PEEK, &s, &e) || store_snapshot_load(s, id, &snap, &e))
+    if (store_open(((const serve_ctx *)arg)->store, STORE_PEEK, &s, &e))
         fprintf(stderr, "cairn uffd-serve: warning: activity not recorded: %s\n", e.msg);
     else
         cli_activity(s, STORE_EV_RESTORE, snap->sandbox);
-    store_snapshot_free(snap);
     store_close(s);
 }
 
@@ -62,13 +67,13 @@ int cmd_uffd_serve(int argc, char **argv)
         return cli_usage(cc, "--fault-around takes a number of pages, 0..64");
     /* The VM closing its end must not kill us before we report. */
     signal(SIGPIPE, SIG_IGN);
+    serve_ctx ctx = {.store = c.store, .sock = sock};
     restore_uffd_opts o = {.store_dir = c.store, .snapshot = id, .socket_path = sock,
                            .cache_bytes = (uint64_t)(cmib * 1048576.0), .prefetch = !no_prefetch,
-                           .record_seconds = rec, .fault_around = (unsigned)fa, .on_listen = say_listening, .warn = warn_line,
-                           .arg = (void *)sock};
+                           .record_seconds = rec, .fault_around = (unsigned)fa, .on_open = note_activity,
+                           .on_listen = say_listening, .warn = warn_line, .arg = &ctx};
     restore_uffd_result r;
     store_err e;
-    note_activity(&c, id);
     rc = restore_uffd_serve(&o, &r, &e);
     if (c.json) {
         json_t *j = json_pack("{s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
