@@ -30,6 +30,10 @@ typedef struct {
     char tenant[STORE_NAME_MAX + 1];      /* "" = every tenant */
     char sandbox[STORE_NAME_MAX + 1];     /* share tokens: the sandbox shared */
     int64_t expires_ms;                   /* share tokens */
+    /* share tokens: when it was made and the sandbox's newest snapshot then ("" and 0 in
+     * records from before they were kept): a delete after either revokes the share. */
+    int64_t created_ms;
+    char at[STORE_SNAPID_LEN];
     uint8_t hash[32];
 } api_token;
 
@@ -180,7 +184,7 @@ const char *api_actor(api_req *r);
 
 /* Share tokens (shares.c). */
 int api_shares_load(api_server *srv, store_err *e);
-int api_share_add(api_server *srv, const char *tenant, const char *sandbox, int64_t expires_ms,
+int api_share_add(api_server *srv, const char *tenant, const char *sandbox, const char *at, int64_t expires_ms,
                   const char *by, char *token, store_err *e);
 int api_share_find(api_server *srv, const char *text, api_token *out);
 

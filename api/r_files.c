@@ -21,24 +21,70 @@ static void ctx_free(api_req *r, files_ctx *c)
     if (c->s) api_store_done(r, STORE_READ);
 }
 
+/* A share's failures name nothing of the store (snapshot ids, paths): the details go to
+ * the server log under the request id, the holder of the link gets the id only. */
+static void share_fail(api_req *r, int status, const char *why)
+{
+    fprintf(stderr, "cairn serve: rid=%s: share of %s/%s: %s\n", r->rid, r->tok.tenant, r->tok.sandbox, why);
+    if (status == 404) api_fail(r, 404, "not_found", "not found (request %s)", r->rid);
+    else api_fail(r, 500, "internal", "internal error (request %s)", r->rid);
+}
+
+/* A share is bound to its tenant and to the sandbox as it was when the share was made: a
+ * sandbox of that name now owned by another tenant, deleted, or deleted since (and made
+ * again under the same name) is gone for the share. The delete is ordered by snapshot ids
+ * (commit order) when the share recorded one, and by the wall clock in any case, so a
+ * stepped clock can only revoke a share, never revive one. 0, or -1 after share_fail. */
+static int share_live(api_req *r, store_t *s)
+{
+    gc_sandbox *v = NULL;
+    size_t n = 0, i = 0;
+    store_err e;
+    int rc = api_sandboxes(r, s, NULL, &v, &n, &e);
+    if (rc) {
+        share_fail(r, 500, e.msg);
+        return -1;
+    }
+    while (i < n && strcmp(v[i].sandbox, r->tok.sandbox)) i++;
+    const char *why = i == n                                ? "no such sandbox"
+                      : strcmp(v[i].tenant, r->tok.tenant)  ? "the sandbox belongs to another tenant"
+                      : v[i].state == GC_DELETED            ? "the sandbox is deleted"
+                      : v[i].delete_ms && v[i].delete_ms >= r->tok.created_ms ? "the sandbox was deleted after the share was made"
+                      : r->tok.at[0] && v[i].delete_after[0] && strcmp(v[i].delete_after, r->tok.at) >= 0
+                          ? "the sandbox was deleted after the share was made"
+                          : NULL;
+    free(v);
+    if (why) share_fail(r, 404, why);
+    return why ? -1 : 0;
+}
+
 /* Opens the store, the snapshot (the {id}, or the shared sandbox's latest) and its file
  * index; -1 after api_fail. */
-static int open_files(api_req *r, files_ctx *c, const char *shared_sandbox)
+static int open_files(api_req *r, files_ctx *c, int shared)
 {
     memset(c, 0, sizeof *c);
-    if (!(c->s = api_store(r, STORE_READ))) return -1;
+    if (!(c->s = api_store(r, STORE_READ))) {
+        if (shared) share_fail(r, 500, r->msg);
+        return -1;
+    }
     store_err e;
     int rc = 0;
-    if (shared_sandbox) {
+    if (shared) {
         char id[STORE_SNAPID_LEN];
-        rc = store_snapshot_latest(c->s, shared_sandbox, id, &e);
-        if (!rc) rc = store_snapshot_load(c->s, id, &c->snap, &e);
-        if (rc) api_fail_store(r, rc, &e);
+        if (share_live(r, c->s)) rc = -1;
+        else if ((rc = store_snapshot_latest(c->s, r->tok.sandbox, id, &e)) ||
+                 (rc = store_snapshot_load(c->s, id, &c->snap, &e)))
+            share_fail(r, rc == -ENOENT ? 404 : 500, e.msg);
+        else if (strcmp(c->snap->tenant, r->tok.tenant)) {
+            share_fail(r, 404, "the newest snapshot belongs to another tenant");
+            rc = -1;
+        }
     } else if (!(c->snap = api_load_snapshot(r, c->s))) {
         rc = -1;
     }
     if (!rc && (rc = store_findex_load(c->s, c->snap, &c->fi, &e))) {
-        if (rc == -ENOENT) api_fail(r, 404, "no_file_index", "snapshot %s has no file index", c->snap->id);
+        if (shared) share_fail(r, rc == -ENOENT ? 404 : 500, rc == -ENOENT ? "the snapshot has no file index" : e.msg);
+        else if (rc == -ENOENT) api_fail(r, 404, "no_file_index", "snapshot %s has no file index", c->snap->id);
         else api_fail_store(r, rc, &e);
     }
     if (rc) ctx_free(r, c);
@@ -51,7 +97,8 @@ static int audit_why(api_req *r, files_ctx *c, const char *cmd, const char *path
     store_err e;
     if (restore_audit_reason(c->s, cmd, api_actor(r), c->snap, &path, 1, reason != NULL, NULL, reason, &e) == 0)
         return 0;
-    api_fail(r, 500, "audit_failed", "the read was not done: %s", e.msg);
+    if (r->tok.role == API_ROLE_SHARE) share_fail(r, 500, e.msg);
+    else api_fail(r, 500, "audit_failed", "the read was not done: %s", e.msg);
     return -1;
 }
 
@@ -103,7 +150,7 @@ void r_snapshot_files(api_req *r)
         files_ctx c;
         char *norm = restore_norm_path(path ? path : "/");
         if (!norm) api_fail(r, 500, "internal", "out of memory");
-        else if (open_files(r, &c, NULL) == 0) {
+        else if (open_files(r, &c, 0) == 0) {
             store_err e;
             json_t *list = json_array();
             if (!store_findex_get(c.fi, norm)) api_fail(r, 404, "no_such_path", "%s: not in snapshot %s", norm, c.snap->id);
@@ -140,7 +187,7 @@ void r_snapshot_content(api_req *r)
     files_ctx c;
     if (!path) api_fail(r, 400, "missing_field", "the query needs path=P");
     else if (!norm) api_fail(r, 500, "internal", "out of memory");
-    else if (open_files(r, &c, NULL) == 0) {
+    else if (open_files(r, &c, 0) == 0) {
         const store_fentry *f = store_findex_get(c.fi, norm), *data = f ? restore_file_data(c.fi, f) : NULL;
         if (!f) api_fail(r, 404, "no_such_path", "%s: not in snapshot %s", norm, c.snap->id);
         else if (!data) api_fail(r, 400, "not_a_file", "%s is a %s, not a regular file", norm, restore_type_name(f->type));
@@ -162,7 +209,7 @@ void r_snapshot_archive(api_req *r)
     char *norm = restore_norm_path(path ? path : "/");
     files_ctx c;
     if (!norm) api_fail(r, 500, "internal", "out of memory");
-    else if (open_files(r, &c, NULL) == 0) {
+    else if (open_files(r, &c, 0) == 0) {
         const store_fentry *f = store_findex_get(c.fi, norm);
         if (!f) api_fail(r, 404, "no_such_path", "%s: not in snapshot %s", norm, c.snap->id);
         else if (restore_is_secret(c.fi, f)) api_fail(r, 403, "secret", "%s is a secret", norm);
@@ -193,7 +240,7 @@ static int shared_visible(const store_findex *fi, const store_fentry *f)
 void r_shared_files(api_req *r)
 {
     files_ctx c;
-    if (open_files(r, &c, r->tok.sandbox)) return;
+    if (open_files(r, &c, 1)) return;
     json_t *list = json_array();
     int bad = !list;
     for (size_t i = 0; !bad && i < c.fi->n; i++)
@@ -217,7 +264,7 @@ void r_shared_content(api_req *r)
     files_ctx c;
     if (!path) api_fail(r, 400, "missing_field", "the query needs path=P");
     else if (!norm) api_fail(r, 500, "internal", "out of memory");
-    else if (open_files(r, &c, r->tok.sandbox) == 0) {
+    else if (open_files(r, &c, 1) == 0) {
         const store_fentry *f = store_findex_get(c.fi, norm);
         /* Anything but a shared artifact is "not found": a share learns nothing else exists. */
         if (!f || !shared_visible(c.fi, f)) api_fail(r, 404, "not_found", "no shared file %s", norm);

@@ -186,10 +186,12 @@ void r_sandbox_share(api_req *r)
     int rc = api_find_sandbox(r, s, r->param, &sb);
     api_store_done(r, STORE_READ);
     if (rc) return;
+    /* A share is of the sandbox as it is now: a deleted one has nothing to share. */
+    if (sb.state == GC_DELETED || !sb.latest[0]) return api_fail(r, 404, "not_found", "no sandbox %s", r->param);
     char token[API_TOKEN_MAX];
     store_err e;
     int64_t exp = store_now_ms() + expires_in * 1000;
-    if ((rc = api_share_add(r->srv, sb.tenant, sb.sandbox, exp, api_actor(r), token, &e)))
+    if ((rc = api_share_add(r->srv, sb.tenant, sb.sandbox, sb.latest, exp, api_actor(r), token, &e)))
         return api_fail(r, 500, "internal", "%s", e.msg);
     char when[32];
     store_rfc3339(exp, when);

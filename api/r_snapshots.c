@@ -47,6 +47,32 @@ static char *classes_text(api_req *r, json_t *c)
     return t;
 }
 
+/* A sandbox name is one tenant's (snap_ingest refuses another's, naming the owner, which
+ * is for the store's own operator only). Checked under the write handle, so no ingest can
+ * slip in between: a tenant-bound token learns nothing of the name (404, as for anything
+ * of another tenant's), an unbound one learns only that it is taken (409). -1 after
+ * api_fail. */
+static int owner_check(api_req *r, store_t *s, const char *tenant, const char *sandbox)
+{
+    char id[STORE_SNAPID_LEN];
+    store_snapshot *last = NULL;
+    store_err e;
+    int rc = store_snapshot_latest(s, sandbox, id, &e);
+    if (rc == -ENOENT) return 0;
+    if (!rc) rc = store_snapshot_load(s, id, &last, &e);
+    if (rc) {
+        fprintf(stderr, "cairn serve: rid=%s: owner of sandbox %s: %s\n", r->rid, sandbox, e.msg);
+        api_fail(r, 500, "internal", "cannot read sandbox %s (request %s); nothing was stored", sandbox, r->rid);
+        return -1;
+    }
+    int other = strcmp(last->tenant, tenant) != 0;
+    store_snapshot_free(last);
+    if (!other) return 0;
+    if (r->tok.tenant[0]) api_fail(r, 404, "not_found", "no sandbox %s", sandbox);
+    else api_fail(r, 409, "conflict", "sandbox %s belongs to another tenant; nothing was stored", sandbox);
+    return -1;
+}
+
 void r_snapshot_create(api_req *r)
 {
     const char *tenant = NULL, *sandbox = NULL, *tier = NULL, *tmpl = NULL, *in[3] = {NULL, NULL, NULL};
@@ -105,9 +131,11 @@ void r_snapshot_create(api_req *r)
         if (!s) {
             store_findex_free(req.files);
         } else {
-            rc = snap_ingest(s, &req, &snap, &e);
+            rc = owner_check(r, s, tenant, sandbox);
+            if (rc) store_findex_free(req.files);
+            else if ((rc = snap_ingest(s, &req, &snap, &e)))
+                api_fail(r, 500, "ingest_failed", "%s; nothing was stored", e.msg);
             api_store_done(r, STORE_WRITE);
-            if (rc) api_fail(r, 500, "ingest_failed", "%s; nothing was stored", e.msg);
         }
         if (snap) {
             json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "snapshot", snap->id, "tenant", snap->tenant,

@@ -878,7 +878,8 @@ int api_sandboxes(api_req *r, store_t *s, const char *tenant, gc_sandbox **out, 
 }
 
 /* ---- shares --------------------------------------------------------------------------- */
-/* DIR/shares.log: one JSON object per line {sha256, tenant, sandbox, expires, by}, appended
+/* DIR/shares.log: one JSON object per line {sha256, tenant, sandbox, expires, by, created,
+ * at} (created and at absent in records written before they were kept), appended
  * and fsynced before the token is given out. Only the server writes it. */
 
 static int share_path(api_server *srv, char *out, size_t cap)
@@ -930,7 +931,9 @@ int api_shares_load(api_server *srv, store_err *e)
         const char *tn = json_string_value(json_object_get(j, "tenant"));
         const char *by = json_string_value(json_object_get(j, "by"));
         json_t *ex = json_object_get(j, "expires");
-        if (!sb || !tn || !json_is_integer(ex) || unhex32(json_string_value(json_object_get(j, "sha256")), t.hash)) {
+        const char *at = json_string_value(json_object_get(j, "at"));
+        if (!sb || !tn || !json_is_integer(ex) || unhex32(json_string_value(json_object_get(j, "sha256")), t.hash) ||
+            (at && store_snapid_valid(at))) {
             /* A torn last line (crash mid-append) is not a share; anything else is damage. */
             if (n > 0 && line[n - 1] != '\n') fprintf(stderr, "cairn serve: %s: ignoring a torn last line\n", path);
             else rc = store_errf(e, -EINVAL, "%s: line %d is not a share record", path, lineno);
@@ -939,6 +942,9 @@ int api_shares_load(api_server *srv, store_err *e)
             snprintf(t.tenant, sizeof t.tenant, "%s", tn);
             snprintf(t.name, sizeof t.name, "share:%s", by ? by : "?");
             t.expires_ms = (int64_t)json_integer_value(ex);
+            json_t *cr = json_object_get(j, "created");
+            if (json_is_integer(cr)) t.created_ms = (int64_t)json_integer_value(cr);
+            if (at) snprintf(t.at, sizeof t.at, "%s", at);
             if (share_push(srv, &t)) rc = store_errf(e, -ENOMEM, "out of memory");
         }
         json_decref(j);
@@ -949,21 +955,22 @@ int api_shares_load(api_server *srv, store_err *e)
     return rc;
 }
 
-int api_share_add(api_server *srv, const char *tenant, const char *sandbox, int64_t expires_ms, const char *by,
-                  char *token, store_err *e)
+int api_share_add(api_server *srv, const char *tenant, const char *sandbox, const char *at, int64_t expires_ms,
+                  const char *by, char *token, store_err *e)
 {
     char path[4200], hx[65];
     if (share_path(srv, path, sizeof path)) return store_errf(e, -ENAMETOOLONG, "store path too long");
     int rc = api_token_make("cairnshare_", token, e);
     if (rc) return rc;
-    api_token t = {.role = API_ROLE_SHARE, .expires_ms = expires_ms};
+    api_token t = {.role = API_ROLE_SHARE, .expires_ms = expires_ms, .created_ms = store_now_ms()};
     api_sha256(token, strlen(token), t.hash);
     for (int i = 0; i < 32; i++) snprintf(hx + 2 * i, 3, "%02x", t.hash[i]);
     snprintf(t.sandbox, sizeof t.sandbox, "%s", sandbox);
     snprintf(t.tenant, sizeof t.tenant, "%s", tenant);
     snprintf(t.name, sizeof t.name, "share:%s", by);
-    json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:s}", "sha256", hx, "tenant", tenant, "sandbox", sandbox,
-                          "expires", (json_int_t)expires_ms, "by", by);
+    snprintf(t.at, sizeof t.at, "%s", at);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:s}", "sha256", hx, "tenant", tenant, "sandbox", sandbox,
+                          "expires", (json_int_t)expires_ms, "by", by, "created", (json_int_t)t.created_ms, "at", at);
     char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!line) return store_errf(e, -ENOMEM, "out of memory");
