@@ -4,7 +4,8 @@
  *   restore_roots      folders restores and rebuilds may write to
  *   mount              "/path": where `cairn mount` shows this store (wake mode "file")
  *   limits             max_body_bytes, max_header_bytes, request_timeout_s,
- *                      shutdown_timeout_s, max_long_jobs, workers
+ *                      shutdown_timeout_s, max_long_jobs, workers, max_page_servers,
+ *                      page_server_wait_s
  *   tokens             [{name, role, tenant?, sha256, created}]: hashes only
  * Unknown keys are errors (a typo must not silently drop a limit). */
 #include <errno.h>
@@ -167,6 +168,8 @@ int api_config_load(const char *path, api_config *c, store_err *e)
     c->shutdown_timeout_s = 60;
     c->max_long_jobs = 4;
     c->workers = 4;
+    c->max_page_servers = 16;
+    c->page_server_wait_s = 60;
     json_error_t je;
     json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
@@ -196,13 +199,15 @@ int api_config_load(const char *path, api_config *c, store_err *e)
             rc = parse_tokens(v, c, e);
         } else if (!strcmp(key, "limits")) {
             long t = c->request_timeout_s, st = c->shutdown_timeout_s, lj = c->max_long_jobs, w = c->workers;
+            long mps = c->max_page_servers, psw = c->page_server_wait_s;
             if (!json_is_object(v)) rc = store_errf(e, -EINVAL, "%s: limits is an object", path);
             const char *lk;
             json_t *lv;
             json_object_foreach(v, lk, lv)
                 if (!rc && strcmp(lk, "max_body_bytes") && strcmp(lk, "max_header_bytes") &&
                     strcmp(lk, "request_timeout_s") && strcmp(lk, "shutdown_timeout_s") &&
-                    strcmp(lk, "max_long_jobs") && strcmp(lk, "workers"))
+                    strcmp(lk, "max_long_jobs") && strcmp(lk, "workers") && strcmp(lk, "max_page_servers") &&
+                    strcmp(lk, "page_server_wait_s"))
                     rc = store_errf(e, -EINVAL, "%s: unknown limit '%s'", path, lk);
             if (!rc) rc = limit(v, "max_body_bytes", 64, 1L << 30, &c->max_body, e);
             if (!rc) rc = limit(v, "max_header_bytes", 1024, 1L << 20, &c->max_headers, e);
@@ -210,6 +215,10 @@ int api_config_load(const char *path, api_config *c, store_err *e)
             if (!rc) rc = limit(v, "shutdown_timeout_s", 0, 86400, &st, e);
             if (!rc) rc = limit(v, "max_long_jobs", 1, 256, &lj, e);
             if (!rc) rc = limit(v, "workers", 1, 256, &w, e);
+            if (!rc) rc = limit(v, "max_page_servers", 1, 1024, &mps, e);
+            if (!rc) rc = limit(v, "page_server_wait_s", 1, 86400, &psw, e);
+            c->max_page_servers = (int)mps;
+            c->page_server_wait_s = (int)psw;
             c->request_timeout_s = (int)t;
             c->shutdown_timeout_s = (int)st;
             c->max_long_jobs = (int)lj;

@@ -44,6 +44,8 @@ typedef struct {
     size_t nsnapshot_roots, nrestore_roots;
     long max_body, max_headers;
     int request_timeout_s, shutdown_timeout_s, max_long_jobs, workers;
+    int max_page_servers, page_server_wait_s;   /* uffd wakes: how many at once; how long
+                                                   each waits for its VM */
     api_token *tokens;
     size_t ntokens;
 } api_config;

@@ -11,7 +11,11 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <pthread.h>
+#include <poll.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -20,9 +24,31 @@
 #include "api/routes.h"
 #include "store/toolbox.h"
 
-/* Starts `cairn uffd-serve` detached; returns its pid or a negative code. */
-static pid_t spawn_server(const char *store_dir, const char *id, const char *sock, store_err *e)
+/* The page servers this process started and that may still run: one pidfd each (it turns
+ * readable when the server exits). Shared by every worker thread, under ps_mu. */
+#define PS_MAX 1024
+static pthread_mutex_t ps_mu = PTHREAD_MUTEX_INITIALIZER;
+static int ps_fd[PS_MAX];
+static int ps_n;
+
+/* Forgets the servers that exited; returns how many still run. Under ps_mu. */
+static int ps_running(void)
 {
+    int keep = 0;
+    for (int i = 0; i < ps_n; i++) {
+        struct pollfd pf = {.fd = ps_fd[i], .events = POLLIN};
+        if (poll(&pf, 1, 0) != 0) close(ps_fd[i]);      /* exited (or the fd is broken) */
+        else ps_fd[keep++] = ps_fd[i];
+    }
+    ps_n = keep;
+    return ps_n;
+}
+
+/* Starts `cairn uffd-serve` detached; returns its pid or a negative code. */
+static pid_t spawn_server(const char *store_dir, const char *id, const char *sock, int wait_s, store_err *e)
+{
+    char wait_arg[16];
+    snprintf(wait_arg, sizeof wait_arg, "%d", wait_s);
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n < 0) return store_errf(e, -errno, "/proc/self/exe: %s", strerror(errno));
@@ -50,7 +76,7 @@ static pid_t spawn_server(const char *store_dir, const char *id, const char *soc
              * keep the port after the API restarts. */
             close_range(3, ~0u, 0);
             char *argv[] = {exe, "uffd-serve", "--store", (char *)store_dir, "--snapshot", (char *)id,
-                            "--socket", (char *)sock, NULL};
+                            "--socket", (char *)sock, "--accept-timeout", wait_arg, NULL};
             execv(exe, argv);
             _exit(127);
         }
@@ -81,11 +107,33 @@ static void wake_uffd(api_req *r, const store_snapshot *snap)
         free(real);
         return api_fail(r, 409, "exists", "%s exists already", sock);
     }
-    pid_t pid = spawn_server(api_store_dir(r), snap->id, real, &e);
+    if (pthread_mutex_lock(&ps_mu)) {
+        free(real);
+        return api_fail(r, 500, "wake_failed", "page server table: lock failed");
+    }
+    if (ps_running() >= cfg->max_page_servers) {
+        pthread_mutex_unlock(&ps_mu);
+        free(real);
+        return api_fail(r, 429, "busy", "%d page servers are running (limits.max_page_servers): retry later",
+                        cfg->max_page_servers);
+    }
+    pid_t pid = spawn_server(api_store_dir(r), snap->id, real, cfg->page_server_wait_s, &e);
     if (pid < 0) {
+        pthread_mutex_unlock(&ps_mu);
         free(real);
         return api_fail(r, 500, "wake_failed", "%s", e.msg);
     }
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pfd >= 0) {
+        ps_fd[ps_n++] = pfd;        /* ps_n < max_page_servers <= PS_MAX */
+    } else if (errno != ESRCH) {    /* ESRCH: it exited already, nothing to count */
+        int err = errno;
+        pthread_mutex_unlock(&ps_mu);
+        kill(pid, SIGTERM);
+        free(real);
+        return api_fail(r, 500, "wake_failed", "pidfd_open of the page server: %s", strerror(err));
+    }
+    pthread_mutex_unlock(&ps_mu);
     /* The socket file appears only once the server listens (restore/uffd.c). */
     for (int i = 0; i < 1000; i++) {
         if (lstat(real, &st) == 0 && S_ISSOCK(st.st_mode)) {

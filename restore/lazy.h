@@ -114,6 +114,8 @@ typedef struct {
      * caller that needs the snapshot (its sandbox, to record activity) gets it here
      * rather than loading the manifest a second time. snap lives until the call returns. */
     void (*on_open)(void *arg, const store_snapshot *snap);
+    int wait_ms;                /* no VM handshake within this after listening: return 0
+                                   with timed_out set (0: wait for ever) */
     /* Called once the socket listens (so a caller can report readiness). */
     void (*on_listen)(void *arg);
     void *arg;
@@ -131,13 +133,15 @@ typedef struct {
     uint64_t recorded;          /* pages in the working set recorded */
     uint64_t refused;           /* connections refused (garbage, bad regions) */
     double serve_seconds;       /* from the handshake to the VM's exit */
+    int timed_out;              /* no VM came within wait_ms: nothing was served */
     restore_pages_stats pages;
 } restore_uffd_result;
 
 /* Listens on socket_path, waits for a VM's handshake (uffd + region list), serves its
  * faults until it goes away (its socket closes), then returns 0. Connections that send
  * garbage or an invalid region list are refused (closed) and the server goes on waiting.
- * The socket file is removed on return. */
+ * The socket file is removed on return (and the lease released), also after wait_ms
+ * without a VM. */
 int restore_uffd_serve(const restore_uffd_opts *o, restore_uffd_result *r, store_err *e);
 
 /* ---- the FUSE view ------------------------------------------------------------------ */

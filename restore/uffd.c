@@ -522,7 +522,23 @@ int restore_uffd_serve(const restore_uffd_opts *o, restore_uffd_result *r, store
     int conn = -1;
     restore_region *rg = NULL;
     size_t nrg = 0;
+    double deadline = o->wait_ms > 0 ? now_s() + o->wait_ms / 1000.0 : 0;
     while (!rc) {
+        if (deadline > 0) {
+            /* A page server nobody connects to must not pin its snapshot for ever. */
+            double left = deadline - now_s();
+            struct pollfd pf = {.fd = lfd, .events = POLLIN};
+            int pr = left > 0 ? poll(&pf, 1, (int)(left * 1000) + 1) : 0;
+            if (pr < 0 && errno == EINTR) continue;
+            if (pr < 0) {
+                rc = store_errf(e, -errno, "poll on %s: %s", o->socket_path, strerror(errno));
+                break;
+            }
+            if (pr == 0) {
+                r->timed_out = 1;
+                break;
+            }
+        }
         int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (c < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -542,7 +558,7 @@ int restore_uffd_serve(const restore_uffd_opts *o, restore_uffd_result *r, store
     }
     pthread_t pf;
     int have_pf = 0;
-    if (!rc) {
+    if (!rc && conn >= 0) {
         sv.t0 = now_s();
         sv.nrg = nrg;
         sv.rg = calloc(nrg, sizeof *sv.rg);
@@ -569,7 +585,7 @@ int restore_uffd_serve(const restore_uffd_opts *o, restore_uffd_result *r, store
             else warn(o, "prefetch not started: %s", strerror(errno));
         }
     }
-    if (!rc) rc = serve(&sv, lfd, conn, e);
+    if (!rc && conn >= 0) rc = serve(&sv, lfd, conn, e);
     sv.stop = 1;
     if (have_pf) pthread_join(pf, NULL);
     r->prefetched = sv.prefetched;

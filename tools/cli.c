@@ -300,6 +300,21 @@ double cli_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+int cli_uint(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (!s || !*s) return -1;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9') return -1;
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    if (v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
 int cli_parse(const char *cmd, int argc, char **argv, cli_opt *opts, cli_common *c, cli_args *pos)
 {
     const cli_command *cc = cli_find(cmd);
@@ -354,6 +369,13 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opt *opts, cli_common 
         }
     }
     if (!*c->store) return cli_usage(cc, "--store needs a folder");
+    /* Every --tenant and --sandbox is a name: '../x' or 's1@latest' is refused here with
+     * the store's one rule, not looked up and answered with an empty list. */
+    for (cli_opt *o = opts; o && o->name; o++)
+        if (o->value && *o->value && (!strcmp(o->name, "tenant") || !strcmp(o->name, "sandbox")) &&
+            store_name_valid(*o->value))
+            return cli_usage(cc, "'%s' is not a %s name (1-128 of [A-Za-z0-9._-], not starting with '.')",
+                             *o->value, o->name);
     return 0;
 }
 

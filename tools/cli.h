@@ -54,6 +54,9 @@ store_t *cli_open(const char *cmd, const cli_common *c, int mode);
 void cli_progress(void *arg, uint64_t done, uint64_t total);
 void cli_progress_end(void);
 double cli_seconds(void);
+/* A decimal integer lo..hi: digits only (no sign, space, 0x, exponent, nan or trailing
+ * junk). 0 or -1 (the caller reports a usage error naming the option and its bounds). */
+int cli_uint(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
 
 int cmd_init(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);

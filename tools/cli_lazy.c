@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "restore/lazy.h"
 #include "tools/cli.h"
@@ -13,8 +14,23 @@ typedef struct {
     const char *sock;
 } serve_ctx;
 
+/* The socket to remove if a signal ends us: a file left behind would make the next wake on
+ * that path fail (409). Set once it exists; only async-signal-safe calls read it. */
+static const char *volatile listening_on;
+
+static void on_signal(int sig)
+{
+    const char *p = listening_on;
+    if (p) unlink(p);
+    /* The lease is a flock: the kernel drops it as we die. Die of the signal itself so
+     * whoever waits for us sees why. */
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 static void say_listening(void *arg)
 {
+    listening_on = ((const serve_ctx *)arg)->sock;
     fprintf(stderr, "cairn uffd-serve: listening on %s\n", ((const serve_ctx *)arg)->sock);
 }
 
@@ -38,43 +54,48 @@ static void note_activity(void *arg, const store_snapshot *snap)
     store_close(s);
 }
 
-static int parse_double(const char *s, double *v)
-{
-    char *end;
-    errno = 0;
-    *v = strtod(s, &end);
-    return errno || end == s || *end || *v < 0 || *v > 86400 ? -1 : 0;
-}
+/* The page cache's bound: 1 MiB .. 1 TiB. */
+#define CACHE_MIB_MAX (1u << 20)
 
 int cmd_uffd_serve(int argc, char **argv)
 {
-    const char *id = NULL, *sock = NULL, *record = NULL, *cache = NULL, *around = NULL;
+    const char *id = NULL, *sock = NULL, *record = NULL, *cache = NULL, *around = NULL, *acc = NULL;
     int no_prefetch = 0;
     cli_opt opts[] = {{"snapshot", &id, NULL}, {"socket", &sock, NULL}, {"record", &record, NULL},
                       {"fault-around", &around, NULL},
-                      {"cache-mib", &cache, NULL}, {"no-prefetch", NULL, &no_prefetch}, {NULL, NULL, NULL}};
+                      {"cache-mib", &cache, NULL}, {"no-prefetch", NULL, &no_prefetch},
+                      {"accept-timeout", &acc, NULL}, {NULL, NULL, NULL}};
     cli_common c;
     int rc = cli_parse("uffd-serve", argc, argv, opts, &c, NULL);
     if (rc) return rc;
     const cli_command *cc = cli_find("uffd-serve");
     if (!id || !sock) return cli_usage(cc, "--snapshot and --socket are required");
     if (store_snapid_valid(id)) return cli_usage(cc, "'%s' is not a snapshot id (20 hex digits)", id);
-    double rec = 10, cmib = 0;
-    if (record && parse_double(record, &rec)) return cli_usage(cc, "--record takes seconds (0..86400)");
-    if (cache && (parse_double(cache, &cmib) || cmib < 1)) return cli_usage(cc, "--cache-mib takes a size in MiB");
-    double fa = 0;
-    if (around && (parse_double(around, &fa) || fa > 64 || fa != (double)(unsigned)fa))
-        return cli_usage(cc, "--fault-around takes a number of pages, 0..64");
+    uint64_t rec = 10, cmib = 0, fa = 0, wait_s = 60;
+    if (record && cli_uint(record, 0, 86400, &rec))
+        return cli_usage(cc, "--record takes whole seconds, 0..86400, not '%s'", record);
+    if (cache && cli_uint(cache, 1, CACHE_MIB_MAX, &cmib))
+        return cli_usage(cc, "--cache-mib takes a whole number of MiB, 1..%u, not '%s'", CACHE_MIB_MAX, cache);
+    if (around && cli_uint(around, 0, 64, &fa))
+        return cli_usage(cc, "--fault-around takes a number of pages, 0..64, not '%s'", around);
+    if (acc && cli_uint(acc, 0, 86400, &wait_s))
+        return cli_usage(cc, "--accept-timeout takes whole seconds, 0..86400, not '%s'", acc);
     /* The VM closing its end must not kill us before we report. */
     signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_signal};
+    if (sigemptyset(&sa.sa_mask) || sigaction(SIGTERM, &sa, NULL) || sigaction(SIGINT, &sa, NULL) ||
+        sigaction(SIGHUP, &sa, NULL))
+        return cli_fail(EXIT_FAIL, "uffd-serve", "sigaction: %s", strerror(errno));
     serve_ctx ctx = {.store = c.store, .sock = sock};
     restore_uffd_opts o = {.store_dir = c.store, .snapshot = id, .socket_path = sock,
-                           .cache_bytes = (uint64_t)(cmib * 1048576.0), .prefetch = !no_prefetch,
-                           .record_seconds = rec, .fault_around = (unsigned)fa, .on_open = note_activity,
+                           .cache_bytes = cmib << 20, .prefetch = !no_prefetch,
+                           .record_seconds = (double)rec, .wait_ms = (int)(wait_s * 1000),
+                           .fault_around = (unsigned)fa, .on_open = note_activity,
                            .on_listen = say_listening, .warn = warn_line, .arg = &ctx};
     restore_uffd_result r;
     store_err e;
     rc = restore_uffd_serve(&o, &r, &e);
+    listening_on = NULL;      /* removed by now: a later signal must not remove someone else's */
     if (c.json) {
         json_t *j = json_pack("{s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
                               "ok", rc == 0, "snapshot", id, "faults", (json_int_t)r.faults,
@@ -87,8 +108,12 @@ int cmd_uffd_serve(int argc, char **argv)
                               "pages_data", (json_int_t)r.pages.pages_data,
                               "cache_hits", (json_int_t)r.pages.cache_hits, "seconds", r.serve_seconds);
         json_object_set_new(j, "around", json_integer((json_int_t)r.around));
+        json_object_set_new(j, "timed_out", json_boolean(r.timed_out));
         if (rc) json_object_set_new(j, "error", json_string(e.msg));
         cli_print_json(j);
+    } else if (!rc && r.timed_out) {
+        fprintf(stderr, "cairn uffd-serve: no VM connected within %llu s: socket removed, exiting\n",
+                (unsigned long long)wait_s);
     } else if (!rc) {
         char b[32];
         cli_human(r.pages.bytes_read, b);
@@ -118,8 +143,9 @@ int cmd_mount(int argc, char **argv)
     }
     const char *mnt = pos.v[0];
     free(pos.v);
-    double cmib = 0;
-    if (cache && (parse_double(cache, &cmib) || cmib < 1)) return cli_usage(cc, "--cache-mib takes a size in MiB");
+    uint64_t cmib = 0;
+    if (cache && cli_uint(cache, 1, CACHE_MIB_MAX, &cmib))
+        return cli_usage(cc, "--cache-mib takes a whole number of MiB, 1..%u, not '%s'", CACHE_MIB_MAX, cache);
     /* Fail early and clearly on a path that is not a store (fuse_main would mount first). */
     store_t *s = cli_open("mount", &c, STORE_PEEK);
     if (!s) return EXIT_FAIL;
@@ -128,7 +154,7 @@ int cmd_mount(int argc, char **argv)
     char *abs = realpath(c.store, NULL);
     if (!abs) return cli_fail(EXIT_FAIL, "mount", "%s: %s", c.store, strerror(errno));
     restore_mount_opts o = {.store_dir = abs, .mountpoint = mnt,
-                            .cache_bytes = (uint64_t)(cmib * 1048576.0), .foreground = fg, .debug = debug, .open_rw = open_rw};
+                            .cache_bytes = cmib << 20, .foreground = fg, .debug = debug, .open_rw = open_rw};
     store_err e;
     if (c.json && !fg) cli_print_json(json_pack("{s:b, s:s}", "ok", 1, "mountpoint", mnt));
     rc = restore_mount(&o, &e);

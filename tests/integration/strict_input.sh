@@ -78,4 +78,32 @@ assert_grep '^[^ ]+  eve\\x0a2030' "$T/audit.txt" "the actor is shown escaped"
 assert_grep 'output/a\\x0ab\.txt$' "$T/audit.txt" "the path is shown escaped"
 must cairn audit --store "$S" --json >"$T/audit.json"
 assert_json "j['entries'][0]['actor'] == '''$forged'''" "$T/audit.json" "JSON keeps the exact actor"
+# ---- names: every --tenant/--sandbox is checked with the store's rule, never looked up
+for bad in '../../etc' 's1@latest' '../x' '.hidden' 'a/b' '' "$(printf 'x%.0s' $(seq 129))"; do
+    expect 2 cairn snapshots --store "$S" --sandbox "$bad" >/dev/null
+    assert_grep 'not a sandbox name' "$T/err" "snapshots --sandbox '$bad' says why"
+    expect 2 cairn sandboxes --store "$S" --tenant "$bad" >/dev/null
+    assert_grep 'not a tenant name' "$T/err" "sandboxes --tenant '$bad' says why"
+    expect 2 cairn touch --store "$S" --sandbox "$bad" >/dev/null
+done
+must cairn snapshots --store "$S" --sandbox box --json >"$T/s.json"
+assert_json 'len(j["snapshots"]) >= 1' "$T/s.json" "a valid name still lists"
+
+# ---- numbers of uffd-serve and mount: decimal integers in each option's own bounds
+for a in "--cache-mib nan" "--cache-mib 0x40" "--cache-mib 0" "--cache-mib 1048577" "--cache-mib 64k" \
+         "--cache-mib -1" "--cache-mib 1e3" "--record nan" "--record 0x10" "--record 86401" "--record 1.5" \
+         "--record inf" "--fault-around 0x10" "--fault-around 65" "--fault-around 8.0" \
+         "--accept-timeout -1" "--accept-timeout 5s" "--accept-timeout 86401" "--accept-timeout nan"; do
+    expect 2 cairn uffd-serve --store "$S" --snapshot "$id" --socket "$T/never.sock" $a >/dev/null
+    assert_grep "${a%% *} takes" "$T/err" "uffd-serve $a says why"
+done
+for v in " 5" "5 " "+5"; do
+    expect 2 cairn uffd-serve --store "$S" --snapshot "$id" --socket "$T/never.sock" --cache-mib "$v" >/dev/null
+done
+[ ! -e "$T/never.sock" ] || fail "a refused uffd-serve made its socket"
+mkdir -p "$T/mnt"
+for v in nan 0x40 0 1048577 1.5 ""; do
+    expect 2 cairn mount --store "$S" --cache-mib "$v" "$T/mnt" >/dev/null
+    assert_grep '--cache-mib takes' "$T/err" "mount --cache-mib '$v' says why"
+done
 log "ok"

@@ -157,3 +157,21 @@ start_server "$id3" c --no-prefetch
 timeout -k 2 5 "$FC" --socket "$T/c.sock" --expect "$mem2" --threads 1 >/dev/null 2>&1 || true
 wait_server c 1
 grep -Eqi "corrupt|checksum|damaged|zstd" "$T/c.err" || fail "no verification error: $(cat "$T/c.err")"
+
+# 8. Nobody connects: after --accept-timeout the server exits 0, its socket removed and its
+#    lease released (a gc may take the snapshot again). SIGTERM removes the socket too, so
+#    the same path can serve the next wake.
+start_server "$id3" idle --accept-timeout 1
+lease=$S/leases/$id3
+flock -n -x "$lease" true && fail "a listening page server holds no lease on its snapshot"
+wait_server idle 0
+[ ! -e "$T/idle.sock" ] || fail "the socket outlived the idle server"
+assert_json 'j["ok"] and j["timed_out"] and j["faults"] == 0' "$T/idle.json" "idle server says it timed out"
+[ ! -e "$lease" ] || flock -n -x "$lease" true || fail "the idle server's lease outlived it"
+start_server "$id3" term
+kill -TERM "$pid_term"
+wait_server term 143
+[ ! -e "$T/term.sock" ] || fail "the socket outlived SIGTERM"
+start_server "$id3" term --accept-timeout 1 --cache-mib 100000
+wait_server term 0
+log "idle servers exit; sockets removed on timeout and on SIGTERM"
