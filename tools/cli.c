@@ -160,7 +160,8 @@ static const cli_command commands[] = {
      cmd_token},
     {"uffd-serve", "serve a snapshot's memory to a VM on demand (Firecracker's UFFD protocol)",
      "usage: cairn uffd-serve --snapshot ID --socket PATH [--record SECONDS] [--no-prefetch]\n"
-     "                        [--fault-around PAGES] [--cache-mib N] [--store DIR] [--json]\n\n"
+     "                        [--fault-around PAGES] [--cache-mib N] [--accept-timeout SECONDS]\n"
+     "                        [--store DIR] [--json]\n\n"
      "A page server for Firecracker's mem_backend {\"backend_type\": \"Uffd\"}: listens on PATH\n"
      "(the socket file appears once it listens), takes the VM's userfaultfd and region list,\n"
      "and answers each page fault with the snapshot's page (verified against its id) or\n"
@@ -171,9 +172,13 @@ static const cli_command commands[] = {
      "background, unless --no-prefetch. --cache-mib: decompressed groups kept (default 64).\n"
      "--fault-around PAGES: a data fault also installs the data pages after it (up to PAGES\n"
      "in all, never over a present, removed or zero page; default off).\n"
+     "--accept-timeout: no VM within this many seconds (default 60; 0: wait for ever) and\n"
+     "it exits 0 (JSON timed_out: true). The socket file is removed on every exit, SIGTERM,\n"
+     "SIGINT and SIGHUP included. Numbers are decimal integers: --record 0..86400,\n"
+     "--cache-mib 1..1048576, --fault-around 0..64, --accept-timeout 0..86400.\n"
      "Holds a lease on the snapshot (gc keeps it) while serving. Counts as activity.\n"
      "JSON (at exit): faults, faults_zero, removes, removed_bytes, prefetched, recorded,\n"
-     "refused, groups_read, bytes_read, pages_data, cache_hits, seconds, around.\n\n" COMMON_OPTS,
+     "refused, groups_read, bytes_read, pages_data, cache_hits, seconds, around, timed_out.\n\n" COMMON_OPTS,
      cmd_uffd_serve},
     {"mount", "a read-only FUSE view of the store's snapshots, read on demand",
      "usage: cairn mount [--foreground] [--cache-mib N] [--open-rw] [--debug] [--store DIR] [--json]\n"
