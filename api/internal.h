@@ -122,6 +122,10 @@ typedef struct {
     int roles;                 /* 0: no token; API_ROLE_SHARE: a share token */
     int run;                   /* API_RUN_* */
     void (*fn)(api_req *r);
+    /* The body fields the route reads, space separated (NULL: none). server.c refuses a
+     * body with any other key before the route runs, so a misspelt option (dry-run for
+     * dry_run) is a 400 and never silently the default. */
+    const char *fields;
 } api_route;
 
 struct api_req {

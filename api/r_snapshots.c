@@ -82,12 +82,6 @@ void r_snapshot_create(api_req *r)
         api_body_str(r, "memory", 0, &in[0]) || api_body_str(r, "vmstate", 0, &in[1]) ||
         api_body_str(r, "disk", 0, &in[2]))
         return;
-    const char *k;
-    json_t *v;
-    json_object_foreach(r->body, k, v)
-        if (strcmp(k, "tenant") && strcmp(k, "sandbox") && strcmp(k, "tier") && strcmp(k, "template") &&
-            strcmp(k, "memory") && strcmp(k, "vmstate") && strcmp(k, "disk") && strcmp(k, "classes"))
-            return api_fail(r, 400, "unknown_field", "unknown field \"%s\"", k);
     if (store_name_valid(tenant) || store_name_valid(sandbox) || store_name_reserved(tenant) ||
         store_name_reserved(sandbox))
         return api_fail(r, 400, "invalid", "tenant and sandbox names are 1-128 of [A-Za-z0-9._-], not starting "

@@ -12,31 +12,31 @@
 #define SUPPORT API_ROLE_SUPPORT
 
 const api_route api_routes[] = {
-    {"GET", "/healthz", 0, API_RUN_INLINE, r_healthz},
-    {"GET", "/metrics", 0, API_RUN_SHORT, r_metrics},
-    {"POST", "/v1/snapshots", ORCH, API_RUN_LONG, r_snapshot_create},
-    {"GET", "/v1/snapshots/{id}", ORCH | SUPPORT, API_RUN_SHORT, r_snapshot_get},
-    {"POST", "/v1/snapshots/{id}/restore", ORCH, API_RUN_LONG, r_snapshot_restore},
-    {"POST", "/v1/snapshots/{id}/wake", ORCH, API_RUN_LONG, r_snapshot_wake},
-    {"POST", "/v1/snapshots/{id}/pin", ORCH, API_RUN_SHORT, r_snapshot_pin},
-    {"DELETE", "/v1/snapshots/{id}/pin", ORCH, API_RUN_SHORT, r_snapshot_unpin},
-    {"GET", "/v1/snapshots/{id}/files", SUPPORT, API_RUN_SHORT, r_snapshot_files},
-    {"GET", "/v1/snapshots/{id}/content", SUPPORT, API_RUN_LONG, r_snapshot_content},
-    {"GET", "/v1/snapshots/{id}/archive", SUPPORT, API_RUN_LONG, r_snapshot_archive},
-    {"GET", "/v1/sandboxes", ORCH | SUPPORT, API_RUN_SHORT, r_sandboxes},
-    {"GET", "/v1/sandboxes/{id}", ORCH | SUPPORT, API_RUN_SHORT, r_sandbox_get},
-    {"DELETE", "/v1/sandboxes/{id}", ORCH, API_RUN_SHORT, r_sandbox_delete},
-    {"POST", "/v1/sandboxes/{id}/touch", ORCH, API_RUN_SHORT, r_sandbox_touch},
-    {"POST", "/v1/sandboxes/{id}/rebuild", ORCH, API_RUN_LONG, r_sandbox_rebuild},
-    {"POST", "/v1/sandboxes/{id}/shares", ORCH, API_RUN_SHORT, r_sandbox_share},
-    {"PUT", "/v1/tenants/{id}/tier", ORCH, API_RUN_SHORT, r_tenant_tier},
-    {"GET", "/v1/shared/files", API_ROLE_SHARE, API_RUN_SHORT, r_shared_files},
-    {"GET", "/v1/shared/content", API_ROLE_SHARE, API_RUN_LONG, r_shared_content},
-    {"POST", "/v1/gc", API_ROLE_GC, API_RUN_LONG, r_gc},
-    {"GET", "/v1/audit", API_ROLE_ADMIN, API_RUN_SHORT, r_audit},
-    {"GET", "/console", 0, API_RUN_INLINE, r_console_redirect},
-    {"GET", "/console/", 0, API_RUN_INLINE, r_console},
-    {"GET", "/console/{id}", 0, API_RUN_INLINE, r_console},
+    {"GET", "/healthz", 0, API_RUN_INLINE, r_healthz, NULL},
+    {"GET", "/metrics", 0, API_RUN_SHORT, r_metrics, NULL},
+    {"POST", "/v1/snapshots", ORCH, API_RUN_LONG, r_snapshot_create, "tenant sandbox tier template memory vmstate disk classes"},
+    {"GET", "/v1/snapshots/{id}", ORCH | SUPPORT, API_RUN_SHORT, r_snapshot_get, NULL},
+    {"POST", "/v1/snapshots/{id}/restore", ORCH, API_RUN_LONG, r_snapshot_restore, "out_dir"},
+    {"POST", "/v1/snapshots/{id}/wake", ORCH, API_RUN_LONG, r_snapshot_wake, "mode socket"},
+    {"POST", "/v1/snapshots/{id}/pin", ORCH, API_RUN_SHORT, r_snapshot_pin, NULL},
+    {"DELETE", "/v1/snapshots/{id}/pin", ORCH, API_RUN_SHORT, r_snapshot_unpin, NULL},
+    {"GET", "/v1/snapshots/{id}/files", SUPPORT, API_RUN_SHORT, r_snapshot_files, NULL},
+    {"GET", "/v1/snapshots/{id}/content", SUPPORT, API_RUN_LONG, r_snapshot_content, NULL},
+    {"GET", "/v1/snapshots/{id}/archive", SUPPORT, API_RUN_LONG, r_snapshot_archive, NULL},
+    {"GET", "/v1/sandboxes", ORCH | SUPPORT, API_RUN_SHORT, r_sandboxes, NULL},
+    {"GET", "/v1/sandboxes/{id}", ORCH | SUPPORT, API_RUN_SHORT, r_sandbox_get, NULL},
+    {"DELETE", "/v1/sandboxes/{id}", ORCH, API_RUN_SHORT, r_sandbox_delete, NULL},
+    {"POST", "/v1/sandboxes/{id}/touch", ORCH, API_RUN_SHORT, r_sandbox_touch, NULL},
+    {"POST", "/v1/sandboxes/{id}/rebuild", ORCH, API_RUN_LONG, r_sandbox_rebuild, "out template"},
+    {"POST", "/v1/sandboxes/{id}/shares", ORCH, API_RUN_SHORT, r_sandbox_share, "expires_in"},
+    {"PUT", "/v1/tenants/{id}/tier", ORCH, API_RUN_SHORT, r_tenant_tier, "tier"},
+    {"GET", "/v1/shared/files", API_ROLE_SHARE, API_RUN_SHORT, r_shared_files, NULL},
+    {"GET", "/v1/shared/content", API_ROLE_SHARE, API_RUN_LONG, r_shared_content, NULL},
+    {"POST", "/v1/gc", API_ROLE_GC, API_RUN_LONG, r_gc, "dry_run now"},
+    {"GET", "/v1/audit", API_ROLE_ADMIN, API_RUN_SHORT, r_audit, NULL},
+    {"GET", "/console", 0, API_RUN_INLINE, r_console_redirect, NULL},
+    {"GET", "/console/", 0, API_RUN_INLINE, r_console, NULL},
+    {"GET", "/console/{id}", 0, API_RUN_INLINE, r_console, NULL},
 };
 const int api_nroutes = (int)(sizeof api_routes / sizeof *api_routes);
 
@@ -114,10 +114,16 @@ void r_gc(api_req *r)
     gc_options o = {.now_ms = store_now_ms(), .log = gc_log, .log_arg = r->rid};
     if (api_body_bool(r, "dry_run", &dry)) return;
     json_t *now = r->body ? json_object_get(r->body, "now") : NULL;
-    if (json_is_integer(now)) o.now_ms = (int64_t)json_integer_value(now) * 1000;
-    else if (json_is_string(now)) {
-        if (gc_parse_time(json_string_value(now), &o.now_ms))
-            return api_fail(r, 400, "invalid", "now: RFC 3339 or unix seconds");
+    if (json_is_integer(now) || json_is_string(now)) {
+        /* The CLI's parser and limits (years 1970-9999), so no "now" overflows the *1000. */
+        char num[32];
+        const char *text = num;
+        if (json_is_integer(now)) snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(now));
+        else if (memchr(json_string_value(now), 0, json_string_length(now))) text = "";
+        else text = json_string_value(now);
+        if (gc_parse_time(text, &o.now_ms))
+            return api_fail(r, 400, "invalid", "\"now\": not a time that exists (RFC 3339 or unix seconds, "
+                            "years 1970-9999)");
     } else if (now && !json_is_null(now)) {
         return api_fail(r, 400, "wrong_type", "\"now\" must be a string (RFC 3339) or an integer (unix seconds)");
     }

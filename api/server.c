@@ -39,6 +39,7 @@ struct api_server {
     api_config cfg;
     struct timespec cfg_mtime;
     off_t cfg_size;
+    int cfg_broken;          /* the config as it is now cannot be read: no token is honoured */
     api_storeref ref;
     api_pool short_pool, long_pool;
     pthread_mutex_t done_mu;
@@ -359,6 +360,12 @@ static void pipe_readable(evutil_socket_t fd, short what, void *arg)
     struct evbuffer *b = evbuffer_new();
     if (!b) return;
     int n = evbuffer_read(b, fd, STREAM_CHUNK);
+    if (n > 0 && evhttp_request_get_command(r->req) == EVHTTP_REQ_HEAD) {
+        /* HEAD: evhttp sends no body and so never calls chunk_sent; the worker still runs
+         * to the end so the status is the one GET would have. */
+        evbuffer_free(b);
+        return;
+    }
     if (n > 0) {
         /* Wait until the client took this chunk before reading more: a slow client slows
          * the worker (through the pipe) instead of growing our memory. */
@@ -488,33 +495,117 @@ static const char *method_name(enum evhttp_cmd_type t)
 }
 
 /* Tokens come from the config file; `cairn token add|revoke` edits it while we run, so a
- * changed file is read again (only its tokens are taken: listen and limits need a restart). */
-static void refresh_tokens(api_server *srv)
+ * changed file is read again (only its tokens are taken: listen and limits need a restart).
+ * A change we cannot read fails closed: the edit may have revoked a token, so until the file
+ * reads again no token is honoured (-1: the caller answers 503). */
+static int refresh_tokens(api_server *srv)
 {
     struct stat sb;
     if (stat(srv->config_path, &sb) < 0) {
-        if (errno == ENOENT && srv->cfg.ntokens) {      /* removed: nobody is let in */
+        if (errno == ENOENT) {                          /* removed: nobody is let in */
+            if (srv->cfg.ntokens)
+                fprintf(stderr, "cairn serve: %s is gone: no token is valid now\n", srv->config_path);
             srv->cfg.ntokens = 0;
-            fprintf(stderr, "cairn serve: %s is gone: no token is valid now\n", srv->config_path);
+            srv->cfg_broken = 0;
+            return 0;
         }
-        return;
+        if (!srv->cfg_broken)
+            fprintf(stderr, "cairn serve: ERROR: cannot stat %s (%s): refusing every token (503 config_error) "
+                    "until it reads again\n", srv->config_path, strerror(errno));
+        srv->cfg_broken = 1;
+        memset(&srv->cfg_mtime, 0, sizeof srv->cfg_mtime);   /* read it again once stat works */
+        return -1;
     }
     if (sb.st_mtim.tv_sec == srv->cfg_mtime.tv_sec && sb.st_mtim.tv_nsec == srv->cfg_mtime.tv_nsec &&
         sb.st_size == srv->cfg_size)
-        return;
+        return srv->cfg_broken ? -1 : 0;
+    srv->cfg_mtime = sb.st_mtim;
+    srv->cfg_size = sb.st_size;
     api_config c;
     store_err e;
     if (api_config_load(srv->config_path, &c, &e)) {
-        fprintf(stderr, "cairn serve: the config changed but cannot be read (%s): keeping the tokens I had\n", e.msg);
-        return;
+        fprintf(stderr, "cairn serve: ERROR: %s changed but cannot be read (%s): refusing every token "
+                "(503 config_error) until it reads again\n", srv->config_path, e.msg);
+        srv->cfg_broken = 1;
+        return -1;
     }
+    if (srv->cfg_broken) fprintf(stderr, "cairn serve: %s reads again: tokens honoured\n", srv->config_path);
+    srv->cfg_broken = 0;
     free(srv->cfg.tokens);
     srv->cfg.tokens = c.tokens;
     srv->cfg.ntokens = c.ntokens;
     c.tokens = NULL;
     api_config_free(&c);
-    srv->cfg_mtime = sb.st_mtim;
-    srv->cfg_size = sb.st_size;
+    return 0;
+}
+
+/* 0 when the query string is NAME=VALUE pairs joined by '&', each name once, nothing
+ * decoding to a NUL; else a message in msg. A malformed query is refused rather than read
+ * as "no parameters" (which would widen path=/x/sub to the whole snapshot). */
+static int query_check(const char *q, char *msg, size_t cap)
+{
+    if (!*q) return 0;
+    char *copy = strdup(q);
+    if (!copy) return snprintf(msg, cap, "out of memory"), -1;
+    char *keys[64];
+    int n = 0, rc = 0;
+    char *save = NULL;
+    for (const char *c = q; *c; c++)          /* strtok_r would hide "a=1&&b=2" */
+        if (*c == '&' && (c == q || c[1] == '&' || !c[1])) {
+            snprintf(msg, cap, "the query string has an empty parameter");
+            free(copy);
+            return -1;
+        }
+    for (char *part = strtok_r(copy, "&", &save); part && !rc; part = strtok_r(NULL, "&", &save)) {
+        char *eq = strchr(part, '=');
+        if (!eq || eq == part) {
+            snprintf(msg, cap, "query parameter \"%.64s\" is not NAME=VALUE", part);
+            rc = -1;
+            break;
+        }
+        *eq = 0;
+        size_t klen = 0, vlen = 0;
+        char *k = evhttp_uridecode(part, 1, &klen), *v = evhttp_uridecode(eq + 1, 1, &vlen);
+        if (!k || !v) snprintf(msg, cap, "out of memory"), rc = -1;
+        else if (strlen(k) != klen || strlen(v) != vlen)
+            snprintf(msg, cap, "query parameter \"%.64s\" holds a NUL byte", k), rc = -1;
+        else if (n == (int)(sizeof keys / sizeof *keys))
+            snprintf(msg, cap, "more than %d query parameters", n), rc = -1;
+        else {
+            for (int i = 0; i < n && !rc; i++)
+                if (!strcmp(keys[i], k)) snprintf(msg, cap, "query parameter \"%.64s\" is given twice", k), rc = -1;
+            if (!rc) keys[n++] = k, k = NULL;
+        }
+        free(k);
+        free(v);
+    }
+    for (int i = 0; i < n; i++) free(keys[i]);
+    free(copy);
+    return rc;
+}
+
+/* 0 when every key of body is one of fields (space separated); else api_fail 400. */
+static int body_fields_check(api_req *r, const char *fields)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(r->body, k, v) {
+        size_t kl = strlen(k);
+        const char *f = fields;
+        int found = 0;
+        while (f && *f && !found) {
+            size_t fl = strcspn(f, " ");
+            found = fl == kl && !strncmp(f, k, kl);
+            f += fl;
+            f += strspn(f, " ");
+        }
+        if (!found) {
+            api_fail(r, 400, "unknown_field", "unknown field \"%.128s\" (this route takes: %s)", k,
+                     fields ? fields : "no body fields");
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int valid_rid(const char *s)
@@ -556,11 +647,14 @@ static void handle(struct evhttp_request *req, void *arg)
     if (!path) return early(r, 400, "bad_request", "no path in the request");
     if (evhttp_uri_get_query(u)) r->query = strdup(evhttp_uri_get_query(u));
     const char *m = method_name(evhttp_request_get_command(req));
-    int path_known = 0;
+    if (!strcmp(m, "HEAD")) m = "GET";      /* evhttp sends a HEAD's reply without its body */
+    char allow[64] = "";
     for (int i = 0; i < api_nroutes; i++) {
         char param[sizeof r->param] = "";
         if (!match(api_routes[i].path, path, param, sizeof param)) continue;
-        path_known = 1;
+        size_t al = strlen(allow);
+        snprintf(allow + al, sizeof allow - al, "%s%s%s", al ? ", " : "", api_routes[i].method,
+                 strcmp(api_routes[i].method, "GET") ? "" : ", HEAD");
         if (strcmp(api_routes[i].method, m)) continue;
         r->route = &api_routes[i];
         r->route_index = i;
@@ -568,8 +662,8 @@ static void handle(struct evhttp_request *req, void *arg)
         break;
     }
     if (!r->route) {
-        if (path_known) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "see docs/api.yaml");
+        if (allow[0]) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
             return early(r, 405, "method_not_allowed", "this path does not take that method");
         }
         return early(r, 404, "no_route", "no such route (see docs/api.yaml)");
@@ -580,7 +674,9 @@ static void handle(struct evhttp_request *req, void *arg)
         if (!auth || strncmp(auth, "Bearer ", 7) || !auth[7])
             return early(r, 401, "unauthorized", "an Authorization: Bearer token is needed");
         const char *text = auth + 7;
-        refresh_tokens(srv);
+        if (refresh_tokens(srv))
+            return early(r, 503, "config_error", "the server's config cannot be read (see its log): no token "
+                         "is honoured until it is fixed");
         const api_token *t = api_token_find(srv->cfg.tokens, srv->cfg.ntokens, text);
         api_token share;
         if (t) r->tok = *t;
@@ -609,6 +705,15 @@ static void handle(struct evhttp_request *req, void *arg)
             return early(r, 400, "bad_json", msg);
         }
         if (!json_is_object(r->body)) return early(r, 400, "bad_json", "the body must be a JSON object");
+        char msg[sizeof r->msg];
+        if (body_fields_check(r, r->route->fields)) {
+            snprintf(msg, sizeof msg, "%s", r->msg);
+            return early(r, 400, "unknown_field", msg);
+        }
+    }
+    if (r->query) {
+        char msg[200];
+        if (query_check(r->query, msg, sizeof msg)) return early(r, 400, "bad_request", msg);
     }
 
     evhttp_connection_set_closecb(r->evcon, on_close, r);
