@@ -1,7 +1,8 @@
 /* Request paths are host paths the server will read or write as itself, so each must
  * stay inside a configured root: resolved with realpath (symlinks anywhere on the way
  * followed), then compared with the roots, which were realpath'd at load. A path with a
- * ".." component is refused outright, even when it would land inside. */
+ * ".." component is refused outright, even when it would land inside. An output path must
+ * lie strictly inside a root: the root itself is refused. */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -17,14 +18,24 @@ static int has_dotdot(const char *p)
     return 0;
 }
 
-static int below(char *const *roots, size_t n, const char *real)
+/* strict: the root itself does not count (an output path names something made inside a
+ * root; what is written beside it, like a temp file, must be inside too). */
+static int below_(char *const *roots, size_t n, const char *real, int strict)
 {
     for (size_t i = 0; i < n; i++) {
         size_t l = strlen(roots[i]);
-        if (!strncmp(real, roots[i], l) && (real[l] == '/' || real[l] == 0 || (l == 1 && roots[i][0] == '/')))
+        if (l == 1 && roots[i][0] == '/') {
+            if (real[0] == '/' && (!strict || real[1])) return 1;
+        } else if (!strncmp(real, roots[i], l) && (real[l] == '/' || (!strict && real[l] == 0))) {
             return 1;
+        }
     }
     return 0;
+}
+
+static int below(char *const *roots, size_t n, const char *real)
+{
+    return below_(roots, n, real, 0);
 }
 
 static int basic(const char *path, const char *what, store_err *e)
@@ -86,6 +97,8 @@ int api_path_output(char *const *roots, size_t n, const char *path, char **resol
         snprintf(full, need, "%s/%s", strcmp(parent, "/") ? parent : "", base);
         if (!below(roots, n, full) || !strcmp(base, "."))
             rc = store_errf(e, -EACCES, "%s is outside the restore_roots", path);
+        else if (!below_(roots, n, full, 1))
+            rc = store_errf(e, -EACCES, "%s is a restore root itself: name a place inside it", path);
         else if (lstat(full, &sb) == 0 && S_ISLNK(sb.st_mode))
             rc = store_errf(e, -EACCES, "%s is a symlink: not written through", path);
     }

@@ -29,6 +29,7 @@
 #include <ext2fs/ext2fs.h>
 
 #include "restore/restore.h"
+#include "restore/tmpfile.h"
 #include "store/toolbox.h"
 
 #define RUN_BYTES (8u << 20)     /* file data is read from the store and written in runs */
@@ -757,24 +758,27 @@ int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot
                           "by path (damaged)", snap->id);
     }
 
-    size_t plen = strlen(out_path);
-    char *tmp = malloc(plen + 5);
-    if (!tmp) {
+    /* The image is made under a temp name beside out (tmpfile.h); libext2fs opens it by
+     * name, so it gets the descriptor's /proc name: whatever is renamed over the temp name
+     * meanwhile, the bytes go into the file made here. */
+    restore_tmpfile t;
+    int rc = restore_tmp_open(&t, out_path, e);
+    if (rc) {
         store_findex_free(loaded);
-        return store_errf(e, -ENOMEM, "out of memory");
+        return rc;
     }
-    snprintf(tmp, plen + 5, "%s.tmp", out_path);
+    char shown[4500], image[64];
+    snprintf(shown, sizeof shown, "rebuild: %s/%s", t.dir, t.tmp);
+    snprintf(image, sizeof image, "/proc/self/fd/%d", t.fd);
     rb r = {.s = s, .snap = snap, .fi = fi, .st = st, .e = e, .disk_size = sdisk->size,
             .now_ns = t0};
     pthread_mutex_init(&r.mu, NULL);
     (void)tdisk;
-    int rc = restore_template_disk(s, tmpl, tmp, e);   /* a materialized copy: tcache.c */
-    int made = !rc;
-    if (!rc) rc = fill_image(&r, tmp);
+    rc = restore_template_disk(s, tmpl, t.fd, shown, e);   /* a materialized copy: tcache.c */
+    if (!rc) rc = fill_image(&r, image);
     if (r.fs) ext2fs_free(r.fs);     /* an error: drop what libext2fs still holds */
-    if (!rc && rename(tmp, out_path) < 0)
-        rc = store_errf(e, -errno, "rebuild: %s: %s", out_path, strerror(errno));
-    if (rc && made) unlink(tmp);
+    if (!rc) rc = restore_tmp_commit(&t, e);
+    else restore_tmp_abort(&t);
     free(r.buf);
     free(r.mine);
     free(r.ino_of);
@@ -782,7 +786,6 @@ int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot
     free(r.pieces);
     pthread_mutex_destroy(&r.mu);
     free(r.dirs);
-    free(tmp);
     store_findex_free(loaded);
     st->seconds = (double)(now_ns() - t0) / 1e9;
     return rc;

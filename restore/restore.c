@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "restore/restore.h"
+#include "restore/tmpfile.h"
 #include "store/events.h"
 #include "store/toolbox.h"
 
@@ -190,21 +192,15 @@ int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, co
         gstart[ngroups] = n;
     }
 
-    /* The temp file sits beside the target so the final rename is atomic. */
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    const char *slash = strrchr(path, '/');
-    size_t dlen = slash ? (size_t)(slash - path + 1) : 0;
+    /* The temp file sits beside the target so the final rename is atomic (tmpfile.h). */
+    restore_tmpfile t = {.dirfd = -1, .fd = -1};
     int fd = -1;
-    if (!rc && tmp) {
-        snprintf(tmp, plen + 16, "%.*s.%s.cairn-tmp", (int)dlen, path, path + dlen);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0) rc = store_errf(e, -errno, "%s: %s", tmp, strerror(errno));
-        else if (ftruncate(fd, (off_t)b->size) < 0)
-            rc = store_errf(e, -errno, "%s: cannot size to %llu bytes: %s", tmp,
+    if (!rc) {
+        rc = restore_tmp_open(&t, path, e);
+        fd = t.fd;
+        if (!rc && ftruncate(fd, (off_t)b->size) < 0)
+            rc = store_errf(e, -errno, "%s/%s: cannot size to %llu bytes: %s", t.dir, t.tmp,
                             (unsigned long long)b->size, strerror(errno));
-    } else if (!rc) {
-        rc = store_errf(e, -ENOMEM, "out of memory");
     }
 
     /* One parallel pass over all groups (no waves, so no worker idles behind a slow one). */
@@ -231,9 +227,8 @@ int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, co
             *e = j.err;
         }
     }
-    if (fd >= 0 && close(fd) < 0 && !rc) rc = store_errf(e, -errno, "%s: %s", tmp, strerror(errno));
-    if (!rc && rename(tmp, path) < 0) rc = store_errf(e, -errno, "%s: %s", path, strerror(errno));
-    if (rc && fd >= 0) unlink(tmp);
+    if (!rc) rc = restore_tmp_commit(&t, e);
+    else restore_tmp_abort(&t);
     for (unsigned i = 0; i < nslots; i++) {
         if (j.frame) free(j.frame[i]);
         if (j.pages) free(j.pages[i]);
@@ -244,7 +239,6 @@ int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, co
     free(j.dctx);
     free(j.free_slots);
     pthread_mutex_destroy(&j.mu);
-    free(tmp);
     free(refs);
     free(gstart);
     return rc;
@@ -294,6 +288,14 @@ int restore_snapshot(store_t *s, const char *id, const char *outdir,
     }
     if (mkdir(outdir, 0755) < 0 && errno != EEXIST)
         rc = store_errf(e, -errno, "%s: %s", outdir, strerror(errno));
+    /* Two restores into one folder would each rename their files in, and each could say
+     * "done" over a mix of both snapshots: the second is refused while the first runs. */
+    int lockfd = rc ? -1 : open(outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (!rc && lockfd < 0) rc = store_errf(e, -errno, "%s: %s", outdir, strerror(errno));
+    if (!rc && flock(lockfd, LOCK_EX | LOCK_NB) < 0)
+        rc = errno == EWOULDBLOCK ? store_errf(e, -EBUSY, "%s: another restore is writing into this "
+                                               "folder now; try again when it is done", outdir)
+                                  : store_errf(e, -errno, "%s: flock: %s", outdir, strerror(errno));
     uint64_t done = 0;
     for (int i = 0; !rc && i < snap->nblobs; i++) {
         size_t len = strlen(outdir) + strlen(snap->blobs[i].name) + 2;
@@ -308,6 +310,7 @@ int restore_snapshot(store_t *s, const char *id, const char *outdir,
         done += snap->blobs[i].size;
         if (progress) progress(arg, done, snap->logical_bytes);
     }
+    if (lockfd >= 0) close(lockfd);     /* the lock goes with it */
     store_snapshot_free(snap);
     return rc;
 }

@@ -139,10 +139,12 @@ typedef struct {
 STORE_MUST_USE int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot *snap,
                     const char *out_path, restore_rebuild_stats *st, store_err *e);
 
-/* Writes the template snapshot's disk to `out` from a materialized copy kept in
- * DIR/cache/ (made on first use; restore/tcache.c): cloned where the filesystem shares
- * blocks, else copied in the kernel with holes kept. */
-STORE_MUST_USE int restore_template_disk(store_t *s, const store_snapshot *tmpl, const char *out, store_err *e);
+/* Writes the template snapshot's disk into dst (a new, empty file open for writing;
+ * `shown` names it in messages) from a materialized copy kept in DIR/cache/ (made on
+ * first use; restore/tcache.c): cloned where the filesystem shares blocks, else copied in
+ * the kernel with holes kept. The caller keeps dst. */
+STORE_MUST_USE int restore_template_disk(store_t *s, const store_snapshot *tmpl, int dst, const char *shown,
+                                         store_err *e);
 /* Makes that materialized copy now (`cairn template add` does, so no rebuild pays it). */
 STORE_MUST_USE int restore_template_prepare(store_t *s, const store_snapshot *tmpl, store_err *e);
 

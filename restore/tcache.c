@@ -86,19 +86,14 @@ int restore_template_prepare(store_t *s, const store_snapshot *tmpl, store_err *
     return 0;
 }
 
-int restore_template_disk(store_t *s, const store_snapshot *tmpl, const char *out, store_err *e)
+int restore_template_disk(store_t *s, const store_snapshot *tmpl, int dst, const char *shown, store_err *e)
 {
     const store_blob *disk = store_blob_find(tmpl, "disk");
     if (!disk) return store_errf(e, -ENOENT, "template snapshot %s has no disk", tmpl->id);
     int src = open_materialized(s, tmpl, disk, e);
     if (src < 0) return src;
-    int dst = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    int rc = dst < 0 ? -errno : clone_or_copy(src, dst, disk->size);
-    if (dst >= 0 && close(dst) < 0 && !rc) rc = -errno;
+    int rc = clone_or_copy(src, dst, disk->size);
     close(src);
-    if (rc) {
-        unlink(out);
-        return store_errf(e, rc, "%s: copying the template disk: %s", out, strerror(-rc));
-    }
+    if (rc) return store_errf(e, rc, "%s: copying the template disk: %s", shown, strerror(-rc));
     return 0;
 }
