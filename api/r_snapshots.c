@@ -216,7 +216,8 @@ void r_snapshot_restore(api_req *r)
     } else if (snap) {
         double t0 = secs();
         rc = restore_snapshot(s, snap->id, real, NULL, NULL, &e);
-        if (rc) api_fail(r, 500, "restore_failed", "%s", e.msg);
+        if (rc == -EBUSY) api_fail(r, 409, "conflict", "%s", e.msg);   /* another restore into out_dir */
+        else if (rc) api_fail(r, 500, "restore_failed", "%s", e.msg);
         else {
             store_err we;
             if (gc_event(s, STORE_EV_RESTORE, snap->sandbox, STORE_TIER_NONE, store_now_ms(), &we))
