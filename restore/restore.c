@@ -145,8 +145,10 @@ static void do_group_in(job *j, size_t g, unsigned t)
     }
 }
 
-int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, const char *path,
-                 store_err *e)
+/* Writes b into the folder open at dirfd (>= 0, shown as dir) under name, or (dirfd < 0)
+ * at path. */
+static int write_blob(store_t *s, const store_snapshot *snap, const store_blob *b, int dirfd, const char *dir,
+                      const char *name, const char *path, store_err *e)
 {
     size_t n = 0;
     for (uint64_t i = 0; i < b->npages; i++) n += !store_id_is_zero(&b->ids[i]);
@@ -196,7 +198,7 @@ int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, co
     restore_tmpfile t = {.dirfd = -1, .fd = -1};
     int fd = -1;
     if (!rc) {
-        rc = restore_tmp_open(&t, path, e);
+        rc = dirfd >= 0 ? restore_tmp_openat(&t, dirfd, dir, name, e) : restore_tmp_open(&t, path, e);
         fd = t.fd;
         if (!rc && ftruncate(fd, (off_t)b->size) < 0)
             rc = store_errf(e, -errno, "%s/%s: cannot size to %llu bytes: %s", t.dir, t.tmp,
@@ -242,6 +244,12 @@ int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, co
     free(refs);
     free(gstart);
     return rc;
+}
+
+int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, const char *path,
+                 store_err *e)
+{
+    return write_blob(s, snap, b, -1, NULL, NULL, path, e);
 }
 
 typedef struct {
@@ -297,16 +305,10 @@ int restore_snapshot(store_t *s, const char *id, const char *outdir,
                                                "folder now; try again when it is done", outdir)
                                   : store_errf(e, -errno, "%s: flock: %s", outdir, strerror(errno));
     uint64_t done = 0;
+    /* Every file goes into the folder locked above, by its descriptor: the folder is
+     * resolved once, whatever is renamed over its path meanwhile. */
     for (int i = 0; !rc && i < snap->nblobs; i++) {
-        size_t len = strlen(outdir) + strlen(snap->blobs[i].name) + 2;
-        char *path = malloc(len);
-        if (!path) {
-            rc = store_errf(e, -ENOMEM, "out of memory");
-            break;
-        }
-        snprintf(path, len, "%s/%s", outdir, snap->blobs[i].name);
-        rc = restore_blob(s, snap, &snap->blobs[i], path, e);
-        free(path);
+        rc = write_blob(s, snap, &snap->blobs[i], lockfd, outdir, snap->blobs[i].name, NULL, e);
         done += snap->blobs[i].size;
         if (progress) progress(arg, done, snap->logical_bytes);
     }

@@ -8,6 +8,8 @@
 
 #include "restore/tmpfile.h"
 
+static int create(restore_tmpfile *t, store_err *e);
+
 int restore_tmp_open(restore_tmpfile *t, const char *path, store_err *e)
 {
     t->dirfd = t->fd = -1;
@@ -15,16 +17,33 @@ int restore_tmp_open(restore_tmpfile *t, const char *path, store_err *e)
     const char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;
     size_t dlen = slash ? (size_t)(slash - path) : 0;
-    if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
-        return store_errf(e, -EINVAL, "%s: not a file name", path);
-    if (strlen(base) > 200) return store_errf(e, -ENAMETOOLONG, "%s: the file name is too long", path);
     if (dlen >= sizeof t->dir) return store_errf(e, -ENAMETOOLONG, "%s: the path is too long", path);
     if (!slash) snprintf(t->dir, sizeof t->dir, ".");
     else if (!dlen) snprintf(t->dir, sizeof t->dir, "/");
     else snprintf(t->dir, sizeof t->dir, "%.*s", (int)dlen, path);
-    snprintf(t->name, sizeof t->name, "%s", base);
-    t->dirfd = open(t->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dirfd = open(t->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0) return store_errf(e, -errno, "%s: %s", t->dir, strerror(errno));
+    int rc = restore_tmp_openat(t, dirfd, t->dir, base, e);
+    close(dirfd);
+    return rc;
+}
+
+int restore_tmp_openat(restore_tmpfile *t, int dirfd, const char *dir, const char *name, store_err *e)
+{
+    t->dirfd = t->fd = -1;
+    t->tmp[0] = 0;
+    if (dir != t->dir) snprintf(t->dir, sizeof t->dir, "%s", dir);
+    if (!*name || !strcmp(name, ".") || !strcmp(name, "..") || strchr(name, '/'))
+        return store_errf(e, -EINVAL, "%s/%s: not a file name", dir, name);
+    if (strlen(name) > 200) return store_errf(e, -ENAMETOOLONG, "%s/%s: the file name is too long", dir, name);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
     if (t->dirfd < 0) return store_errf(e, -errno, "%s: %s", t->dir, strerror(errno));
+    return create(t, e);
+}
+
+static int create(restore_tmpfile *t, store_err *e)
+{
     /* A guessed or planted name only costs a retry: O_EXCL never opens what exists. */
     for (int tries = 0; tries < 100; tries++) {
         unsigned char r[8];

@@ -26,6 +26,11 @@ typedef struct {
  * creates a new temp file there, mode 0600. On error nothing is left behind. */
 STORE_MUST_USE int restore_tmp_open(restore_tmpfile *t, const char *path, store_err *e);
 
+/* The same in the folder open at dirfd (duplicated: the caller keeps its own), shown as
+ * dir in messages; name is one path component. */
+STORE_MUST_USE int restore_tmp_openat(restore_tmpfile *t, int dirfd, const char *dir, const char *name,
+                                      store_err *e);
+
 /* fsync the temp file, rename it over the target (rename never follows a symlink at the
  * target: it replaces it), fsync the folder; so success means the bytes are on disk under
  * the target's name. Always closes everything; on error the temp file is removed. */
