@@ -31,17 +31,11 @@ static struct timespec ts_of(int64_t ns)
 }
 
 typedef struct {
-    store_t *s;
-    const store_snapshot *snap;
-    const store_findex *fi;
-    restore_extract_stats *st;
-    store_err *e;
+    restore_xrun r;
     int outfd, root, fail_code;
-    int64_t *first;           /* per entry: the entry whose output file holds its inode */
     size_t *dirs, ndirs, capdirs; /* directories made, for their modes and times at the end */
     char *cur;                /* cached parent folder (relative) and its O_PATH fd */
     int curfd;
-    uint8_t *buf;
     int fd;                   /* file being written */
 } xdir;
 
@@ -122,11 +116,11 @@ static int refuse(xdir *x, const char *path, int err, const char *why)
     if (err && fatal_errno(err)) {
         char p[256];
         store_path_printable(path, p, sizeof p);
-        return store_errf(x->e, err, "extracting %s: %s", p, strerror(-err));
+        return store_errf(x->r.e, err, "extracting %s: %s", p, strerror(-err));
     }
-    x->st->refused++;
-    if (why) restore_note(x->st, path, "%s", why);
-    else restore_note(x->st, path, "%s", strerror(-err));
+    x->r.st->refused++;
+    if (why) restore_note(x->r.st, path, "%s", why);
+    else restore_note(x->r.st, path, "%s", strerror(-err));
     return 0;
 }
 
@@ -181,10 +175,10 @@ static int set_meta(xdir *x, int fd, const store_fentry *m)
 static int write_file(xdir *x, const store_fentry *f, int pfd, const char *name,
                       const store_fentry *d)
 {
-    const char *why = restore_data_problem(x->snap, d);
+    const char *why = restore_data_problem(x->r.snap, d);
     if (why) {
-        x->st->failed++;
-        restore_note(x->st, f->path, "%s", why);
+        x->r.st->failed++;
+        restore_note(x->r.st, f->path, "%s", why);
         return 0;
     }
     int fd = beneath(pfd, name, O_WRONLY | O_CREAT | O_EXCL, 0600);
@@ -192,30 +186,30 @@ static int write_file(xdir *x, const store_fentry *f, int pfd, const char *name,
         return refuse(x, f->path, fd, fd == -EEXIST ? "already exists in the output" : NULL);
     int rc = ftruncate(fd, (off_t)d->size) ? -errno : 0, read_err = 0;
     store_err re;
-    if (!rc) rc = restore_feed(x->s, x->snap, d, x->buf, 0, put_file, &fd, &read_err, &re);
+    if (!rc) rc = restore_feed(x->r.s, x->r.snap, d, x->r.buf, 0, put_file, &fd, &read_err, &re);
     if (!rc) rc = set_meta(x, fd, d);
     if (close(fd) && !rc) rc = -errno;
     if (rc) {
         (void)unlinkat(pfd, name, 0);   /* never leave a file with wrong bytes */
         if (!read_err) return refuse(x, f->path, rc, NULL);
-        x->st->failed++;
+        x->r.st->failed++;
         if (!x->fail_code) x->fail_code = rc;
-        restore_note(x->st, f->path, "%s", re.msg);
+        restore_note(x->r.st, f->path, "%s", re.msg);
         return 0;
     }
-    x->st->files++;
-    x->st->bytes += d->size;
+    x->r.st->files++;
+    x->r.st->bytes += d->size;
     return 1;
 }
 
 static int link_to(xdir *x, const store_fentry *f, int pfd, const char *name, int64_t from)
 {
-    const char *op = x->fi->e[from].path + 1, *slash = strrchr(op, '/');
+    const char *op = x->r.fi->e[from].path + 1, *slash = strrchr(op, '/');
     int ofd = x->outfd, rc = 0;
     char *oparent = NULL;
     if (slash) {
         oparent = strndup(op, (size_t)(slash - op));
-        if (!oparent) return store_errf(x->e, -ENOMEM, "out of memory");
+        if (!oparent) return store_errf(x->r.e, -ENOMEM, "out of memory");
         ofd = open_dir(x, oparent, O_PATH, 0);
     }
     if (ofd < 0) rc = ofd;
@@ -223,19 +217,19 @@ static int link_to(xdir *x, const store_fentry *f, int pfd, const char *name, in
     if (slash && ofd >= 0) close(ofd);
     free(oparent);
     if (rc) return refuse(x, f->path, rc, rc == -EEXIST ? "already exists in the output" : NULL);
-    x->st->files++;
-    x->st->hardlinks++;
+    x->r.st->files++;
+    x->r.st->hardlinks++;
     return 0;
 }
 
 static int xdir_entry(void *arg, const store_fentry *f)
 {
     xdir *x = arg;
-    size_t idx = (size_t)(f - x->fi->e);
+    size_t idx = (size_t)(f - x->r.fi->e);
     const char *rel = f->path + 1, *slash = strrchr(rel, '/');
     const char *name = slash ? slash + 1 : rel;
     if (f->type >= STORE_FT_CHR && f->type <= STORE_FT_SOCK) {
-        x->st->specials++;
+        x->r.st->specials++;
         return 0;
     }
     if (f->type < STORE_FT_FILE || f->type > STORE_FT_SOCK)
@@ -257,12 +251,12 @@ static int xdir_entry(void *arg, const store_fentry *f)
         if (x->ndirs == x->capdirs) {
             size_t nc = x->capdirs ? x->capdirs * 2 : 256;
             size_t *d = realloc(x->dirs, nc * sizeof *d);
-            if (!d) return store_errf(x->e, -ENOMEM, "out of memory");
+            if (!d) return store_errf(x->r.e, -ENOMEM, "out of memory");
             x->dirs = d;
             x->capdirs = nc;
         }
         x->dirs[x->ndirs++] = idx;
-        x->st->dirs++;
+        x->r.st->dirs++;
         return 0;
     }
     case STORE_FT_SYMLINK: {
@@ -274,23 +268,23 @@ static int xdir_entry(void *arg, const store_fentry *f)
             return refuse(x, f->path, -errno, NULL);
         struct timespec t[2] = {ts_of(f->atime_ns), ts_of(f->mtime_ns)};
         if (utimensat(pfd, name, t, AT_SYMLINK_NOFOLLOW)) return refuse(x, f->path, -errno, NULL);
-        x->st->symlinks++;
+        x->r.st->symlinks++;
         return 0;
     }
     case STORE_FT_FILE: {
-        if (x->first[idx] >= 0) return link_to(x, f, pfd, name, x->first[idx]);
+        if (x->r.first[idx] >= 0) return link_to(x, f, pfd, name, x->r.first[idx]);
         int rc = write_file(x, f, pfd, name, f);
-        if (rc == 1) x->first[idx] = (int64_t)idx;
+        if (rc == 1) x->r.first[idx] = (int64_t)idx;
         return rc < 0 ? rc : 0;
     }
     default: {   /* hard link: to the inode's first name if this run wrote it, else a copy */
-        const store_fentry *t = f->target ? store_findex_find(x->fi, f->target, strlen(f->target)) : NULL;
+        const store_fentry *t = f->target ? store_findex_find(x->r.fi, f->target, strlen(f->target)) : NULL;
         if (!t || t->type != STORE_FT_FILE)
             return refuse(x, f->path, 0, "hard link to something not a regular file");
-        size_t ti = (size_t)(t - x->fi->e);
-        if (x->first[ti] >= 0) return link_to(x, f, pfd, name, x->first[ti]);
+        size_t ti = (size_t)(t - x->r.fi->e);
+        if (x->r.first[ti] >= 0) return link_to(x, f, pfd, name, x->r.first[ti]);
         int rc = write_file(x, f, pfd, name, t);
-        if (rc == 1) x->first[ti] = (int64_t)idx;
+        if (rc == 1) x->r.first[ti] = (int64_t)idx;
         return rc < 0 ? rc : 0;
     }
     }
@@ -301,7 +295,7 @@ static int xdir_entry(void *arg, const store_fentry *f)
 static int finish_dirs(xdir *x)
 {
     for (size_t k = x->ndirs; k-- > 0;) {
-        const store_fentry *f = &x->fi->e[x->dirs[k]];
+        const store_fentry *f = &x->r.fi->e[x->dirs[k]];
         int fd = open_dir(x, f->path + 1, O_RDONLY, 0), rc = fd < 0 ? fd : set_meta(x, fd, f);
         if (fd >= 0) close(fd);
         if (rc && (rc = refuse(x, f->path, rc, NULL))) return rc;
@@ -331,28 +325,18 @@ int restore_extract_dir(store_t *s, const store_snapshot *snap, const store_find
                         int include_secrets, const char *outdir, restore_extract_stats *st,
                         store_err *e)
 {
-    restore_extract_stats dummy;
-    if (!st) {
-        memset(&dummy, 0, sizeof dummy);
-        st = &dummy;
-    }
-    xdir x = {.s = s, .snap = snap, .fi = fi, .st = st, .e = e, .root = geteuid() == 0,
-              .curfd = -1};
-    int rc = mkdir_p(outdir);
-    if (rc) return store_errf(e, rc, "%s: %s", outdir, strerror(-rc));
-    x.outfd = open(outdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (x.outfd < 0) return store_errf(e, -errno, "%s: %s", outdir, strerror(errno));
-    x.first = restore_first_table(fi->n);
-    x.buf = malloc(IOBUF);
-    rc = x.first && x.buf ? 0 : store_errf(e, -ENOMEM, "out of memory");
+    xdir x = {.root = geteuid() == 0, .curfd = -1, .outfd = -1};
+    int rc = restore_xrun_init(&x.r, s, snap, fi, st, e);
+    if (!rc && (rc = mkdir_p(outdir))) rc = store_errf(e, rc, "%s: %s", outdir, strerror(-rc));
+    if (!rc && (x.outfd = open(outdir, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+        rc = store_errf(e, -errno, "%s: %s", outdir, strerror(errno));
     if (!rc) rc = restore_select(fi, paths, npaths, class_mask, include_secrets, xdir_entry, &x,
-                                 st, e);
+                                 x.r.st, e);
     if (x.cur) close(x.curfd);
     if (!rc) rc = finish_dirs(&x);
     free(x.cur);
     free(x.dirs);
-    free(x.first);
-    free(x.buf);
-    close(x.outfd);
-    return restore_summary(st, rc, x.fail_code, e);
+    if (x.outfd >= 0) close(x.outfd);
+    restore_xrun_free(&x.r);
+    return restore_summary(x.r.st, rc, x.fail_code, e);
 }

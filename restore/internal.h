@@ -27,10 +27,6 @@ void restore_note(restore_extract_stats *st, const char *path, const char *fmt, 
  * fail_code) when entries failed, -EPERM when some were refused, 0. */
 STORE_MUST_USE int restore_summary(restore_extract_stats *st, int rc, int fail_code, store_err *e);
 
-/* A table of n entries set to -1 (per entry: which entry's output holds its inode);
- * NULL when out of memory. Freed with free(). */
-int64_t *restore_first_table(size_t n);
-
 /* Bytes of extent k inside the file (extents may run past the size: block granularity). */
 uint64_t restore_ext_len(const store_fentry *f, uint32_t k);
 
@@ -45,6 +41,26 @@ typedef int (*restore_feed_fn)(void *arg, uint64_t off, const uint8_t *buf, size
  * (message in e) from a failure of put (its code returned, e untouched). */
 STORE_MUST_USE int restore_feed(store_t *s, const store_snapshot *snap, const store_fentry *f, uint8_t *buf,
                  int holes, restore_feed_fn put, void *arg, int *read_err, store_err *e);
+
+/* What one extraction (folder or tar) reads from and counts into; the writer's own context
+ * embeds it. restore_xrun_init points st at a private counter when the caller gave none and
+ * allocates first (per entry: the entry whose output holds its inode) and an IOBUF buffer;
+ * restore_xrun_free frees them (safe after a failed init). */
+typedef struct {
+    store_t *s;
+    const store_snapshot *snap;
+    const store_findex *fi;
+    restore_extract_stats *st;
+    store_err *e;
+    int64_t *first;
+    uint8_t *buf;
+    restore_extract_stats own;
+} restore_xrun;
+
+STORE_MUST_USE int restore_xrun_init(restore_xrun *r, store_t *s, const store_snapshot *snap,
+                                     const store_findex *fi, restore_extract_stats *st,
+                                     store_err *e);
+void restore_xrun_free(restore_xrun *r);
 
 /* write(2) until done; 0 or -errno. */
 STORE_MUST_USE int restore_write_all(int fd, const void *buf, size_t n);

@@ -181,9 +181,26 @@ int restore_summary(restore_extract_stats *st, int rc, int fail_code, store_err 
     return 0;
 }
 
-int64_t *restore_first_table(size_t n)
+int restore_xrun_init(restore_xrun *r, store_t *s, const store_snapshot *snap,
+                      const store_findex *fi, restore_extract_stats *st, store_err *e)
 {
-    int64_t *t = malloc((n ? n : 1) * sizeof *t);
-    for (size_t i = 0; t && i < n; i++) t[i] = -1;
-    return t;
+    memset(r, 0, sizeof *r);
+    r->s = s;
+    r->snap = snap;
+    r->fi = fi;
+    r->st = st ? st : &r->own;
+    r->e = e;
+    r->first = malloc((fi->n ? fi->n : 1) * sizeof *r->first);
+    r->buf = malloc(IOBUF);
+    if (!r->first || !r->buf) return store_errf(e, -ENOMEM, "out of memory");
+    for (size_t i = 0; i < fi->n; i++) r->first[i] = -1;
+    return 0;
+}
+
+void restore_xrun_free(restore_xrun *r)
+{
+    free(r->first);
+    free(r->buf);
+    r->first = NULL;
+    r->buf = NULL;
 }

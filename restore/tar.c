@@ -9,14 +9,8 @@
 #include "restore/internal.h"
 
 typedef struct {
-    store_t *s;
-    const store_snapshot *snap;
-    const store_findex *fi;
-    restore_extract_stats *st;
-    store_err *e;
+    restore_xrun r;
     int fd;
-    int64_t *first;           /* per entry: the member (entry) that holds its inode */
-    uint8_t *buf;             /* file data */
     uint8_t *out;             /* output buffer */
     size_t nout;
     uint64_t member_bytes;    /* data bytes of the current member, for its padding */
@@ -272,10 +266,10 @@ static int sparse_map(const store_fentry *f, char **out, size_t *len)
 
 static int t_file(xtar *t, const store_fentry *f, const char *name, const store_fentry *d)
 {
-    const char *why = restore_data_problem(t->snap, d);
+    const char *why = restore_data_problem(t->r.snap, d);
     if (why) {
-        t->st->failed++;
-        restore_note(t->st, f->path, "%s", why);
+        t->r.st->failed++;
+        restore_note(t->r.st, f->path, "%s", why);
         return 0;
     }
     uint64_t data = 0;
@@ -284,7 +278,7 @@ static int t_file(xtar *t, const store_fentry *f, const char *name, const store_
     int sparse = data < d->size, rc;
     char *map = NULL;
     size_t maplen = 0;
-    if (sparse && (rc = sparse_map(d, &map, &maplen))) return store_errf(t->e, rc, "out of memory");
+    if (sparse && (rc = sparse_map(d, &map, &maplen))) return store_errf(t->r.e, rc, "out of memory");
     uint64_t stored = sparse ? (maplen + 511) / 512 * 512 + data : d->size;
     rc = t_header(t, d, name, '0', NULL, stored, sparse, d->size);
     if (!rc && sparse) rc = t_put(t, map, maplen);
@@ -292,93 +286,85 @@ static int t_file(xtar *t, const store_fentry *f, const char *name, const store_
     free(map);
     t->member_bytes = 0;
     int read_err = 0;
-    if (!rc) rc = restore_feed(t->s, t->snap, d, t->buf, !sparse, put_tar, t, &read_err, t->e);
+    if (!rc) rc = restore_feed(t->r.s, t->r.snap, d, t->r.buf, !sparse, put_tar, t, &read_err, t->r.e);
     if (!rc) rc = t_pad(t, t->member_bytes);
     if (rc && read_err) return rc;   /* the header promised bytes the store cannot give */
-    if (rc) return store_errf(t->e, rc, "writing the tar stream: %s", strerror(-rc));
-    t->st->files++;
-    t->st->bytes += d->size;
+    if (rc) return store_errf(t->r.e, rc, "writing the tar stream: %s", strerror(-rc));
+    t->r.st->files++;
+    t->r.st->bytes += d->size;
     return 1;
 }
 
 static int xtar_entry(void *arg, const store_fentry *f)
 {
     xtar *t = arg;
-    size_t idx = (size_t)(f - t->fi->e);
+    size_t idx = (size_t)(f - t->r.fi->e);
     const char *name = f->path + 1;
     int rc = 0;
     if (strlen(name) > TAR_NAME_MAX) {
-        t->st->refused++;
-        restore_note(t->st, f->path, "path too long");
+        t->r.st->refused++;
+        restore_note(t->r.st, f->path, "path too long");
         return 0;
     }
     switch (f->type) {
     case STORE_FT_DIR:
-        if (!(rc = t_header(t, f, name, '5', NULL, 0, 0, 0))) t->st->dirs++;
+        if (!(rc = t_header(t, f, name, '5', NULL, 0, 0, 0))) t->r.st->dirs++;
         break;
     case STORE_FT_SYMLINK:
         if (!f->target || !f->target[0]) {
-            t->st->refused++;
-            restore_note(t->st, f->path, "symlink without a target");
+            t->r.st->refused++;
+            restore_note(t->r.st, f->path, "symlink without a target");
             return 0;
         }
-        if (!(rc = t_header(t, f, name, '2', f->target, 0, 0, 0))) t->st->symlinks++;
+        if (!(rc = t_header(t, f, name, '2', f->target, 0, 0, 0))) t->r.st->symlinks++;
         break;
     case STORE_FT_FILE:
     case STORE_FT_HARDLINK: {
         const store_fentry *d = f;
         if (f->type == STORE_FT_HARDLINK)
-            d = f->target ? store_findex_find(t->fi, f->target, strlen(f->target)) : NULL;
+            d = f->target ? store_findex_find(t->r.fi, f->target, strlen(f->target)) : NULL;
         if (!d || d->type != STORE_FT_FILE) {
-            t->st->refused++;
-            restore_note(t->st, f->path, "hard link to something not a regular file");
+            t->r.st->refused++;
+            restore_note(t->r.st, f->path, "hard link to something not a regular file");
             return 0;
         }
-        size_t di = (size_t)(d - t->fi->e);
-        if (t->first[di] >= 0) {
+        size_t di = (size_t)(d - t->r.fi->e);
+        if (t->r.first[di] >= 0) {
             /* Links only to a member this stream holds, so the link is always resolvable. */
-            if (!(rc = t_header(t, d, name, '1', t->fi->e[t->first[di]].path + 1, 0, 0, 0))) {
-                t->st->files++;
-                t->st->hardlinks++;
+            if (!(rc = t_header(t, d, name, '1', t->r.fi->e[t->r.first[di]].path + 1, 0, 0, 0))) {
+                t->r.st->files++;
+                t->r.st->hardlinks++;
             }
             break;
         }
         rc = t_file(t, f, name, d);
-        if (rc == 1) t->first[di] = (int64_t)idx;
+        if (rc == 1) t->r.first[di] = (int64_t)idx;
         return rc < 0 ? rc : 0;
     }
     case STORE_FT_CHR: case STORE_FT_BLK: case STORE_FT_FIFO: case STORE_FT_SOCK:
-        t->st->specials++;
+        t->r.st->specials++;
         return 0;
     default:
-        t->st->refused++;
-        restore_note(t->st, f->path, "unknown file type");
+        t->r.st->refused++;
+        restore_note(t->r.st, f->path, "unknown file type");
         return 0;
     }
-    return rc ? store_errf(t->e, rc, "writing the tar stream: %s", strerror(-rc)) : 0;
+    return rc ? store_errf(t->r.e, rc, "writing the tar stream: %s", strerror(-rc)) : 0;
 }
 
 int restore_extract_tar(store_t *s, const store_snapshot *snap, const store_findex *fi,
                         const char *const *paths, size_t npaths, unsigned class_mask,
                         int include_secrets, int fd, restore_extract_stats *st, store_err *e)
 {
-    restore_extract_stats dummy;
-    if (!st) {
-        memset(&dummy, 0, sizeof dummy);
-        st = &dummy;
-    }
-    xtar t = {.s = s, .snap = snap, .fi = fi, .st = st, .e = e, .fd = fd};
-    t.first = restore_first_table(fi->n);
-    t.buf = malloc(IOBUF);
-    t.out = malloc(OUTBUF);
-    int rc = t.first && t.buf && t.out ? 0 : store_errf(e, -ENOMEM, "out of memory");
+    xtar t = {.fd = fd};
+    int rc = restore_xrun_init(&t.r, s, snap, fi, st, e);
+    if (!rc && !(t.out = malloc(OUTBUF))) rc = store_errf(e, -ENOMEM, "out of memory");
     if (!rc) rc = restore_select(fi, paths, npaths, class_mask, include_secrets, xtar_entry, &t,
-                                 st, e);
+                                 t.r.st, e);
     if (!rc && ((rc = t_put(&t, NULL, 1024)) || (rc = t_flush(&t))))   /* two zero blocks */
         rc = store_errf(e, rc, "writing the tar stream: %s", strerror(-rc));
-    free(t.first);
-    free(t.buf);
+    restore_xrun_free(&t.r);
     free(t.out);
     free(t.pax);
-    return restore_summary(st, rc, 0, e);
+    return restore_summary(t.r.st, rc, 0, e);
 }
