@@ -7,6 +7,7 @@
  *   get        exact byte range of an object (-ENOENT if it does not exist)
  *   get_all    a whole object (malloc'd)
  *   list       names under a prefix, with sizes, in name order
+ *   list_after the same, only names after a given one (S3: start-after, so it costs per new name)
  *   del        remove an object (a missing one is not an error)
  * plus what lifecycle events and the audit trail need:
  *   log_append one line appended to a named log, durable when it returns 0
@@ -46,6 +47,9 @@ typedef struct {
     int (*log_read)(store_backend *b, const char *log, int (*fn)(void *arg, const char *line),
                     void *arg, store_err *e);
     void (*close)(store_backend *b);
+    /* list, only the names that sort after `after` (a refresh resumes where it stopped) */
+    int (*list_after)(store_backend *b, const char *prefix, const char *after, backend_list_fn fn, void *arg,
+                      store_err *e);
 } backend_ops;
 
 struct store_backend {

@@ -125,6 +125,26 @@ static int lb_list(store_backend *b, const char *prefix, backend_list_fn fn, voi
     return rc > 0 ? 0 : rc;
 }
 
+typedef struct {
+    const char *after;
+    backend_list_fn fn;
+    void *arg;
+} after_ctx;
+
+static int after_one(void *arg, const char *name, uint64_t size)
+{
+    after_ctx *a = arg;
+    return strcmp(name, a->after) > 0 ? a->fn(a->arg, name, size) : 0;
+}
+
+/* A folder lists whole anyway: the names up to `after` are only skipped. */
+static int lb_list_after(store_backend *b, const char *prefix, const char *after, backend_list_fn fn, void *arg,
+                         store_err *e)
+{
+    after_ctx a = {after ? after : "", fn, arg};
+    return lb_list(b, prefix, after_one, &a, e);
+}
+
 static int lb_del(store_backend *b, const char *name, store_err *e)
 {
     local_be *l = (local_be *)b;
@@ -239,7 +259,7 @@ static void lb_close(store_backend *b)
 }
 
 static const backend_ops local_ops = {lb_put, lb_get, lb_get_all, lb_list, lb_del,
-                                      lb_log_append, lb_log_read, lb_close};
+                                      lb_log_append, lb_log_read, lb_close, lb_list_after};
 
 int backend_local_open(const char *dir, store_backend **out, store_err *e)
 {

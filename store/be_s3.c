@@ -37,6 +37,12 @@ static int sb_list(store_backend *b, const char *prefix, backend_list_fn fn, voi
     return s3_list(((s3_be *)b)->c, prefix, fn, arg, e);
 }
 
+static int sb_list_after(store_backend *b, const char *prefix, const char *after, backend_list_fn fn, void *arg,
+                         store_err *e)
+{
+    return s3_list_after(((s3_be *)b)->c, prefix, after, fn, arg, e);
+}
+
 static int sb_del(store_backend *b, const char *name, store_err *e)
 {
     return s3_delete(((s3_be *)b)->c, name, e);
@@ -136,7 +142,7 @@ static void sb_close(store_backend *b)
 }
 
 static const backend_ops s3_ops = {sb_put, sb_get, sb_get_all, sb_list, sb_del,
-                                   sb_log_append, sb_log_read, sb_close};
+                                   sb_log_append, sb_log_read, sb_close, sb_list_after};
 
 int backend_s3_open(s3_client *c, uint32_t node, const char *cache, store_backend **out, store_err *e)
 {

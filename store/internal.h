@@ -66,6 +66,7 @@ struct store {
         uint8_t *pages;
     } cache[GROUP_CACHE];
     uint64_t cache_clock;
+    store_refresh_stats refreshed;     /* S3: what this handle's refreshes found (refresh.c) */
 };
 
 /* store.c */
@@ -215,6 +216,12 @@ void remote_scan_footers(store_t *s, remote_footer *v, size_t n);
 STORE_MUST_USE int remote_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
                                         store_report_fn report, void *arg, store_err *e);
 
+/* refresh.c: marks a rebuilt index as refreshed up to now for every pack in pl (rebuild.c;
+ * t0: when the rebuild started listing). */
+struct pack_list;
+STORE_MUST_USE int refresh_mark_rebuilt(store_t *s, rocksdb_writebatch_t *b, const struct pack_list *pl,
+                                        int64_t t0, store_err *e);
+
 /* manifest.c */
 STORE_MUST_USE int manifest_encode(const store_snapshot *snap, const uint64_t *packs, size_t npacks,
                     uint8_t **out, size_t *len, store_err *e);
@@ -245,7 +252,7 @@ typedef struct {
     uint64_t referenced;   /* index entries that point into it */
 } pack_info;
 
-typedef struct {
+typedef struct pack_list {
     pack_info *v;
     size_t n, cap;
 } pack_list;

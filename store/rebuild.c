@@ -78,6 +78,7 @@ int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err
 static int rebuild_into(store_t *s, store_report_fn report, void *arg, store_err *e)
 {
     int rc;
+    int64_t t0 = store_now_ms();
     pack_list pl = {0};
     if ((rc = packscan_read(s, &pl, report, arg, NULL)))
         return store_errf(e, rc, "%s/packs: %s", s->dir, strerror(-rc));
@@ -106,6 +107,8 @@ static int rebuild_into(store_t *s, store_report_fn report, void *arg, store_err
             rocksdb_writebatch_clear(b);
         }
     }
+    /* What a later refresh (refresh.c) need not read again. */
+    if (!rc) rc = refresh_mark_rebuilt(s, b, &pl, t0, e);
     packscan_free(&pl);
     if (!rc) rc = index_write(s, b, 0, e);
     rocksdb_writebatch_clear(b);

@@ -209,7 +209,13 @@ static int list_one(void *arg, const char *key, uint64_t size)
 
 int s3_list(s3_client *c, const char *prefix, s3_list_fn fn, void *arg, store_err *e)
 {
+    return s3_list_after(c, prefix, NULL, fn, arg, e);
+}
+
+int s3_list_after(s3_client *c, const char *prefix, const char *start, s3_list_fn fn, void *arg, store_err *e)
+{
     char after[1024] = "", next[1024];
+    if (start) snprintf(after, sizeof after, "%s", start);
     list_ctx l = {.fn = fn, .arg = arg};
     for (;;) {
         s3_res r = {.kind = S3R_FAIL};

@@ -85,6 +85,10 @@ STORE_MUST_USE int s3_put(s3_client *c, const char *key, const void *buf, uint64
 STORE_MUST_USE int s3_get_range(s3_client *c, const char *key, uint64_t off, void *buf, size_t len, store_err *e);
 STORE_MUST_USE int s3_get_all(s3_client *c, const char *key, uint8_t **out, size_t *len, store_err *e);
 STORE_MUST_USE int s3_list(s3_client *c, const char *prefix, s3_list_fn fn, void *arg, store_err *e);
+/* Like s3_list, only the keys that sort after `after` (S3's start-after / marker): a
+ * listing that resumes where an earlier one stopped costs a request per 1000 new keys. */
+STORE_MUST_USE int s3_list_after(s3_client *c, const char *prefix, const char *after, s3_list_fn fn, void *arg,
+                                 store_err *e);
 STORE_MUST_USE int s3_delete(s3_client *c, const char *key, store_err *e);   /* a missing key is fine */
 STORE_MUST_USE int s3_make_bucket(s3_client *c, store_err *e);               /* an existing one of ours is fine */
 

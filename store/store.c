@@ -169,6 +169,60 @@ static int take_lock(store_t *s, store_err *e)
     return 0;
 }
 
+static void warn_report(void *arg, int problem, const char *text)
+{
+    (void)arg;
+    fprintf(stderr, "cairn: %s%s\n", problem ? "warning: refresh: " : "", text);
+}
+
+/* The node goes on with what its index knows when the bucket cannot be listed: reads of
+ * its own and known snapshots still work, and the next open tries again. */
+static void refresh_or_warn(store_t *s)
+{
+    store_err e;
+    if (store_refresh(s, warn_report, NULL, &e))
+        fprintf(stderr, "cairn: warning: %s: not refreshed from the bucket (the index may miss other "
+                "nodes' newest snapshots): %s\n", s->dir, e.msg);
+}
+
+/* A reader of a node over a bucket refreshes the index first when no other process of this
+ * node holds the store right now (the index is written only under the exclusive lock); if
+ * one does, the reader does not wait for it and reads what the index knows. */
+static int try_refresh_lock(store_t *s, int *got, store_err *e)
+{
+    char *path = util_path(s->dir, "lock");
+    s->lock_fd = path ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
+    free(path);
+    if (s->lock_fd < 0) return store_errf(e, -errno, "%s/lock: %s", s->dir, strerror(errno));
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) == 0) {
+        *got = 1;
+        return 0;
+    }
+    if (errno != EWOULDBLOCK) return store_errf(e, -errno, "%s/lock: %s", s->dir, strerror(errno));
+    close(s->lock_fd);
+    s->lock_fd = -1;
+    return 0;
+}
+
+/* Under the exclusive lock: the index opened for writing, refreshed, closed; then the lock
+ * becomes shared (flock converts it; a writer that slips in between is waited for, as any
+ * reader waits). */
+static int refresh_then_share(store_t *s, store_err *e)
+{
+    s->mode = STORE_WRITE;
+    store_err oe;
+    int rc = index_open(s, 0, &oe);
+    uint64_t complete = 0;
+    if (!rc && index_get_u64(s, "complete", &complete, &oe) == 0 && complete == 1 &&
+        commit_recover_pending(s, &oe) == 0)
+        refresh_or_warn(s);
+    index_close(s);
+    s->mode = STORE_READ;
+    while (flock(s->lock_fd, LOCK_SH) < 0)
+        if (errno != EINTR) return store_errf(e, -errno, "%s/lock: %s", s->dir, strerror(errno));
+    return 0;
+}
+
 int store_open(const char *dir, int mode, store_t **out, store_err *e)
 {
     *out = NULL;
@@ -190,8 +244,20 @@ int store_open(const char *dir, int mode, store_t **out, store_err *e)
     else if (!S_ISDIR(st.st_mode))
         rc = store_errf(e, -ENOTDIR, "%s is not a Cairn store (not a directory)", dir);
     if (!rc) rc = read_conf(s, e);
-    if (!rc && mode != STORE_SCAN && mode != STORE_PEEK) rc = take_lock(s, e);
+    if (!rc) {
+        /* Before any reads: a refresh at open reads footers on the workers too. */
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        const char *env = getenv("CAIRN_THREADS");
+        long want = env ? atol(env) : ncpu;
+        if (want < 1) want = 1;
+        if (want > 16) want = 16;
+        s->pool = pool_new((unsigned)want - 1);
+    }
+    int refresh_first = 0;
+    if (!rc && mode == STORE_READ && s->be->remote) rc = try_refresh_lock(s, &refresh_first, e);
+    if (!rc && mode != STORE_SCAN && mode != STORE_PEEK && !refresh_first) rc = take_lock(s, e);
     if (!rc && mode != STORE_SCAN && mode != STORE_PEEK) rc = index_recover_swap(s, e);
+    if (!rc && refresh_first) rc = refresh_then_share(s, e);
     if (mode == STORE_SCAN) {
         if (!rc) goto ready;
     }
@@ -210,18 +276,13 @@ int store_open(const char *dir, int mode, store_t **out, store_err *e)
                             "run `cairn fsck --rebuild-index`", dir);
     }
     if (!rc && mode == STORE_WRITE) rc = commit_recover_pending(s, e);
+    if (!rc && mode == STORE_WRITE && s->be->remote) refresh_or_warn(s);
     if (!rc) rc = index_get_counter(s, "next_pack", &s->next_pack, e);
     if (rc) {
         store_close(s);
         return rc;
     }
 ready:;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    const char *env = getenv("CAIRN_THREADS");
-    long want = env ? atol(env) : ncpu;
-    if (want < 1) want = 1;
-    if (want > 16) want = 16;
-    s->pool = pool_new((unsigned)want - 1);
     *out = s;
     return 0;
 }

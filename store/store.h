@@ -462,6 +462,27 @@ STORE_MUST_USE int store_gc_allowed(store_t *s, store_err *e);
  * its files 0644 & ~umask (the CLI sets it). */
 STORE_MUST_USE int store_check_private(store_t *s, store_report_fn report, void *arg, store_err *e);
 
+/* ---- refresh (a node of a bucket learns what other nodes wrote: docs/s3.md) ----------
+ * Reads only what is new since the node's last refresh or rebuild: manifests listed from
+ * the last refresh's time (less a margin for commits in flight and clock skew), and each
+ * other node's packs listed from the highest one read (less a window for uploads that
+ * finish out of order). New packs' footers give the chunks' locations, new manifests the
+ * snapshot records. Runs by itself at every open of a store on S3 (a writer's always; a
+ * reader's when no other process of this node holds the store at that moment). Needs
+ * STORE_WRITE; a local store has nothing to refresh (0, counts 0). Damaged manifests are
+ * reported (report may be NULL) and left out, like a rebuild does. */
+typedef struct {
+    uint64_t snapshots;     /* new snapshot records */
+    uint64_t packs;         /* new packs whose footers were read */
+    uint64_t chunks;        /* new chunk records */
+    uint64_t requests;      /* LISTs and GETs sent */
+    int64_t ms;             /* time taken */
+    int runs;               /* refreshes done by this handle (0: none, e.g. a local store) */
+} store_refresh_stats;
+STORE_MUST_USE int store_refresh(store_t *s, store_report_fn report, void *arg, store_err *e);
+/* The sum of the refreshes this handle did (at open and by store_refresh). */
+void store_refresh_totals(const store_t *s, store_refresh_stats *out);
+
 /* Deletes and recreates the index from packs and manifests. Needs STORE_WRITE. */
 STORE_MUST_USE int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err *e);
 

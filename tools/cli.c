@@ -57,6 +57,15 @@ static const cli_command commands[] = {
      "JSON: snapshots, logical_bytes, stored_bytes (pack bytes on disk), chunks, index_bytes,\n"
      "manifest_bytes, packs, dedup_ratio.\n\n" COMMON_OPTS,
      cmd_stats},
+    {"refresh", "learn other nodes' new snapshots from the bucket (S3)",
+     "usage: cairn refresh [--store DIR] [--json]\n\n"
+     "A node over an S3 bucket reads what other nodes stored since its last refresh: only\n"
+     "the manifests and packs that are new (listed from where the last one stopped). Every\n"
+     "open of the store does this by itself (a reading command's when no other process of\n"
+     "this node holds the store); this command does it now and says what it found. A local\n"
+     "store has nothing to refresh (exit 0). JSON: remote, snapshots, packs, chunks,\n"
+     "requests, seconds.\n\n" COMMON_OPTS,
+     cmd_refresh},
     {"fsck", "check the store; rebuild its index",
      "usage: cairn fsck [--verify-data] [--rebuild-index] [--store DIR] [--json]\n\n"
      "Checks packs, index and manifests. --verify-data also decompresses every page and checks\n"

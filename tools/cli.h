@@ -63,6 +63,7 @@ int cmd_snapshot(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_snapshots(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
+int cmd_refresh(int argc, char **argv);
 int cmd_fsck(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_cat(int argc, char **argv);
