@@ -36,8 +36,9 @@ skip() { printf 'SKIP %s: %s\n' "$TEST_NAME" "$*" >&2; exit 77; }
 [ -x "$CAIRN_BIN" ] || fail "no $CAIRN_BIN (run make first)"
 
 # cairn ARGS: the binary under a timeout (exit 124 if it hangs).
-# CAIRN_WRAP (e.g. "valgrind -q --error-exitcode=99") runs cairn under a tool.
-cairn() { timeout -k 5 "$CAIRN_TIMEOUT" ${CAIRN_WRAP:-} "$CAIRN_BIN" "$@"; }
+# CAIRN_WRAP (e.g. "valgrind -q --error-exitcode=99") runs cairn under a tool;
+# CAIRN_TIME_SCALE (set by tests/run.sh for sanitizers and valgrind) stretches the timeout.
+cairn() { timeout -k 5 "$((CAIRN_TIMEOUT * ${CAIRN_TIME_SCALE:-1}))" ${CAIRN_WRAP:-} "$CAIRN_BIN" "$@"; }
 
 # expect RC CMD...: runs CMD, keeps its output in $T/out and $T/err, and fails
 # the test unless it exits RC.  Prints CMD's stdout.

@@ -7,6 +7,10 @@
 #   tests/run.sh --slow-only  only the *.slow.sh scripts
 #   tests/run.sh NAME...      only the tests whose name contains one of NAME
 # KEEP=1 keeps the directories of failed tests.
+# VALGRIND=1 runs every cairn a test starts through tests/lib.sh under valgrind (memcheck).
+# CAIRN_TIME_SCALE=K multiplies every time limit (the runner's and tests/lib.sh's); it is
+# 3 by default for a sanitizer build (build-asan, build-ubsan) and 20 under valgrind.
+# A sanitizer's or valgrind's report fails the test whatever its exit status.
 set -uo pipefail
 
 mode=all
@@ -27,6 +31,20 @@ export BUILD
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/cairn-tests.XXXXXX")
+
+# Sanitizers exit 1 by default, the status of a cairn that failed as a test expects, and a
+# confined child's report dies with the child: so every report goes to a file of its own
+# (log_path, one per process), and a test that leaves one fails. halt_on_error: UBSan stops
+# at its first finding (the build has -fno-sanitize-recover too).
+case ${VALGRIND:-0} in
+    1) scale_default=20
+       # --error-exitcode too: a test that checks a status sees the finding at once.
+       valgrind_cmd="valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite"
+       valgrind_cmd+=" --errors-for-leak-kinds=definite --num-callers=30 --suppressions=$REPO/tests/valgrind.supp" ;;
+    *) case $(basename "$BUILD") in build-asan*|build-ubsan*) scale_default=3 ;; *) scale_default=1 ;; esac ;;
+esac
+export CAIRN_TIME_SCALE=${CAIRN_TIME_SCALE:-$scale_default}
+san_opts=${SAN_OPTIONS_EXTRA:-}
 export CAIRN_TEST_CACHE=$root/cache
 mkdir -p "$CAIRN_TEST_CACHE"
 
@@ -101,30 +119,46 @@ for t in "${tests[@]}"; do
         *) name=unit/$(basename "$t"); limit=300 ;;
     esac
     selected "$name" || continue
+    limit=$((limit * CAIRN_TIME_SCALE))
     dir=$root/$(echo "$name" | tr / _)
-    mkdir -p "$dir"
+    reports=$dir.reports
+    mkdir -p "$dir" "$reports"
     t0=$EPOCHREALTIME
     # timeout kills the test's whole process group, background jobs included.
-    ( cd "$dir" && TEST_TMP=$dir exec timeout -k 10 "$limit" "$t" ) >"$dir.log" 2>&1
+    ( cd "$dir" &&
+      export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$reports/asan${san_opts:+:$san_opts}"
+      export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan${san_opts:+:$san_opts}"
+      [ -z "${valgrind_cmd:-}" ] || export CAIRN_WRAP="$valgrind_cmd --log-file=$reports/valgrind.%p"
+      TEST_TMP=$dir exec timeout -k 10 "$limit" "$t" ) >"$dir.log" 2>&1
     rc=$?
+    # valgrind makes a log per process, empty when it found nothing.
+    found=$(find "$reports" -type f -size +0 | sort)
+    if [ -n "$found" ]; then
+        { echo "sanitizer/valgrind reports (exit status was $rc):"; head -n 40 $found; } >>"$dir.log"
+        rc=98
+    fi
     secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
     case $rc in
         0)  printf 'PASS  %-32s %6ss\n' "$name" "$secs"; pass=$((pass + 1)) ;;
         77) why=$(grep -m1 -o 'SKIP.*' "$dir.log" || true)
             printf 'SKIP  %-32s %6ss  %s\n' "$name" "$secs" "${why:-exit 77}"
             skipped+=("$name") ;;
-        *)  [ "$rc" = 124 ] && note="(timed out after ${limit}s)" || note="(exit $rc)"
+        *)  case $rc in
+                124) note="(timed out after ${limit}s)" ;;
+                98)  note="(a sanitizer or valgrind report: $(echo "$found" | wc -l) process(es))" ;;
+                *)   note="(exit $rc)" ;;
+            esac
             printf 'FAIL  %-32s %6ss  %s\n' "$name" "$secs" "$note"
             tail -n 25 "$dir.log" | sed 's/^/    | /'
             failed+=("$name")
             if [ -n "${KEEP:-}" ]; then
                 keep=$(mktemp -d "${TMPDIR:-/tmp}/cairn-failed.XXXXXX")
                 unmount_under "$dir"
-                cp -a "$dir" "$dir.log" "$keep/" && echo "    kept in $keep"
+                cp -a "$dir" "$dir.log" "$reports" "$keep/" && echo "    kept in $keep"
             fi ;;
     esac
     unmount_under "$dir"
-    rm -rf "$dir"
+    rm -rf "$dir" "$reports"
 done
 total=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
 
