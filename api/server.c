@@ -338,6 +338,10 @@ static void stream_finish(api_req *r)
         } else {
             evhttp_connection_free(r->evcon);    /* a cut body, never a complete-looking one */
         }
+    } else {
+        /* evhttp detached the request from its dead connection and left it to us: with no
+         * connection, ending the reply only frees it (it leaked here before). */
+        evhttp_send_reply_end(r->req);
     }
     api_metrics_request(r->route_index, r->stream_rc ? 500 : 200, now_s() - r->t0);
     log_line(r, r->stream_rc ? 500 : 200);
