@@ -5,9 +5,11 @@
 #   faults         EIO, ENOSPC (sticky) and short writes at every I/O point of the same four
 #   fuzz           every libFuzzer target for RELIABILITY_FUZZ_SECONDS (default 30) each
 #   collisions     the 16-bit chunk id build
-#   sanitizers     the unit tests and the CLI tests (cli, roundtrip, badinput) built with
-#                  ASan and with UBSan
-#   valgrind       RELIABILITY_VALGRIND=1: the cli test with cairn under valgrind (slow)
+#   sanitizers     the fast suite (tests/run.sh --fast) built with ASan and with UBSan;
+#                  RELIABILITY_SAN_TESTS="NAME..." runs only those tests
+#   valgrind       `make valgrind`: the CLI tests with cairn under memcheck (the Makefile's
+#                  VALGRIND_TESTS or RELIABILITY_VALGRIND_TESTS); RELIABILITY_VALGRIND=0 leaves it out
+# A sanitizer's or valgrind's report fails its test whatever the exit status (tests/run.sh).
 # RELIABILITY_CRASH_STRIDE=K and RELIABILITY_FAULT_POINTS=P make a lighter run (the table
 # says "every N" only for K=1).
 # Takes about 30 minutes on 2 idle cores, much longer on a loaded machine (a crash point
@@ -70,27 +72,33 @@ else
     failed=1; row "collisions (16-bit chunk ids)" "FAILED: $(grep -m1 FAIL "$work/collisions.log" | cut -c1-120)" "$(secs "$t0")"
 fi
 
+SAN_TESTS=${RELIABILITY_SAN_TESTS:---fast}
+summary() { tail -n 4 "$1" | grep -E '^[0-9]+ passed' || echo "no summary"; }
 for san in address undefined; do
-    echo "reliability: $san sanitizer" >&2
+    echo "reliability: $san sanitizer ($SAN_TESTS)" >&2
     t0=$EPOCHREALTIME
     b=build-asan; [ "$san" = undefined ] && b=build-ubsan
     if make -s -j2 BUILD="$b" SAN=$san OPT=-O1 all >"$work/$san.make" 2>&1; then
-        BUILD=$b tests/run.sh unit/ integration/cli integration/roundtrip integration/badinput >"$work/$san.log" 2>&1
-        rc=$?
-        res=$(tail -n 3 "$work/$san.log" | grep -E '^[0-9]+ passed' || echo "no summary")
-        [ "$rc" = 0 ] || failed=1
+        # shellcheck disable=SC2086
+        BUILD=$b tests/run.sh $SAN_TESTS >"$work/$san.log" 2>&1 || failed=1
+        res=$(summary "$work/$san.log")
+        fails=$(sed -n 's/^failed: //p' "$work/$san.log")
+        [ -z "$fails" ] || res="$res; failed: $fails"
     else
         res="build failed"; failed=1
     fi
-    row "sanitizer: $san (unit, cli, roundtrip, badinput)" "$res" "$(secs "$t0")"
+    row "sanitizer: $san ($( [ "$SAN_TESTS" = --fast ] && echo 'fast suite' || echo "$SAN_TESTS"))" "$res" "$(secs "$t0")"
 done
 
-if [ "${RELIABILITY_VALGRIND:-0}" = 1 ]; then
-    echo "reliability: valgrind" >&2
+if [ "${RELIABILITY_VALGRIND:-1}" = 1 ]; then
+    echo "reliability: valgrind (make valgrind)" >&2
     t0=$EPOCHREALTIME
-    CAIRN_WRAP="valgrind -q --error-exitcode=99 --errors-for-leak-kinds=definite --leak-check=full" \
-        CAIRN_TIMEOUT=600 BUILD=$BUILD tests/run.sh integration/cli >"$work/valgrind.log" 2>&1 || failed=1
-    row "valgrind: cli test" "$(tail -n 3 "$work/valgrind.log" | grep -E '^[0-9]+ passed' || echo 'no summary')" "$(secs "$t0")"
+    make -s BUILD="$BUILD" valgrind ${RELIABILITY_VALGRIND_TESTS:+VALGRIND_TESTS="$RELIABILITY_VALGRIND_TESTS"} \
+        >"$work/valgrind.log" 2>&1 || failed=1
+    res=$(summary "$work/valgrind.log")
+    fails=$(sed -n 's/^failed: //p' "$work/valgrind.log")
+    [ -z "$fails" ] || res="$res; failed: $fails"
+    row "valgrind memcheck: CLI tests (make valgrind)" "$res" "$(secs "$t0")"
 fi
 
 total=$(secs "$t_all")
