@@ -99,6 +99,11 @@ $(BUILD)/libcairn-clockstep.so: tests/fault/clockstep.c | $(DEPS_OK)
 $(BUILD)/cairn-fc-uffd: $(BUILD)/tests/helpers/fc_uffd.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread
 
+# The API bench's load generator (tools/bench/api.py): benchmark tooling, not the product.
+$(BUILD)/cairn-apiload: tools/bench/apiload.c | $(DEPS_OK)
+	@mkdir -p $(@D)
+	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -o $@ $<
+
 # The gc benchmark's fleet maker (tools/bench_gc.sh): benchmark tooling, not the product.
 $(BUILD)/cairn-gcfleet: $(BUILD)/tools/bench/gcfleet.o $(BUILD)/libcairn.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -136,7 +141,7 @@ e2e: all
 demo: all
 	BUILD=$(BUILD) tools/demo.sh
 
-bench: all
+bench: all $(BUILD)/cairn-apiload
 	@tools/deps.sh bench
 	BUILD=$(BUILD) tools/bench.sh
 	BUILD=$(BUILD) tools/bench_api.sh
