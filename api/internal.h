@@ -59,6 +59,27 @@ int api_token_make(const char *prefix, char *out, store_err *e);
 const api_token *api_token_find(const api_token *t, size_t n, const char *text);
 
 /* ---- store handle ------------------------------------------------------------------- */
+/* A lock-free read view (STORE_PEEK) of the index and manifests, kept open across ingests
+ * (storeref.c says when it is replaced). Refcounted: a replaced view closes when its last
+ * user puts it. */
+#define API_VIEW_CACHE 64
+typedef struct api_view {
+    store_t *s;
+    int refs;                 /* users, + 1 while it is the current view */
+    struct timespec stamp;    /* manifests/'s mtime, taken before the open */
+    int settled;              /* the stamp was old enough at open that a later change moves it */
+    uint64_t gen;             /* 1, 2, ... in open order: what a cache built from it is keyed by */
+    /* GET /v1/snapshots/{id} answers by snapshot id: a manifest never changes, and one that
+     * is dropped changes manifests/, which retires this view and the cache with it. */
+    pthread_mutex_t cache_mu;
+    struct {
+        char id[STORE_SNAPID_LEN];
+        char tenant[STORE_NAME_MAX + 1];
+        json_t *j;
+    } cache[API_VIEW_CACHE];
+    unsigned cache_next;
+} api_view;
+
 typedef struct {
     pthread_mutex_t mu, write_mu;
     pthread_cond_t cv;
@@ -66,13 +87,28 @@ typedef struct {
     store_t *s;
     int mode, refs, busy, writer_active, writers_waiting;
     int64_t opened_ms;
+    api_view *view;           /* the current view, NULL before the first */
+    int view_opening, view_off;
+    uint64_t view_gen;
 } api_storeref;
+
+/* API_VIEW: not a store mode; api_store(r, API_VIEW) gives the read view (metadata routes:
+ * no pack reads, nothing written). */
+enum { API_VIEW = 100 };
 
 void api_storeref_init(api_storeref *r, const char *dir);
 void api_storeref_destroy(api_storeref *r);
 /* STORE_READ or STORE_WRITE (one writer at a time; readers then share its handle). */
 int api_store_get(api_storeref *r, int mode, store_t **out, store_err *e);
 void api_store_put(api_storeref *r, int mode);
+/* The current read view (replaced first when the store changed since it opened); *out is
+ * NULL with 0 returned when views are off for this store (an S3 node): use STORE_READ. */
+int api_view_get(api_storeref *r, api_view **out, store_err *e);
+void api_view_put(api_storeref *r, api_view *v);
+/* The cached answer for snapshot id (a copy, the caller's) and its tenant, or NULL. */
+json_t *api_view_cached(api_view *v, const char *id, char tenant[STORE_NAME_MAX + 1]);
+/* Keeps a copy of j as the answer for id (no-op when out of memory: only speed is lost). */
+void api_view_keep(api_view *v, const char *id, const char *tenant, const json_t *j);
 
 /* ---- worker pools ------------------------------------------------------------------- */
 typedef struct api_job {
@@ -85,10 +121,14 @@ typedef struct {
     pthread_cond_t cv;
     api_job *head, *tail;
     pthread_t *threads;
-    int nthreads, queued, running, max_pending, stop;
+    int nthreads, queued, running, max_pending, stop, nice;
 } api_pool;
 
-int api_pool_start(api_pool *p, int nthreads, int max_pending, store_err *e);
+/* nice: the threads' nice value (long jobs run below the event loop and metadata calls, so
+ * an ingest's compression does not delay them; the store's own threads, made by a job,
+ * inherit it). */
+int api_pool_start(api_pool *p, int nthreads, int max_pending, int nice, store_err *e);
+#define API_LONG_NICE 10
 /* -EBUSY when running + queued would pass max_pending. */
 int api_pool_submit(api_pool *p, api_job *j);
 void api_pool_stop(api_pool *p);       /* runs what is queued, then joins */
@@ -141,6 +181,8 @@ struct api_req {
     json_t *body;              /* the request body (an object) or NULL */
     api_token tok;             /* the caller */
     double t0;
+    api_view *view;            /* the view api_store(r, API_VIEW) gave, until done */
+    int view_locked;           /* views off: API_VIEW fell back to STORE_READ */
     int gone;                  /* the connection closed (loop thread only) */
     /* result (worker thread, then loop) */
     int status;

@@ -1,14 +1,21 @@
 /* Worker threads with one queue. A job is an api_job embedded in its owner; the pool
  * never frees it. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "api/internal.h"
 
 static void *worker(void *arg)
 {
     api_pool *p = arg;
+    /* Per thread on Linux (the tid is the target), inherited by the threads a job makes. */
+    if (p->nice && setpriority(PRIO_PROCESS, (id_t)gettid(), p->nice) < 0)
+        fprintf(stderr, "cairn serve: warning: cannot lower a worker's priority (nice %d): %s\n", p->nice,
+                strerror(errno));
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (!p->head && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
@@ -27,9 +34,10 @@ static void *worker(void *arg)
     return NULL;
 }
 
-int api_pool_start(api_pool *p, int nthreads, int max_pending, store_err *e)
+int api_pool_start(api_pool *p, int nthreads, int max_pending, int nice, store_err *e)
 {
     memset(p, 0, sizeof *p);
+    p->nice = nice;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->max_pending = max_pending;

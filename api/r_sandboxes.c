@@ -44,7 +44,7 @@ void r_sandboxes(api_req *r)
         return api_fail(r, 404, "not_found", "no such tenant");
     }
     const char *want = r->tok.tenant[0] ? r->tok.tenant : tenant;
-    store_t *s = api_store(r, STORE_READ);
+    store_t *s = api_store(r, API_VIEW);
     if (!s) {
         free(tenant);
         return;
@@ -53,7 +53,7 @@ void r_sandboxes(api_req *r)
     size_t n = 0;
     store_err e;
     int rc = api_sandboxes(r, s, want, &v, &n, &e);
-    api_store_done(r, STORE_READ);
+    api_store_done(r, API_VIEW);
     free(tenant);
     if (rc) return api_fail_store(r, rc, &e);
     json_t *list = json_array();
@@ -70,17 +70,17 @@ static int add_record(void *arg, const store_snaprec *rec)
 
 void r_sandbox_get(api_req *r)
 {
-    store_t *s = api_store(r, STORE_READ);
+    store_t *s = api_store(r, API_VIEW);
     if (!s) return;
     gc_sandbox sb;
     if (api_find_sandbox(r, s, r->param, &sb)) {
-        api_store_done(r, STORE_READ);
+        api_store_done(r, API_VIEW);
         return;
     }
     json_t *list = json_array();
     store_err e;
     int rc = list ? store_snapshot_records(s, r->param, add_record, list, &e) : store_errf(&e, -ENOMEM, "out of memory");
-    api_store_done(r, STORE_READ);
+    api_store_done(r, API_VIEW);
     if (rc) {
         json_decref(list);
         return api_fail_store(r, rc, &e);

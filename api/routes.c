@@ -57,7 +57,7 @@ void r_metrics(api_req *r)
     }
     api_metrics_text(b, names, api_nroutes);
     /* The store's own numbers: a scrape costs one short read handle. */
-    store_t *s = api_store(r, STORE_READ);
+    store_t *s = api_store(r, API_VIEW);
     if (s) {
         store_stats st;
         store_err e;
@@ -65,7 +65,7 @@ void r_metrics(api_req *r)
         size_t n = 0;
         int rc = store_get_stats(s, &st, &e);
         if (!rc) rc = api_sandboxes(r, s, NULL, &v, &n, &e);
-        api_store_done(r, STORE_READ);
+        api_store_done(r, API_VIEW);
         if (rc) {
             evbuffer_free(b);
             return api_fail_store(r, rc, &e);

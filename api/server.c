@@ -59,6 +59,7 @@ struct api_server {
     int sb_valid;
     struct timespec sb_ev_mtim, sb_man_mtim;
     off_t sb_ev_size;
+    uint64_t sb_view;          /* the read view it was read from, 0: a locked handle */
 };
 
 static double now_s(void)
@@ -156,6 +157,19 @@ store_t *api_store(api_req *r, int mode)
 {
     store_t *s = NULL;
     store_err e;
+    if (mode == API_VIEW) {
+        api_view *v = NULL;
+        if (api_view_get(&r->srv->ref, &v, &e)) {
+            api_fail(r, 500, "store_unavailable", "%s", e.msg);
+            return NULL;
+        }
+        if (v) {
+            r->view = v;
+            return v->s;
+        }
+        r->view_locked = 1;
+        mode = STORE_READ;
+    }
     int rc = api_store_get(&r->srv->ref, mode, &s, &e);
     if (rc) {
         api_fail(r, 500, "store_unavailable", "%s", e.msg);
@@ -166,6 +180,15 @@ store_t *api_store(api_req *r, int mode)
 
 void api_store_done(api_req *r, int mode)
 {
+    if (mode == API_VIEW && r->view) {
+        api_view_put(&r->srv->ref, r->view);
+        r->view = NULL;
+        return;
+    }
+    if (mode == API_VIEW) {
+        r->view_locked = 0;
+        mode = STORE_READ;
+    }
     api_store_put(&r->srv->ref, mode);
 }
 
@@ -215,9 +238,10 @@ static void post(api_req *r, int phase)
 static void log_line(api_req *r, int status)
 {
     double ms = (now_s() - r->t0) * 1000;
-    fprintf(stderr, "cairn serve: %s %s%s%s %d %.1fms rid=%s actor=%s\n",
+    fprintf(stderr, "cairn serve: %s %s%s%s %d %.1fms rid=%s actor=%s%s%s\n",
             r->route ? r->route->method : "-", r->route ? r->route->path : "-", r->param[0] ? " id=" : "",
-            r->param, status, ms, r->rid, r->tok.name[0] ? r->tok.name : "-");
+            r->param, status, ms, r->rid, r->tok.name[0] ? r->tok.name : "-", status >= 500 ? " error: " : "",
+            status >= 500 ? r->msg : "");
 }
 
 static void free_req(api_req *r)
@@ -864,8 +888,8 @@ int api_serve(const api_serve_opts *o, store_err *e)
         rc = store_errf(e, -ENOMEM, "libevent: cannot set up events");
         goto out_base;
     }
-    if ((rc = api_pool_start(&srv->short_pool, srv->cfg.workers, 4096, e))) goto out_base;
-    if ((rc = api_pool_start(&srv->long_pool, srv->cfg.max_long_jobs, srv->cfg.max_long_jobs, e))) {
+    if ((rc = api_pool_start(&srv->short_pool, srv->cfg.workers, 4096, 0, e))) goto out_base;
+    if ((rc = api_pool_start(&srv->long_pool, srv->cfg.max_long_jobs, srv->cfg.max_long_jobs, API_LONG_NICE, e))) {
         api_pool_stop(&srv->short_pool);
         goto out_base;
     }
@@ -952,9 +976,15 @@ int api_sandboxes(api_req *r, store_t *s, const char *tenant, gc_sandbox **out, 
     off_t evsize;
     int have = sb_stat(srv->store, &ev, &evsize, &man) == 0;
     pthread_mutex_lock(&srv->sb_mu);
-    int hit = have && srv->sb_valid && evsize == srv->sb_ev_size && ev.tv_sec == srv->sb_ev_mtim.tv_sec &&
-              ev.tv_nsec == srv->sb_ev_mtim.tv_nsec && man.tv_sec == srv->sb_man_mtim.tv_sec &&
-              man.tv_nsec == srv->sb_man_mtim.tv_nsec;
+    /* Read from a view, the snapshots part is the view's (it is replaced when manifests/
+     * changes), so only events.log can make it stale: appends grow it, so its size tells,
+     * whatever the clock's tick. */
+    uint64_t gen = r->view ? r->view->gen : 0;
+    int same_ev = have && evsize == srv->sb_ev_size && ev.tv_sec == srv->sb_ev_mtim.tv_sec &&
+                  ev.tv_nsec == srv->sb_ev_mtim.tv_nsec;
+    int hit = gen ? srv->sb_view == gen && same_ev
+                  : have && srv->sb_valid && !srv->sb_view && same_ev && man.tv_sec == srv->sb_man_mtim.tv_sec &&
+                        man.tv_nsec == srv->sb_man_mtim.tv_nsec;
     if (!hit) {
         gc_sandbox *v = NULL;
         size_t k = 0;
@@ -971,6 +1001,7 @@ int api_sandboxes(api_req *r, store_t *s, const char *tenant, gc_sandbox **out, 
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
         srv->sb_valid = have && now.tv_sec - ev.tv_sec > 1 && now.tv_sec - man.tv_sec > 1;
+        srv->sb_view = have ? gen : 0;
         srv->sb_ev_mtim = ev;
         srv->sb_ev_size = evsize;
         srv->sb_man_mtim = man;

@@ -11,14 +11,40 @@
  *     calls do not wait for an ingest;
  *   - a second flock from this process would wait on the first, so two handles are never
  *     open at once.
- * gc_run opens the store itself: it waits for these handles like any other process. */
+ * gc_run opens the store itself: it waits for these handles like any other process.
+ *
+ * The read view (metadata routes): readers of the handle above wait whenever it changes
+ * hands, i.e. around every ingest (the writer waits for readers to leave, opens, closes;
+ * readers then reopen), which under load was most of the metadata calls' latency. The
+ * view is a STORE_PEEK handle: no flock, so it stays open across ingests and the CLI's
+ * writers and never waits for them. What it may serve: the index's snapshot and sandbox
+ * records and the manifests, which a commit makes visible atomically (the manifest last),
+ * so it is never half a snapshot; it does not read packs (gc may move chunks under a
+ * lock-free reader) and writes nothing. It is as fresh as a locked read:
+ *   - a commit or a drop changes manifests/'s mtime; each get compares it with the view's
+ *     stamp (taken before the view opened) and, when it moved, opens a new view and waits
+ *     for it (one opener; the others wait for the same open), so a call that starts after
+ *     a commit sees it, whoever made it;
+ *   - mtimes tick coarsely: a change in the same tick as the stamp would not move it, so a
+ *     view whose stamp was younger than SETTLE_MS at open is replaced once more after
+ *     that, in the background of one call (the others keep the current view);
+ *   - an S3 node's folder holds caches only (other nodes commit into the bucket): no view,
+ *     its routes use STORE_READ. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <stdio.h>
 
 #include "api/internal.h"
 #include "store/toolbox.h"
 
 #define REUSE_MS 1000
+#define SETTLE_MS 1000
+
+static void view_close(api_view *v);
 
 void api_storeref_init(api_storeref *r, const char *dir)
 {
@@ -27,10 +53,21 @@ void api_storeref_init(api_storeref *r, const char *dir)
     pthread_mutex_init(&r->write_mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     r->dir = dir;
+    /* An S3 node's cairn.conf says backend=s3 (store/store.c reads it the same way). A
+     * conf that cannot be read turns views off: the locked handle reports the error. */
+    char p[4200], text[4096];
+    FILE *f = snprintf(p, sizeof p, "%s/cairn.conf", dir) < (int)sizeof p ? fopen(p, "re") : NULL;
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (!f || ferror(f)) r->view_off = 1;
+    text[n] = 0;
+    if (strstr(text, "\nbackend=s3\n")) r->view_off = 1;
+    if (f) fclose(f);
 }
 
 void api_storeref_destroy(api_storeref *r)
 {
+    /* Every request has ended: the current view's own reference is the last. */
+    view_close(r->view);
     if (r->s) store_close(r->s);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->write_mu);
@@ -99,4 +136,152 @@ void api_store_put(api_storeref *r, int mode)
         pthread_mutex_unlock(&r->mu);
     }
     if (mode == STORE_WRITE) pthread_mutex_unlock(&r->write_mu);
+}
+
+/* ---- the read view ---------------------------------------------------------------------- */
+
+static int manifests_stamp(const char *dir, struct timespec *out)
+{
+    char p[4200];
+    struct stat st;
+    if (snprintf(p, sizeof p, "%s/manifests", dir) >= (int)sizeof p || stat(p, &st) < 0) return -1;
+    *out = st.st_mtim;
+    return 0;
+}
+
+static int same_time(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+static int settled(const struct timespec *stamp)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t age = (int64_t)(now.tv_sec - stamp->tv_sec) * 1000 + (now.tv_nsec - stamp->tv_nsec) / 1000000;
+    return age > SETTLE_MS;
+}
+
+/* Drops one reference (r->mu held); the view to close when it was the last. */
+static api_view *unref(api_view *v)
+{
+    return --v->refs == 0 ? v : NULL;
+}
+
+static void view_close(api_view *v)
+{
+    if (!v) return;
+    for (int i = 0; i < API_VIEW_CACHE; i++) json_decref(v->cache[i].j);
+    pthread_mutex_destroy(&v->cache_mu);
+    store_close(v->s);
+    free(v);
+}
+
+json_t *api_view_cached(api_view *v, const char *id, char tenant[STORE_NAME_MAX + 1])
+{
+    json_t *out = NULL;
+    pthread_mutex_lock(&v->cache_mu);
+    for (int i = 0; i < API_VIEW_CACHE && !out; i++)
+        if (v->cache[i].j && !strcmp(v->cache[i].id, id)) {
+            out = json_deep_copy(v->cache[i].j);
+            memcpy(tenant, v->cache[i].tenant, STORE_NAME_MAX + 1);
+        }
+    pthread_mutex_unlock(&v->cache_mu);
+    return out;
+}
+
+void api_view_keep(api_view *v, const char *id, const char *tenant, const json_t *j)
+{
+    json_t *c = json_deep_copy(j);
+    if (!c) return;
+    pthread_mutex_lock(&v->cache_mu);
+    unsigned k = v->cache_next++ % API_VIEW_CACHE;
+    json_decref(v->cache[k].j);
+    v->cache[k].j = c;
+    snprintf(v->cache[k].id, sizeof v->cache[k].id, "%s", id);
+    snprintf(v->cache[k].tenant, sizeof v->cache[k].tenant, "%s", tenant);
+    pthread_mutex_unlock(&v->cache_mu);
+}
+
+/* Opens a view and makes it current (r->view_opening set by the caller, mu not held). */
+static int view_open(api_storeref *r, store_err *e)
+{
+    api_view *v = calloc(1, sizeof *v);
+    int rc = v ? 0 : store_errf(e, -ENOMEM, "out of memory");
+    if (!rc && manifests_stamp(r->dir, &v->stamp))
+        rc = store_errf(e, -errno, "%s/manifests: %s", r->dir, strerror(errno));
+    if (!rc) {
+        v->settled = settled(&v->stamp);
+        /* A read-only open lists the index's files and then opens them: a writer's
+         * compaction may delete one in between (-EIO "No such file"). The next open reads
+         * the newer file list. */
+        for (int tries = 0; (rc = store_open(r->dir, STORE_PEEK, &v->s, e)) == -EIO && tries < 5; tries++)
+            ;
+    }
+    if (rc) free(v), v = NULL;
+    else pthread_mutex_init(&v->cache_mu, NULL);
+    pthread_mutex_lock(&r->mu);
+    api_view *old = NULL;
+    if (v) {
+        v->refs = 1;
+        v->gen = ++r->view_gen;
+        if (r->view) old = unref(r->view);
+        r->view = v;
+    }
+    r->view_opening = 0;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    view_close(old);
+    return rc;
+}
+
+int api_view_get(api_storeref *r, api_view **out, store_err *e)
+{
+    *out = NULL;
+    if (r->view_off) return 0;
+    struct timespec now;
+    if (manifests_stamp(r->dir, &now))
+        return store_errf(e, -errno, "%s/manifests: %s", r->dir, strerror(errno));
+    pthread_mutex_lock(&r->mu);
+    for (;;) {
+        api_view *v = r->view;
+        int fresh = v && same_time(&v->stamp, &now);
+        if (fresh && (v->settled || r->view_opening || !settled(&v->stamp))) {
+            v->refs++;
+            *out = v;
+            pthread_mutex_unlock(&r->mu);
+            return 0;
+        }
+        if (fresh) {
+            /* Settled since it opened: replace it once, still answering from it. */
+            v->refs++;
+            r->view_opening = 1;
+            pthread_mutex_unlock(&r->mu);
+            store_err ie;
+            if (view_open(r, &ie)) fprintf(stderr, "cairn serve: reopening the read view: %s\n", ie.msg);
+            *out = v;
+            return 0;
+        }
+        if (!r->view_opening) {
+            r->view_opening = 1;
+            pthread_mutex_unlock(&r->mu);
+            int rc = view_open(r, e);
+            if (rc) return rc;
+            /* Opened after this call began (or a newer one since): fresh enough for it. */
+            pthread_mutex_lock(&r->mu);
+            r->view->refs++;
+            *out = r->view;
+            pthread_mutex_unlock(&r->mu);
+            return 0;
+        }
+        pthread_cond_wait(&r->cv, &r->mu);
+    }
+}
+
+void api_view_put(api_storeref *r, api_view *v)
+{
+    pthread_mutex_lock(&r->mu);
+    api_view *old = unref(v);
+    pthread_mutex_unlock(&r->mu);
+    view_close(old);
 }
