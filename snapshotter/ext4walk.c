@@ -8,8 +8,17 @@
  *     entries, extents and xattrs, refusing names with '/' or NUL and "."/"..";
  *   - reads extents with the extent API (whole extents, never block by block, so a hostile
  *     "1 TiB" extent costs nothing) and refuses those past the end of the disk;
+ *   - counts what the index costs in memory (entries, paths, hard-link targets, extents,
+ *     xattrs, inline bytes) and stops, with a warning, at a budget: INDEX_BUDGET, and never
+ *     more than half the disk. Names are cheap in an image (a hard link is a 12-byte
+ *     directory entry, yet costs the index its path and its target's, 8 KiB deep in a tree)
+ *     so without the budget a 128 MiB image made the walker 1.5 GiB;
+ *   - for a disk whose journal was replayed into a private copy, compares the copy with the
+ *     disk and keeps the changed files' bytes (jdiff.c), within the same budget;
  *   - sends the result as the store's own file-index encoding through a pipe.
- * The parent parses that with the bounds-checked decoder, under a wall-clock timeout.
+ * The parent refuses more bytes than the budget allows, then parses them with the
+ * bounds-checked decoder, under a wall-clock timeout. So a disk snapshot's peak RSS stays
+ * under 256 MiB whatever the image says (tests/integration/index_rss.sh measures it).
  * A child that crashes or times out costs the snapshot its index, never the snapshot.
  */
 #include <sys/types.h>
@@ -31,7 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "snapshotter/snapshotter.h"
+#include "snapshotter/jdiff.h"
 #include "store/toolbox.h"
 
 #define MAX_ENTRIES 2000000
@@ -40,7 +49,15 @@
 #define MAX_EXTENTS 65536
 #define MAX_XATTRS 64
 #define MAX_XATTR_BYTES 65536
-#define CHILD_MEM (1536ULL << 20)
+/* Memory of the index (and the journal's kept bytes) in the walker; the encoding and the
+ * parent's decoded copy each cost about as much again: 64 MiB keeps both processes under
+ * 256 MiB (index_rss.sh) and holds ~250 000 files with short paths. */
+#define INDEX_BUDGET (64ull << 20)
+#define MIN_BUDGET (1ull << 20)
+/* Address space the walker may add to what it inherits: a backstop for what libext2fs
+ * allocates by the image's word (bitmaps, group tables), which the budget does not see. */
+#define CHILD_HEAP (256ULL << 20)
+#define WARN_MAX 1024
 #define CHILD_CPU_SECONDS 60
 #define WALL_SECONDS 120
 
@@ -73,16 +90,76 @@ static void ino_list_free(ino_list *l)
     free(l->entry);
 }
 
+/* inode -> index entry of its first name, for inodes with nlink > 1 (open addressing,
+ * cap a power of two, inode 0 free): a tree of hard links (pnpm, git clones with
+ * --local) has as many as files. */
+typedef struct {
+    ext2_ino_t *ino;
+    size_t *entry;
+    size_t n, cap;
+} link_map;
+
 typedef struct {
     ext2_filsys fs;
     store_findex *fi;
     size_t cap;
     uint64_t disk_bytes;
     unsigned blocksize;
-    ino_list links;             /* first name of each inode with nlink > 1, for hard links */
+    link_map links;
     ext2fs_inode_bitmap seen_dirs;
+    uint64_t budget, used;      /* bytes of memory the index may cost, and costs */
     int truncated, refused, bad_inodes;
 } walk;
+
+/* Counts n bytes against the budget; -1 (and the index truncated) past it. */
+static int charge(walk *w, uint64_t n)
+{
+    if (n > w->budget - w->used) {
+        w->truncated = 1;
+        return -1;
+    }
+    w->used += n;
+    return 0;
+}
+
+/* malloc's own cost of a block, roughly: what RSS sees beyond the bytes asked for. */
+#define BLOCK_COST(n) ((uint64_t)(n) + 16)
+
+static size_t link_slot(const link_map *m, ext2_ino_t ino)
+{
+    size_t i = (size_t)(ino * 0x9e3779b1u) & (m->cap - 1);
+    while (m->ino[i] && m->ino[i] != ino) i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+static int link_add(walk *w, ext2_ino_t ino, size_t entry)
+{
+    link_map *m = &w->links;
+    if (2 * (m->n + 1) > m->cap) {
+        size_t nc = m->cap ? m->cap * 2 : 256;
+        if (charge(w, BLOCK_COST(nc * (sizeof *m->ino + sizeof *m->entry)))) return -1;
+        link_map g = {calloc(nc, sizeof *m->ino), calloc(nc, sizeof *m->entry), m->n, nc};
+        if (!g.ino || !g.entry) {
+            free(g.ino);
+            free(g.entry);
+            return -1;
+        }
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->ino[i]) {
+                size_t k = link_slot(&g, m->ino[i]);
+                g.ino[k] = m->ino[i];
+                g.entry[k] = m->entry[i];
+            }
+        free(m->ino);
+        free(m->entry);
+        *m = g;
+    }
+    size_t k = link_slot(m, ino);
+    if (!m->ino[k]) m->n++;
+    m->ino[k] = ino;
+    m->entry[k] = entry;
+    return 0;
+}
 
 static int64_t ts_ns(uint32_t sec, uint32_t extra, int has_extra)
 {
@@ -97,7 +174,9 @@ static int64_t ts_ns(uint32_t sec, uint32_t extra, int has_extra)
 
 static store_fentry *new_entry(walk *w, const char *path, size_t plen)
 {
-    if (w->fi->n >= MAX_ENTRIES) {
+    /* The entry array grows by doubling, but realloc moves a large block by remapping it:
+     * only the entries in use are resident. */
+    if (w->fi->n >= MAX_ENTRIES || charge(w, sizeof(store_fentry) + BLOCK_COST(plen + 1))) {
         w->truncated = 1;
         return NULL;
     }
@@ -126,6 +205,7 @@ static store_fentry *new_entry(walk *w, const char *path, size_t plen)
 }
 
 typedef struct {
+    walk *w;
     store_fentry *f;
     size_t max, bytes;
 } xattr_ctx;
@@ -134,6 +214,7 @@ static int xattr_cb(char *name, char *value, size_t vlen, void *data)
 {
     xattr_ctx *c = data;
     if (c->f->nxattrs >= c->max || c->bytes + vlen > MAX_XATTR_BYTES) return XATTR_ABORT;
+    if (charge(c->w, BLOCK_COST(strlen(name) + 1) + BLOCK_COST(vlen))) return XATTR_ABORT;
     store_xattr *x = &c->f->xattrs[c->f->nxattrs];
     x->name = strdup(name);
     x->value = malloc(vlen ? vlen : 1);
@@ -156,8 +237,8 @@ static void read_xattrs(walk *w, ext2_ino_t ino, store_fentry *f)
     size_t count = 0;
     if (ext2fs_xattrs_read(h) == 0 && ext2fs_xattrs_count(h, &count) == 0 && count) {
         if (count > MAX_XATTRS) count = MAX_XATTRS;
-        f->xattrs = calloc(count, sizeof *f->xattrs);
-        xattr_ctx c = {f, f->xattrs ? count : 0, 0};
+        f->xattrs = charge(w, BLOCK_COST(count * sizeof *f->xattrs)) ? NULL : calloc(count, sizeof *f->xattrs);
+        xattr_ctx c = {w, f, f->xattrs ? count : 0, 0};
         if (f->xattrs) ext2fs_xattrs_iterate(h, xattr_cb, &c);
     }
     ext2fs_xattrs_close(&h);
@@ -195,7 +276,8 @@ static int read_extents(walk *w, ext2_ino_t ino, struct ext2_inode *inode, store
                 }
                 if (f->next == cap) {
                     cap = cap ? cap * 2 : 8;
-                    store_extent *ne = realloc(f->ext, cap * sizeof *ne);
+                    store_extent *ne = charge(w, BLOCK_COST(cap * sizeof *ne) / 2) ? NULL
+                                                                                   : realloc(f->ext, cap * sizeof *ne);
                     if (!ne) {
                         rc = -1;
                         break;
@@ -246,7 +328,8 @@ static int blk_cb(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt, blk64_
     }
     if (c->f->next == c->cap) {
         c->cap = c->cap ? c->cap * 2 : 8;
-        store_extent *ne = realloc(c->f->ext, c->cap * sizeof *ne);
+        store_extent *ne = charge(c->w, BLOCK_COST(c->cap * sizeof *ne) / 2) ? NULL
+                                                                            : realloc(c->f->ext, c->cap * sizeof *ne);
         if (!ne) {
             c->bad = 1;
             return BLOCK_ABORT;
@@ -263,7 +346,7 @@ static void read_data(walk *w, ext2_ino_t ino, struct ext2_inode *inode, store_f
     if (inode->i_flags & EXT4_INLINE_DATA_FL) {
         size_t sz = 0;
         if (ext2fs_inline_data_size(w->fs, ino, &sz) || sz > 65536) bad = 1;
-        else if ((f->inline_data = malloc(sz ? sz : 1)) == NULL) bad = 1;
+        else if (charge(w, BLOCK_COST(sz)) || (f->inline_data = malloc(sz ? sz : 1)) == NULL) bad = 1;
         else if (ext2fs_inline_data_get(w->fs, ino, inode, f->inline_data, &sz)) bad = 1;
         else f->inline_len = (uint32_t)(sz < f->size ? sz : f->size);
     } else if (inode->i_flags & EXT4_EXTENTS_FL) {
@@ -294,6 +377,7 @@ static void read_symlink(walk *w, ext2_ino_t ino, struct ext2_inode *inode, stor
         w->bad_inodes++;
         return;
     }
+    if (charge(w, BLOCK_COST(sz + 1))) return;
     char *t = calloc(1, sz + 1);
     if (!t) return;
     if (ext2fs_is_fast_symlink(inode)) {
@@ -320,12 +404,11 @@ static void read_symlink(walk *w, ext2_ino_t ino, struct ext2_inode *inode, stor
 
 static int link_lookup(walk *w, ext2_ino_t ino, size_t *entry)
 {
-    for (size_t i = 0; i < w->links.n; i++)          /* few hard links in practice */
-        if (w->links.ino[i] == ino) {
-            *entry = w->links.entry[i];
-            return 1;
-        }
-    return 0;
+    if (!w->links.cap) return 0;
+    size_t k = link_slot(&w->links, ino);
+    if (!w->links.ino[k]) return 0;
+    *entry = w->links.entry[k];
+    return 1;
 }
 
 typedef struct {
@@ -415,11 +498,11 @@ static int dir_cb(ext2_ino_t dir, int entry, struct ext2_dir_entry *dirent, int 
         size_t first;
         if (inode->i_links_count > 1 && link_lookup(w, ino, &first)) {
             f->type = STORE_FT_HARDLINK;
-            f->target = strdup(w->fi->e[first].path);
+            if (!charge(w, BLOCK_COST(w->fi->e[first].path_len + 1))) f->target = strdup(w->fi->e[first].path);
             break;
         }
         f->type = STORE_FT_FILE;
-        if (inode->i_links_count > 1) ino_list_push(&w->links, ino, me);   /* no room: a copy */
+        if (inode->i_links_count > 1) link_add(w, ino, me);   /* no room: the next name is a copy */
         read_data(w, ino, inode, f);
         break;
     }
@@ -431,6 +514,12 @@ static int dir_cb(ext2_ino_t dir, int entry, struct ext2_dir_entry *dirent, int 
         break;
     }
     if (f->type != STORE_FT_HARDLINK) read_xattrs(w, ino, f);
+    if (w->truncated) {
+        /* Past the budget in the middle of this entry: it goes, whole, and the walk stops. */
+        store_fentry_clear(f);
+        w->fi->n--;
+        return DIRENT_ABORT;
+    }
     if (f->type == STORE_FT_DIR) {
         /* Recurse after this directory's iteration: libext2fs keeps state per call. */
         if (ino_list_push(&c->sub, ino, me)) return DIRENT_ABORT;
@@ -487,8 +576,14 @@ static void confine(void)
         dup2(devnull, 2);
         close(devnull);
     }
-    struct rlimit mem = {CHILD_MEM, CHILD_MEM}, cpu = {CHILD_CPU_SECONDS, CHILD_CPU_SECONDS + 1},
-                  zero = {0, 0};
+    /* What it inherits (the parent's libraries, a server's thread stacks) plus CHILD_HEAP. */
+    unsigned long long vm_pages = 0;
+    FILE *statm = fopen("/proc/self/statm", "re");
+    if (!statm || fscanf(statm, "%llu", &vm_pages) != 1) vm_pages = 0;
+    if (statm) fclose(statm);
+    rlim_t as = (rlim_t)vm_pages * (rlim_t)sysconf(_SC_PAGESIZE) + CHILD_HEAP;
+    if (!vm_pages) as = 4 * CHILD_HEAP;          /* no /proc: a fixed backstop */
+    struct rlimit mem = {as, as}, cpu = {CHILD_CPU_SECONDS, CHILD_CPU_SECONDS + 1}, zero = {0, 0};
 #ifndef UNDER_ASAN
     setrlimit(RLIMIT_AS, &mem);   /* AddressSanitizer's shadow memory cannot live under it */
 #else
@@ -507,10 +602,18 @@ static int drop_root(const char *empty)
     return 0;
 }
 
-/* Walks an open filesystem into a sorted, duplicate-free index (NULL when out of memory). */
-static store_findex *walk_fs(ext2_filsys fs, uint64_t disk_bytes)
+/* The bytes of memory a disk's index may cost: INDEX_BUDGET, at most half the disk. */
+static uint64_t index_budget(uint64_t disk_bytes)
 {
-    walk w = {.fs = fs, .disk_bytes = disk_bytes, .blocksize = fs->blocksize};
+    uint64_t b = disk_bytes / 2;
+    return b < MIN_BUDGET ? MIN_BUDGET : b > INDEX_BUDGET ? INDEX_BUDGET : b;
+}
+
+/* Walks an open filesystem into a sorted, duplicate-free index (NULL when out of memory);
+ * *used: bytes of the budget it cost. */
+static store_findex *walk_fs(ext2_filsys fs, uint64_t disk_bytes, uint64_t *used)
+{
+    walk w = {.fs = fs, .disk_bytes = disk_bytes, .blocksize = fs->blocksize, .budget = index_budget(disk_bytes)};
     w.fi = calloc(1, sizeof *w.fi);
     char *path = malloc(MAX_PATH + 256);
     if (!w.fi || !path || ext2fs_allocate_inode_bitmap(fs, "seen", &w.seen_dirs)) {
@@ -537,7 +640,8 @@ static store_findex *walk_fs(ext2_filsys fs, uint64_t disk_bytes)
     visit_dir(&w, EXT2_ROOT_INO, path, 1, 0);
     free(path);
     ext2fs_free_inode_bitmap(w.seen_dirs);
-    ino_list_free(&w.links);
+    free(w.links.ino);
+    free(w.links.entry);
     qsort(w.fi->e, w.fi->n, sizeof *w.fi->e, cmp_entry);
     /* Duplicate names in one directory (a corrupt image) would break lookups: drop them. */
     size_t k = 0;
@@ -550,12 +654,16 @@ static store_findex *walk_fs(ext2_filsys fs, uint64_t disk_bytes)
         w.fi->e[k++] = w.fi->e[i];
     }
     w.fi->n = k;
-    char warn[256] = "";
+    char warn[400] = "", trunc[200] = "";
+    if (w.truncated)
+        snprintf(trunc, sizeof trunc, "index truncated at %zu entries (a disk's index may hold %d "
+                 "entries and cost %llu MiB of memory, at most half the disk); ", w.fi->n, MAX_ENTRIES,
+                 (unsigned long long)(w.budget >> 20));
     if (w.truncated || w.refused || w.bad_inodes)
         snprintf(warn, sizeof warn, "%s%d names refused (loops, '/', '..', too deep), %d inodes "
-                 "unreadable or corrupt", w.truncated ? "index truncated at 2000000 entries; " : "",
-                 w.refused, w.bad_inodes);
+                 "unreadable or corrupt", trunc, w.refused, w.bad_inodes);
     if (warn[0]) w.fi->warning = strdup(warn);
+    *used = w.used;
     return w.fi;
 }
 
@@ -573,13 +681,28 @@ int snap_index_disk_unconfined(const char *image, uint64_t disk_bytes, store_fin
     ext2_filsys fs = NULL;
     errcode_t err = open_image(image, &fs);
     if (err) return store_errf(e, -EBADMSG, "not a readable ext4 image: %s", error_message(err));
-    *out = walk_fs(fs, disk_bytes);
+    uint64_t used;
+    *out = walk_fs(fs, disk_bytes, &used);
     ext2fs_close_free(&fs);
     return *out ? 0 : store_errf(e, -ENOMEM, "out of memory walking the image");
 }
 
-/* The child: never returns. Exit 0 after writing the encoded index to fd. */
-static void child_main(const char *image, uint64_t disk_bytes, const char *empty, int fd)
+static int write_all(int fd, const void *p, size_t len)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write(fd, (const char *)p + off, len - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        off += (size_t)n;
+    }
+    return 0;
+}
+
+/* The child: never returns. Walks image; with stored (the disk as it will be stored, image
+ * being its replayed copy) applies the journal diff. Exit 0 after writing to fd
+ *   'I', the warning's length (2 bytes, little-endian), the warning, the encoded index
+ * or 'E' and libext2fs's message when the image cannot be opened. */
+static void child_main(const char *image, const char *stored, uint64_t disk_bytes, const char *empty, int fd)
 {
     confine();
     ext2_filsys fs = NULL;
@@ -588,55 +711,67 @@ static void child_main(const char *image, uint64_t disk_bytes, const char *empty
         dprintf(fd, "E%s", error_message(err));
         _exit(3);
     }
+    int stored_fd = -1, copy_fd = -1;
+    if (stored && ((stored_fd = open(stored, O_RDONLY | O_CLOEXEC)) < 0 ||
+                   (copy_fd = open(image, O_RDONLY | O_CLOEXEC)) < 0)) {
+        dprintf(fd, "E%s: %s", stored_fd < 0 ? "the disk" : "its replayed copy", strerror(errno));
+        _exit(3);
+    }
     if (drop_root(empty) < 0) _exit(4);
-    store_findex *fi = walk_fs(fs, disk_bytes);
+    uint64_t used = 0;
+    store_findex *fi = walk_fs(fs, disk_bytes, &used);
     if (!fi) _exit(5);
+    char warn[WARN_MAX] = "";
+    if (stored) snap_jdiff_apply(fi, stored_fd, copy_fd, index_budget(disk_bytes) - used, warn, sizeof warn);
     uint8_t *buf;
     size_t len;
     if (store_findex_encode(fi, &buf, &len, NULL)) _exit(6);
-    if (write(fd, "I", 1) != 1) _exit(7);
-    for (size_t off = 0; off < len;) {
-        ssize_t n = write(fd, buf + off, len - off);
-        if (n <= 0) _exit(7);
-        off += (size_t)n;
-    }
+    store_findex_free(fi);        /* the encoding alone from here: half the peak */
+    size_t wl = strlen(warn);
+    uint8_t head[3] = {'I', (uint8_t)(wl & 0xff), (uint8_t)(wl >> 8)};
+    if (write_all(fd, head, 3) || write_all(fd, warn, wl) || write_all(fd, buf, len)) _exit(7);
     _exit(0);
 }
 
-int snap_index_disk(const char *image, uint64_t disk_bytes, store_findex **out, store_err *e)
+/* Forks the walker (child_main) and decodes what it sends. */
+static int index_child(const char *image, const char *stored, uint64_t disk_bytes, store_findex **out,
+                       char *warn, size_t wcap, store_err *e)
 {
     *out = NULL;
+    if (wcap) warn[0] = 0;
     char empty[] = "/tmp/cairn-walk-XXXXXX";
     if (!mkdtemp(empty)) return store_errf(e, -errno, "cannot make a folder for the image parser: %s", strerror(errno));
-    chmod(empty, 0555);
+    if (chmod(empty, 0555) < 0) {
+        int err = errno;
+        rmdir(empty);
+        return store_errf(e, -err, "%s: %s", empty, strerror(err));
+    }
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0) {
+        int err = errno;
         rmdir(empty);
-        return store_errf(e, -errno, "pipe: %s", strerror(errno));
+        return store_errf(e, -err, "pipe: %s", strerror(err));
     }
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
+        int err = errno;
         close(p[0]);
         close(p[1]);
         rmdir(empty);
-        return store_errf(e, -errno, "fork: %s", strerror(errno));
+        return store_errf(e, -err, "fork: %s", strerror(err));
     }
     if (pid == 0) {
         close(p[0]);
-        child_main(image, disk_bytes, empty, p[1]);
+        child_main(image, stored, disk_bytes, empty, p[1]);
     }
     close(p[1]);
     uint8_t *buf = NULL;
     size_t len = 0, cap = 0;
     int rc = 0;
-    /* The index's size is bounded by the disk's, whatever the image says: names and extents
-     * cost the image at least as much as their encoding, except hard links (a 12-byte
-     * directory entry each), so half the disk (at least 16 MiB, at most 2 GiB) is plenty for
-     * a real filesystem and stops a crafted one from making this process big. */
-    uint64_t limit = disk_bytes / 2;
-    if (limit < (16ull << 20)) limit = 16ull << 20;
-    if (limit > (2ull << 30)) limit = 2ull << 30;
+    /* The walker's index cost it at most the budget in memory; its encoding is smaller
+     * (compressed), so more than that is a walker gone wrong: refused, never decoded. */
+    uint64_t limit = index_budget(disk_bytes) + 3 + WARN_MAX;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
@@ -644,18 +779,26 @@ int snap_index_disk(const char *image, uint64_t disk_bytes, store_findex **out, 
         clock_gettime(CLOCK_MONOTONIC, &now);
         long left = WALL_SECONDS * 1000L - ((now.tv_sec - t0.tv_sec) * 1000L + (now.tv_nsec - t0.tv_nsec) / 1000000L);
         struct pollfd pf = {p[0], POLLIN, 0};
-        if (left <= 0 || poll(&pf, 1, (int)left) == 0) {
+        int pr = left > 0 ? poll(&pf, 1, (int)left) : 0;
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr < 0) {
+            rc = store_errf(e, -errno, "waiting for the disk image parser: %s", strerror(errno));
+            break;
+        }
+        if (pr == 0) {
             rc = store_errf(e, -ETIMEDOUT, "the disk image parser took more than %d s (killed)", WALL_SECONDS);
             break;
         }
         if (len == cap) {
-            cap = cap ? cap * 2 : 1 << 16;
-            if (cap > limit) {
+            if (cap >= limit) {
                 rc = store_errf(e, -EFBIG, "the disk image parser sent more than %llu MiB for a %llu MiB "
-                                "disk (a file index is kept smaller than half its disk)",
-                                (unsigned long long)(limit >> 20), (unsigned long long)(disk_bytes >> 20));
+                                "disk (a file index costs at most %llu MiB)", (unsigned long long)(limit >> 20),
+                                (unsigned long long)(disk_bytes >> 20),
+                                (unsigned long long)(index_budget(disk_bytes) >> 20));
                 break;
             }
+            cap = cap ? cap * 2 : 1 << 16;
+            if (cap > limit) cap = (size_t)limit;
             uint8_t *nb = realloc(buf, cap);
             if (!nb) {
                 rc = store_errf(e, -ENOMEM, "out of memory");
@@ -665,7 +808,11 @@ int snap_index_disk(const char *image, uint64_t disk_bytes, store_findex **out, 
         }
         ssize_t n = read(p[0], buf + len, cap - len);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
+        if (n < 0) {
+            rc = store_errf(e, -errno, "reading from the disk image parser: %s", strerror(errno));
+            break;
+        }
+        if (n == 0) break;
         len += (size_t)n;
     }
     close(p[0]);
@@ -673,20 +820,49 @@ int snap_index_disk(const char *image, uint64_t disk_bytes, store_findex **out, 
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     rmdir(empty);
+    size_t wl = len >= 3 ? (size_t)buf[1] | (size_t)buf[2] << 8 : 0;
     if (!rc && WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL)
         rc = store_errf(e, -EBADMSG, "the disk image parser died (signal %d): the image is corrupt "
                         "or hostile", WTERMSIG(status));
+    else if (!rc && WIFSIGNALED(status))
+        rc = store_errf(e, -EBADMSG, "the disk image parser was killed (out of memory or CPU time): the "
+                        "image is corrupt or hostile");
     else if (!rc && len > 0 && buf[0] == 'E')
         rc = store_errf(e, -EBADMSG, "not a readable ext4 image: %.*s", (int)(len - 1 > 200 ? 200 : len - 1),
                         (const char *)buf + 1);
-    else if (!rc && (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || len < 1 || buf[0] != 'I'))
+    else if (!rc && (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || len < 3 || buf[0] != 'I'))
         rc = store_errf(e, -EBADMSG, "the disk image parser failed (status %d)",
                         WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    else if (!rc && (wl >= WARN_MAX || wl > len - 3))
+        rc = store_errf(e, -EBADMSG, "the disk image parser's output: a warning of %zu bytes", wl);
+    else if (!rc && store_findex_raw_len(buf + 3 + wl, len - 3 - wl) > limit)
+        rc = store_errf(e, -EBADMSG, "the disk image parser's output: an index of more than %llu MiB",
+                        (unsigned long long)(limit >> 20));
     if (!rc) {
         store_err de;
-        rc = store_findex_decode(buf + 1, len - 1, out, &de);
+        rc = store_findex_decode(buf + 3 + wl, len - 3 - wl, out, &de);
         if (rc) store_errf(e, rc, "the disk image parser's output: %s", de.msg);
+    }
+    if (!rc && wcap) {
+        /* Text for a terminal and a log: whatever the walker says, printable bytes only. */
+        size_t k = 0;
+        for (size_t i = 0; i < wl && k + 1 < wcap; i++) {
+            uint8_t ch = buf[3 + i];
+            warn[k++] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+        }
+        warn[k] = 0;
     }
     free(buf);
     return rc;
+}
+
+int snap_index_disk(const char *image, uint64_t disk_bytes, store_findex **out, store_err *e)
+{
+    return index_child(image, NULL, disk_bytes, out, NULL, 0, e);
+}
+
+int snap_index_disk_journal(const char *copy, const char *image, uint64_t disk_bytes, store_findex **out,
+                            char *warn, size_t wcap, store_err *e)
+{
+    return index_child(copy, image, disk_bytes, out, warn, wcap, e);
 }

@@ -9,6 +9,8 @@
  *      touches one keeps its bytes in the index itself (inline_data), since the stored
  *      disk holds older bytes there. With ext4's default data=ordered, file data is on disk
  *      before its metadata commits, so this is rare (data=journal, inline files).
+ * Steps 3 and 4 run in the confined walker (jdiff.c): this process only copies bytes it
+ * does not interpret and decodes the walker's bounded output.
  * A fresh VM disk that was not synced may also have data only in the guest's page cache:
  * no disk format can hold that; the orchestrator should sync the guest before pausing.
  */
@@ -24,10 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "snapshotter/snapshotter.h"
+#include "snapshotter/jdiff.h"
 
-#define INLINE_MAX (4u << 20)       /* bytes of a journal-changed file kept in the index */
-#define INLINE_BUDGET (64ull << 20) /* bytes of all of them (and never more than the disk) */
 #define E2FSCK_SECONDS 60
 
 int snap_journal_needs_recovery(const char *image)
@@ -55,7 +55,8 @@ static int sparse_copy(const char *src, const char *dst, store_err *e)
     if (!rc && (!buf || ftruncate(out, st.st_size) < 0)) rc = store_errf(e, -ENOSPC, "%s: cannot size the copy", dst);
     for (off_t pos = 0; !rc && pos < st.st_size;) {
         off_t ds = lseek(in, pos, SEEK_DATA);
-        if (ds < 0) break;
+        if (ds < 0 && errno != ENXIO) rc = store_errf(e, -errno, "seeking %s: %s", src, strerror(errno));
+        if (ds < 0) break;                       /* ENXIO: only a hole remains */
         off_t de = lseek(in, ds, SEEK_HOLE);
         if (de < 0) de = st.st_size;
         for (off_t o = ds; !rc && o < de;) {
@@ -109,129 +110,6 @@ static int replay(const char *copy, store_err *e)
     return 0;
 }
 
-/* Pages (by index) where the replayed copy differs from the stored image. */
-static uint8_t *diff_pages(const char *image, const char *copy, uint64_t *npages, store_err *e)
-{
-    int a = open(image, O_RDONLY | O_CLOEXEC), b = open(copy, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    uint8_t *bits = NULL, *ba = malloc(1 << 20), *bb = malloc(1 << 20);
-    if (a < 0 || b < 0 || fstat(b, &st) < 0 || !ba || !bb) {
-        store_errf(e, -EIO, "comparing the replayed copy: %s", strerror(errno));
-        goto out;
-    }
-    *npages = ((uint64_t)st.st_size + STORE_PAGE - 1) / STORE_PAGE;
-    bits = calloc((*npages + 7) / 8 + 1, 1);
-    /* Replay only writes blocks, so the copy's data regions cover every difference. */
-    for (off_t pos = 0; bits && pos < st.st_size;) {
-        off_t ds = lseek(b, pos, SEEK_DATA);
-        if (ds < 0) break;
-        off_t de = lseek(b, ds, SEEK_HOLE);
-        if (de < 0) de = st.st_size;
-        for (off_t o = ds; o < de;) {
-            size_t want = (size_t)(de - o < (1 << 20) ? de - o : (1 << 20));
-            ssize_t ra = pread(a, ba, want, o), rb = pread(b, bb, want, o);
-            if (ra < 0 || rb <= 0) break;
-            if (ra < rb) memset(ba + ra, 0, (size_t)(rb - ra));
-            for (ssize_t k = 0; k < rb; k += STORE_PAGE) {
-                size_t len = (size_t)(rb - k < STORE_PAGE ? rb - k : STORE_PAGE);
-                if (memcmp(ba + k, bb + k, len)) {
-                    uint64_t pg = ((uint64_t)o + (uint64_t)k) / STORE_PAGE;
-                    bits[pg / 8] |= (uint8_t)(1u << (pg % 8));
-                }
-            }
-            o += rb;
-        }
-        pos = de;
-    }
-out:
-    if (a >= 0) close(a);
-    if (b >= 0) close(b);
-    free(ba);
-    free(bb);
-    return bits;
-}
-
-/* Files whose data touches a changed page keep their (replayed) bytes in the index, each
- * changed page for one file only and within a budget, so that the index stays bounded by
- * the disk whatever the image says. ext4 never gives a block to two files: a file whose
- * extents reach a changed page another kept file already claimed was crafted to share it
- * (hundreds of such files used to copy the same region once each: 3.6 GiB of memory and
- * 1.2 GiB of index for a 128 MiB disk). Such a file, or one past the budget, is listed
- * without its bytes (and counted for the warning). */
-typedef struct { int kept, lost, shared, over; } inline_counts;
-
-static int extent_pages(const store_extent *x, uint64_t npages, uint64_t *first, uint64_t *end)
-{
-    if (x->len == 0 || x->disk_off / STORE_PAGE >= npages) return 0;
-    *first = x->disk_off / STORE_PAGE;
-    uint64_t last = x->len > UINT64_MAX - x->disk_off ? UINT64_MAX : x->disk_off + x->len;
-    *end = (last + STORE_PAGE - 1) / STORE_PAGE;
-    if (*end > npages) *end = npages;
-    return 1;
-}
-
-static void drop_bytes(store_fentry *f)
-{
-    free(f->ext);
-    f->ext = NULL;
-    f->next = 0;
-    f->size = 0;     /* listed, but its bytes are not where the stored disk has them */
-}
-
-static void inline_changed(store_findex *fi, const char *copy, const uint8_t *bits, uint64_t npages,
-                           uint64_t budget, inline_counts *c)
-{
-    int fd = open(copy, O_RDONLY | O_CLOEXEC);
-    uint8_t *claimed = calloc((npages + 7) / 8 + 1, 1);
-    uint64_t spent = 0;
-    for (size_t i = 0; fd >= 0 && claimed && i < fi->n; i++) {
-        store_fentry *f = &fi->e[i];
-        int touched = 0, shared = 0;
-        for (uint32_t k = 0; k < f->next; k++) {
-            uint64_t p, end;
-            if (!extent_pages(&f->ext[k], npages, &p, &end)) continue;
-            for (; p < end; p++)
-                if (bits[p / 8] >> (p % 8) & 1) {
-                    touched = 1;
-                    shared |= claimed[p / 8] >> (p % 8) & 1;
-                }
-        }
-        if (!touched) continue;
-        int fits = f->size <= INLINE_MAX && f->size <= budget - spent;
-        for (uint32_t k = 0; fits && k < f->next; k++)
-            fits = f->ext[k].file_off <= f->size && f->ext[k].len <= f->size - f->ext[k].file_off;
-        uint8_t *data = !shared && fits ? calloc(f->size ? f->size : 1, 1) : NULL;
-        for (uint32_t k = 0; data && k < f->next; k++)
-            if (pread(fd, data + f->ext[k].file_off, f->ext[k].len, (off_t)f->ext[k].disk_off) != (ssize_t)f->ext[k].len) {
-                free(data);
-                data = NULL;
-            }
-        if (!data) {
-            if (shared) c->shared++;
-            else if (f->size <= INLINE_MAX && f->size > budget - spent) c->over++;
-            else c->lost++;
-            drop_bytes(f);
-            continue;
-        }
-        for (uint32_t k = 0; k < f->next; k++) {
-            uint64_t p, end;
-            if (!extent_pages(&f->ext[k], npages, &p, &end)) continue;
-            for (; p < end; p++)
-                if (bits[p / 8] >> (p % 8) & 1) claimed[p / 8] |= (uint8_t)(1u << (p % 8));
-        }
-        free(f->ext);
-        f->ext = NULL;
-        f->next = 0;
-        free(f->inline_data);
-        f->inline_data = data;
-        f->inline_len = (uint32_t)f->size;
-        spent += f->size;
-        c->kept++;
-    }
-    free(claimed);
-    if (fd >= 0) close(fd);
-}
-
 int snap_index_disk_replayed(const char *image, uint64_t disk_bytes, store_findex **out, char *warn,
                              size_t wcap, store_err *e)
 {
@@ -253,23 +131,7 @@ int snap_index_disk_replayed(const char *image, uint64_t disk_bytes, store_finde
         rmdir(dir);
         return snap_index_disk(image, disk_bytes, out, e);
     }
-    rc = snap_index_disk(copy, disk_bytes, out, e);
-    if (!rc) {
-        uint64_t np = 0;
-        uint8_t *bits = diff_pages(image, copy, &np, &re);
-        inline_counts c = {0};
-        uint64_t budget = disk_bytes < INLINE_BUDGET ? disk_bytes : INLINE_BUDGET;
-        if (bits) inline_changed(*out, copy, bits, np, budget, &c);
-        else snprintf(warn, wcap, "journal replayed, but comparing it failed: %s", re.msg);
-        if (c.shared)
-            snprintf(warn, wcap, "%d files claim blocks the journal changed that another file holds (a "
-                     "crafted image: ext4 never shares blocks): listed without their bytes", c.shared);
-        else if (c.lost || c.over)
-            snprintf(warn, wcap, "%d files written just before the pause exist only in the journal and are "
-                     "larger than %u MiB or past the %llu MiB kept for such files: listed without their "
-                     "bytes", c.lost + c.over, INLINE_MAX >> 20, (unsigned long long)(budget >> 20));
-        free(bits);
-    }
+    rc = snap_index_disk_journal(copy, image, disk_bytes, out, warn, wcap, e);
     unlink(copy);
     rmdir(dir);
     return rc;

@@ -281,6 +281,11 @@ static int rb_count(rbuf *r, uint64_t n, size_t min_bytes)
     return !r->bad;
 }
 
+uint64_t store_findex_raw_len(const uint8_t *buf, size_t len)
+{
+    return len < 16 || memcmp(buf, FILES_MAGIC, 8) ? UINT64_MAX : util_get_le64(buf + 8);
+}
+
 int store_findex_decode(const uint8_t *buf, size_t len, store_findex **out, store_err *e)
 {
     *out = NULL;

@@ -363,6 +363,9 @@ const char *store_path_printable(const char *p, char *out, size_t cap);
  * length against the buffer: a damaged file is an error, never an overread. */
 STORE_MUST_USE int store_findex_encode(const store_findex *fi, uint8_t **out, size_t *len, store_err *e);
 STORE_MUST_USE int store_findex_decode(const uint8_t *buf, size_t len, store_findex **out, store_err *e);
+/* The decoded size an encoding's header announces (what decode will allocate), or
+ * UINT64_MAX when buf is no file index: lets a caller refuse one too big to decode. */
+uint64_t store_findex_raw_len(const uint8_t *buf, size_t len);
 
 /* The file index of a snapshot: -ENOENT if it has none (no disk, or not indexed). Loaded
  * indexes have store_findex_mark_secrets applied. */

@@ -11,6 +11,9 @@
  *   CAIRN_FAULT_LOG=FILE    append "N OP" for each injected fault (which I/O point it was)
  *   CAIRN_FAULT_SKIP=TEXT   calls on files whose path contains TEXT are neither counted nor
  *                           failed (faults.slow.sh: "/index", RocksDB's files; see there)
+ *   CAIRN_FAULT_RSS=FILE    at exit, write "SELF CHILDREN": the peak RSS in KiB of cairn
+ *                           itself and of its largest waited-for child (the confined disk
+ *                           walker, e2fsck), as getrusage says (index_rss.sh)
  *
  * Only the process image named cairn counts (not `timeout` around it, not a forked child
  * such as the confined disk walker, whose pid differs). Writes to fds 0-2 are not counted:
@@ -30,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -40,7 +44,7 @@ static int mode = M_COUNT, sticky, active;
 static long at;
 static pid_t owner;
 static atomic_long calls, injected;
-static const char *count_file, *log_file, *skip;
+static const char *count_file, *log_file, *skip, *rss_file;
 
 __attribute__((constructor)) static void fault_init(void)
 {
@@ -53,6 +57,7 @@ __attribute__((constructor)) static void fault_init(void)
     count_file = getenv("CAIRN_FAULT_COUNT");
     log_file = getenv("CAIRN_FAULT_LOG");
     skip = getenv("CAIRN_FAULT_SKIP");
+    rss_file = getenv("CAIRN_FAULT_RSS");
     if (skip && !*skip) skip = NULL;
     if (m && !strcmp(m, "eio")) mode = M_EIO;
     else if (m && !strcmp(m, "enospc")) mode = M_ENOSPC;
@@ -62,7 +67,15 @@ __attribute__((constructor)) static void fault_init(void)
 
 __attribute__((destructor)) static void fault_fini(void)
 {
-    if (!active || getpid() != owner || !count_file) return;
+    if (!active || getpid() != owner) return;
+    if (rss_file) {
+        struct rusage self, kids;
+        FILE *r = fopen(rss_file, "w");
+        if (r && getrusage(RUSAGE_SELF, &self) == 0 && getrusage(RUSAGE_CHILDREN, &kids) == 0)
+            fprintf(r, "%ld %ld\n", self.ru_maxrss, kids.ru_maxrss);
+        if (r) fclose(r);
+    }
+    if (!count_file) return;
     FILE *f = fopen(count_file, "w");
     if (!f) return;
     fprintf(f, "%ld %ld\n", (long)atomic_load(&calls), (long)atomic_load(&injected));

@@ -14,10 +14,13 @@ N=${JOURNAL_BOMB_FILES:-400}
 S=$T/store
 must cairn init --store "$S" >/dev/null
 
-# peak_rss_kib CMD...: runs CMD (output in $T/out, $T/err), prints its exit status and the
-# largest RSS of it and its descendants, in KiB (getrusage of children).
+# peak_rss CMD...: runs CMD (output in $T/out, $T/err), prints its exit status and the
+# largest RSS of it and its descendants, in KiB (getrusage of children); $T/rss: cairn's
+# own peak and its largest child's (the walker or e2fsck), from the fault shim.
+FAULT_LIB=$BUILD/libcairn-fault.so
+[ -f "$FAULT_LIB" ] || fail "no $FAULT_LIB (run make first)"
 peak_rss() {
-    "$PY" - "$T/out" "$T/err" "$@" <<'PYEOF'
+    LD_PRELOAD="$FAULT_LIB" CAIRN_FAULT_RSS="$T/rss" "$PY" - "$T/out" "$T/err" "$@" <<'PYEOF'
 import resource, subprocess, sys
 out, err = open(sys.argv[1], "wb"), open(sys.argv[2], "wb")
 rc = subprocess.call(sys.argv[3:], stdout=out, stderr=err)
@@ -69,7 +72,8 @@ debugfs -w -f "$T/cmds" "$T/a.img" >/dev/null 2>&1
 journal "$T/a.img" "$d0" "$last" "$ind"
 
 read -r rc rss < <(peak_rss "$CAIRN_BIN" snapshot --store "$S" --tenant evil --sandbox bomb --disk "$T/a.img" --json)
-log "crafted journal, $N files sharing a 4 MiB region: exit $rc, peak RSS $((rss / 1024)) MiB"
+read -r self kids <"$T/rss" || fail "no RSS report from the shim"
+log "crafted journal, $N files sharing a 4 MiB region: exit $rc, peak RSS $((rss / 1024)) MiB (cairn $((self / 1024)), its largest child $((kids / 1024)))"
 [ "$rc" = 0 ] || fail "snapshot of the crafted image: exit $rc: $(tail -3 "$T/err")"
 assert_cmp "$rss" -lt $((256 * 1024)) "peak RSS (KiB) of the snapshot of a crafted journal"
 cp "$T/out" "$T/bomb.json"
@@ -103,7 +107,8 @@ done >"$T/cmds"
 debugfs -w -f "$T/cmds" "$T/b.img" >/dev/null 2>&1
 journal "$T/b.img" "$d0" "$last" "$ind"
 read -r rc rss < <(peak_rss "$CAIRN_BIN" snapshot --store "$S" --tenant evil --sandbox budget --disk "$T/b.img" --json)
-log "crafted journal, $M sparse 4 MiB files with a changed block each: exit $rc, peak RSS $((rss / 1024)) MiB"
+read -r self kids <"$T/rss" || fail "no RSS report from the shim"
+log "crafted journal, $M sparse 4 MiB files with a changed block each: exit $rc, peak RSS $((rss / 1024)) MiB (cairn $((self / 1024)), its largest child $((kids / 1024)))"
 [ "$rc" = 0 ] || fail "snapshot of the second crafted image: exit $rc: $(tail -3 "$T/err")"
 assert_cmp "$rss" -lt $((256 * 1024)) "peak RSS (KiB) of the second crafted image"
 id2=$(json 'j["snapshot"]' "$T/out")
