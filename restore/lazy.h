@@ -39,6 +39,7 @@ typedef struct {
     uint64_t bytes_read;        /* compressed bytes read from packs */
     uint64_t cache_hits;        /* data pages found in the group cache */
     uint64_t reopens;           /* times the index was reopened after a miss */
+    uint64_t lookups;           /* index lookups (pages no decompressed group explained) */
 } restore_pages_stats;
 
 /* Opens blob `blob` of snapshot `id` in the store at dir. Takes a lease on the snapshot

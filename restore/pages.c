@@ -1,18 +1,22 @@
 /* restore_pages: one blob of a snapshot, page by page, for lazy wakes (restore/lazy.h).
  *
- * Why windows: looking chunk locations up one page at a time costs a RocksDB get per
- * fault; looking the whole recipe up at open costs time proportional to the VM's size,
- * which is what a lazy wake must not pay. So locations are looked up in batches of
- * WIN pages the first time any page of the batch is asked for. WIN is small (8, not a
- * group's 64) because the keys are content hashes: each one of a batch lands in its own
- * index block, so a batch of 64 reads ~64 blocks to serve one random fault, and with a
- * bigger VM's bigger index fewer of those blocks are cached. 8 measured as fast as 64
- * for in-order faults and about halved the lookup time of random ones on a 1 GiB guest
- * (docs/lazy-wake.md).
+ * Why locations are learned from groups: looking a chunk's location up costs a RocksDB
+ * get, and its key is a content hash, so each lookup lands in an index block of its own
+ * (cold after a wake: a disk read). Looking the whole recipe up at open would cost time
+ * in proportion to the VM's size, which a lazy wake must not pay. But a snapshot's pages
+ * were packed in recipe order, so the group that holds page pg usually holds its
+ * neighbours too: when a group is decompressed, each of its pages whose id matches the
+ * recipe's id at the same distance from pg gets its location from the group, with no
+ * index lookup. Only a page no decompressed group explained is looked up, alone (a batch
+ * of ids reads a block per id: batches cost random faults more than they save).
+ * Locations are kept per page in windows of WIN, allocated on first use.
  *
  * Why a set-associative group cache: a guest touches neighbouring pages, which share a
  * compressed group; keeping decompressed groups makes every page after the first a copy.
- * Ways per set are few so a lookup is a handful of compares under one mutex.
+ *
+ * Locks: windows and cache sets are guarded by striped mutexes (stripe = window or set
+ * number modulo STRIPES), so threads serving different pages rarely meet; mu guards only
+ * the index views and the pool of decompression contexts.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -25,14 +29,17 @@
 #include "restore/lazy.h"
 #include "store/lease.h"
 
-#define WIN 8u
+#define WIN 64u
 #define WAYS 4u
+#define STRIPES 64u
 #define DEFAULT_CACHE (64ull << 20)
 #define MAX_STORES 8            /* index reopens kept alive (readers may still use them) */
 
+enum { LOC_UNKNOWN, LOC_FOUND, LOC_MISSING };
+
 typedef struct {
     store_loc loc[WIN];
-    uint8_t found[WIN];
+    uint8_t st[WIN];            /* LOC_* */
 } window;
 
 typedef struct {
@@ -41,21 +48,29 @@ typedef struct {
     uint8_t *pages;             /* NULL: empty way */
 } way;
 
+/* What one decompression needs, pooled so a fault allocates nothing. */
+typedef struct {
+    store_dctx *d;
+    uint8_t *frame;             /* store_group_bound(STORE_GROUP_PAGES) bytes */
+} worker;
+
 struct restore_pages {
     char *dir;
     int lease_fd;
     store_snapshot *snap;
     const store_blob *b;
-    pthread_mutex_t mu;         /* windows, cache, stores, dctx pool */
+    pthread_mutex_t mu;         /* stores (appends), worker pool */
+    pthread_mutex_t wmu[STRIPES], cmu[STRIPES];
     window **win;
     uint64_t nwin;
     way *cache;
-    uint64_t nsets, clock;
+    uint64_t nsets;
+    _Atomic uint64_t clock;
     store_t *stores[MAX_STORES];/* stores[nstores - 1] is current */
-    int nstores;
-    store_dctx **dfree;
-    size_t ndfree, dcap;
-    _Atomic uint64_t pages_data, pages_zero, groups_read, bytes_read, cache_hits, reopens;
+    _Atomic int nstores;
+    worker *wfree;
+    size_t nwfree, wcap;
+    _Atomic uint64_t pages_data, pages_zero, groups_read, bytes_read, cache_hits, reopens, lookups;
 };
 
 int restore_pages_open(const char *dir, const char *id, const char *blob, uint64_t cache_bytes,
@@ -67,6 +82,10 @@ int restore_pages_open(const char *dir, const char *id, const char *blob, uint64
     if (!p) return store_errf(e, -ENOMEM, "out of memory");
     p->lease_fd = -1;
     pthread_mutex_init(&p->mu, NULL);
+    for (unsigned i = 0; i < STRIPES; i++) {
+        pthread_mutex_init(&p->wmu[i], NULL);
+        pthread_mutex_init(&p->cmu[i], NULL);
+    }
     p->dir = strdup(dir);
     int rc = p->dir ? 0 : store_errf(e, -ENOMEM, "out of memory");
     if (!rc) {
@@ -106,12 +125,19 @@ void restore_pages_close(restore_pages *p)
     free(p->win);
     for (uint64_t i = 0; p->cache && i < p->nsets * WAYS; i++) free(p->cache[i].pages);
     free(p->cache);
-    for (size_t i = 0; i < p->ndfree; i++) store_dctx_free(p->dfree[i]);
-    free(p->dfree);
+    for (size_t i = 0; i < p->nwfree; i++) {
+        store_dctx_free(p->wfree[i].d);
+        free(p->wfree[i].frame);
+    }
+    free(p->wfree);
     store_snapshot_free(p->snap);
     for (int i = 0; i < p->nstores; i++) store_close(p->stores[i]);
     if (p->lease_fd >= 0) close(p->lease_fd);
     pthread_mutex_destroy(&p->mu);
+    for (unsigned i = 0; i < STRIPES; i++) {
+        pthread_mutex_destroy(&p->wmu[i]);
+        pthread_mutex_destroy(&p->cmu[i]);
+    }
     free(p->dir);
     free(p);
 }
@@ -133,45 +159,62 @@ void restore_pages_get_stats(restore_pages *p, restore_pages_stats *st)
     st->bytes_read = p->bytes_read;
     st->cache_hits = p->cache_hits;
     st->reopens = p->reopens;
+    st->lookups = p->lookups;
 }
 
+/* The current index view: views are only appended (reopen), each published by the
+ * release of nstores after its slot was written. */
 static store_t *current_store(restore_pages *p)
 {
-    pthread_mutex_lock(&p->mu);
-    store_t *s = p->stores[p->nstores - 1];
-    pthread_mutex_unlock(&p->mu);
-    return s;
+    return p->stores[atomic_load_explicit(&p->nstores, memory_order_acquire) - 1];
 }
 
-/* The location of page pg: from its window, looking the window up if it is new. */
+/* Records page pg's location (or its absence) unless it is known already. */
+static int set_loc(restore_pages *p, uint64_t pg, const store_loc *l, int st, store_err *e)
+{
+    uint64_t w = pg / WIN;
+    pthread_mutex_t *m = &p->wmu[w % STRIPES];
+    window *nw = NULL;
+    pthread_mutex_lock(m);
+    if (!p->win[w]) {
+        pthread_mutex_unlock(m);
+        if (!(nw = calloc(1, sizeof *nw))) return store_errf(e, -ENOMEM, "out of memory");
+        pthread_mutex_lock(m);
+        if (!p->win[w]) {
+            p->win[w] = nw;
+            nw = NULL;
+        }
+    }
+    window *wp = p->win[w];
+    if (wp->st[pg % WIN] == LOC_UNKNOWN) {
+        if (l) wp->loc[pg % WIN] = *l;
+        wp->st[pg % WIN] = (uint8_t)st;
+    }
+    pthread_mutex_unlock(m);
+    free(nw);                    /* another thread made the window first */
+    return 0;
+}
+
+/* The location of page pg: known (from a lookup or a decompressed group), else looked up. */
 static int locate(restore_pages *p, uint64_t pg, store_loc *loc, int *found, store_err *e)
 {
     uint64_t w = pg / WIN;
-    pthread_mutex_lock(&p->mu);
+    pthread_mutex_t *m = &p->wmu[w % STRIPES];
+    pthread_mutex_lock(m);
     window *wp = p->win[w];
-    if (wp) {
-        *loc = wp->loc[pg % WIN];
-        *found = wp->found[pg % WIN];
+    int st = wp ? wp->st[pg % WIN] : LOC_UNKNOWN;
+    if (st != LOC_UNKNOWN) *loc = wp->loc[pg % WIN];
+    pthread_mutex_unlock(m);
+    if (st != LOC_UNKNOWN) {
+        *found = st == LOC_FOUND;
+        return 0;
     }
-    store_t *s = p->stores[p->nstores - 1];
-    pthread_mutex_unlock(&p->mu);
-    if (wp) return 0;
-    window *nw = malloc(sizeof *nw);
-    if (!nw) return store_errf(e, -ENOMEM, "out of memory");
-    uint64_t first = w * WIN, n = p->b->npages - first < WIN ? p->b->npages - first : WIN;
-    memset(nw->found, 0, sizeof nw->found);
-    int rc = store_lookup(s, p->b->ids + first, n, nw->found, nw->loc, e);
-    if (rc) {
-        free(nw);
-        return rc;
-    }
-    *loc = nw->loc[pg % WIN];
-    *found = nw->found[pg % WIN];
-    pthread_mutex_lock(&p->mu);
-    if (!p->win[w]) p->win[w] = nw;
-    else free(nw);               /* another thread looked it up at the same time */
-    pthread_mutex_unlock(&p->mu);
-    return 0;
+    uint8_t f = 0;
+    int rc = store_lookup(current_store(p), &p->b->ids[pg], 1, &f, loc, e);
+    if (rc) return rc;
+    p->lookups++;
+    *found = f != 0;
+    return set_loc(p, pg, f ? loc : NULL, f ? LOC_FOUND : LOC_MISSING, e);
 }
 
 static uint64_t set_of(const restore_pages *p, const store_loc *l)
@@ -183,81 +226,118 @@ static uint64_t set_of(const restore_pages *p, const store_loc *l)
 /* Copies the page at l out of the cache; 1 if it was there. */
 static int cache_copy(restore_pages *p, const store_loc *l, void *out)
 {
-    way *set = &p->cache[set_of(p, l) * WAYS];
+    uint64_t si = set_of(p, l);
+    way *set = &p->cache[si * WAYS];
+    pthread_mutex_t *m = &p->cmu[si % STRIPES];
     int hit = 0;
-    pthread_mutex_lock(&p->mu);
+    pthread_mutex_lock(m);
     for (unsigned i = 0; i < WAYS; i++)
         if (set[i].pages && set[i].pack == l->pack && set[i].offset == l->offset &&
             set[i].npages == l->npages && l->slot < l->npages) {
-            set[i].used = ++p->clock;
+            set[i].used = atomic_fetch_add_explicit(&p->clock, 1, memory_order_relaxed);
             memcpy(out, set[i].pages + (size_t)l->slot * STORE_PAGE, STORE_PAGE);
             hit = 1;
             break;
         }
-    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(m);
     return hit;
 }
 
 static void cache_put(restore_pages *p, const store_loc *l, uint8_t *pages)
 {
-    way *set = &p->cache[set_of(p, l) * WAYS], *victim = &set[0];
-    pthread_mutex_lock(&p->mu);
+    uint64_t si = set_of(p, l);
+    way *set = &p->cache[si * WAYS], *victim = &set[0];
+    pthread_mutex_t *m = &p->cmu[si % STRIPES];
+    pthread_mutex_lock(m);
     for (unsigned i = 0; i < WAYS; i++) {
         if (set[i].pages && set[i].pack == l->pack && set[i].offset == l->offset) {
-            pthread_mutex_unlock(&p->mu);      /* another thread decompressed it too */
+            pthread_mutex_unlock(m);           /* another thread decompressed it too */
             free(pages);
             return;
         }
         if (!set[i].pages || set[i].used < victim->used) victim = &set[i];
         if (!set[i].pages) break;
     }
-    free(victim->pages);
+    uint8_t *old = victim->pages;
     *victim = (way){.pack = l->pack, .offset = l->offset, .npages = l->npages, .pages = pages,
-                    .used = ++p->clock};
-    pthread_mutex_unlock(&p->mu);
+                    .used = atomic_fetch_add_explicit(&p->clock, 1, memory_order_relaxed)};
+    pthread_mutex_unlock(m);
+    free(old);
 }
 
-static store_dctx *dctx_get(restore_pages *p)
+static int worker_get(restore_pages *p, worker *w, store_err *e)
 {
     pthread_mutex_lock(&p->mu);
-    store_dctx *d = p->ndfree ? p->dfree[--p->ndfree] : NULL;
+    int have = p->nwfree > 0;
+    if (have) *w = p->wfree[--p->nwfree];
     pthread_mutex_unlock(&p->mu);
-    return d ? d : store_dctx_new();
+    if (have) return 0;
+    w->d = store_dctx_new();
+    w->frame = malloc(store_group_bound(STORE_GROUP_PAGES));
+    if (w->d && w->frame) return 0;
+    store_dctx_free(w->d);
+    free(w->frame);
+    return store_errf(e, -ENOMEM, "out of memory");
 }
 
-static void dctx_put(restore_pages *p, store_dctx *d)
+static void worker_put(restore_pages *p, worker *w)
 {
-    if (!d) return;
     pthread_mutex_lock(&p->mu);
-    if (p->ndfree == p->dcap) {
-        size_t nc = p->dcap ? p->dcap * 2 : 8;
-        store_dctx **n = realloc(p->dfree, nc * sizeof *n);
+    if (p->nwfree == p->wcap) {
+        size_t nc = p->wcap ? p->wcap * 2 : 8;
+        worker *n = realloc(p->wfree, nc * sizeof *n);
         if (n) {
-            p->dfree = n;
-            p->dcap = nc;
+            p->wfree = n;
+            p->wcap = nc;
         }
     }
-    if (p->ndfree < p->dcap) {
-        p->dfree[p->ndfree++] = d;
-        d = NULL;
-    }
+    int kept = p->nwfree < p->wcap;
+    if (kept) p->wfree[p->nwfree++] = *w;
     pthread_mutex_unlock(&p->mu);
-    store_dctx_free(d);                  /* no room to keep it: only a lost reuse */
+    if (!kept) {                         /* no room to keep it: only a lost reuse */
+        store_dctx_free(w->d);
+        free(w->frame);
+    }
 }
 
-/* Reads and decompresses the group at l, keeps it in the cache, copies page slot out. */
-static int load_group(restore_pages *p, store_t *s, const store_loc *l, void *out, store_err *e)
+/* The pages of a decompressed group that sit at the same distance from pg in the recipe
+ * as in the group, and whose ids say so, get their location from it (see the top). */
+static void learn(restore_pages *p, store_t *s, uint64_t pg, const store_loc *l, const uint8_t *pages)
+{
+    if (pg < l->slot) return;
+    uint64_t base = pg - l->slot;
+    for (unsigned k = 0; k < l->npages && base + k < p->b->npages; k++) {
+        uint64_t q = base + k, w = q / WIN;
+        if (k == l->slot || store_id_is_zero(&p->b->ids[q])) continue;
+        pthread_mutex_t *m = &p->wmu[w % STRIPES];
+        pthread_mutex_lock(m);
+        int known = p->win[w] && p->win[w]->st[q % WIN] != LOC_UNKNOWN;
+        pthread_mutex_unlock(m);
+        if (known) continue;
+        store_id id;
+        store_chunk_id(s, pages + (size_t)k * STORE_PAGE, &id);
+        if (memcmp(&id, &p->b->ids[q], sizeof id)) continue;
+        store_loc nl = *l;
+        nl.slot = (uint16_t)k;
+        store_err e;
+        if (set_loc(p, q, &nl, LOC_FOUND, &e)) return;   /* only a hint: looked up later */
+    }
+}
+
+/* Reads and decompresses the group at l (holding page pg), keeps it in the cache, copies
+ * page slot out. */
+static int load_group(restore_pages *p, store_t *s, uint64_t pg, const store_loc *l, void *out, store_err *e)
 {
     if (l->npages == 0 || l->npages > STORE_GROUP_PAGES || l->slot >= l->npages)
         return store_errf(e, -EBADMSG, "index entry names slot %u of a %u-page group", l->slot, l->npages);
-    size_t cap = store_group_bound(STORE_GROUP_PAGES);
-    uint8_t *frame = malloc(cap), *pages = malloc((size_t)l->npages * STORE_PAGE);
-    store_dctx *d = dctx_get(p);
-    int rc = frame && pages && d ? 0 : store_errf(e, -ENOMEM, "out of memory");
-    if (!rc) rc = store_read_frame(s, l, frame, cap, e);
-    if (!rc) rc = store_group_decompress(d, frame, l->clen, pages, l->npages, e);
-    free(frame);
-    dctx_put(p, d);
+    worker w;
+    int rc = worker_get(p, &w, e);
+    if (rc) return rc;
+    uint8_t *pages = malloc((size_t)l->npages * STORE_PAGE);
+    if (!pages) rc = store_errf(e, -ENOMEM, "out of memory");
+    if (!rc) rc = store_read_frame(s, l, w.frame, store_group_bound(STORE_GROUP_PAGES), e);
+    if (!rc) rc = store_group_decompress(w.d, w.frame, l->clen, pages, l->npages, e);
+    worker_put(p, &w);
     if (rc) {
         free(pages);
         return rc;
@@ -265,6 +345,7 @@ static int load_group(restore_pages *p, store_t *s, const store_loc *l, void *ou
     p->groups_read++;
     p->bytes_read += l->clen;
     memcpy(out, pages + (size_t)l->slot * STORE_PAGE, STORE_PAGE);
+    learn(p, s, pg, l, pages);
     cache_put(p, l, pages);
     return 0;
 }
@@ -279,10 +360,11 @@ static int get_once(restore_pages *p, uint64_t pg, void *out, store_err *e)
     if (!found)
         return store_errf(e, -ENOENT, "snapshot %s: %s: page at offset %llu is not in the store",
                           p->snap->id, p->b->name, (unsigned long long)pg * STORE_PAGE);
+    store_t *s = current_store(p);
     if (cache_copy(p, &loc, out)) p->cache_hits++;
-    else if ((rc = load_group(p, current_store(p), &loc, out, e))) return rc;
+    else if ((rc = load_group(p, s, pg, &loc, out, e))) return rc;
     store_id id;
-    store_chunk_id(current_store(p), out, &id);
+    store_chunk_id(s, out, &id);
     /* Verified on every page served, cached or not: the cache holds bytes, not trust. */
     if (memcmp(&id, &p->b->ids[pg], sizeof id))
         return store_errf(e, -EBADMSG, "snapshot %s: %s: page at offset %llu is corrupt in pack %016llx",
@@ -292,28 +374,31 @@ static int get_once(restore_pages *p, uint64_t pg, void *out, store_err *e)
 }
 
 /* gc may have moved chunks since the index was opened (a rewrite deletes the old pack):
- * open a fresh view, forget the windows, try again. Old views stay open: another thread
- * may be reading through one. */
+ * open a fresh view, forget every known location, try again. Old views stay open:
+ * another thread may be reading through one. */
 static int reopen(restore_pages *p, store_err *e)
 {
     store_t *s = NULL;
-    pthread_mutex_lock(&p->mu);
-    int full = p->nstores == MAX_STORES;
-    pthread_mutex_unlock(&p->mu);
-    if (full) return store_errf(e, -EAGAIN, "index reopened %d times already", MAX_STORES - 1);
+    if (p->nstores == MAX_STORES) return store_errf(e, -EAGAIN, "index reopened %d times already", MAX_STORES - 1);
     int rc = store_open(p->dir, STORE_PEEK, &s, e);
     if (rc) return rc;
     pthread_mutex_lock(&p->mu);
-    if (p->nstores < MAX_STORES) {
-        p->stores[p->nstores++] = s;
+    int n = p->nstores;
+    if (n < MAX_STORES) {
+        p->stores[n] = s;
         s = NULL;
-        for (uint64_t i = 0; i < p->nwin; i++) {
-            free(p->win[i]);
-            p->win[i] = NULL;
-        }
+        atomic_store_explicit(&p->nstores, n + 1, memory_order_release);
     }
     pthread_mutex_unlock(&p->mu);
     store_close(s);
+    for (unsigned k = 0; k < STRIPES; k++) {
+        pthread_mutex_lock(&p->wmu[k]);
+        for (uint64_t i = k; i < p->nwin; i += STRIPES) {
+            free(p->win[i]);
+            p->win[i] = NULL;
+        }
+        pthread_mutex_unlock(&p->wmu[k]);
+    }
     p->reopens++;
     return 0;
 }
