@@ -110,7 +110,8 @@ typedef struct {
     double record_seconds;      /* record touched pages for this long after the handshake;
                                    0: do not record */
     int accept_timeout_ms;      /* a connection that sends no handshake within this is
-                                   dropped (0: 5000) */
+                                   dropped (0: 5000); others are served meanwhile */
+    unsigned threads;           /* threads reading and answering the uffd (0: 2; max 16) */
     /* Called once the snapshot is leased and its manifest loaded, before listening: a
      * caller that needs the snapshot (its sandbox, to record activity) gets it here
      * rather than loading the manifest a second time. snap lives until the call returns. */

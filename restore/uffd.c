@@ -1,15 +1,21 @@
 /* The page server: Firecracker's userfaultfd protocol (restore/lazy.h).
  *
- * One thread reads the uffd's events and answers them; an optional second thread installs
- * the working set. Ordering rules that make the answers right:
+ * Before the VM: every connection is handled by one poll loop, each with its own buffer
+ * and deadline, so a client that connects and says nothing (or trickles bytes) never
+ * delays the one that follows; the first complete, valid handshake wins.
+ *
+ * Serving: several threads read the uffd's events and answer them (o->threads); an
+ * optional further thread installs the working set. Ordering rules that make the
+ * answers right:
  *   - A fault in a range the balloon removed (UFFD_EVENT_REMOVE) is answered with zeros:
  *     the guest gave the page back, and reads of it must not bring old data back.
  *   - While a remove is pending the kernel refuses copies with EAGAIN: the fault waits in a
  *     retry list until the event was read and recorded, then is answered (zeros if it fell
  *     in the removed range).
- *   - The prefetch thread checks "removed" and copies under one mutex, and the event thread
- *     records removes under it: a prefetched page can never land in a range after its
- *     remove event was read (and before that, the kernel refuses the copy with EAGAIN).
+ *   - Once a remove event is read the kernel accepts copies again, so reading events and
+ *     recording the removes they bring is one step under rm_lock held exclusively, and
+ *     every "is it removed? then copy" (a fault's or the prefetch's) holds it shared: no
+ *     copy can land in a range between its remove being read and being recorded.
  *   - Two faults on one page (two vCPUs), or a fault and a prefetch: the second copy gets
  *     EEXIST and the faulting thread is woken with UFFDIO_WAKE.
  */
@@ -23,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -34,30 +41,42 @@
 
 #define HANDSHAKE_MAX (64u << 10)
 #define MAX_FDS 4
+#define MAX_PENDING 16          /* connections waiting to complete a handshake at once */
+#define MAX_THREADS 16
+#define DEFAULT_THREADS 2
 
 typedef struct {
     restore_region g;
     uint8_t *removed;           /* one byte per unit (page_size) of the region */
 } region;
 
+/* What one serving thread counts (summed into the result when they end). */
+typedef struct {
+    uint64_t faults, faults_zero, around;
+} counts;
+
 typedef struct {
     const restore_uffd_opts *o;
     restore_uffd_result *r;
     restore_pages *p;
-    int uffd;
+    int uffd, conn, lfd;
+    int wake_fd;                /* eventfd: written once to wake every thread at stop */
     region *rg;
     size_t nrg;
-    uint8_t *buf;               /* one unit of the largest page size, for the event thread */
-    uint64_t maxps;
-    pthread_mutex_t rm_mu;      /* removed[] writes; prefetch's check-and-copy */
+    uint64_t maxps;             /* the largest unit, or a whole fault-around run */
+    pthread_rwlock_t rm_lock;   /* see the top: exclusive to read events, shared to copy */
     _Atomic int stop;
     _Atomic uint64_t prefetched;
-    /* recording */
+    pthread_mutex_t err_mu;     /* the first error of any thread */
+    int rc;
+    store_err err;
+    /* recording (rec_mu) */
+    pthread_mutex_t rec_mu;
     double t0, rec_until;
     uint64_t *rec;
     size_t nrec, caprec;
     uint8_t *seen;              /* one bit per page of the memory blob */
-    int rec_saved;
+    _Atomic int rec_saved;
     uint64_t *ws;               /* the working set being prefetched (kept for the next one) */
     size_t nws;
 } server;
@@ -136,7 +155,9 @@ static unsigned extend_run(server *sv, region *g, uint64_t addr, uint8_t *buf, s
     return k;
 }
 
-static int install(server *sv, region *g, uint64_t addr, uint8_t *buf, int is_fault, store_err *e)
+/* c: the faulting thread's counts (a fault: wake its thread if the page is present
+ * already), NULL for the prefetch. */
+static int install(server *sv, region *g, uint64_t addr, uint8_t *buf, counts *c_, store_err *e)
 {
     uint64_t ps = g->g.page_size, unit = (addr - g->g.base) / ps;
     uint64_t fo = g->g.offset + (addr - g->g.base);
@@ -169,7 +190,7 @@ static int install(server *sv, region *g, uint64_t addr, uint8_t *buf, int is_fa
         if (err == EAGAIN) return -EAGAIN;
         if (err == ESRCH) return -ESRCH;       /* the VM's memory is gone: it is exiting */
         if (err == EEXIST) {
-            if (is_fault) {
+            if (c_) {
                 struct uffdio_range w = {.start = addr, .len = ps};
                 if (ioctl(sv->uffd, UFFDIO_WAKE, &w) < 0)
                     return store_errf(e, -errno, "UFFDIO_WAKE at %#llx: %s", (unsigned long long)addr,
@@ -179,10 +200,10 @@ static int install(server *sv, region *g, uint64_t addr, uint8_t *buf, int is_fa
         }
         return store_errf(e, -err, "installing the page at %#llx: %s", (unsigned long long)addr, strerror(err));
     }
-    if (is_fault && run > 1) sv->r->around += run - 1;   /* the event thread's count only */
-    if (is_fault) {
-        sv->r->faults++;
-        if (zero) sv->r->faults_zero++;
+    if (c_) {
+        c_->around += run - 1;
+        c_->faults++;
+        if (zero) c_->faults_zero++;
     }
     return 0;
 }
@@ -190,19 +211,25 @@ static int install(server *sv, region *g, uint64_t addr, uint8_t *buf, int is_fa
 static void record(server *sv, uint64_t fo)
 {
     uint64_t pg = fo / STORE_PAGE;
-    if (!sv->seen || pg >= restore_pages_count(sv->p) || sv->seen[pg / 8] & (1u << (pg % 8))) return;
-    sv->seen[pg / 8] |= (uint8_t)(1u << (pg % 8));
-    if (sv->nrec == sv->caprec) {
-        size_t nc = sv->caprec ? sv->caprec * 2 : 4096;
-        uint64_t *n = realloc(sv->rec, nc * sizeof *n);
-        if (!n) return;            /* the working set is a hint: a shorter one only costs speed */
-        sv->rec = n;
-        sv->caprec = nc;
+    if (!sv->seen || pg >= restore_pages_count(sv->p)) return;
+    pthread_mutex_lock(&sv->rec_mu);
+    if (!sv->rec_saved && !(sv->seen[pg / 8] & (1u << (pg % 8)))) {
+        sv->seen[pg / 8] |= (uint8_t)(1u << (pg % 8));
+        if (sv->nrec == sv->caprec) {
+            size_t nc = sv->caprec ? sv->caprec * 2 : 4096;
+            uint64_t *n = realloc(sv->rec, nc * sizeof *n);
+            if (n) {
+                sv->rec = n;
+                sv->caprec = nc;
+            }
+        }
+        /* the working set is a hint: a shorter one (out of memory) only costs speed */
+        if (sv->nrec < sv->caprec) sv->rec[sv->nrec++] = pg;
     }
-    sv->rec[sv->nrec++] = pg;
+    pthread_mutex_unlock(&sv->rec_mu);
 }
 
-static int handle_fault(server *sv, uint64_t addr, store_err *e)
+static int handle_fault(server *sv, uint64_t addr, uint8_t *buf, counts *c, store_err *e)
 {
     region *g = find_region(sv, addr);
     if (!g) {
@@ -218,15 +245,18 @@ static int handle_fault(server *sv, uint64_t addr, store_err *e)
         return 0;
     }
     uint64_t a = addr & ~(g->g.page_size - 1);
-    int rc = install(sv, g, a, sv->buf, 1, e);
-    if (!rc && sv->rec_until > 0 && !g->removed[(a - g->g.base) / g->g.page_size] && now_s() < sv->rec_until)
+    pthread_rwlock_rdlock(&sv->rm_lock);
+    int removed = g->removed[(a - g->g.base) / g->g.page_size];
+    int rc = install(sv, g, a, buf, c, e);
+    pthread_rwlock_unlock(&sv->rm_lock);
+    if (!rc && sv->rec_until > 0 && !removed && now_s() < sv->rec_until)
         record(sv, g->g.offset + (addr & ~(uint64_t)(STORE_PAGE - 1)) - g->g.base);
     return rc;
 }
 
+/* Called with rm_lock held exclusively. */
 static void mark_removed(server *sv, uint64_t start, uint64_t end)
 {
-    pthread_mutex_lock(&sv->rm_mu);
     for (size_t i = 0; i < sv->nrg; i++) {
         region *g = &sv->rg[i];
         uint64_t s = start > g->g.base ? start : g->g.base;
@@ -235,7 +265,6 @@ static void mark_removed(server *sv, uint64_t start, uint64_t end)
         uint64_t u0 = (s - g->g.base) / g->g.page_size, u1 = (t - g->g.base + g->g.page_size - 1) / g->g.page_size;
         memset(g->removed + u0, 1, u1 - u0);
     }
-    pthread_mutex_unlock(&sv->rm_mu);
     sv->r->removes++;
     sv->r->removed_bytes += end - start;
 }
@@ -260,9 +289,9 @@ static void *prefetch_main(void *arg)
         uint64_t a = (g->g.base + (fo - g->g.offset)) & ~(g->g.page_size - 1);
         for (int tries = 0; !sv->stop; tries++) {
             store_err e;
-            pthread_mutex_lock(&sv->rm_mu);
-            int rc = install(sv, g, a, buf, 0, &e);
-            pthread_mutex_unlock(&sv->rm_mu);
+            pthread_rwlock_rdlock(&sv->rm_lock);
+            int rc = install(sv, g, a, buf, NULL, &e);
+            pthread_rwlock_unlock(&sv->rm_lock);
             if (rc == -EAGAIN && tries < 1000) {
                 struct timespec ts = {0, 1000000};
                 nanosleep(&ts, NULL);
@@ -295,96 +324,166 @@ static int is_uffd(int fd)
     return !strcmp(target, "anon_inode:[userfaultfd]");
 }
 
-/* Reads the handshake: the JSON region list with exactly one uffd. Returns the uffd, or a
- * negative code (the connection is then refused). */
-static int handshake(server *sv, int conn, restore_region **rg, size_t *nrg, store_err *e)
+/* A connection that has not completed its handshake yet. */
+typedef struct {
+    int fd, uffd;
+    char *buf;                  /* HANDSHAKE_MAX bytes */
+    size_t len;
+    double deadline;
+    store_err pe;               /* why the bytes so far do not parse yet */
+} pending;
+
+static void pending_drop(pending *pd)
 {
-    char *buf = malloc(HANDSHAKE_MAX);
-    if (!buf) return store_errf(e, -ENOMEM, "out of memory");
-    size_t len = 0;
-    int uffd = -1, rc = -EINVAL;
-    int tmo = sv->o->accept_timeout_ms > 0 ? sv->o->accept_timeout_ms : 5000;
-    double deadline = now_s() + tmo / 1000.0;
-    store_err pe = {""};
-    for (;;) {
-        int left = (int)((deadline - now_s()) * 1000);
-        struct pollfd pf = {.fd = conn, .events = POLLIN};
-        int pr = left > 0 ? poll(&pf, 1, left) : 0;
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr <= 0) {
-            rc = pr < 0 ? store_errf(e, -errno, "poll: %s", strerror(errno))
-                        : store_errf(e, -ETIMEDOUT, "no complete handshake within %d ms%s%s", tmo,
-                                     pe.msg[0] ? ": " : "", pe.msg);
-            break;
-        }
-        union { struct cmsghdr h; char b[CMSG_SPACE(MAX_FDS * sizeof(int))]; } ctl;
-        struct iovec iov = {.iov_base = buf + len, .iov_len = HANDSHAKE_MAX - len};
-        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
-        ssize_t n = recvmsg(conn, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (n < 0) {
-            rc = store_errf(e, -errno, "recvmsg: %s", strerror(errno));
-            break;
-        }
-        int bad_fds = (m.msg_flags & MSG_CTRUNC) != 0;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < k; i++) {
-                int fd;
-                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-                if (uffd < 0 && !bad_fds) uffd = fd;
-                else {
-                    close(fd);
-                    bad_fds = 1;
-                }
+    if (pd->uffd >= 0) close(pd->uffd);
+    if (pd->fd >= 0) close(pd->fd);
+    free(pd->buf);
+    *pd = (pending){.fd = -1, .uffd = -1};
+}
+
+/* One read of a handshake: the JSON region list with exactly one uffd. Returns 1 once
+ * complete and valid (*rg, *nrg set; the uffd stays in pd), 0 if more is needed, or a
+ * negative code (the connection is then refused). */
+static int handshake_step(server *sv, pending *pd, restore_region **rg, size_t *nrg, store_err *e)
+{
+    union { struct cmsghdr h; char b[CMSG_SPACE(MAX_FDS * sizeof(int))]; } ctl;
+    struct iovec iov = {.iov_base = pd->buf + pd->len, .iov_len = HANDSHAKE_MAX - pd->len};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
+    ssize_t n = recvmsg(pd->fd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return 0;
+    if (n < 0) return store_errf(e, -errno, "recvmsg: %s", strerror(errno));
+    int bad_fds = (m.msg_flags & MSG_CTRUNC) != 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            if (pd->uffd < 0 && !bad_fds) pd->uffd = fd;
+            else {
+                close(fd);
+                bad_fds = 1;
             }
         }
-        if (bad_fds) {
-            rc = store_errf(e, -EINVAL, "more than one descriptor sent");
-            break;
-        }
-        if (n == 0) {
-            rc = store_errf(e, -ECONNRESET, "closed before a complete handshake%s%s",
-                            pe.msg[0] ? ": " : "", pe.msg);
-            break;
-        }
-        len += (size_t)n;
-        rc = restore_regions_parse(buf, len, restore_pages_size(sv->p), rg, nrg, &pe);
-        if (rc == 0) {
-            if (uffd < 0) rc = store_errf(e, -EINVAL, "region list came without a userfaultfd");
-            else if (!is_uffd(uffd)) rc = store_errf(e, -EINVAL, "the descriptor sent is not a userfaultfd");
-            break;
-        }
-        /* Not JSON yet: maybe incomplete. A complete but invalid list is final. */
-        if (rc != -ENODATA || len == HANDSHAKE_MAX) {
-            rc = store_errf(e, rc, "%s", pe.msg);
-            break;
-        }
     }
-    free(buf);
-    if (rc) {
-        if (uffd >= 0) close(uffd);
-        free(*rg);
-        *rg = NULL;
-        return rc;
+    if (bad_fds) return store_errf(e, -EINVAL, "more than one descriptor sent");
+    if (n == 0)
+        return store_errf(e, -ECONNRESET, "closed before a complete handshake%s%s",
+                          pd->pe.msg[0] ? ": " : "", pd->pe.msg);
+    pd->len += (size_t)n;
+    int rc = restore_regions_parse(pd->buf, pd->len, restore_pages_size(sv->p), rg, nrg, &pd->pe);
+    if (rc == 0) {
+        if (pd->uffd < 0) rc = store_errf(e, -EINVAL, "region list came without a userfaultfd");
+        else if (!is_uffd(pd->uffd)) rc = store_errf(e, -EINVAL, "the descriptor sent is not a userfaultfd");
+        if (rc) {
+            free(*rg);
+            *rg = NULL;
+            return rc;
+        }
+        return 1;
     }
-    return uffd;
+    /* Not JSON yet: maybe incomplete. A complete but invalid list is final. */
+    if (rc != -ENODATA || pd->len == HANDSHAKE_MAX) return store_errf(e, rc, "%s", pd->pe.msg);
+    return 0;
+}
+
+static void refuse(server *sv, const char *why)
+{
+    sv->r->refused++;
+    warn(sv->o, "refused a connection: %s", why);
+}
+
+/* Accepts connections until one completes a valid handshake: 1 (sv->conn, sv->uffd, *rg
+ * set), 0 if none came within o->wait_ms (r->timed_out), or a negative code. */
+static int wait_for_vm(server *sv, restore_region **rg, size_t *nrg, store_err *e)
+{
+    const restore_uffd_opts *o = sv->o;
+    int tmo = o->accept_timeout_ms > 0 ? o->accept_timeout_ms : 5000;
+    double deadline = o->wait_ms > 0 ? now_s() + o->wait_ms / 1000.0 : 0;
+    pending pd[MAX_PENDING];
+    size_t np = 0;
+    int rc = 0;
+    while (!rc) {
+        double t = now_s(), next = deadline;
+        for (size_t i = 0; i < np; i++)
+            if (next == 0 || pd[i].deadline < next) next = pd[i].deadline;
+        if (deadline > 0 && t >= deadline) {
+            /* A page server nobody connects to must not pin its snapshot for ever. */
+            sv->r->timed_out = 1;
+            break;
+        }
+        struct pollfd pf[MAX_PENDING + 1] = {{.fd = sv->lfd, .events = POLLIN}};
+        for (size_t i = 0; i < np; i++) pf[i + 1] = (struct pollfd){.fd = pd[i].fd, .events = POLLIN};
+        int pr = poll(pf, np + 1, next > 0 ? (int)((next - t) * 1000) + 1 : -1);
+        if (pr < 0) {
+            if (errno == EINTR) continue;
+            rc = store_errf(e, -errno, "poll on %s: %s", o->socket_path, strerror(errno));
+            break;
+        }
+        /* Handshakes first (a complete one wins), then expiries, then new connections. */
+        for (size_t i = 0; i < np && !rc; i++) {
+            int r = 0;
+            store_err he;
+            if (pf[i + 1].revents) r = handshake_step(sv, &pd[i], rg, nrg, &he);
+            else if (now_s() >= pd[i].deadline)
+                r = store_errf(&he, -ETIMEDOUT, "no complete handshake within %d ms%s%s", tmo,
+                               pd[i].pe.msg[0] ? ": " : "", pd[i].pe.msg);
+            if (r == 1) {
+                sv->conn = pd[i].fd;
+                sv->uffd = pd[i].uffd;
+                free(pd[i].buf);
+                pd[i] = pd[--np];
+                rc = 1;
+            } else if (r < 0) {
+                refuse(sv, he.msg);
+                pending_drop(&pd[i]);
+                pd[i--] = pd[--np];
+                pf[i + 1 + 1] = pf[np + 1];    /* keep pf aligned with pd */
+            }
+        }
+        if (rc || !(pf[0].revents & POLLIN)) continue;
+        int c = accept4(sv->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (c < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN) continue;
+            rc = store_errf(e, -errno, "accept on %s: %s", o->socket_path, strerror(errno));
+            break;
+        }
+        if (np == MAX_PENDING) {
+            close(c);
+            refuse(sv, "too many connections are sending a handshake at once");
+            continue;
+        }
+        pd[np] = (pending){.fd = c, .uffd = -1, .buf = malloc(HANDSHAKE_MAX), .deadline = now_s() + tmo / 1000.0};
+        if (!pd[np].buf) {
+            close(c);
+            rc = store_errf(e, -ENOMEM, "out of memory");
+            break;
+        }
+        np++;
+    }
+    /* The others lose: this server serves one VM. */
+    for (size_t i = 0; i < np; i++) {
+        if (rc == 1) refuse(sv, "another client completed its handshake first: this server serves one VM");
+        pending_drop(&pd[i]);
+    }
+    return rc;
 }
 
 /* ---- serving ---------------------------------------------------------------------- */
 
 static int save_recording(server *sv, store_err *e)
 {
-    sv->rec_saved = 1;
     /* Pages the prefetch installed raised no fault, so they are not in the recording: the
      * next working set keeps them first, then what faulted. */
+    pthread_mutex_lock(&sv->rec_mu);
+    sv->rec_saved = 1;                  /* no thread records after this */
     size_t n = sv->nws + sv->nrec;
     uint64_t *all = malloc((n ? n : 1) * sizeof *all);
-    if (!all) return store_errf(e, -ENOMEM, "out of memory");
     size_t k = 0;
-    for (size_t i = 0; i < sv->nws; i++) all[k++] = sv->ws[i];
-    for (size_t i = 0; i < sv->nrec; i++) all[k++] = sv->rec[i];
+    for (size_t i = 0; all && i < sv->nws; i++) all[k++] = sv->ws[i];
+    for (size_t i = 0; all && i < sv->nrec; i++) all[k++] = sv->rec[i];
+    pthread_mutex_unlock(&sv->rec_mu);
+    if (!all) return store_errf(e, -ENOMEM, "out of memory");
     sv->r->recorded = k;
     const store_snapshot *snap = restore_pages_snapshot(sv->p);
     int rc = restore_wset_save_pending(sv->o->store_dir, snap->sandbox, all, k, e);
@@ -392,86 +491,135 @@ static int save_recording(server *sv, store_err *e)
     return rc;
 }
 
-static int serve(server *sv, int lfd, int conn, store_err *e)
+typedef struct {
+    server *sv;
+    int idx;
+    pthread_t th;
+    counts c;
+} serve_thread;
+
+static void fail(server *sv, int rc, const store_err *e)
 {
-    struct uffd_msg msgs[64];
-    uint64_t *retry = malloc(64 * 2 * sizeof *retry);
-    size_t nretry = 0, capretry = 128;
-    if (!retry) return store_errf(e, -ENOMEM, "out of memory");
-    int rc = 0, gone = 0;
-    while (!rc && !gone) {
-        if (sv->rec_until > 0 && !sv->rec_saved && now_s() >= sv->rec_until) {
+    pthread_mutex_lock(&sv->err_mu);
+    if (!sv->rc) {
+        sv->rc = rc;
+        sv->err = *e;
+    }
+    pthread_mutex_unlock(&sv->err_mu);
+}
+
+static void stop_all(server *sv)
+{
+    if (atomic_exchange(&sv->stop, 1)) return;
+    uint64_t one = 1;
+    if (write(sv->wake_fd, &one, sizeof one) < 0) {
+        /* an eventfd write fails only when its counter would overflow: the others wake
+         * within their poll timeout anyway */
+    }
+}
+
+static void *serve_main(void *arg)
+{
+    serve_thread *t = arg;
+    server *sv = t->sv;
+    struct uffd_msg msgs[16];
+    size_t nretry = 0, capretry = 64;
+    uint64_t *retry = malloc(capretry * sizeof *retry);
+    uint8_t *buf = malloc(sv->maxps);
+    store_err e;
+    if (!retry || !buf) {
+        store_errf(&e, -ENOMEM, "out of memory");
+        fail(sv, -ENOMEM, &e);
+        stop_all(sv);
+    }
+    while (!sv->stop) {
+        if (t->idx == 0 && sv->rec_until > 0 && !sv->rec_saved && now_s() >= sv->rec_until) {
             store_err we;
             if (save_recording(sv, &we)) warn(sv->o, "working set not saved: %s", we.msg);
         }
-        struct pollfd pf[3] = {{.fd = sv->uffd, .events = POLLIN}, {.fd = conn, .events = POLLIN},
-                               {.fd = lfd, .events = POLLIN}};
-        int tmo = nretry ? 1 : (sv->rec_until > 0 && !sv->rec_saved ? 100 : -1);
-        int pr = poll(pf, 3, tmo);
-        if (pr < 0) {
-            if (errno == EINTR) continue;
-            rc = store_errf(e, -errno, "poll: %s", strerror(errno));
+        pthread_rwlock_wrlock(&sv->rm_lock);
+        ssize_t n = read(sv->uffd, msgs, sizeof msgs);
+        int err = errno;
+        for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof *msgs; i++)
+            if (msgs[i].event == UFFD_EVENT_REMOVE) mark_removed(sv, msgs[i].arg.remove.start, msgs[i].arg.remove.end);
+        pthread_rwlock_unlock(&sv->rm_lock);
+        if (n < 0 && err != EAGAIN && err != EINTR) {
+            store_errf(&e, -err, "reading the userfaultfd: %s", strerror(err));
+            fail(sv, -err, &e);
             break;
         }
-        if (pf[1].revents) {
-            char junk[256];
-            ssize_t n = recv(conn, junk, sizeof junk, MSG_DONTWAIT);
-            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) break;   /* the VM is gone */
-        }
-        if (pf[2].revents & POLLIN) {
-            int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-            if (c >= 0) {
-                close(c);
-                sv->r->refused++;
-                warn(sv->o, "refused a second connection: this server serves one VM");
-            }
-        }
-        if (pf[0].revents & (POLLERR | POLLHUP)) break;
-        if (pf[0].revents & POLLIN) {
-            ssize_t n = read(sv->uffd, msgs, sizeof msgs);
-            if (n < 0 && errno != EAGAIN && errno != EINTR) {
-                rc = store_errf(e, -errno, "reading the userfaultfd: %s", strerror(errno));
-                break;
-            }
-            for (ssize_t i = 0; n > 0 && !rc && i < n / (ssize_t)sizeof *msgs; i++) {
-                struct uffd_msg *m = &msgs[i];
-                if (m->event == UFFD_EVENT_PAGEFAULT) {
-                    int r = handle_fault(sv, m->arg.pagefault.address, e);
-                    if (r == -EAGAIN) {
-                        if (nretry == capretry) {
-                            uint64_t *nr = realloc(retry, capretry * 2 * sizeof *nr);
-                            if (!nr) { rc = store_errf(e, -ENOMEM, "out of memory"); break; }
-                            retry = nr;
-                            capretry *= 2;
+        for (ssize_t i = 0; n > 0 && !sv->stop && i < n / (ssize_t)sizeof *msgs; i++) {
+            struct uffd_msg *m = &msgs[i];
+            if (m->event == UFFD_EVENT_PAGEFAULT) {
+                int r = handle_fault(sv, m->arg.pagefault.address, buf, &t->c, &e);
+                if (r == -EAGAIN) {
+                    if (nretry == capretry) {
+                        uint64_t *nr = realloc(retry, capretry * 2 * sizeof *nr);
+                        if (!nr) {
+                            store_errf(&e, -ENOMEM, "out of memory");
+                            fail(sv, -ENOMEM, &e);
+                            stop_all(sv);
+                            break;
                         }
-                        retry[nretry++] = m->arg.pagefault.address;
-                    } else if (r == -ESRCH) {
-                        gone = 1;
-                    } else {
-                        rc = r;
+                        retry = nr;
+                        capretry *= 2;
                     }
-                } else if (m->event == UFFD_EVENT_REMOVE) {
-                    mark_removed(sv, m->arg.remove.start, m->arg.remove.end);
-                } else if (m->event == UFFD_EVENT_UNMAP) {
-                    /* the range is gone: no fault will come from it */
-                } else {
-                    warn(sv->o, "ignored userfaultfd event %u", m->event);
+                    retry[nretry++] = m->arg.pagefault.address;
+                } else if (r == -ESRCH) {
+                    stop_all(sv);                  /* the VM's memory is gone: it is exiting */
+                } else if (r) {
+                    fail(sv, r, &e);
+                    stop_all(sv);
                 }
+            } else if (m->event == UFFD_EVENT_REMOVE || m->event == UFFD_EVENT_UNMAP) {
+                /* removes: recorded above; unmaps: the range is gone, no fault comes from it */
+            } else {
+                warn(sv->o, "ignored userfaultfd event %u", m->event);
             }
         }
         /* Faults refused while a remove was pending: the remove is read by now, or will be
-         * at the next poll. */
+         * at the next read. */
         size_t keep = 0;
-        for (size_t i = 0; !rc && i < nretry; i++) {
-            int r = handle_fault(sv, retry[i], e);
+        for (size_t i = 0; !sv->stop && i < nretry; i++) {
+            int r = handle_fault(sv, retry[i], buf, &t->c, &e);
             if (r == -EAGAIN) retry[keep++] = retry[i];
-            else if (r == -ESRCH) gone = 1;
-            else rc = r;
+            else if (r == -ESRCH) stop_all(sv);
+            else if (r) {
+                fail(sv, r, &e);
+                stop_all(sv);
+            }
         }
-        nretry = rc ? 0 : keep;
+        nretry = keep;
+        if (n > 0 || sv->stop) continue;          /* more may be queued: read again first */
+        struct pollfd pf[4] = {{.fd = sv->uffd, .events = POLLIN}, {.fd = sv->wake_fd, .events = POLLIN},
+                               {.fd = sv->conn, .events = POLLIN}, {.fd = sv->lfd, .events = POLLIN}};
+        int tmo = nretry ? 1 : (t->idx == 0 && sv->rec_until > 0 && !sv->rec_saved ? 100 : -1);
+        int pr = poll(pf, t->idx == 0 ? 4 : 3, tmo);
+        if (pr < 0) {
+            int err = errno;
+            if (err == EINTR) continue;
+            store_errf(&e, -err, "poll: %s", strerror(err));
+            fail(sv, -err, &e);
+            break;
+        }
+        if (pf[2].revents) {
+            char junk[256];
+            ssize_t k = recv(sv->conn, junk, sizeof junk, MSG_DONTWAIT);
+            if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) stop_all(sv);   /* the VM is gone */
+        }
+        if (pf[0].revents & (POLLERR | POLLHUP)) stop_all(sv);
+        if (t->idx == 0 && (pf[3].revents & POLLIN)) {
+            int c = accept4(sv->lfd, NULL, NULL, SOCK_CLOEXEC);
+            if (c >= 0) {
+                close(c);
+                refuse(sv, "a second connection: this server serves one VM");
+            }
+        }
     }
+    stop_all(sv);
     free(retry);
-    return rc;
+    free(buf);
+    return NULL;
 }
 
 /* Binds a name of its own, listens, then renames it to path: the socket file appears only
@@ -499,115 +647,119 @@ static int listen_on(const char *path, store_err *e)
     return fd;
 }
 
+
 int restore_uffd_serve(const restore_uffd_opts *o, restore_uffd_result *r, store_err *e)
 {
     memset(r, 0, sizeof *r);
-    server sv = {.o = o, .r = r, .uffd = -1};
-    pthread_mutex_init(&sv.rm_mu, NULL);
+    server sv = {.o = o, .r = r, .uffd = -1, .conn = -1, .lfd = -1, .wake_fd = -1};
+    pthread_rwlock_init(&sv.rm_lock, NULL);
+    pthread_mutex_init(&sv.err_mu, NULL);
+    pthread_mutex_init(&sv.rec_mu, NULL);
+    unsigned nth = o->threads ? o->threads : DEFAULT_THREADS;
+    if (nth > MAX_THREADS) nth = MAX_THREADS;
     int rc = restore_pages_open(o->store_dir, o->snapshot, "memory", o->cache_bytes, &sv.p, e);
-    if (rc) return rc;
+    if (rc) goto out;
     if (o->on_open) o->on_open(o->arg, restore_pages_snapshot(sv.p));
     if (o->prefetch) {
         store_err we;
         int w = restore_wset_load(o->store_dir, o->snapshot, &sv.ws, &sv.nws, &we);
         if (w && w != -ENOENT) warn(o, "working set ignored: %s", we.msg);
     }
-    int lfd = listen_on(o->socket_path, e);
-    if (lfd < 0) {
-        restore_pages_close(sv.p);
-        free(sv.ws);
-        return lfd;
+    sv.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (sv.wake_fd < 0) {
+        rc = store_errf(e, -errno, "eventfd: %s", strerror(errno));
+        goto out;
+    }
+    sv.lfd = listen_on(o->socket_path, e);
+    if (sv.lfd < 0) {
+        rc = sv.lfd;
+        goto out;
     }
     if (o->on_listen) o->on_listen(o->arg);
-    int conn = -1;
     restore_region *rg = NULL;
     size_t nrg = 0;
-    double deadline = o->wait_ms > 0 ? now_s() + o->wait_ms / 1000.0 : 0;
-    while (!rc) {
-        if (deadline > 0) {
-            /* A page server nobody connects to must not pin its snapshot for ever. */
-            double left = deadline - now_s();
-            struct pollfd pf = {.fd = lfd, .events = POLLIN};
-            int pr = left > 0 ? poll(&pf, 1, (int)(left * 1000) + 1) : 0;
-            if (pr < 0 && errno == EINTR) continue;
-            if (pr < 0) {
-                rc = store_errf(e, -errno, "poll on %s: %s", o->socket_path, strerror(errno));
-                break;
-            }
-            if (pr == 0) {
-                r->timed_out = 1;
-                break;
-            }
-        }
-        int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (c < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            rc = store_errf(e, -errno, "accept on %s: %s", o->socket_path, strerror(errno));
-            break;
-        }
-        store_err he;
-        int u = handshake(&sv, c, &rg, &nrg, &he);
-        if (u >= 0) {
-            conn = c;
-            sv.uffd = u;
-            break;
-        }
-        r->refused++;
-        warn(o, "refused a connection: %s", he.msg);
-        close(c);
+    rc = wait_for_vm(&sv, &rg, &nrg, e);
+    if (rc <= 0) goto out;
+    rc = 0;
+    sv.t0 = now_s();
+    sv.nrg = nrg;
+    sv.rg = calloc(nrg, sizeof *sv.rg);
+    if (!sv.rg) rc = store_errf(e, -ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < nrg; i++) {
+        sv.rg[i].g = rg[i];
+        sv.rg[i].removed = calloc(rg[i].size / rg[i].page_size, 1);
+        if (!sv.rg[i].removed) rc = store_errf(e, -ENOMEM, "out of memory");
+        if (rg[i].page_size > sv.maxps) sv.maxps = rg[i].page_size;
+    }
+    free(rg);
+    if (o->fault_around > 1 && (uint64_t)o->fault_around * STORE_PAGE > sv.maxps)
+        sv.maxps = (uint64_t)o->fault_around * STORE_PAGE;    /* one buffer for a whole run */
+    /* Several threads read it: none may block in read() (holding rm_lock). Firecracker
+     * makes it non-blocking already; the flag is the shared description's, unused by it. */
+    int fl = rc ? 0 : fcntl(sv.uffd, F_GETFL);
+    if (!rc && (fl < 0 || fcntl(sv.uffd, F_SETFL, fl | O_NONBLOCK) < 0))
+        rc = store_errf(e, -errno, "making the userfaultfd non-blocking: %s", strerror(errno));
+    if (!rc && o->record_seconds > 0) {
+        sv.seen = calloc(restore_pages_count(sv.p) / 8 + 1, 1);
+        if (sv.seen) sv.rec_until = sv.t0 + o->record_seconds;
+        else warn(o, "not recording the working set: out of memory");
+        /* the working set goes first in the next one: its pages are not recorded twice */
+        for (size_t i = 0; sv.seen && i < sv.nws; i++)
+            if (sv.ws[i] < restore_pages_count(sv.p)) sv.seen[sv.ws[i] / 8] |= (uint8_t)(1u << (sv.ws[i] % 8));
     }
     pthread_t pf;
     int have_pf = 0;
-    if (!rc && conn >= 0) {
-        sv.t0 = now_s();
-        sv.nrg = nrg;
-        sv.rg = calloc(nrg, sizeof *sv.rg);
-        if (!sv.rg) rc = store_errf(e, -ENOMEM, "out of memory");
-        for (size_t i = 0; !rc && i < nrg; i++) {
-            sv.rg[i].g = rg[i];
-            sv.rg[i].removed = calloc(rg[i].size / rg[i].page_size, 1);
-            if (!sv.rg[i].removed) rc = store_errf(e, -ENOMEM, "out of memory");
-            if (rg[i].page_size > sv.maxps) sv.maxps = rg[i].page_size;
-        }
-        if (o->fault_around > 1 && (uint64_t)o->fault_around * STORE_PAGE > sv.maxps)
-            sv.maxps = (uint64_t)o->fault_around * STORE_PAGE;    /* one buffer for a whole run */
-        if (!rc && !(sv.buf = malloc(sv.maxps))) rc = store_errf(e, -ENOMEM, "out of memory");
-        if (!rc && o->record_seconds > 0) {
-            sv.seen = calloc(restore_pages_count(sv.p) / 8 + 1, 1);
-            if (sv.seen) sv.rec_until = sv.t0 + o->record_seconds;
-            /* the working set goes first in the next one: its pages are not recorded twice */
-            for (size_t i = 0; sv.seen && i < sv.nws; i++)
-                if (sv.ws[i] < restore_pages_count(sv.p)) sv.seen[sv.ws[i] / 8] |= (uint8_t)(1u << (sv.ws[i] % 8));
-            else warn(o, "not recording the working set: out of memory");
-        }
-        if (!rc && sv.nws) {
-            if (pthread_create(&pf, NULL, prefetch_main, &sv) == 0) have_pf = 1;
-            else warn(o, "prefetch not started: %s", strerror(errno));
+    if (!rc && sv.nws) {
+        if (pthread_create(&pf, NULL, prefetch_main, &sv) == 0) have_pf = 1;
+        else warn(o, "prefetch not started: %s", strerror(errno));
+    }
+    serve_thread th[MAX_THREADS];
+    unsigned started = 0;
+    for (; !rc && started < nth; started++) {
+        th[started] = (serve_thread){.sv = &sv, .idx = (int)started};
+        int pe = pthread_create(&th[started].th, NULL, serve_main, &th[started]);
+        if (pe) {
+            if (started == 0) rc = store_errf(e, -pe, "starting the serving thread: %s", strerror(pe));
+            else warn(o, "serving with %u threads, not %u: %s", started, nth, strerror(pe));
+            break;
         }
     }
-    if (!rc && conn >= 0) rc = serve(&sv, lfd, conn, e);
+    for (unsigned i = 0; i < started; i++) {
+        pthread_join(th[i].th, NULL);
+        r->faults += th[i].c.faults;
+        r->faults_zero += th[i].c.faults_zero;
+        r->around += th[i].c.around;
+    }
     sv.stop = 1;
     if (have_pf) pthread_join(pf, NULL);
+    if (!rc && sv.rc) {
+        rc = sv.rc;
+        *e = sv.err;
+    }
     r->prefetched = sv.prefetched;
     if (sv.rec_until > 0 && !sv.rec_saved) {
         store_err we;
         if (save_recording(&sv, &we)) warn(o, "working set not saved: %s", we.msg);
     }
-    r->serve_seconds = sv.t0 > 0 ? now_s() - sv.t0 : 0;
-    restore_pages_get_stats(sv.p, &r->pages);
+    r->serve_seconds = now_s() - sv.t0;
+out:
+    if (sv.p) restore_pages_get_stats(sv.p, &r->pages);
     for (size_t i = 0; sv.rg && i < sv.nrg; i++) free(sv.rg[i].removed);
     free(sv.rg);
-    free(rg);
-    free(sv.buf);
     free(sv.rec);
     free(sv.seen);
     free(sv.ws);
     if (sv.uffd >= 0) close(sv.uffd);
-    if (conn >= 0) close(conn);
-    close(lfd);
-    if (unlink(o->socket_path) < 0 && errno != ENOENT && !rc)
-        rc = store_errf(e, -errno, "%s: %s", o->socket_path, strerror(errno));
+    if (sv.conn >= 0) close(sv.conn);
+    if (sv.wake_fd >= 0) close(sv.wake_fd);
+    if (sv.lfd >= 0) {
+        close(sv.lfd);
+        if (unlink(o->socket_path) < 0 && errno != ENOENT && !rc)
+            rc = store_errf(e, -errno, "%s: %s", o->socket_path, strerror(errno));
+    }
     restore_pages_close(sv.p);
-    pthread_mutex_destroy(&sv.rm_mu);
+    pthread_rwlock_destroy(&sv.rm_lock);
+    pthread_mutex_destroy(&sv.err_mu);
+    pthread_mutex_destroy(&sv.rec_mu);
     return rc;
 }

@@ -170,12 +170,14 @@ static const cli_command commands[] = {
     {"uffd-serve", "serve a snapshot's memory to a VM on demand (Firecracker's UFFD protocol)",
      "usage: cairn uffd-serve --snapshot ID --socket PATH [--record SECONDS] [--no-prefetch]\n"
      "                        [--fault-around PAGES] [--cache-mib N] [--accept-timeout SECONDS]\n"
-     "                        [--store DIR] [--json]\n\n"
+     "                        [--threads N] [--store DIR] [--json]\n\n"
      "A page server for Firecracker's mem_backend {\"backend_type\": \"Uffd\"}: listens on PATH\n"
      "(the socket file appears once it listens), takes the VM's userfaultfd and region list,\n"
      "and answers each page fault with the snapshot's page (verified against its id) or\n"
      "zeros; pages the balloon removed read as zeros. Exits 0 when the VM goes away.\n"
-     "Connections that send anything else are refused; the server keeps waiting.\n"
+     "Connections that send anything else are refused; the server keeps waiting (a client\n"
+     "that connects and stays silent delays no other).\n"
+     "--threads: threads answering faults (default 2).\n"
      "Records the pages touched in the first --record seconds (default 10; 0: off) for the\n"
      "sandbox's next snapshot; installs this snapshot's recorded pages first, in the\n"
      "background, unless --no-prefetch. --cache-mib: decompressed groups kept (default 64).\n"
@@ -184,10 +186,11 @@ static const cli_command commands[] = {
      "--accept-timeout: no VM within this many seconds (default 60; 0: wait for ever) and\n"
      "it exits 0 (JSON timed_out: true). The socket file is removed on every exit, SIGTERM,\n"
      "SIGINT and SIGHUP included. Numbers are decimal integers: --record 0..86400,\n"
-     "--cache-mib 1..1048576, --fault-around 0..64, --accept-timeout 0..86400.\n"
+     "--cache-mib 1..1048576, --fault-around 0..64, --accept-timeout 0..86400, --threads 1..16.\n"
      "Holds a lease on the snapshot (gc keeps it) while serving. Counts as activity.\n"
      "JSON (at exit): faults, faults_zero, removes, removed_bytes, prefetched, recorded,\n"
-     "refused, groups_read, bytes_read, pages_data, cache_hits, seconds, around, timed_out.\n\n" COMMON_OPTS,
+     "refused, groups_read, bytes_read, pages_data, cache_hits, lookups, seconds, around,\n"
+     "timed_out.\n\n" COMMON_OPTS,
      cmd_uffd_serve},
     {"mount", "a read-only FUSE view of the store's snapshots, read on demand",
      "usage: cairn mount [--foreground] [--cache-mib N] [--open-rw] [--debug] [--store DIR] [--json]\n"

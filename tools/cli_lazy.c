@@ -59,19 +59,20 @@ static void note_activity(void *arg, const store_snapshot *snap)
 
 int cmd_uffd_serve(int argc, char **argv)
 {
-    const char *id = NULL, *sock = NULL, *record = NULL, *cache = NULL, *around = NULL, *acc = NULL;
+    const char *id = NULL, *sock = NULL, *record = NULL, *cache = NULL, *around = NULL, *acc = NULL,
+               *threads = NULL;
     int no_prefetch = 0;
     cli_opt opts[] = {{"snapshot", &id, NULL}, {"socket", &sock, NULL}, {"record", &record, NULL},
                       {"fault-around", &around, NULL},
                       {"cache-mib", &cache, NULL}, {"no-prefetch", NULL, &no_prefetch},
-                      {"accept-timeout", &acc, NULL}, {NULL, NULL, NULL}};
+                      {"accept-timeout", &acc, NULL}, {"threads", &threads, NULL}, {NULL, NULL, NULL}};
     cli_common c;
     int rc = cli_parse("uffd-serve", argc, argv, opts, &c, NULL);
     if (rc) return rc;
     const cli_command *cc = cli_find("uffd-serve");
     if (!id || !sock) return cli_usage(cc, "--snapshot and --socket are required");
     if (store_snapid_valid(id)) return cli_usage(cc, "'%s' is not a snapshot id (20 hex digits)", id);
-    uint64_t rec = 10, cmib = 0, fa = 0, wait_s = 60;
+    uint64_t rec = 10, cmib = 0, fa = 0, wait_s = 60, nth = 0;
     if (record && cli_uint(record, 0, 86400, &rec))
         return cli_usage(cc, "--record takes whole seconds, 0..86400, not '%s'", record);
     if (cache && cli_uint(cache, 1, CACHE_MIB_MAX, &cmib))
@@ -80,6 +81,8 @@ int cmd_uffd_serve(int argc, char **argv)
         return cli_usage(cc, "--fault-around takes a number of pages, 0..64, not '%s'", around);
     if (acc && cli_uint(acc, 0, 86400, &wait_s))
         return cli_usage(cc, "--accept-timeout takes whole seconds, 0..86400, not '%s'", acc);
+    if (threads && cli_uint(threads, 1, 16, &nth))
+        return cli_usage(cc, "--threads takes a number of threads, 1..16, not '%s'", threads);
     /* The VM closing its end must not kill us before we report. */
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_signal};
@@ -90,7 +93,7 @@ int cmd_uffd_serve(int argc, char **argv)
     restore_uffd_opts o = {.store_dir = c.store, .snapshot = id, .socket_path = sock,
                            .cache_bytes = cmib << 20, .prefetch = !no_prefetch,
                            .record_seconds = (double)rec, .wait_ms = (int)(wait_s * 1000),
-                           .fault_around = (unsigned)fa, .on_open = note_activity,
+                           .fault_around = (unsigned)fa, .threads = (unsigned)nth, .on_open = note_activity,
                            .on_listen = say_listening, .warn = warn_line, .arg = &ctx};
     restore_uffd_result r;
     store_err e;
@@ -108,6 +111,7 @@ int cmd_uffd_serve(int argc, char **argv)
                               "pages_data", (json_int_t)r.pages.pages_data,
                               "cache_hits", (json_int_t)r.pages.cache_hits, "seconds", r.serve_seconds);
         json_object_set_new(j, "around", json_integer((json_int_t)r.around));
+        json_object_set_new(j, "lookups", json_integer((json_int_t)r.pages.lookups));
         json_object_set_new(j, "timed_out", json_boolean(r.timed_out));
         if (rc) json_object_set_new(j, "error", json_string(e.msg));
         cli_print_json(j);

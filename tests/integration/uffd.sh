@@ -102,6 +102,24 @@ assert_json 'j["mismatches"] == 0' "$T/fc.json" "served after hostile clients"
 assert_json "j['refused'] == $(( ${#bad[@]} + 2 ))" "$T/h.json" "every hostile connection refused"
 grep -q "outside the snapshot's memory" "$T/h.err" || fail "no reason logged for an out-of-file region"
 
+# 3b. A client that connects and says nothing does not hold the server: a VM that
+#     connects right after it is served at once (not after the 5 s handshake timeout),
+#     and the silent one is dropped when the VM wins.
+start_server "$id1" q
+"$PY" -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(20)' "$T/q.sock" &
+silent=$!
+at_exit "kill $silent 2>/dev/null"
+sleep 0.2
+t0=$EPOCHREALTIME
+must "$FC" --socket "$T/q.sock" --expect "$mem1" --threads 2 --touch 200 >"$T/fc.json"
+took=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%d", (b - a) * 1000 }')
+wait_server q 0
+kill "$silent" 2>/dev/null || true
+assert_json 'j["mismatches"] == 0' "$T/fc.json" "served after a silent client"
+assert_cmp "$took" -lt 3000 "the VM behind a silent client waited ${took} ms (the handshake timeout is 5000)"
+assert_json 'j["refused"] == 1' "$T/q.json" "the silent client is dropped once the VM is served"
+
 # 4. A region list naming memory the client did not register: the server answers the
 #    real faults with zeros and writes nothing into the memory the list named.
 start_server "$id1" l
