@@ -300,23 +300,40 @@ static void worker_put(restore_pages *p, worker *w)
     }
 }
 
-/* The pages of a decompressed group that sit at the same distance from pg in the recipe
- * as in the group, and whose ids say so, get their location from it (see the top). */
+/* The recipe pages near pg whose ids are ids of pages in a just decompressed group get
+ * their locations from it (see the top). Near: within LEARN_SPAN pages either side,
+ * because zero pages are not stored (a group's neighbours are further apart in the recipe
+ * than in the group) and pages deduplicated elsewhere leave gaps. */
+#define LEARN_SPAN (4u * STORE_GROUP_PAGES)
+#define LEARN_TAB 256u                          /* > 2x a group: short probe chains */
+
 static void learn(restore_pages *p, store_t *s, uint64_t pg, const store_loc *l, const uint8_t *pages)
 {
-    if (pg < l->slot) return;
-    uint64_t base = pg - l->slot;
-    for (unsigned k = 0; k < l->npages && base + k < p->b->npages; k++) {
-        uint64_t q = base + k, w = q / WIN;
-        if (k == l->slot || store_id_is_zero(&p->b->ids[q])) continue;
-        pthread_mutex_t *m = &p->wmu[w % STRIPES];
-        pthread_mutex_lock(m);
-        int known = p->win[w] && p->win[w]->st[q % WIN] != LOC_UNKNOWN;
-        pthread_mutex_unlock(m);
-        if (known) continue;
-        store_id id;
-        store_chunk_id(s, pages + (size_t)k * STORE_PAGE, &id);
-        if (memcmp(&id, &p->b->ids[q], sizeof id)) continue;
+    store_id ids[STORE_GROUP_PAGES];
+    int16_t tab[LEARN_TAB];
+    memset(tab, -1, sizeof tab);
+    for (unsigned k = 0; k < l->npages; k++) {
+        store_chunk_id(s, pages + (size_t)k * STORE_PAGE, &ids[k]);
+        uint64_t h;
+        memcpy(&h, ids[k].b, sizeof h);
+        unsigned i = (unsigned)(h % LEARN_TAB);
+        while (tab[i] >= 0) i = (i + 1) % LEARN_TAB;
+        tab[i] = (int16_t)k;
+    }
+    uint64_t lo = pg > LEARN_SPAN ? pg - LEARN_SPAN : 0;
+    uint64_t hi = p->b->npages - pg > LEARN_SPAN ? pg + LEARN_SPAN : p->b->npages;
+    for (uint64_t q = lo; q < hi; q++) {
+        const store_id *want = &p->b->ids[q];
+        if (q == pg || store_id_is_zero(want)) continue;
+        uint64_t h;
+        memcpy(&h, want->b, sizeof h);
+        int k = -1;
+        for (unsigned i = (unsigned)(h % LEARN_TAB); tab[i] >= 0; i = (i + 1) % LEARN_TAB)
+            if (!memcmp(&ids[tab[i]], want, sizeof *want)) {
+                k = tab[i];
+                break;
+            }
+        if (k < 0) continue;
         store_loc nl = *l;
         nl.slot = (uint16_t)k;
         store_err e;

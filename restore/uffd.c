@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -491,6 +492,8 @@ static int save_recording(server *sv, store_err *e)
     return rc;
 }
 
+enum { EV_UFFD, EV_WAKE, EV_CONN, EV_LISTEN };
+
 typedef struct {
     server *sv;
     int idx;
@@ -527,7 +530,22 @@ static void *serve_main(void *arg)
     uint64_t *retry = malloc(capretry * sizeof *retry);
     uint8_t *buf = malloc(sv->maxps);
     store_err e;
-    if (!retry || !buf) {
+    /* Each thread waits on its own epoll set; the uffd is in every set with EPOLLEXCLUSIVE,
+     * so one fault wakes one thread, not all of them. */
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct { int fd; uint32_t tag, flags; } want[] = {
+        {sv->uffd, EV_UFFD, EPOLLEXCLUSIVE}, {sv->wake_fd, EV_WAKE, 0}, {sv->conn, EV_CONN, 0},
+        {t->idx == 0 ? sv->lfd : -1, EV_LISTEN, 0}};
+    int bad = ep < 0 ? errno : 0;
+    for (size_t i = 0; !bad && i < sizeof want / sizeof *want; i++) {
+        struct epoll_event ev = {.events = EPOLLIN | want[i].flags, .data.u32 = want[i].tag};
+        if (want[i].fd >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, want[i].fd, &ev) < 0) bad = errno;
+    }
+    if (bad) {
+        store_errf(&e, -bad, "epoll: %s", strerror(bad));
+        fail(sv, -bad, &e);
+        stop_all(sv);
+    } else if (!retry || !buf) {
         store_errf(&e, -ENOMEM, "out of memory");
         fail(sv, -ENOMEM, &e);
         stop_all(sv);
@@ -590,32 +608,36 @@ static void *serve_main(void *arg)
             }
         }
         nretry = keep;
-        if (n > 0 || sv->stop) continue;          /* more may be queued: read again first */
-        struct pollfd pf[4] = {{.fd = sv->uffd, .events = POLLIN}, {.fd = sv->wake_fd, .events = POLLIN},
-                               {.fd = sv->conn, .events = POLLIN}, {.fd = sv->lfd, .events = POLLIN}};
+        if (sv->stop) continue;
+        /* Wait before every read: when faults are queued it returns at once, and it saves
+         * the read that would find nothing after a batch. */
+        struct epoll_event ev[4];
         int tmo = nretry ? 1 : (t->idx == 0 && sv->rec_until > 0 && !sv->rec_saved ? 100 : -1);
-        int pr = poll(pf, t->idx == 0 ? 4 : 3, tmo);
-        if (pr < 0) {
+        int ne = epoll_wait(ep, ev, 4, tmo);
+        if (ne < 0) {
             int err = errno;
             if (err == EINTR) continue;
-            store_errf(&e, -err, "poll: %s", strerror(err));
+            store_errf(&e, -err, "epoll_wait: %s", strerror(err));
             fail(sv, -err, &e);
             break;
         }
-        if (pf[2].revents) {
-            char junk[256];
-            ssize_t k = recv(sv->conn, junk, sizeof junk, MSG_DONTWAIT);
-            if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) stop_all(sv);   /* the VM is gone */
-        }
-        if (pf[0].revents & (POLLERR | POLLHUP)) stop_all(sv);
-        if (t->idx == 0 && (pf[3].revents & POLLIN)) {
-            int c = accept4(sv->lfd, NULL, NULL, SOCK_CLOEXEC);
-            if (c >= 0) {
-                close(c);
-                refuse(sv, "a second connection: this server serves one VM");
+        for (int i = 0; i < ne; i++) {
+            if (ev[i].data.u32 == EV_CONN) {
+                char junk[256];
+                ssize_t k = recv(sv->conn, junk, sizeof junk, MSG_DONTWAIT);
+                if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) stop_all(sv);   /* the VM is gone */
+            } else if (ev[i].data.u32 == EV_UFFD && (ev[i].events & (EPOLLERR | EPOLLHUP))) {
+                stop_all(sv);
+            } else if (ev[i].data.u32 == EV_LISTEN) {
+                int c = accept4(sv->lfd, NULL, NULL, SOCK_CLOEXEC);
+                if (c >= 0) {
+                    close(c);
+                    refuse(sv, "a second connection: this server serves one VM");
+                }
             }
         }
     }
+    if (ep >= 0) close(ep);
     stop_all(sv);
     free(retry);
     free(buf);

@@ -158,7 +158,7 @@ if [[ " $parts " == *" wake "* ]]; then
         python3 - "$W/wake.txt" <<'PY'
 import re, sys
 rows = [l for l in open(sys.argv[1])]
-ticks = [(l.split()[0], float(re.search(r"lazy: running +[\d.]+ s, tick +([\d.]+)", l).group(1)),
+ticks = [(l.split()[0], float(re.search(r"lazy: qemu up +[\d.]+ s, running +[\d.]+ s, tick +([\d.]+)", l).group(1)),
           float(re.search(r"resume: running +[\d.]+ s, tick +([\d.]+)", l).group(1))) for l in rows]
 if len(ticks) > 1:
     print("lazy wake, largest/smallest guest: %.2fx (target <= 1.5x); at %s lazy/full = %.2f (target <= 0.25)"

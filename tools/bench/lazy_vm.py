@@ -6,7 +6,8 @@ lazy_vm.py --t0 EPOCH --qmp SOCK --serial FILE --vmstate FILE --after N --nonce 
 
 Launches QEMU (its command line has -incoming defer), loads the device state with
 x-ignore-shared as tools/vm/vm.sh does, `cont`s it, and prints one JSON line:
-  qmp       seconds from t0 until QEMU's monitor answers (QEMU started, RAM mapped)
+  qmp       seconds from t0 until QEMU's monitor answers (QEMU started, RAM mapped);
+  rchar_qmp what PID read by then
   running   seconds from t0 (the wake request, taken by the caller) until QMP says running
   tick      seconds from t0 until the console shows the guest's next tick (TICK N+1 with
             the same boot nonce: the guest runs again, it did not reboot)
@@ -67,6 +68,7 @@ def main():
     try:
         q = Qmp(a.qmp)
         out["qmp"] = time.time() - a.t0
+        out["rchar_qmp"] = rchar(a.io_pid) - io0
         q.cmd("migrate-set-capabilities",
               {"capabilities": [{"capability": "x-ignore-shared", "state": True}]})
         q.cmd("migrate-incoming", {"uri": "exec:cat " + a.vmstate})
