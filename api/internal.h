@@ -193,10 +193,12 @@ struct api_req {
     char *raw;                 /* a non-JSON body (metrics), malloc'd, with raw_type */
     size_t raw_len;
     const char *raw_type;
-    /* streams */
-    int stream, pipe_rd, pipe_wr, eof, done, stream_rc;
+    /* streams (server.c): the route writes the body into a spool file (pipe_wr, the same
+     * descriptor as spool); the loop sends it from spool at the client's pace */
+    int stream, pipe_wr, spool, done, stream_rc, in_flight, read_err;
+    off_t spool_off;
     const char *ctype;
-    struct event *pipe_ev;
+    struct event *spool_ev;     /* a timer: more of the spool may have been written */
     struct api_req *next;
 };
 
@@ -217,7 +219,9 @@ int api_body_int(api_req *r, const char *key, int64_t *out);
 
 /* Streams: after begin, write the body to r->pipe_wr; the route returns with
  * r->stream_rc set (0 ok; otherwise the connection is cut so the client sees a short
- * body, never a complete-looking wrong one). */
+ * body, never a complete-looking wrong one). pipe_wr is an unnamed file in the store's
+ * folder, not a pipe: the route writes at the store's speed and ends, so a slow client
+ * holds neither the store's handle nor a worker (server.c sends the file as it grows). */
 int api_stream_begin(api_req *r, const char *content_type);
 
 /* The store handle for a route; on failure api_fail 500/503 has been called. */

@@ -250,8 +250,8 @@ static void free_req(api_req *r)
     json_decref(r->body);
     free(r->query);
     free(r->raw);
-    if (r->pipe_ev) event_free(r->pipe_ev);
-    if (r->pipe_rd >= 0) close(r->pipe_rd);
+    if (r->spool_ev) event_free(r->spool_ev);
+    if (r->spool >= 0) close(r->spool);
     free(r);
 }
 
@@ -336,26 +336,38 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
     (void)evcon;
     api_req *r = arg;
     r->gone = 1;
-    if (r->stream && r->pipe_ev) {
-        /* The worker's next write fails with EPIPE and it stops. */
-        event_free(r->pipe_ev);
-        r->pipe_ev = NULL;
-        close(r->pipe_rd);
-        r->pipe_rd = -1;
-    }
+    if (!r->spool_ev) return;  /* not streaming yet: freed when the route ends (drain_done) */
+    event_del(r->spool_ev);
+    /* The route may have ended already (done), waiting for this client: finish from the
+     * loop, not inside evhttp's close callback. */
+    static const struct timeval now = {0, 0};
+    if (r->done) evtimer_add(r->spool_ev, &now);
 }
 
-/* ---- streams -------------------------------------------------------------------------- */
+/* ---- streams --------------------------------------------------------------------------
+ * Why a spool file and not a pipe to the worker: with a pipe, a client reading slowly
+ * kept its worker writing slowly, and the worker held the store's read handle (so no
+ * ingest could take the write lock, and no new reader joined the handle once it was old)
+ * and a long-job slot (four slow downloads made every ingest 429). The worker now writes
+ * the body into an unnamed file (O_TMPFILE in the store's private folder: freed by the
+ * kernel however we stop) as fast as the store reads, and ends; the loop sends the file
+ * from where it got to, one chunk per chunk the client took, so memory stays one chunk
+ * per stream whatever the client's pace. The headers go out when the route begins the
+ * stream (after its checks), the bytes as they are written: a stream that fails part way
+ * is cut, as before. */
 
 #define STREAM_CHUNK (256 * 1024)
+#define SPOOL_POLL_US 2000     /* how soon to look again when the sender caught up */
 
 static void stream_finish(api_req *r)
 {
     api_server *srv = r->srv;
     int async = 0;
+    int rc = r->stream_rc ? r->stream_rc : r->read_err;
+    if (r->read_err && !r->stream_rc) snprintf(r->msg, sizeof r->msg, "reading the spool: %s", strerror(-r->read_err));
     if (!r->gone) {
         evhttp_connection_set_closecb(r->evcon, NULL, NULL);
-        if (r->stream_rc == 0) {
+        if (rc == 0) {
             async = 1;
             evhttp_request_set_on_complete_cb(r->req, on_sent, srv);
             evhttp_send_reply_end(r->req);
@@ -367,62 +379,87 @@ static void stream_finish(api_req *r)
          * connection, ending the reply only frees it (it leaked here before). */
         evhttp_send_reply_end(r->req);
     }
-    api_metrics_request(r->route_index, r->stream_rc ? 500 : 200, now_s() - r->t0);
-    log_line(r, r->stream_rc ? 500 : 200);
-    if (r->stream_rc) fprintf(stderr, "cairn serve: rid=%s: stream cut: %s\n", r->rid, r->msg);
+    api_metrics_request(r->route_index, rc ? 500 : 200, now_s() - r->t0);
+    log_line(r, rc ? 500 : 200);
+    if (rc) fprintf(stderr, "cairn serve: rid=%s: stream cut: %s\n", r->rid, r->msg);
     free_req(r);
     if (!async) finished(srv);
+}
+
+static void chunk_sent(struct evhttp_connection *evcon, void *arg);
+
+/* Sends the next chunk of the spool, or ends the stream once the route ended and all of
+ * it went, or looks again shortly when the route is still writing. */
+static void pump(api_req *r)
+{
+    if (r->gone || r->in_flight) return;
+    int head = evhttp_request_get_command(r->req) == EVHTTP_REQ_HEAD;
+    if (head || r->read_err) {
+        /* HEAD: evhttp sends no body (and so never calls chunk_sent); the route still
+         * runs to the end so the status is the one GET would have. */
+        if (r->done) stream_finish(r);
+        return;
+    }
+    int done = r->done;        /* read before the spool: every byte written before done */
+    struct evbuffer *b = evbuffer_new();
+    void *buf = NULL;
+    size_t room = 0;
+    struct evbuffer_iovec v;
+    if (b && evbuffer_reserve_space(b, STREAM_CHUNK, &v, 1) == 1) {
+        buf = v.iov_base;
+        room = v.iov_len < STREAM_CHUNK ? v.iov_len : STREAM_CHUNK;
+    }
+    ssize_t n = buf ? pread(r->spool, buf, room, r->spool_off) : -1;
+    if (n > 0) {
+        v.iov_len = (size_t)n;
+        evbuffer_commit_space(b, &v, 1);
+        r->spool_off += n;
+        r->in_flight = 1;
+        evhttp_send_reply_chunk_with_cb(r->req, b, chunk_sent, r);
+        evbuffer_free(b);
+        return;
+    }
+    int err = n < 0 ? (buf ? errno : ENOMEM) : 0;
+    if (b) evbuffer_free(b);
+    if (err == EINTR) err = 0;
+    if (err) {
+        r->read_err = -err;
+        if (done) stream_finish(r);
+        return;
+    }
+    if (done) {
+        stream_finish(r);
+        return;
+    }
+    struct timeval tv = {0, SPOOL_POLL_US};
+    if (r->spool_ev) evtimer_add(r->spool_ev, &tv);
 }
 
 static void chunk_sent(struct evhttp_connection *evcon, void *arg)
 {
     (void)evcon;
     api_req *r = arg;
-    if (!r->gone && r->pipe_ev) event_add(r->pipe_ev, NULL);
+    r->in_flight = 0;
+    pump(r);
 }
 
-static void pipe_readable(evutil_socket_t fd, short what, void *arg)
+static void spool_wake(evutil_socket_t fd, short what, void *arg)
 {
+    (void)fd;
     (void)what;
     api_req *r = arg;
-    struct evbuffer *b = evbuffer_new();
-    if (!b) return;
-    int n = evbuffer_read(b, fd, STREAM_CHUNK);
-    if (n > 0 && evhttp_request_get_command(r->req) == EVHTTP_REQ_HEAD) {
-        /* HEAD: evhttp sends no body and so never calls chunk_sent; the worker still runs
-         * to the end so the status is the one GET would have. */
-        evbuffer_free(b);
-        return;
-    }
-    if (n > 0) {
-        /* Wait until the client took this chunk before reading more: a slow client slows
-         * the worker (through the pipe) instead of growing our memory. */
-        event_del(r->pipe_ev);
-        evhttp_send_reply_chunk_with_cb(r->req, b, chunk_sent, r);
-        evbuffer_free(b);
-        return;
-    }
-    evbuffer_free(b);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-    event_free(r->pipe_ev);
-    r->pipe_ev = NULL;
-    close(r->pipe_rd);
-    r->pipe_rd = -1;
-    r->eof = 1;
-    if (r->done) stream_finish(r);
+    if (r->gone && r->done) stream_finish(r);
+    else pump(r);
 }
 
 int api_stream_begin(api_req *r, const char *content_type)
 {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
-        api_fail(r, 500, "internal", "pipe: %s", strerror(errno));
+    int fd = open(r->srv->store, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        api_fail(r, 500, "internal", "a spool file in %s: %s", r->srv->store, strerror(errno));
         return -1;
     }
-    fcntl(p[0], F_SETFL, O_NONBLOCK);
-    fcntl(p[1], F_SETPIPE_SZ, 1 << 20);    /* fewer wake-ups; failure only costs speed */
-    r->pipe_rd = p[0];
-    r->pipe_wr = p[1];
+    r->spool = r->pipe_wr = fd;
     r->ctype = content_type;
     r->stream = 1;
     post(r, 1);
@@ -431,17 +468,12 @@ int api_stream_begin(api_req *r, const char *content_type)
 
 static void stream_start(api_req *r)
 {
-    if (r->gone) return;       /* on_close closed the pipe already */
+    if (r->gone) return;       /* finished when the route ends */
     set_common_headers(r, r->ctype);
     evhttp_send_reply_start(r->req, 200, "OK");
-    r->pipe_ev = event_new(r->srv->base, r->pipe_rd, EV_READ | EV_PERSIST, pipe_readable, r);
-    if (!r->pipe_ev) {
-        close(r->pipe_rd);
-        r->pipe_rd = -1;
-        r->eof = 1;
-        return;
-    }
-    event_add(r->pipe_ev, NULL);
+    r->spool_ev = evtimer_new(r->srv->base, spool_wake, r);
+    if (!r->spool_ev) r->read_err = -ENOMEM;   /* cut once the route ends */
+    pump(r);
 }
 
 static void drain_done(evutil_socket_t fd, short what, void *arg)
@@ -459,7 +491,11 @@ static void drain_done(evutil_socket_t fd, short what, void *arg)
         if (n->phase == 1) stream_start(r);
         else if (r->stream) {
             r->done = 1;
-            if (r->eof || r->gone) stream_finish(r);
+            if (r->gone) stream_finish(r);
+            else if (!r->in_flight) {
+                if (r->spool_ev) event_del(r->spool_ev);
+                pump(r);
+            }
         } else {
             reply(r);
             free_req(r);
@@ -473,10 +509,7 @@ static void run_job(api_job *j)
 {
     api_req *r = (api_req *)j;
     r->route->fn(r);
-    if (r->stream) {
-        if (r->pipe_wr >= 0) close(r->pipe_wr);
-        r->pipe_wr = -1;
-    }
+    r->pipe_wr = -1;           /* the spool's descriptor: the loop's now (r->spool) */
     post(r, 0);
 }
 
@@ -663,7 +696,7 @@ static void handle(struct evhttp_request *req, void *arg)
     r->evcon = evhttp_request_get_connection(req);
     r->t0 = now_s();
     r->route_index = -1;
-    r->pipe_rd = r->pipe_wr = -1;
+    r->spool = r->pipe_wr = -1;
     srv->inflight++;
     const char *hrid = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
     if (hrid && valid_rid(hrid)) snprintf(r->rid, sizeof r->rid, "%s", hrid);
