@@ -71,6 +71,12 @@ typedef struct {
     uint64_t packs_deleted, packs_rewritten, chunks_removed;
     uint64_t freed_bytes;           /* pack + manifest bytes removed, minus bytes rewritten */
     uint64_t bytes_before, bytes_after;
+    /* S3 (gc across nodes, docs/s3.md) */
+    uint64_t fossils_recorded;      /* packs made fossils by this run (epoch 1) */
+    uint64_t fossils_resurrected;   /* fossils kept: a snapshot committed since names them */
+    int sweep_skipped;              /* another node holds the gc lease: retention only */
+    char lease_holder[16];          /* that node's tag ("" if none) */
+    int64_t lease_until_ms;
     char **reclaimed_list;          /* sandbox names */
     size_t nreclaimed_list;
     double seconds;
@@ -90,7 +96,8 @@ STORE_MUST_USE int gc_parse_time(const char *s, int64_t *ms);
  * template}; NULL when out of memory. */
 json_t *gc_sandbox_json(const gc_sandbox *v);
 /* {ok, dry_run, reclaimed, dropped_snapshots, not_reclaimed, packs_deleted, packs_rewritten,
- * chunks_removed, freed_bytes, stored_bytes_after, seconds, reclaimed_sandboxes}. */
+ * chunks_removed, freed_bytes, stored_bytes_after, seconds, reclaimed_sandboxes, kept_leased,
+ * fossils_recorded, fossils_resurrected, sweep_skipped, lease_holder}. */
 json_t *gc_result_json(const gc_result *r, int ok, int dry_run);
 
 #endif

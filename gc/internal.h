@@ -67,6 +67,9 @@ typedef struct {
     void *log_arg;
 } gc_sweep_opts;
 STORE_MUST_USE int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e);
+/* fossil.c: the sweep of a store on S3 (two-step fossil collection), under the lease. */
+STORE_MUST_USE int gc_sweep_remote(const char *dir, store_gc_lease *lease, const gc_sweep_opts *o, gc_result *r,
+                                   store_err *e);
 
 void gc_yield_lock(void);
 void gc_logf(gc_log_fn fn, void *arg, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

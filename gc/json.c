@@ -80,11 +80,14 @@ json_t *gc_result_json(const gc_result *r, int ok, int dry_run)
     json_t *list = json_array();
     for (size_t i = 0; list && i < r->nreclaimed_list; i++)
         json_array_append_new(list, json_string(r->reclaimed_list[i]));
-    return json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:o, s:I}", "ok", ok, "dry_run", dry_run,
+    return json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:o, s:I, s:I, s:I, s:b, s:s}",
+                     "ok", ok, "dry_run", dry_run,
                      "reclaimed", (json_int_t)r->reclaimed, "dropped_snapshots", (json_int_t)r->dropped_snapshots,
                      "not_reclaimed", (json_int_t)r->not_reclaimed, "packs_deleted", (json_int_t)r->packs_deleted,
                      "packs_rewritten", (json_int_t)r->packs_rewritten, "chunks_removed",
                      (json_int_t)r->chunks_removed, "freed_bytes", (json_int_t)r->freed_bytes,
                      "stored_bytes_after", (json_int_t)r->bytes_after, "seconds", r->seconds,
-                     "reclaimed_sandboxes", list, "kept_leased", (json_int_t)r->leased);
+                     "reclaimed_sandboxes", list, "kept_leased", (json_int_t)r->leased, "fossils_recorded",
+                     (json_int_t)r->fossils_recorded, "fossils_resurrected", (json_int_t)r->fossils_resurrected,
+                     "sweep_skipped", r->sweep_skipped, "lease_holder", r->lease_holder);
 }

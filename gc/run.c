@@ -213,7 +213,7 @@ static int still_eligible(const gc_sandbox *v, size_t n, const reclaim *rcl, int
 /* Retention changes, ACTIONS_PER_SECTION at a time under the exclusive lock. A reclaim's
  * files-only snapshot is committed before the drops of that sandbox run; each section
  * first re-checks its reclaims against the store as it is now. */
-static int apply_plan(const char *dir, const gc_options *o, plan *p, gc_result *r, store_err *e)
+static int apply_plan(const char *dir, const gc_options *o, plan *p, int deleter, gc_result *r, store_err *e)
 {
     size_t ri = 0, di = 0;
     int rc = 0;
@@ -243,6 +243,20 @@ static int apply_plan(const char *dir, const gc_options *o, plan *p, gc_result *
                 rc = store_snapshot_load(s, rcl->source, &src, e);
                 if (!rc) rc = gc_files_only(s, src, &fo, e);
                 if (!rc) rc = store_writer_open(s, &w, e);
+                /* The files-only snapshot names its source's chunks without storing them:
+                 * on S3 only while they are sure to stay (store_writer_may_reuse). */
+                int reuse = rc ? 0 : store_writer_may_reuse(w, rcl->source, deleter, e);
+                if (!rc && reuse < 0) rc = reuse;
+                if (!rc && !reuse) {
+                    store_writer_abort(w);
+                    rcl->skipped = 1;
+                    gc_logf(o->log, o->log_arg, "not reclaiming %s this run: %s", rcl->sandbox,
+                            deleter ? "its snapshot is no longer in the bucket"
+                                    : "another node's gc has fossils pending deletion");
+                    store_snapshot_free(src);
+                    store_snapshot_free(fo);
+                    continue;
+                }
                 if (!rc) rc = store_writer_commit(w, fo, e);
                 if (!rc) {
                     gc_logf(o->log, o->log_arg, "reclaimed %s (tier %s, idle %.1f days): files-only "
@@ -323,17 +337,37 @@ int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e)
     plan p = {0};
     store_t *s = NULL;
     int rc = store_open(dir, STORE_READ, &s, e);
-    if (!rc && !o->dry_run && (rc = store_gc_allowed(s, e))) {
-        store_close(s);
-        s = NULL;
+    /* S3: one node deletes at a time (the lease); without it a run does retention only,
+     * which is safe on every node (docs/s3.md, "gc across nodes"). */
+    int remote = !rc && store_is_remote(s), leased = 0;
+    store_gc_lease lease = {0}, other = {0};
+    store_t *ls = NULL;             /* for the lease: no lock (sections open the store for writing) */
+    if (remote && !o->dry_run) rc = store_open(dir, STORE_SCAN, &ls, e);
+    if (!rc && remote && !o->dry_run) {
+        store_err le;
+        int lr = store_gc_lease_take(ls, &lease, &other, &le);
+        if (!lr) {
+            leased = 1;
+            if (other.node)
+                gc_logf(o->log, o->log_arg, "took over the gc lease of node %06x (expired at %lld)", other.node,
+                        (long long)other.expires_ms);
+        } else if (lr == -EBUSY) {
+            r->sweep_skipped = 1;
+            snprintf(r->lease_holder, sizeof r->lease_holder, "%06x", other.node);
+            r->lease_until_ms = other.expires_ms;
+            gc_logf(o->log, o->log_arg, "%s: retention only, no pack deleted by this run", le.msg);
+        } else {
+            rc = store_errf(e, lr, "%s", le.msg);
+        }
     }
     if (!rc) {
         store_stats before;
         rc = store_get_stats(s, &before, e);
         r->bytes_before = before.stored_bytes + before.manifest_bytes;
         if (!rc) rc = make_plan(s, o, &p, r, e);
-        store_close(s);
     }
+    store_close(s);
+    s = NULL;
     gc_sweep_opts so = {.dry_run = o->dry_run, .log = o->log, .log_arg = o->log_arg};
     const char **skip = NULL;
     if (!rc && o->dry_run) {
@@ -373,12 +407,22 @@ int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e)
             store_close(s);
         }
     } else if (!rc) {
-        rc = apply_plan(dir, o, &p, r, e);
+        rc = apply_plan(dir, o, &p, leased, r, e);
     }
     so.packs = p.packs;
     so.npacks = p.npacks;
     so.refs = p.refs;
-    if (!rc) rc = gc_sweep(dir, &so, r, e);
+    if (!rc && remote && !o->dry_run) {
+        if (leased) rc = gc_sweep_remote(dir, &lease, &so, r, e);
+    } else if (!rc) {
+        rc = gc_sweep(dir, &so, r, e);
+    }
+    if (leased) {
+        store_err le;
+        /* An unreleased lease only delays the next gc until it expires. */
+        if (store_gc_lease_release(ls, &lease, &le)) gc_logf(o->log, o->log_arg, "could not release the gc lease: %s", le.msg);
+    }
+    store_close(ls);
     store_idset_free(so.extra_live);
     free(skip);
     if (!rc && !o->dry_run && !(rc = store_open(dir, STORE_READ, &s, e))) {
@@ -386,7 +430,8 @@ int gc_run(const char *dir, const gc_options *o, gc_result *r, store_err *e)
         rc = store_get_stats(s, &after, e);
         r->bytes_after = after.stored_bytes + after.manifest_bytes;
         store_close(s);
-        r->freed_bytes = r->bytes_before > r->bytes_after ? r->bytes_before - r->bytes_after : 0;
+        /* On S3 other nodes write meanwhile: the sweep counted what it deleted itself. */
+        if (!remote) r->freed_bytes = r->bytes_before > r->bytes_after ? r->bytes_before - r->bytes_after : 0;
     }
     free(p.drops);
     free(p.reclaims);

@@ -93,8 +93,11 @@ static void do_group_in(job *j, size_t g, unsigned t)
     const ref *r0 = &j->refs[j->gstart[g]], *rend = &j->refs[j->gstart[g + 1]];
     store_loc loc = {.pack = r0->pack, .offset = r0->offset, .clen = r0->clen, .npages = r0->npages};
     store_err e;
-    if (store_read_frame(j->s, &loc, j->frame[t], j->fcap, &e)) {
-        fail(j, -EIO, "%s", r0, e.msg);
+    int rr = store_read_frame(j->s, &loc, j->frame[t], j->fcap, &e);
+    if (rr) {
+        /* -ESTALE: the pack is gone from the bucket (another node's gc): write_blob looks up
+         * again and retries once. */
+        fail(j, rr == -ENOENT ? -ESTALE : -EIO, "%s", r0, e.msg);
         return;
     }
     uint8_t *pages = j->pages[t];
@@ -246,10 +249,21 @@ static int write_blob(store_t *s, const store_snapshot *snap, const store_blob *
     return rc;
 }
 
+/* A pack removed by another node's gc under a running restore: the store now knows where its
+ * chunks went, so the blob is written once more from a fresh lookup (the temp file of the
+ * first try is gone; nothing partial is left). */
+static int write_blob_retry(store_t *s, const store_snapshot *snap, const store_blob *b, int dirfd,
+                            const char *dir, const char *name, const char *path, store_err *e)
+{
+    int rc = write_blob(s, snap, b, dirfd, dir, name, path, e);
+    if (rc == -ESTALE) rc = write_blob(s, snap, b, dirfd, dir, name, path, e);
+    return rc == -ESTALE ? -EIO : rc;
+}
+
 int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, const char *path,
                  store_err *e)
 {
-    return write_blob(s, snap, b, -1, NULL, NULL, path, e);
+    return write_blob_retry(s, snap, b, -1, NULL, NULL, path, e);
 }
 
 typedef struct {
@@ -308,7 +322,7 @@ int restore_snapshot(store_t *s, const char *id, const char *outdir,
     /* Every file goes into the folder locked above, by its descriptor: the folder is
      * resolved once, whatever is renamed over its path meanwhile. */
     for (int i = 0; !rc && i < snap->nblobs; i++) {
-        rc = write_blob(s, snap, &snap->blobs[i], lockfd, outdir, snap->blobs[i].name, NULL, e);
+        rc = write_blob_retry(s, snap, &snap->blobs[i], lockfd, outdir, snap->blobs[i].name, NULL, e);
         done += snap->blobs[i].size;
         if (progress) progress(arg, done, snap->logical_bytes);
     }

@@ -258,7 +258,7 @@ static int classify_batch(ingest *g, store_err *e)
         g->look_pos[nlook++] = (uint32_t)i;
     }
     if (!nlook) return 0;
-    int rc = store_lookup(g->s, g->look_ids, nlook, g->found, g->verify ? g->look_locs : NULL, e);
+    int rc = store_writer_lookup(g->w, g->look_ids, nlook, g->found, g->verify ? g->look_locs : NULL, e);
     if (rc) return rc;
     for (size_t k = 0; k < nlook; k++) {
         if (g->found[k] && g->verify) {
@@ -474,10 +474,14 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
     }
     if (!rc && nomem) rc = store_errf(e, -ENOMEM, "out of memory");
     if (!rc) rc = store_writer_open(s, &g.w, e);
+    /* The parent's recipe spares lookups only where the store says its chunks will stay
+     * (on S3, gc across nodes: docs/s3.md); else every page is looked up. */
+    int reuse = 1;
+    if (!rc && parent && (reuse = store_writer_may_reuse(g.w, parent->id, 0, e)) < 0) rc = reuse;
     g.total_bytes = snap ? snap->logical_bytes : 0;
     for (int i = 0; !rc && i < snap->nblobs; i++) {
         const store_blob *pb = NULL;
-        for (int k = 0; parent && k < parent->nblobs; k++)
+        for (int k = 0; parent && reuse == 1 && k < parent->nblobs; k++)
             if (!strcmp(parent->blobs[k].name, snap->blobs[i].name)) pb = &parent->blobs[k];
         rc = ingest_blob(&g, &snap->blobs[i], fds[i], pb, req->blob_path[i], req->progress,
                          req->progress_arg, e);

@@ -186,8 +186,25 @@ int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
         rc = manifest_encode(snap, w->packs, w->npacks, &buf, &len, e);
         char name[64];
         snprintf(name, sizeof name, "manifests/%s.cmf", snap->id);
-        /* With S3 the bucket's manifest is the commit point (the local copy follows it). */
+        /* With S3 the bucket's manifest is the commit point (the local copy follows it), and
+         * it must be there within the commit bound of the writer's open (docs/s3.md, gc
+         * across nodes): too late, and gc may have deleted a fossil this snapshot names. */
+        int timed = s->be->remote && !w->range_end;
+        if (!rc && timed) rc = gone_writer_in_time(w, e);
         if (!rc) rc = obj_put(s, name, buf, len, e);
+        if (!rc && timed && (rc = gone_writer_in_time(w, e))) {
+            store_err de;
+            char fname[64];
+            snprintf(fname, sizeof fname, "manifests/%s.files", snap->id);
+            int d1 = s->be->ops->del(s->be, name, &de);
+            if (!d1) d1 = s->be->ops->del(s->be, fname, &de);
+            char *local = util_path(s->dir, name);
+            if (local) unlink(local);
+            free(local);
+            /* The bucket refused the delete: the manifest stays, unacknowledged; fsck and
+             * gc see it like any other (it may name a chunk gc deleted: fsck says so). */
+            if (d1) fprintf(stderr, "cairn: %s: could not delete the late manifest: %s\n", snap->id, de.msg);
+        }
         free(buf);
     }
 

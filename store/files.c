@@ -489,6 +489,12 @@ int store_blob_read(store_t *s, const store_snapshot *snap, const char *name, ui
         } else {
             store_id id;
             rc = cached_page(s, &locs[i], d, frame, page, e);
+            /* S3: the pack went (another node's gc) after the lookup: once more, where the
+             * chunk is now (store_read_frame taught the handle). */
+            if (rc == -ENOENT && s->be->remote && !(rc = store_lookup(s, &b->ids[pg], 1, &found[i], &locs[i], e)))
+                rc = found[i] ? cached_page(s, &locs[i], d, frame, page, e)
+                              : store_errf(e, -ENOENT, "snapshot %s: %s: page at offset %llu is not in the store",
+                                           snap->id, name, (unsigned long long)pstart);
             if (!rc) store_chunk_id(s, page, &id);
             /* Verified on every read, cached or not: the cache holds bytes, not trust. */
             if (!rc && memcmp(&id, &b->ids[pg], 16))

@@ -286,13 +286,21 @@ static void lookup_batch(void *arg, size_t t)
 int store_lookup(store_t *s, const store_id *ids, size_t n, uint8_t *found, store_loc *locs,
                  store_err *e)
 {
+    /* On S3 the location matters even to a caller that asks only "is it there": an entry
+     * may name a pack another node's gc deleted (gone.c). */
+    store_loc *own = NULL;
+    if (s->be->remote && !locs && n && !(locs = own = malloc(n * sizeof *own)))
+        return store_errf(e, -ENOMEM, "out of memory");
     lookup_job j = {.s = s, .ids = ids, .n = n, .found = found, .locs = locs};
     pthread_mutex_init(&j.mu, NULL);
     /* Big lookups (a restore's recipe, fsck) use every core; RocksDB reads are thread-safe. */
     store_parallel(s, (n + LOOKUP_BATCH - 1) / LOOKUP_BATCH, lookup_batch, &j);
     pthread_mutex_destroy(&j.mu);
     if (j.rc && e) *e = j.err;
-    return j.rc;
+    int rc = j.rc;
+    if (!rc && s->be->remote && n) rc = gone_fix_lookup(s, ids, n, found, locs, e);
+    free(own);
+    return rc;
 }
 
 /* A failed read of the counter fails the batch: rewriting it as 0 plus the change would

@@ -26,6 +26,16 @@
 enum { CF_DEFAULT, CF_CHUNKS, CF_SNAPSHOTS, CF_SANDBOXES, CF_COUNT };
 
 struct pool;
+struct gone_view;
+
+/* A sorted set of pack numbers (gone.c). */
+typedef struct {
+    uint64_t *v;
+    size_t n, cap;
+} u64vec;
+STORE_MUST_USE int u64vec_has(const u64vec *v, uint64_t x);
+STORE_MUST_USE int u64vec_add(u64vec *v, const uint64_t *x, size_t n);   /* -ENOMEM */
+void u64vec_free(u64vec *v);
 
 struct store {
     char *dir;
@@ -67,6 +77,10 @@ struct store {
     } cache[GROUP_CACHE];
     uint64_t cache_clock;
     store_refresh_stats refreshed;     /* S3: what this handle's refreshes found (refresh.c) */
+    /* S3: packs other nodes' gc deleted and where their chunks went (gone.c), loaded at
+     * the first lookup; guarded by gone_mu. */
+    struct gone_view *gone;
+    pthread_mutex_t gone_mu;
 };
 
 /* store.c */
@@ -149,6 +163,11 @@ struct store_writer {
     size_t synced;                    /* packs[0..synced) are fsynced and renamed */
     int index_early;                  /* index each pack's chunks once it is durable */
     uint64_t total_chunks, generation;
+    /* S3 (gone.c): when it opened (monotonic ms), and the packs it must not deduplicate
+     * against: fossils at its open, packs gc deleted. */
+    int64_t opened_mono_ms;
+    u64vec avoid;
+    int fossils_pending;
 };
 STORE_MUST_USE int pack_seal(store_writer *w, store_err *e);
 void writer_free(store_writer *w, int unlink_tmp);
@@ -221,6 +240,20 @@ STORE_MUST_USE int remote_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LE
 struct pack_list;
 STORE_MUST_USE int refresh_mark_rebuilt(store_t *s, rocksdb_writebatch_t *b, const struct pack_list *pl,
                                         int64_t t0, store_err *e);
+/* gone.c: lookups past packs another node's gc deleted (docs/s3.md). */
+/* Repoints found entries in deleted packs to where their chunks are now, or clears found
+ * when no copy is known; called by store_lookup on a store on S3 (locs required). */
+STORE_MUST_USE int gone_fix_lookup(store_t *s, const store_id *ids, size_t n, uint8_t *found, store_loc *locs,
+                                   store_err *e);
+/* A read of the pack answered 404: the deletion records are read again and the pack counts
+ * as deleted from now on. */
+STORE_MUST_USE int gone_pack_missing(store_t *s, uint64_t pack, store_err *e);
+void gone_free(store_t *s);
+/* The writer's view at its open: fossils and deleted packs (avoid), its start time. */
+STORE_MUST_USE int gone_writer_open(store_writer *w, store_err *e);
+/* Before and after the commit point: -ETIMEDOUT when the writer has been open longer than
+ * the commit bound (gc may have deleted a fossil it relied on). */
+STORE_MUST_USE int gone_writer_in_time(const store_writer *w, store_err *e);
 
 /* manifest.c */
 STORE_MUST_USE int manifest_encode(const store_snapshot *snap, const uint64_t *packs, size_t npacks,

@@ -153,3 +153,42 @@ int store_pack_delete(store_t *s, uint64_t pack, store_err *e)
     if (rc) return store_errf(e, rc, "pack %016llx: cannot delete: %s", (unsigned long long)pack, strerror(-rc));
     return 0;
 }
+
+int store_pack_list_sizes(store_t *s, uint64_t **packs, uint64_t **sizes, size_t *n, store_err *e)
+{
+    if (s->be->remote) return remote_list_packs(s, NULL, packs, sizes, n, e);
+    int rc = store_pack_list(s, packs, n, e);
+    if (rc) return rc;
+    *sizes = malloc((*n ? *n : 1) * sizeof **sizes);
+    if (!*sizes) {
+        free(*packs);
+        *packs = NULL;
+        return store_errf(e, -ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < *n; i++) (*sizes)[i] = UINT64_MAX;
+    return 0;
+}
+
+typedef struct {
+    store_t *s;
+    store_footer *v;
+} footers_job;
+
+static void footer_one(void *arg, size_t i)
+{
+    footers_job *j = arg;
+    store_footer *f = &j->v[i];
+    uint64_t bytes = 0;
+    if (j->s->be->remote) {
+        f->rc = remote_pack_footer(j->s, f->pack, f->size, &f->groups, &f->ngroups, &f->ids, &f->nchunks, &f->e);
+        return;
+    }
+    f->rc = store_pack_footer(j->s, f->pack, &f->groups, &f->ngroups, &f->ids, &f->nchunks, &bytes, &f->e);
+    if (!f->rc) f->size = bytes;
+}
+
+void store_pack_footers(store_t *s, store_footer *v, size_t n)
+{
+    footers_job j = {s, v};
+    store_parallel(s, n, footer_one, &j);
+}

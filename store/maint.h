@@ -61,4 +61,56 @@ STORE_MUST_USE int store_pack_delete(store_t *s, uint64_t pack, store_err *e);
 typedef struct { store_id id; store_loc expect; int del; store_loc to; } store_index_edit;
 STORE_MUST_USE int store_index_apply(store_t *s, const store_index_edit *ed, size_t n, size_t *applied, store_err *e);
 
+/* ---- gc across the nodes of a bucket (docs/s3.md, "gc across nodes"; store/gcrec.c) -- */
+
+STORE_MUST_USE int store_is_remote(const store_t *s);
+uint32_t store_node_tag(const store_t *s);
+/* The bounds every node of a bucket must agree on (environment, for tests; defaults in
+ * docs/s3.md): the longest a writer may take from its open to its commit point
+ * ($CAIRN_S3_COMMIT_BOUND_MS, 20 min), the clock difference tolerated between nodes
+ * ($CAIRN_S3_CLOCK_MARGIN_MS, 2 min), and the gc lease's life ($CAIRN_GC_LEASE_MS, 10 min). */
+int64_t store_commit_bound_ms(void);
+int64_t store_clock_margin_ms(void);
+int64_t store_gc_lease_ttl_ms(void);
+
+/* The gc lease (object gc/lease): one node deletes at a time. take: 0 when this node holds
+ * it now (the PUT-wait-GET check: RGW 16 has no conditional PUT); -EBUSY when another node
+ * holds an unexpired one (*other says which, until when). renew: extends it, or -ESTALE
+ * when it is no longer ours (the caller must stop deleting). release: deletes it if ours. */
+typedef struct { uint32_t node; int64_t expires_ms; uint64_t nonce; } store_gc_lease;
+STORE_MUST_USE int store_gc_lease_take(store_t *s, store_gc_lease *mine, store_gc_lease *other, store_err *e);
+STORE_MUST_USE int store_gc_lease_renew(store_t *s, store_gc_lease *mine, store_err *e);
+STORE_MUST_USE int store_gc_lease_release(store_t *s, const store_gc_lease *mine, store_err *e);
+
+/* Fossil records (epoch 1: packs that may be deleted at a later run) and deletion records
+ * (epoch 2: packs deleted, written before they are). moved: packs holding the live chunks
+ * of rewritten ones. A local store has none (0, n = 0). */
+enum { STORE_GC_FOSSILS = 1, STORE_GC_DELETED };
+typedef struct {
+    char name[96];                  /* the object's name */
+    int64_t at_ms;                  /* wall clock of the writing node, before its PUT */
+    uint64_t *packs, *moved;
+    size_t npacks, nmoved;
+} store_gc_record;
+STORE_MUST_USE int store_gc_records(store_t *s, int kind, store_gc_record **out, size_t *n, store_err *e);
+void store_gc_records_free(store_gc_record *v, size_t n);
+/* Writes one; *at_ms is the time it counts from. */
+STORE_MUST_USE int store_gc_record_put(store_t *s, int kind, const uint64_t *packs, size_t npacks,
+                                       const uint64_t *moved, size_t nmoved, int64_t *at_ms, store_err *e);
+STORE_MUST_USE int store_gc_record_del(store_t *s, const char *name, store_err *e);
+
+/* Footers of many packs at once (S3: ranged GETs on the store's workers). v[i].pack in;
+ * v[i].rc, groups, ids out (free both); sizes may be NULL. */
+typedef struct {
+    uint64_t pack, size;            /* size UINT64_MAX: unknown */
+    int rc;
+    store_group *groups;
+    uint32_t ngroups, nchunks;
+    store_id *ids;
+    store_err e;
+} store_footer;
+void store_pack_footers(store_t *s, store_footer *v, size_t n);
+/* The bucket's packs with their sizes (a local store: its folder's). */
+STORE_MUST_USE int store_pack_list_sizes(store_t *s, uint64_t **packs, uint64_t **sizes, size_t *n, store_err *e);
+
 #endif

@@ -161,6 +161,11 @@ int store_writer_open(store_t *s, store_writer **out, store_err *e)
     w->s = s;
     w->fd = -1;
     w->index_early = 1;
+    int rc = s->be->remote ? gone_writer_open(w, e) : 0;
+    if (rc) {
+        writer_free(w, 1);
+        return rc;
+    }
     *out = w;
     return 0;
 }
@@ -323,6 +328,7 @@ void writer_free(store_writer *w, int unlink_tmp)
     free(w->fds);
     free(w->all_ids);
     free(w->all_locs);
+    u64vec_free(&w->avoid);
     free(w);
 }
 

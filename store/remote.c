@@ -94,6 +94,10 @@ static int open_be(const s3_config *cfg, uint32_t node, const char *dir, int mak
         s3_close(c);
         return store_errf(e, -ENOMEM, "out of memory");
     }
+    /* Copies of log objects and gc records go there (a cache: failing to make it only
+     * costs GETs, and the first copy says so). */
+    if (mkdir(cache, 0700) < 0 && errno != EEXIST && errno != ENOENT)
+        fprintf(stderr, "cairn: warning: %s: %s\n", cache, strerror(errno));
     rc = backend_s3_open(c, node, cache, be, e);
     free(cache);
     return rc;
@@ -302,7 +306,14 @@ int remote_read_frame(store_t *s, const store_loc *loc, void *buf, store_err *e)
 {
     char name[40];
     remote_pack_name(loc->pack, name);
-    return s->be->ops->get(s->be, name, loc->offset, buf, loc->clen, e);
+    int rc = s->be->ops->get(s->be, name, loc->offset, buf, loc->clen, e);
+    if (rc != -ENOENT) return rc;
+    /* Another node's gc deleted it since this node's index learnt of it: from now on
+     * lookups find its chunks where they are now (gone.c); the caller looks up again. */
+    store_err ge;
+    if ((rc = gone_pack_missing(s, loc->pack, &ge))) return store_errf(e, rc, "%s", ge.msg);
+    return store_errf(e, -ENOENT, "pack %016llx is no longer in %s (a gc deleted it); look the chunks up again",
+                      (unsigned long long)loc->pack, s->be->where);
 }
 
 void remote_keep_copy(store_t *s, const char *name, const void *buf, size_t len)
@@ -405,10 +416,4 @@ int obj_get(store_t *s, const char *name, uint8_t **buf, size_t *len, store_err 
     return rc;
 }
 
-int store_gc_allowed(store_t *s, store_err *e)
-{
-    if (!s->be->remote) return 0;
-    return store_errf(e, -ENOTSUP, "%s: gc of a store on S3 deletes nothing yet: other nodes may be "
-                      "deduplicating against what it would delete (docs/s3.md, \"gc across nodes\"); "
-                      "`cairn gc --dry-run` shows what it would do", s->be->where);
-}
+

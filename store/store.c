@@ -236,6 +236,7 @@ int store_open(const char *dir, int mode, store_t **out, store_err *e)
     s->lock_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->cache_mu, NULL);
+    pthread_mutex_init(&s->gone_mu, NULL);
     pthread_mutex_init(&s->verify_mu, NULL);
     struct stat st;
     int rc = 0;
@@ -300,6 +301,8 @@ void store_close(store_t *s)
     store_dctx_free(s->verify_dctx);
     pthread_mutex_destroy(&s->verify_mu);
     pthread_mutex_destroy(&s->cache_mu);
+    gone_free(s);
+    pthread_mutex_destroy(&s->gone_mu);
     pthread_mutex_destroy(&s->mu);
     free(s->dir);
     free(s);

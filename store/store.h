@@ -420,6 +420,18 @@ uint64_t store_writer_generation(const store_writer *w);
 /* Bytes appended to packs so far by this writer. */
 uint64_t store_writer_bytes(const store_writer *w);
 
+/* Lookups for deduplication by this writer: like store_lookup, but on S3 a chunk counts as
+ * stored only where the writer may rely on it: not in a pack another node's gc had made a
+ * fossil when the writer opened, nor in one gc deleted (such a chunk is written again). */
+STORE_MUST_USE int store_writer_lookup(store_writer *w, const store_id *ids, size_t n, uint8_t *found,
+                                       store_loc *locs, store_err *e);
+/* 1 when the writer may name the chunks of snapshot `id` without looking them up (an
+ * ingest's parent recipe, a reclaim's source); 0 when it must look them up (or cannot use
+ * them); negative on error. Always 1 on a local store. On S3: only when the manifest is in
+ * the bucket now, and no fossil awaited deletion at the writer's open unless `deleter` (the
+ * caller holds the gc lease, so nobody else deletes). docs/s3.md says why. */
+STORE_MUST_USE int store_writer_may_reuse(store_writer *w, const char *id, int deleter, store_err *e);
+
 /* Makes snap durable: seals and syncs packs, indexes their chunks, writes the manifest
  * (the commit point), then records the snapshot in the index. Fills snap->id, time_ms,
  * new_bytes. On error nothing is acknowledged. The writer is freed either way. */
@@ -455,10 +467,6 @@ enum { STORE_FSCK_VERIFY_DATA = 1 };
  * threaten a snapshot; garbage (is_problem = 0) is leftovers gc will remove.
  * Returns 0 when the check ran (whatever it found), < 0 when it could not run. */
 STORE_MUST_USE int store_fsck(store_t *s, int flags, store_report_fn report, void *arg, store_err *e);
-/* 0 when a gc may delete and rewrite in this store; -ENOTSUP (with the reason) when it may
- * not: a store on S3, until the cross-node protocol of docs/s3.md ("gc across nodes") is
- * built, since another node may be deduplicating against what a gc would delete. */
-STORE_MUST_USE int store_gc_allowed(store_t *s, store_err *e);
 /* Reports (as problems) every file or folder of the store that its group or other users
  * may open: the store is private to its owner (folders 0700, files 0600). store_fsck runs
  * it. A process that opens a store for writing must run with umask 077: RocksDB creates
