@@ -92,10 +92,10 @@ static void footers_free(store_footer *v, size_t n)
     free(v);
 }
 
-/* Copies the live chunks of the packs marked in `rw` into new packs of this node (uploaded
- * when sealed); *moved gets their numbers. */
-static int rewrite(const char *dir, store_t *s, store_footer *fs, const uint8_t *rw, size_t nf,
-                   store_idset *live, uint64_t bytes, vec *moved, store_err *e)
+/* Copies the chunks the packs marked in `rw` hold for the store (own[i][k]) into new packs
+ * of this node (uploaded when sealed); *moved gets their numbers. */
+static int rewrite(const char *dir, store_t *s, store_footer *fs, const uint8_t *rw, uint8_t **own, size_t nf,
+                   uint64_t bytes, vec *moved, store_err *e)
 {
     store_t *w0 = NULL;
     uint64_t first = 0, nnum = bytes / (32u << 20) + 8;
@@ -121,16 +121,13 @@ static int rewrite(const char *dir, store_t *s, store_footer *fs, const uint8_t 
             store_loc l = {.pack = f->pack, .offset = f->groups[g].offset, .clen = f->groups[g].clen,
                            .npages = f->groups[g].npages};
             int want = 0;
-            for (unsigned k = 0; k < l.npages; k++) {
-                const store_id *id = &f->ids[f->groups[g].first + k];
-                want |= store_idset_has(live, id) && !store_idset_has(copied, id);
-            }
+            for (unsigned k = 0; k < l.npages; k++) want |= own[i][f->groups[g].first + k];
             if (!want) continue;
             rc = store_read_frame(s, &l, frame, store_group_bound(STORE_GROUP_PAGES), e);
             if (!rc) rc = store_group_decompress(dc, frame, l.clen, pages, l.npages, e);
             for (unsigned k = 0; !rc && k < l.npages; k++) {
                 const store_id *id = &f->ids[f->groups[g].first + k];
-                if (!store_idset_has(live, id) || store_idset_has(copied, id)) continue;
+                if (!own[i][f->groups[g].first + k] || store_idset_has(copied, id)) continue;
                 store_id chk;
                 store_chunk_id(s, pages + (size_t)k * STORE_PAGE, &chk);
                 if (memcmp(&chk, id, 16)) {
@@ -256,13 +253,28 @@ int gc_sweep_remote(const char *dir, store_gc_lease *lease, const gc_sweep_opts 
     for (size_t i = 0; !rc && i < nrecs; i++)
         if (recs[i].at_ms + wait <= now) rc = store_gc_record_del(s, recs[i].name, e);
 
-    /* Epoch 1: what no fossil record names yet. */
+    /* Epoch 1: what no fossil record names yet. Each live chunk is held by one pack only
+     * (the lowest-numbered that has it): other copies (two nodes that stored the same page
+     * at once, writers that stored a fossil's chunk again) count as dead where they are. */
     uint64_t rw_bytes = 0;
     size_t nfossil = 0;
+    store_idset *claimed = store_idset_new();
+    uint8_t **own = calloc(npacks ? npacks : 1, sizeof *own);
+    if (!rc && (!claimed || !own)) rc = store_errf(e, -ENOMEM, "out of memory");
     for (size_t i = 0; !rc && i < npacks; i++) {
         if (fs[i].rc || vec_has(&ripe, fs[i].pack) || vec_has(&young, fs[i].pack)) continue;
+        if (!(own[i] = calloc(fs[i].nchunks ? fs[i].nchunks : 1, 1))) {
+            rc = store_errf(e, -ENOMEM, "out of memory");
+            break;
+        }
         uint32_t lv = 0;
-        for (uint32_t k = 0; k < fs[i].nchunks; k++) lv += store_idset_has(live, &fs[i].ids[k]);
+        for (uint32_t k = 0; !rc && k < fs[i].nchunks; k++) {
+            const store_id *id = &fs[i].ids[k];
+            if (!store_idset_has(live, id) || store_idset_has(claimed, id)) continue;
+            if (store_idset_add(claimed, id)) rc = store_errf(e, -ENOMEM, "out of memory");
+            own[i][k] = 1;
+            lv++;
+        }
         if (lv == 0 || (double)lv < REWRITE_BELOW * fs[i].nchunks) {
             if (vec_push(&fossil, fs[i].pack)) rc = store_errf(e, -ENOMEM, "out of memory");
             nfossil++;
@@ -276,7 +288,10 @@ int gc_sweep_remote(const char *dir, store_gc_lease *lease, const gc_sweep_opts 
                     (unsigned long long)fs[i].pack, lv, fs[i].nchunks, lv ? ", live ones copied" : "");
         }
     }
-    if (!rc && rw_bytes) rc = rewrite(dir, s, fs, rw, npacks, live, rw_bytes, &newmoved, e);
+    if (!rc && rw_bytes) rc = rewrite(dir, s, fs, rw, own, npacks, rw_bytes, &newmoved, e);
+    for (size_t i = 0; own && i < npacks; i++) free(own[i]);
+    free(own);
+    store_idset_free(claimed);
     if (!rc && fossil.n) rc = store_gc_lease_renew(s, lease, e);
     if (!rc && fossil.n) rc = store_gc_record_put(s, STORE_GC_FOSSILS, fossil.v, fossil.n, newmoved.v, newmoved.n, &at, e);
     if (!rc) r->fossils_recorded += nfossil;

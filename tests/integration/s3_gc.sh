@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# gc across the nodes of one bucket (docs/s3.md, "gc across nodes"), against a real RGW:
+#  - nodes a and b snapshot continuously (their own sandboxes and one they share) while
+#    node c runs `cairn gc` again and again: snapshots are superseded and dropped, sparse
+#    packs rewritten, fossils deleted two epochs later. Afterwards every acknowledged
+#    snapshot the bucket still has restores byte-exact on a fresh node (index rebuilt from
+#    the bucket), every sandbox's newest acknowledged snapshot is still there, fsck is
+#    clean, and gc really deleted packs (bytes freed > 0);
+#  - node s, whose index was built before gc rewrote and deleted the packs it points into,
+#    restores every live snapshot it knows with no manual step;
+#  - a gc lease held by a dead node blocks deletes until it expires; then it is taken over.
+# CAIRN_TEST_GC_SECONDS (default 20) is how long the nodes ingest.
+. "$(dirname "$0")/../lib.sh"
+need_s3
+
+SECS=${CAIRN_TEST_GC_SECONDS:-20}
+# The bounds every node must agree on, small so that epochs pass within the test.
+export CAIRN_S3_COMMIT_BOUND_MS=4000 CAIRN_S3_CLOCK_MARGIN_MS=1000
+RIPE=5                          # seconds: bound + margin
+
+B=$(s3_bucket)
+for n in a b c; do s3_init "$T/$n" "$B" v4; done
+
+# mem FILE SANDBOX K: the memory of snapshot K of SANDBOX: 192 pages; page j changes every
+# 1 + j%4 snapshots (so parents share most pages, and superseded snapshots leave sparse
+# packs), pages with j%16 == 15 are the same in every sandbox (dedup across sandboxes).
+# Sandboxes st* keep only their pages j%4 == 0 from one snapshot to the next.
+mem() {
+    "$PY" - "$@" <<'EOF'
+import random, sys
+path, sb, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(path, "wb") as f:
+    for j in range(192):
+        v = (0 if j % 4 == 0 else k) if sb.startswith("st") else k // (1 + j % 4)
+        seed = f"common-{j}" if j % 16 == 15 else f"{sb}-{j}-{v}"
+        f.write(random.Random(seed).randbytes(4096))
+EOF
+}
+
+# acked NODE SANDBOX K: one snapshot; on success "ID SANDBOX FILE" goes to $T/acked.
+snap_one() {
+    local node=$1 sb=$2 k=$3 f out
+    f=$T/data/$sb-$k-$node
+    mem "$f" "$sb" "$k"
+    if out=$(timeout 120 "$CAIRN_BIN" snapshot --store "$T/$node" --tenant acme --sandbox "$sb" --memory "$f" \
+             2>>"$T/$node.err"); then
+        echo "$(tail -n 1 <<<"$out") $sb $f" >>"$T/acked"
+    else
+        echo "$sb $k" >>"$T/failed.$node"
+    fi
+}
+mkdir -p "$T/data"
+
+# Sandbox st: two snapshots, then never again. Its second one keeps a quarter of the first's
+# pages, so once the first is dropped its pack is sparse: gc copies the live third and
+# deletes the pack. Node s builds its index now, pointing into that pack.
+snap_one a st 0
+snap_one a st 1
+[ "$(wc -l <"$T/acked")" = 2 ] || fail "the first snapshots failed: $(cat "$T"/*.err)"
+st_id=$(tail -n 1 "$T/acked" | cut -d' ' -f1)
+s3_init "$T/s" "$B" v4
+fsck_ok "$T/s" --rebuild-index
+
+writer() {                      # writer NODE SANDBOX...: snapshots until $T/stop exists
+    local node=$1 k=0 sb; shift
+    while [ ! -e "$T/stop" ]; do
+        k=$((k + 1))
+        for sb in "$@"; do snap_one "$node" "$sb" "$k"; sleep 0.3; done
+    done
+}
+gcloop() {
+    local i=0
+    while [ ! -e "$T/stop" ]; do
+        i=$((i + 1))
+        # c learns the other nodes' snapshots (retention plans from its index); under
+        # ingest it may report a manifest newer than its pack listing: exit 1, index fine
+        timeout 120 "$CAIRN_BIN" fsck --store "$T/c" --rebuild-index >>"$T/rebuild.out" 2>&1 || true
+        timeout 120 "$CAIRN_BIN" gc --store "$T/c" --json >"$T/gc.$i.json" 2>>"$T/gc.err" \
+            || echo "gc run $i failed" >>"$T/gc.failed"
+        sleep 1
+    done
+}
+log "ingesting on a and b for ${SECS}s while c runs gc"
+writer a a1 a2 shared & pa=$!
+writer b b1 b2 shared & pb=$!
+gcloop & pg=$!
+sleep "$SECS"
+touch "$T/stop"
+wait $pa $pb $pg
+[ ! -e "$T/gc.failed" ] || fail "$(cat "$T/gc.failed"): $(tail -n 5 "$T/gc.err")"
+n_acked=$(wc -l <"$T/acked")
+n_failed=$(cat "$T"/failed.a "$T"/failed.b 2>/dev/null | wc -l) || true
+log "$n_acked snapshots acknowledged, $n_failed failed"
+assert_cmp "$n_acked" -ge 12 "acknowledged snapshots"
+assert_cmp "$n_failed" -le $((n_acked / 4)) "failed snapshots"
+
+# A dead node's lease: gc deletes nothing while it holds one, even fossils old enough; once
+# it expired, the next gc takes it over and deletes them. st2's first snapshot, superseded,
+# leaves a sparse pack: fossils are certain.
+snap_one a st2 0
+snap_one a st2 1
+fsck_ok "$T/c" --rebuild-index
+must cairn gc --store "$T/c" --json >"$T/gc.l0.json"
+assert_json 'j["fossils_recorded"] > 0' "$T/gc.l0.json" "fossils before the lease test"
+until_ms=$(( $(date +%s%3N) + RIPE * 1000 + 1000 ))
+printf 'node=abcdef\nexpires_ms=%s\nnonce=00000000000000ff\n' "$until_ms" >"$T/lease"
+[ "$(s3_curl PUT "$B/gc/lease" --data-binary @"$T/lease")" = 200 ] || fail "cannot plant a lease"
+sleep "$RIPE"
+must cairn gc --store "$T/c" --json >"$T/gc.l1.json"
+assert_json 'j["sweep_skipped"] and j["lease_holder"] == "abcdef" and j["packs_deleted"] == 0' "$T/gc.l1.json" \
+    "gc under another node's lease"
+# expired = past its time plus the clock margin
+while [ "$(date +%s%3N)" -le $((until_ms + 1200)) ]; do sleep 0.3; done
+cairn gc --store "$T/c" --json >"$T/gc.l2.json" 2>"$T/l2.err" || fail "gc after the lease expired: $(cat "$T/l2.err")"
+assert_json 'not j["sweep_skipped"] and j["packs_deleted"] > 0' "$T/gc.l2.json" "gc that took over an expired lease"
+assert_grep "took over the gc lease of node abcdef" "$T/l2.err"
+[ "$(s3_curl GET "$B/gc/lease")" = 404 ] || fail "the lease was not released"
+
+"$PY" - "$T" >"$T/gcsum" <<'EOF'
+import glob, json, sys
+d, f, r, rs, dr = 0, 0, 0, 0, 0
+runs = glob.glob(sys.argv[1] + "/gc.*.json")
+for p in runs:
+    j = json.load(open(p))
+    d += j["packs_deleted"]; f += j["freed_bytes"]; r += j["packs_rewritten"]
+    rs += j["fossils_resurrected"]; dr += j["dropped_snapshots"]
+print(len(runs), dr, r, d, f, rs)
+EOF
+read -r runs dropped rewritten deleted freed resurrected <"$T/gcsum"
+log "$runs gc runs: $dropped snapshots dropped, $rewritten packs rewritten, $deleted packs deleted" \
+    "($freed bytes freed), $resurrected fossils resurrected"
+assert_cmp "$dropped" -gt 0 "snapshots dropped by gc"
+assert_cmp "$rewritten" -gt 0 "packs rewritten by gc"
+assert_cmp "$deleted" -gt 0 "packs deleted by gc"
+assert_cmp "$freed" -gt 0 "bytes freed by gc"
+
+# A fresh node: every snapshot the bucket has was acknowledged and restores byte-exact;
+# every sandbox's newest acknowledged snapshot is among them.
+s3_init "$T/d" "$B" v4
+fsck_ok "$T/d" --rebuild-index
+# lists NODE: "ID SANDBOX" of every snapshot NODE lists.
+lists() {
+    local sb
+    for sb in st st2 a1 a2 b1 b2 shared; do
+        cairn snapshots --store "$T/$1" --sandbox "$sb" --json \
+            | json '"\n".join(s["snapshot"] + " " + s["sandbox"] for s in j["snapshots"])'
+    done | grep . || true
+}
+lists d >"$T/live"
+while read -r id sb; do
+    line=$(grep "^$id " "$T/acked") || fail "node d lists $id of $sb, never acknowledged"
+    verify "$T/d" "$id" "memory=$(cut -d' ' -f3 <<<"$line")"
+done <"$T/live"
+live=$(wc -l <"$T/live")
+for sb in st st2 a1 a2 b1 b2 shared; do
+    newest=$(grep " $sb " "$T/acked" | cut -d' ' -f1 | sort | tail -n 1)
+    grep -q "^$newest " "$T/live" || fail "the newest acknowledged snapshot of $sb ($newest) is gone"
+done
+log "$live live snapshots restore byte-exact on a fresh node"
+fsck_ok "$T/d" --verify-data
+
+# The stale node: its index still points into packs gc rewrote and deleted.
+# It may still list snapshots gc dropped (its copies of their manifests); every live one it
+# lists restores.
+verify "$T/s" "$st_id" "memory=$(grep "^$st_id " "$T/acked" | cut -d' ' -f3)"
+n=0
+while read -r id sb; do
+    grep -q "^$id " "$T/live" || continue
+    verify "$T/s" "$id" "memory=$(grep "^$id " "$T/acked" | cut -d' ' -f3)"
+    n=$((n + 1))
+done < <(lists s)
+log "the stale node restored $n live snapshots"
+
+log "ok"
