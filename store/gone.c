@@ -162,6 +162,9 @@ static int read_footers(store_t *s, const uint64_t *packs, const uint64_t *sizes
             v[k++] = (remote_footer){.pack = packs[i], .size = sizes ? sizes[i] : UINT64_MAX};
     remote_scan_footers(s, v, k);
     int rc = 0;
+    uint64_t *done = malloc((k ? k : 1) * sizeof *done);
+    size_t nd = 0;
+    if (!done) rc = store_errf(e, -ENOMEM, "out of memory");
     for (size_t i = 0; i < k; i++) {
         remote_footer *f = &v[i];
         if (!rc && f->rc == -ENOENT) {
@@ -176,11 +179,14 @@ static int read_footers(store_t *s, const uint64_t *packs, const uint64_t *sizes
                                    .npages = f->groups[gi].npages, .slot = (uint16_t)k2};
                     if (where_put(g, &f->ids[f->groups[gi].first + k2], &l)) rc = store_errf(e, -ENOMEM, "out of memory");
                 }
-            if (!rc && u64vec_add(&g->read, &f->pack, 1)) rc = store_errf(e, -ENOMEM, "out of memory");
+            if (!rc) done[nd++] = f->pack;
         }
         free(f->groups);
         free(f->ids);
     }
+    /* One sorted insert for all of them (a scan of a whole bucket adds thousands). */
+    if (!rc && u64vec_add(&g->read, done, nd)) rc = store_errf(e, -ENOMEM, "out of memory");
+    free(done);
     free(v);
     return rc;
 }
