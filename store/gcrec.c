@@ -94,24 +94,26 @@ static int64_t mono_ms(void)
 int store_gc_lease_take(store_t *s, store_gc_lease *mine, store_gc_lease *other, store_err *e)
 {
     if (!s->be->remote) return store_errf(e, -EINVAL, "a gc lease is for a store on S3");
+    uint64_t ours = 0;              /* our PUT of a slow attempt: not another node's */
     for (int attempt = 0; attempt < 3; attempt++) {
         int64_t m0 = mono_ms();
         store_gc_lease cur;
         int exists = 0;
         int rc = lease_get(s, &cur, &exists, e);
         if (rc) return rc;
-        if (exists && cur.expires_ms + store_clock_margin_ms() > store_now_ms()) {
+        if (exists && cur.nonce != ours && cur.expires_ms + store_clock_margin_ms() > store_now_ms()) {
             *other = cur;
             return store_errf(e, -EBUSY, "node %06x holds the gc lease of %s until %lld (unix ms)",
                               cur.node, s->be->where, (long long)cur.expires_ms);
         }
-        if (exists) *other = cur;
-        else memset(other, 0, sizeof *other);
+        if (exists && cur.nonce != ours) *other = cur;
+        else if (!ours) memset(other, 0, sizeof *other);
         uint64_t nonce = 0;
         if (getrandom(&nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce) return store_errf(e, -EIO, "getrandom failed");
         *mine = (store_gc_lease){.node = s->node, .expires_ms = store_now_ms() + store_gc_lease_ttl_ms(),
                                  .nonce = nonce | 1};
         if ((rc = lease_put(s, mine, e))) return rc;
+        ours = mine->nonce;
         if (mono_ms() - m0 > LEASE_SETTLE_MS / 2) continue;   /* too slow to be sure: again */
         nanosleep(&(struct timespec){LEASE_SETTLE_MS / 1000, (LEASE_SETTLE_MS % 1000) * 1000000L}, NULL);
         if ((rc = lease_get(s, &cur, &exists, e))) return rc;

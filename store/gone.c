@@ -361,3 +361,108 @@ int store_writer_may_reuse(store_writer *w, const char *id, int deleter, store_e
     int rc = s->be->ops->list(s->be, name, note_any_name, &a, e);
     return rc ? rc : a.any;
 }
+
+/* ---- the index catches up (at a refresh) --------------------------------------------- */
+
+#define APPLIED_KEY "gcapplied:"
+
+static int applied(store_t *s, const char *name, int *yes, store_err *e)
+{
+    char key[160];
+    int n = snprintf(key, sizeof key, APPLIED_KEY "%s", name);
+    char *v = NULL;
+    size_t vl = 0;
+    int rc = index_get(s, CF_DEFAULT, key, (size_t)n, &v, &vl, e);
+    rocksdb_free(v);
+    *yes = rc == 0;
+    return rc == -ENOENT ? 0 : rc;
+}
+
+int gone_apply_index(store_t *s, store_err *e)
+{
+    if (!s->be->remote || s->mode != STORE_WRITE) return 0;
+    pthread_mutex_lock(&s->gone_mu);
+    int rc = ensure(s, e);
+    struct gone_view *g = s->gone;
+    if (!rc) rc = load_records(s, e);
+    /* The packs of the records this index has not applied yet. */
+    u64vec dead = {0};
+    size_t fresh = 0;
+    for (size_t i = 0; !rc && i < g->nrecs; i++) {
+        int yes = 0;
+        if ((rc = applied(s, g->recs[i].name, &yes, e)) || yes) continue;
+        fresh++;
+        if (u64vec_add(&dead, g->recs[i].packs, g->recs[i].npacks)) rc = store_errf(e, -ENOMEM, "out of memory");
+    }
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    uint64_t dropped = 0;
+    if (!rc && dead.n) {
+        /* Entries into those packs are found by a pass over the chunk family (the index is
+         * keyed by chunk, not by pack): once per new deletion record batch. */
+        store_id *ids = NULL;
+        size_t n = 0, cap = 0;
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_CHUNKS]);
+        for (rocksdb_iter_seek_to_first(it); !rc && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+            size_t kl, vl;
+            const char *k = rocksdb_iter_key(it, &kl);
+            const char *v = rocksdb_iter_value(it, &vl);
+            store_loc l;
+            if (kl != 16 || index_decode_loc((const uint8_t *)v, vl, &l) || !u64vec_has(&dead, l.pack)) continue;
+            if (n == cap) {
+                cap = cap ? 2 * cap : 1024;
+                store_id *nv = realloc(ids, cap * sizeof *nv);
+                if (!nv) {
+                    rc = store_errf(e, -ENOMEM, "out of memory");
+                    break;
+                }
+                ids = nv;
+            }
+            memcpy(ids[n++].b, k, 16);
+        }
+        if (!rc) rc = index_iter_status(it, e, "finding chunks in packs gc deleted");
+        rocksdb_iter_destroy(it);
+        int moved_read = 0;
+        for (size_t i = 0; !rc && i < n; i++) {
+            moved_slot *m = where_find(g, &ids[i]);
+            if (!m && !moved_read) {
+                moved_read = 1;
+                rc = read_moved(s, e);
+                m = rc ? NULL : where_find(g, &ids[i]);
+            }
+            if (!rc && !m && !g->scanned) {
+                rc = scan_all(s, e);
+                m = rc ? NULL : where_find(g, &ids[i]);
+            }
+            if (rc) break;
+            if (m) {
+                uint8_t v[40];
+                size_t vl;
+                index_encode_loc(&m->loc, v, &vl);
+                rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)ids[i].b, 16, (const char *)v, vl);
+            } else {
+                /* No copy anywhere: a dead chunk; the entry would only mislead dedup. */
+                rocksdb_writebatch_delete_cf(b, s->cf[CF_CHUNKS], (const char *)ids[i].b, 16);
+                dropped++;
+            }
+        }
+        free(ids);
+    }
+    if (!rc && dropped) {
+        uint64_t chunks = 0;
+        if (!(rc = index_get_counter(s, "chunks", &chunks, e))) {
+            char num[32];
+            int nl = snprintf(num, sizeof num, "%llu", (unsigned long long)(chunks > dropped ? chunks - dropped : 0));
+            rocksdb_writebatch_put(b, "chunks", 6, num, (size_t)nl);
+        }
+    }
+    for (size_t i = 0; !rc && fresh && i < g->nrecs; i++) {
+        char key[160];
+        int kn = snprintf(key, sizeof key, APPLIED_KEY "%s", g->recs[i].name);
+        rocksdb_writebatch_put(b, key, (size_t)kn, "", 0);
+    }
+    if (!rc && fresh) rc = index_write(s, b, 1, e);
+    rocksdb_writebatch_destroy(b);
+    u64vec_free(&dead);
+    pthread_mutex_unlock(&s->gone_mu);
+    return rc;
+}

@@ -249,6 +249,9 @@ STORE_MUST_USE int gone_fix_lookup(store_t *s, const store_id *ids, size_t n, ui
  * as deleted from now on. */
 STORE_MUST_USE int gone_pack_missing(store_t *s, uint64_t pack, store_err *e);
 void gone_free(store_t *s);
+/* The index catches up with the deletion records it has not applied (STORE_WRITE; a
+ * refresh calls it): entries into deleted packs re-pointed to a copy, or removed. */
+STORE_MUST_USE int gone_apply_index(store_t *s, store_err *e);
 /* The writer's view at its open: fossils and deleted packs (avoid), its start time. */
 STORE_MUST_USE int gone_writer_open(store_writer *w, store_err *e);
 /* Before and after the commit point: -ETIMEDOUT when the writer has been open longer than

@@ -286,6 +286,8 @@ int store_refresh(store_t *s, store_report_fn report, void *arg, store_err *e)
     rocksdb_writebatch_destroy(b);
     free(ids.ids);
     free(tags.tags);
+    /* Entries into packs another node's gc deleted (gone.c). */
+    if (!rc) rc = gone_apply_index(s, e);
     if (rc) return rc;
     st.ms = store_now_ms() - t0;
     s->refreshed.snapshots += st.snapshots;
