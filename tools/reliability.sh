@@ -136,6 +136,8 @@ total=$(secs "$t_all")
     echo "Per operation and fault (faults):"
     echo
     sed 's/^    /- /' "$work/faults.detail"
+    # What follows the marker in the old file (findings, known limits) is kept.
+    sed -n '/^<!-- kept by tools\/reliability.sh -->$/,$p' docs/reliability.md
 } >"$work/reliability.md"
 cp "$work/reliability.md" docs/reliability.md
 printf '%s\n' "| what | result | time |" "${rows[@]}"
