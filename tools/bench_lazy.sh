@@ -14,8 +14,10 @@
 #            snapshot=on (QEMU's copy-on-write overlay in a temp file, the FUSE file read
 #            only), vmstate read through the view; with the bytes the mount read.
 # rate: `cairn uffd-serve` against build/cairn-fc-uffd (Firecracker's side of the UFFD
-#   protocol, 4 touching threads) on a 1 GiB corpus memory file: every page in order (each
-#   group decompressed once, then warm) and random order (cold groups): faults per second.
+#   protocol, 4 touching threads) on a 1 GiB corpus memory file, every page touched: in
+#   order with a cache that holds every group (warm: each group decompressed once, the
+#   other pages copies), with 1 and 2 server threads; and in random order with the default
+#   cache (cold: most faults decompress a group): faults per second.
 #
 # Each wake is measured BENCH_LAZY_RUNS times (default 2), the best kept.
 # Needs root (userfaultfd, drop_caches, FUSE); the wake part needs qemu-system-x86_64 and
@@ -172,26 +174,39 @@ if [[ " $parts " == *" rate "* ]]; then
     rm -rf "$W/c" "$W/s"
     "$BUILD/cairn-corpus" --out "$W/c" --sandboxes 1 --snapshots 1 --memory-size 1G --no-disk \
         --seed 3 >/dev/null
-    mem=$W/c/sb01/1/memory
     "$B" init --store "$W/s" >/dev/null
-    id=$("$B" snapshot --store "$W/s" --tenant t --sandbox b --memory "$mem" --json |
+    id=$("$B" snapshot --store "$W/s" --tenant t --sandbox b --memory "$W/c/sb01/1/memory" --json |
          python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshot"])')
-    for order in sequential random; do
-        "$B" uffd-serve --store "$W/s" --snapshot "$id" --socket "$W/rate.sock" --record 0 --no-prefetch \
-            --json >"$W/rate.json" 2>"$W/rate.err" &
+    # warm: in order, with a cache that holds every group (each decompressed once, then
+    # 63 of 64 data pages are copies); cold: random order, the default 64 MiB cache.
+    # data: 256 MiB in which every page is data (2 KiB distinct + 2 KiB zeros), so every
+    # fault copies a page out of the cache (the corpus's memory is 70% zero pages).
+    python3 -c 'import os, sys
+with open(sys.argv[1], "wb") as f:
+    for _ in range(65536): f.write(os.urandom(2048) + bytes(2048))' "$W/data.mem"
+    did=$("$B" snapshot --store "$W/s" --tenant t --sandbox d --memory "$W/data.mem" --json |
+          python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshot"])')
+    for cfg in "sequential 1 1024 $id" "sequential 2 1024 $id" "random 2 0 $id" "sequential 2 1024 $did"; do
+        read -r order nth cmib sid <<<"$cfg"
+        name=1G; mem=$W/c/sb01/1/memory
+        [ "$sid" = "$did" ] && { name=256M-data; mem=$W/data.mem; }
+        args=(--threads "$nth"); [ "$cmib" = 0 ] || args+=(--cache-mib "$cmib")
+        "$B" uffd-serve --store "$W/s" --snapshot "$sid" --socket "$W/rate.sock" --record 0 --no-prefetch \
+            "${args[@]}" --json >"$W/rate.json" 2>"$W/rate.err" &
         spid=$!
         while [ ! -S "$W/rate.sock" ]; do kill -0 $spid 2>/dev/null || { cat "$W/rate.err" >&2; exit 1; }; sleep 0.01; done
         args=(); [ $order = sequential ] && args=(--sequential)
         "$FC" --socket "$W/rate.sock" --expect "$mem" --threads 4 --regions 1 "${args[@]}" >"$W/fc.json"
         wait $spid
-        python3 - "$W/fc.json" "$W/rate.json" "$order" <<'PY'
+        python3 - "$W/fc.json" "$W/rate.json" "$order" "$nth" "$cmib" "$name" <<'PY'
 import json, sys
 c, s = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 assert c["mismatches"] == 0, "pages differ from the snapshot"
 data = s["faults"] - s["faults_zero"]
-print("1G %-10s %7d faults (%d data) in %.3f s: %8.0f faults/s, %8.0f data faults/s; %d groups decompressed, %d cache hits"
-      % (sys.argv[3], s["faults"], data, c["seconds"], s["faults"] / c["seconds"], data / c["seconds"],
-         s["groups_read"], s["cache_hits"]))
+print("%-9s %-10s %s server thread(s), cache %4s MiB: %7d faults (%d data) in %.3f s: %7.0f faults/s; "
+      "%d groups decompressed, %d cache hits, %d index lookups"
+      % (sys.argv[6], sys.argv[3], sys.argv[4], sys.argv[5] if sys.argv[5] != "0" else "64", s["faults"], data, c["seconds"],
+         s["faults"] / c["seconds"], s["groups_read"], s["cache_hits"], s["lookups"]))
 PY
     done
 fi
