@@ -10,7 +10,8 @@
 #   wake      delete them, restore from Cairn (byte-exact), resume the VM from
 #             the restored files: the counter goes on, the guest did not reboot
 #   lazywake  resume the same snapshot with QEMU mapping the memory file of `cairn mount`
-#             private (share=off): pages come on demand, the counter goes on
+#             private (share=off) and reading its disk with snapshot=on: pages and disk
+#             blocks come on demand, the counter goes on
 #   rebuild   `cairn rebuild` a fresh disk from the template, cold-boot a VM on
 #             it: every important file is there with its bytes, mode, owner and
 #             time; the secrets and caches are not
@@ -118,14 +119,16 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
     at_exit "fusermount3 -u '$T/mnt' 2>/dev/null; kill $mpid 2>/dev/null"
     for _ in $(seq 100); do grep -q " $T/mnt fuse" /proc/mounts && break; sleep 0.05; done
     grep -q " $T/mnt fuse" /proc/mounts || fail "cairn mount did not mount: $(cat "$T/mount.err")"
-    # The disk is written by the guest: it gets a copy (a lazy disk is future work).
-    cp --sparse=always "$T/mnt/snapshots/$id/disk" "$T/lazy-disk.img"
+    # The disk is lazy too: QEMU's snapshot=on reads the view's file and keeps the guest's
+    # writes in a temporary copy-on-write overlay of its own (vm_start's -drive file=...).
     lazy_t0=$EPOCHREALTIME
-    VM_SHARE=off vm_restore vm1l "$T/run/initrd" "$T/lazy-disk.img" "$T/mnt/snapshots/$id/memory" \
+    VM_SHARE=off vm_restore vm1l "$T/run/initrd" "$T/mnt/snapshots/$id/disk,snapshot=on" "$T/mnt/snapshots/$id/memory" \
         "$T/mnt/snapshots/$id/vmstate" cairn.mode=run
     lazy_run=$(awk -v a="$lazy_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
     vm_wait vm1l "^TICK $((before + 1)) " 60
     lazy_tick=$(awk -v a="$lazy_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+    find "/proc/${VM_PID[vm1l]}/fd" -lname "$T/mnt/snapshots/$id/disk" | grep -q . ||
+        fail "QEMU does not read the guest's disk from the view: $(ls -l "/proc/${VM_PID[vm1l]}/fd")"
     vm_wait vm1l "^TICK $((before + 5)) " 60
     vm_qmp vm1l quit >/dev/null
     vm_wait_exit vm1l 30
@@ -135,7 +138,7 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
         "the lazily woken guest's first tick goes on from the snapshot"
     fusermount3 -u "$T/mnt" || fail "fusermount3 -u"
     wait "$mpid" || fail "cairn mount exited $? after fusermount3 -u: $(cat "$T/mount.err")"
-    lazy_note="running ${lazy_run}s after launch, first tick after ${lazy_tick}s (QEMU share=off on the FUSE file)"
+    lazy_note="running ${lazy_run}s after launch, first tick after ${lazy_tick}s (QEMU share=off on the FUSE memory file, snapshot=on on its disk)"
     log "lazy wake: $lazy_note"
     phase_done lazywake
 fi
