@@ -3,7 +3,8 @@
  *   config.c    serve.json: load, tokens (hashes), roles, token add/list/revoke
  *   storeref.c  the one store handle requests share, opened and closed around them
  *   pool.c      worker threads: short (metadata) and long (snapshot, restore, ...) jobs
- *   server.c    evhttp, routing, request ids, auth, errors, replies, streams, shutdown
+ *   server.c    evhttp, request ids, auth, errors, replies, streams, shutdown
+ *   request.c   what the client sent, parsed: route and {id}, query, body (fuzzed)
  *   metrics.c   counters and histograms, Prometheus text
  *   paths.c     confinement of request paths to the configured roots
  *   shares.c    share tokens (DIR/shares.log)
@@ -166,7 +167,12 @@ typedef struct {
      * body with any other key before the route runs, so a misspelt option (dry-run for
      * dry_run) is a 400 and never silently the default. */
     const char *fields;
+    /* The query parameters the route reads, space separated (NULL: none); any other name
+     * is a 400, as for body fields. */
+    const char *query;
 } api_route;
+
+#define API_QUERY_MAX 16
 
 struct api_req {
     api_job job;               /* first: the pool's view */
@@ -177,8 +183,10 @@ struct api_req {
     int route_index;
     char rid[72];
     char param[STORE_NAME_MAX + 64]; /* the {id} of the path, decoded */
-    char *query;               /* the raw query string or NULL (owned) */
+    char *qkey[API_QUERY_MAX], *qval[API_QUERY_MAX];   /* the query, decoded (owned) */
+    size_t nquery;
     json_t *body;              /* the request body (an object) or NULL */
+    char allow[64];            /* a 405's Allow: the methods the path takes */
     api_token tok;             /* the caller */
     double t0;
     api_view *view;            /* the view api_store(r, API_VIEW) gave, until done */
@@ -209,6 +217,13 @@ void api_fail(api_req *r, int status, const char *code, const char *fmt, ...)
 /* Maps a store error code to a status: -ENOENT 404, -EINVAL 400, -EACCES/-EPERM 403,
  * -EEXIST/-EBUSY 409, else 500. */
 void api_fail_store(api_req *r, int rc, const store_err *e);
+/* Parsing (request.c), in this order: the route by method and path (HEAD is GET): 0, or
+ * -1 after api_fail 404 no_route / 405 (r->allow then lists the path's methods); then the
+ * body (JSON text of blen bytes, not NUL-terminated; blen 0: none) and the raw query
+ * string (NULL: none): 0, or -1 after api_fail 400. api_request_free frees what they kept. */
+int api_request_route(api_req *r, const char *method, const char *path);
+int api_request_input(api_req *r, const char *query, const char *body, size_t blen);
+void api_request_free(api_req *r);
 /* A query parameter (decoded, malloc'd) or NULL. */
 char *api_query(api_req *r, const char *key);
 

@@ -12,31 +12,31 @@
 #define SUPPORT API_ROLE_SUPPORT
 
 const api_route api_routes[] = {
-    {"GET", "/healthz", 0, API_RUN_INLINE, r_healthz, NULL},
-    {"GET", "/metrics", 0, API_RUN_SHORT, r_metrics, NULL},
-    {"POST", "/v1/snapshots", ORCH, API_RUN_LONG, r_snapshot_create, "tenant sandbox tier template memory vmstate disk classes"},
-    {"GET", "/v1/snapshots/{id}", ORCH | SUPPORT, API_RUN_SHORT, r_snapshot_get, NULL},
-    {"POST", "/v1/snapshots/{id}/restore", ORCH, API_RUN_LONG, r_snapshot_restore, "out_dir"},
-    {"POST", "/v1/snapshots/{id}/wake", ORCH, API_RUN_LONG, r_snapshot_wake, "mode socket"},
-    {"POST", "/v1/snapshots/{id}/pin", ORCH, API_RUN_SHORT, r_snapshot_pin, NULL},
-    {"DELETE", "/v1/snapshots/{id}/pin", ORCH, API_RUN_SHORT, r_snapshot_unpin, NULL},
-    {"GET", "/v1/snapshots/{id}/files", SUPPORT, API_RUN_SHORT, r_snapshot_files, NULL},
-    {"GET", "/v1/snapshots/{id}/content", SUPPORT, API_RUN_LONG, r_snapshot_content, NULL},
-    {"GET", "/v1/snapshots/{id}/archive", SUPPORT, API_RUN_LONG, r_snapshot_archive, NULL},
-    {"GET", "/v1/sandboxes", ORCH | SUPPORT, API_RUN_SHORT, r_sandboxes, NULL},
-    {"GET", "/v1/sandboxes/{id}", ORCH | SUPPORT, API_RUN_SHORT, r_sandbox_get, NULL},
-    {"DELETE", "/v1/sandboxes/{id}", ORCH, API_RUN_SHORT, r_sandbox_delete, NULL},
-    {"POST", "/v1/sandboxes/{id}/touch", ORCH, API_RUN_SHORT, r_sandbox_touch, NULL},
-    {"POST", "/v1/sandboxes/{id}/rebuild", ORCH, API_RUN_LONG, r_sandbox_rebuild, "out template"},
-    {"POST", "/v1/sandboxes/{id}/shares", ORCH, API_RUN_SHORT, r_sandbox_share, "expires_in"},
-    {"PUT", "/v1/tenants/{id}/tier", ORCH, API_RUN_SHORT, r_tenant_tier, "tier"},
-    {"GET", "/v1/shared/files", API_ROLE_SHARE, API_RUN_SHORT, r_shared_files, NULL},
-    {"GET", "/v1/shared/content", API_ROLE_SHARE, API_RUN_LONG, r_shared_content, NULL},
-    {"POST", "/v1/gc", API_ROLE_GC, API_RUN_LONG, r_gc, "dry_run now"},
-    {"GET", "/v1/audit", API_ROLE_ADMIN, API_RUN_SHORT, r_audit, NULL},
-    {"GET", "/console", 0, API_RUN_INLINE, r_console_redirect, NULL},
-    {"GET", "/console/", 0, API_RUN_INLINE, r_console, NULL},
-    {"GET", "/console/{id}", 0, API_RUN_INLINE, r_console, NULL},
+    {"GET", "/healthz", 0, API_RUN_INLINE, r_healthz, NULL, NULL},
+    {"GET", "/metrics", 0, API_RUN_SHORT, r_metrics, NULL, NULL},
+    {"POST", "/v1/snapshots", ORCH, API_RUN_LONG, r_snapshot_create, "tenant sandbox tier template memory vmstate disk classes", NULL},
+    {"GET", "/v1/snapshots/{id}", ORCH | SUPPORT, API_RUN_SHORT, r_snapshot_get, NULL, NULL},
+    {"POST", "/v1/snapshots/{id}/restore", ORCH, API_RUN_LONG, r_snapshot_restore, "out_dir", NULL},
+    {"POST", "/v1/snapshots/{id}/wake", ORCH, API_RUN_LONG, r_snapshot_wake, "mode socket", NULL},
+    {"POST", "/v1/snapshots/{id}/pin", ORCH, API_RUN_SHORT, r_snapshot_pin, NULL, NULL},
+    {"DELETE", "/v1/snapshots/{id}/pin", ORCH, API_RUN_SHORT, r_snapshot_unpin, NULL, NULL},
+    {"GET", "/v1/snapshots/{id}/files", SUPPORT, API_RUN_SHORT, r_snapshot_files, NULL, "path recursive"},
+    {"GET", "/v1/snapshots/{id}/content", SUPPORT, API_RUN_LONG, r_snapshot_content, NULL, "path reason"},
+    {"GET", "/v1/snapshots/{id}/archive", SUPPORT, API_RUN_LONG, r_snapshot_archive, NULL, "path"},
+    {"GET", "/v1/sandboxes", ORCH | SUPPORT, API_RUN_SHORT, r_sandboxes, NULL, "tenant"},
+    {"GET", "/v1/sandboxes/{id}", ORCH | SUPPORT, API_RUN_SHORT, r_sandbox_get, NULL, NULL},
+    {"DELETE", "/v1/sandboxes/{id}", ORCH, API_RUN_SHORT, r_sandbox_delete, NULL, NULL},
+    {"POST", "/v1/sandboxes/{id}/touch", ORCH, API_RUN_SHORT, r_sandbox_touch, NULL, NULL},
+    {"POST", "/v1/sandboxes/{id}/rebuild", ORCH, API_RUN_LONG, r_sandbox_rebuild, "out template", NULL},
+    {"POST", "/v1/sandboxes/{id}/shares", ORCH, API_RUN_SHORT, r_sandbox_share, "expires_in", NULL},
+    {"PUT", "/v1/tenants/{id}/tier", ORCH, API_RUN_SHORT, r_tenant_tier, "tier", NULL},
+    {"GET", "/v1/shared/files", API_ROLE_SHARE, API_RUN_SHORT, r_shared_files, NULL, NULL},
+    {"GET", "/v1/shared/content", API_ROLE_SHARE, API_RUN_LONG, r_shared_content, NULL, "path"},
+    {"POST", "/v1/gc", API_ROLE_GC, API_RUN_LONG, r_gc, "dry_run now", NULL},
+    {"GET", "/v1/audit", API_ROLE_ADMIN, API_RUN_SHORT, r_audit, NULL, "actor sandbox limit"},
+    {"GET", "/console", 0, API_RUN_INLINE, r_console_redirect, NULL, NULL},
+    {"GET", "/console/", 0, API_RUN_INLINE, r_console, NULL, NULL},
+    {"GET", "/console/{id}", 0, API_RUN_INLINE, r_console, NULL, NULL},
 };
 const int api_nroutes = (int)(sizeof api_routes / sizeof *api_routes);
 
@@ -143,24 +143,52 @@ void r_gc(api_req *r)
     gc_result_free(&res);
 }
 
+typedef struct {
+    json_t *list;
+    const char *actor, *sandbox;     /* NULL: any */
+} audit_filter;
+
 static int audit_line(void *arg, const char *line)
 {
+    audit_filter *f = arg;
     json_t *j = json_loads(line, 0, NULL);
     if (!j) return 0;      /* a torn last line of a crash is not an entry */
-    return json_array_append_new(arg, j) ? -ENOMEM : 0;
+    const char *a = json_string_value(json_object_get(j, "actor")), *sb = json_string_value(json_object_get(j, "sandbox"));
+    if ((f->actor && (!a || strcmp(a, f->actor))) || (f->sandbox && (!sb || strcmp(sb, f->sandbox)))) {
+        json_decref(j);
+        return 0;
+    }
+    return json_array_append_new(f->list, j) ? -ENOMEM : 0;
 }
 
+/* ?actor=NAME&sandbox=NAME keep the entries of that actor / sandbox; ?limit=N the newest N. */
 void r_audit(api_req *r)
 {
-    store_t *s = api_store(r, STORE_READ);
-    if (!s) return;
-    json_t *list = json_array();
-    store_err e;
-    int rc = list ? store_audit_read(s, audit_line, list, &e) : store_errf(&e, -ENOMEM, "out of memory");
-    api_store_done(r, STORE_READ);
-    if (rc) {
-        json_decref(list);
-        return api_fail_store(r, rc, &e);
+    char *actor = api_query(r, "actor"), *sandbox = api_query(r, "sandbox"), *limit = api_query(r, "limit");
+    long lim = -1;
+    if (limit) {
+        char *end;
+        lim = strtol(limit, &end, 10);
+        if (!*limit || *end || lim < 1 || lim > 1000000) lim = 0;
     }
-    api_ok(r, 200, json_pack("{s:o}", "entries", list));
+    store_t *s = NULL;
+    if (lim == 0) api_fail(r, 400, "invalid", "limit is a whole number from 1 to 1000000");
+    else s = api_store(r, STORE_READ);
+    if (s) {
+        audit_filter f = {json_array(), actor, sandbox};
+        store_err e;
+        int rc = f.list ? store_audit_read(s, audit_line, &f, &e) : store_errf(&e, -ENOMEM, "out of memory");
+        api_store_done(r, STORE_READ);
+        if (!rc && lim > 0 && json_array_size(f.list) > (size_t)lim)
+            while (json_array_size(f.list) > (size_t)lim) json_array_remove(f.list, 0);
+        if (rc) {
+            json_decref(f.list);
+            api_fail_store(r, rc, &e);
+        } else {
+            api_ok(r, 200, json_pack("{s:o}", "entries", f.list));
+        }
+    }
+    free(actor);
+    free(sandbox);
+    free(limit);
 }

@@ -101,58 +101,6 @@ void api_fail_store(api_req *r, int rc, const store_err *e)
     }
 }
 
-char *api_query(api_req *r, const char *key)
-{
-    if (!r->query) return NULL;
-    struct evkeyvalq q;
-    TAILQ_INIT(&q);
-    if (evhttp_parse_query_str(r->query, &q) < 0) return NULL;
-    const char *v = evhttp_find_header(&q, key);
-    char *out = v ? strdup(v) : NULL;
-    evhttp_clear_headers(&q);
-    return out;
-}
-
-int api_body_str(api_req *r, const char *key, int required, const char **out)
-{
-    json_t *v = r->body ? json_object_get(r->body, key) : NULL;
-    if (!v || json_is_null(v)) {
-        if (!required) return 0;
-        api_fail(r, 400, "missing_field", "the body needs \"%s\"", key);
-        return -1;
-    }
-    if (!json_is_string(v) || memchr(json_string_value(v), 0, json_string_length(v))) {
-        api_fail(r, 400, "wrong_type", "\"%s\" must be a string", key);
-        return -1;
-    }
-    *out = json_string_value(v);
-    return 0;
-}
-
-int api_body_bool(api_req *r, const char *key, int *out)
-{
-    json_t *v = r->body ? json_object_get(r->body, key) : NULL;
-    if (!v || json_is_null(v)) return 0;
-    if (!json_is_boolean(v)) {
-        api_fail(r, 400, "wrong_type", "\"%s\" must be true or false", key);
-        return -1;
-    }
-    *out = json_is_true(v);
-    return 0;
-}
-
-int api_body_int(api_req *r, const char *key, int64_t *out)
-{
-    json_t *v = r->body ? json_object_get(r->body, key) : NULL;
-    if (!v || json_is_null(v)) return 0;
-    if (!json_is_integer(v)) {
-        api_fail(r, 400, "wrong_type", "\"%s\" must be an integer", key);
-        return -1;
-    }
-    *out = (int64_t)json_integer_value(v);
-    return 0;
-}
-
 store_t *api_store(api_req *r, int mode)
 {
     store_t *s = NULL;
@@ -247,8 +195,7 @@ static void log_line(api_req *r, int status)
 static void free_req(api_req *r)
 {
     json_decref(r->resp);
-    json_decref(r->body);
-    free(r->query);
+    api_request_free(r);
     free(r->raw);
     if (r->spool_ev) event_free(r->spool_ev);
     if (r->spool >= 0) close(r->spool);
@@ -515,32 +462,6 @@ static void run_job(api_job *j)
 
 /* ---- routing, auth, dispatch (loop thread) -------------------------------------------- */
 
-static int match(const char *pattern, const char *path, char *param, size_t cap)
-{
-    const char *p = pattern, *s = path;
-    while (*p && *s) {
-        if (!strncmp(p, "{id}", 4)) {
-            size_t n = strcspn(s, "/");
-            if (n == 0) return 0;
-            char *raw = strndup(s, n);
-            size_t dl = 0;
-            char *dec = raw ? evhttp_uridecode(raw, 0, &dl) : NULL;
-            free(raw);
-            int ok = dec && dl > 0 && dl < cap && !memchr(dec, 0, dl) && !strchr(dec, '/');
-            if (ok) memcpy(param, dec, dl + 1);
-            free(dec);
-            if (!ok) return 0;
-            p += 4;
-            s += n;
-            continue;
-        }
-        if (*p != *s) return 0;
-        p++;
-        s++;
-    }
-    return !*p && !*s;
-}
-
 static const char *method_name(enum evhttp_cmd_type t)
 {
     switch (t) {
@@ -600,75 +521,6 @@ static int refresh_tokens(api_server *srv)
     return 0;
 }
 
-/* 0 when the query string is NAME=VALUE pairs joined by '&', each name once, nothing
- * decoding to a NUL; else a message in msg. A malformed query is refused rather than read
- * as "no parameters" (which would widen path=/x/sub to the whole snapshot). */
-static int query_check(const char *q, char *msg, size_t cap)
-{
-    if (!*q) return 0;
-    char *copy = strdup(q);
-    if (!copy) return snprintf(msg, cap, "out of memory"), -1;
-    char *keys[64];
-    int n = 0, rc = 0;
-    char *save = NULL;
-    for (const char *c = q; *c; c++)          /* strtok_r would hide "a=1&&b=2" */
-        if (*c == '&' && (c == q || c[1] == '&' || !c[1])) {
-            snprintf(msg, cap, "the query string has an empty parameter");
-            free(copy);
-            return -1;
-        }
-    for (char *part = strtok_r(copy, "&", &save); part && !rc; part = strtok_r(NULL, "&", &save)) {
-        char *eq = strchr(part, '=');
-        if (!eq || eq == part) {
-            snprintf(msg, cap, "query parameter \"%.64s\" is not NAME=VALUE", part);
-            rc = -1;
-            break;
-        }
-        *eq = 0;
-        size_t klen = 0, vlen = 0;
-        char *k = evhttp_uridecode(part, 1, &klen), *v = evhttp_uridecode(eq + 1, 1, &vlen);
-        if (!k || !v) snprintf(msg, cap, "out of memory"), rc = -1;
-        else if (strlen(k) != klen || strlen(v) != vlen)
-            snprintf(msg, cap, "query parameter \"%.64s\" holds a NUL byte", k), rc = -1;
-        else if (n == (int)(sizeof keys / sizeof *keys))
-            snprintf(msg, cap, "more than %d query parameters", n), rc = -1;
-        else {
-            for (int i = 0; i < n && !rc; i++)
-                if (!strcmp(keys[i], k)) snprintf(msg, cap, "query parameter \"%.64s\" is given twice", k), rc = -1;
-            if (!rc) keys[n++] = k, k = NULL;
-        }
-        free(k);
-        free(v);
-    }
-    for (int i = 0; i < n; i++) free(keys[i]);
-    free(copy);
-    return rc;
-}
-
-/* 0 when every key of body is one of fields (space separated); else api_fail 400. */
-static int body_fields_check(api_req *r, const char *fields)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach(r->body, k, v) {
-        size_t kl = strlen(k);
-        const char *f = fields;
-        int found = 0;
-        while (f && *f && !found) {
-            size_t fl = strcspn(f, " ");
-            found = fl == kl && !strncmp(f, k, kl);
-            f += fl;
-            f += strspn(f, " ");
-        }
-        if (!found) {
-            api_fail(r, 400, "unknown_field", "unknown field \"%.128s\" (this route takes: %s)", k,
-                     fields ? fields : "no body fields");
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static int valid_rid(const char *s)
 {
     size_t n = strlen(s);
@@ -706,28 +558,11 @@ static void handle(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
     const char *path = u ? evhttp_uri_get_path(u) : NULL;
     if (!path) return early(r, 400, "bad_request", "no path in the request");
-    if (evhttp_uri_get_query(u)) r->query = strdup(evhttp_uri_get_query(u));
-    const char *m = method_name(evhttp_request_get_command(req));
-    if (!strcmp(m, "HEAD")) m = "GET";      /* evhttp sends a HEAD's reply without its body */
-    char allow[64] = "";
-    for (int i = 0; i < api_nroutes; i++) {
-        char param[sizeof r->param] = "";
-        if (!match(api_routes[i].path, path, param, sizeof param)) continue;
-        size_t al = strlen(allow);
-        snprintf(allow + al, sizeof allow - al, "%s%s%s", al ? ", " : "", api_routes[i].method,
-                 strcmp(api_routes[i].method, "GET") ? "" : ", HEAD");
-        if (strcmp(api_routes[i].method, m)) continue;
-        r->route = &api_routes[i];
-        r->route_index = i;
-        memcpy(r->param, param, sizeof param);
-        break;
-    }
-    if (!r->route) {
-        if (allow[0]) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
-            return early(r, 405, "method_not_allowed", "this path does not take that method");
-        }
-        return early(r, 404, "no_route", "no such route (see docs/api.yaml)");
+    if (api_request_route(r, method_name(evhttp_request_get_command(req)), path)) {
+        if (r->status == 405) evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", r->allow);
+        reply(r);
+        free_req(r);
+        return;
     }
 
     if (r->route->roles) {
@@ -751,30 +586,13 @@ static void handle(struct evhttp_request *req, void *arg)
 
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t blen = evbuffer_get_length(in);
-    if (blen) {
-        if ((long)blen > srv->cfg.max_body) return early(r, 413, "too_large", "the body is larger than max_body_bytes");
-        char *text = malloc(blen + 1);
-        if (!text) return early(r, 500, "internal", "out of memory");
-        evbuffer_copyout(in, text, blen);
-        text[blen] = 0;
-        json_error_t je;
-        r->body = json_loadb(text, blen, JSON_REJECT_DUPLICATES, &je);
-        free(text);
-        if (!r->body) {
-            char msg[300];
-            snprintf(msg, sizeof msg, "the body is not valid JSON: %s (at line %d)", je.text, je.line);
-            return early(r, 400, "bad_json", msg);
-        }
-        if (!json_is_object(r->body)) return early(r, 400, "bad_json", "the body must be a JSON object");
-        char msg[sizeof r->msg];
-        if (body_fields_check(r, r->route->fields)) {
-            snprintf(msg, sizeof msg, "%s", r->msg);
-            return early(r, 400, "unknown_field", msg);
-        }
-    }
-    if (r->query) {
-        char msg[200];
-        if (query_check(r->query, msg, sizeof msg)) return early(r, 400, "bad_request", msg);
+    if ((long)blen > srv->cfg.max_body) return early(r, 413, "too_large", "the body is larger than max_body_bytes");
+    const char *body = blen ? (const char *)evbuffer_pullup(in, (ev_ssize_t)blen) : NULL;
+    if (blen && !body) return early(r, 500, "internal", "out of memory");
+    if (api_request_input(r, evhttp_uri_get_query(u), body, blen)) {
+        reply(r);
+        free_req(r);
+        return;
     }
 
     evhttp_connection_set_closecb(r->evcon, on_close, r);

@@ -57,6 +57,26 @@ for k in sorted(set(table) | set(documented)):
     elif table[k] != documented[k]:
         bad.append("%s %s: roles %s in the server, %s in the docs" % (k + (sorted(table[k]), sorted(documented[k]))))
 
+# 1b. Each route's query parameter names (the server refuses any other) are the documented ones.
+def qnames(params):
+    out = set()
+    for q in params or []:
+        if "$ref" in q:
+            q = spec["components"]["parameters"][q["$ref"].rsplit("/", 1)[1]]
+        if q.get("in") == "query":
+            out.add(q["name"])
+    return out
+for m, p, q in re.findall(r'\{"([A-Z]+)", "(/[^"]*)", [^,]+, [^,]+, \w+, (?:NULL|"[^"]*"), (NULL|"[^"]*")\}', src):
+    served = set() if q == "NULL" else set(q.strip('"').split())
+    op = spec["paths"].get(p, {}).get(m.lower())
+    if op is None:
+        continue
+    doc = qnames(spec["paths"][p].get("parameters")) | qnames(op.get("parameters"))
+    if served != doc:
+        bad.append("%s %s: query parameters %s in the server, %s in the docs" % (m, p, sorted(served), sorted(doc)))
+if len(re.findall(r'\{"([A-Z]+)", "(/[^"]*)", [^,]+, [^,]+, \w+, (?:NULL|"[^"]*"), (NULL|"[^"]*")\}', src)) != len(table):
+    bad.append("api_spec cannot read every route's query parameters in api/routes.c")
+
 def call(m, path, token, body):
     args = ["curl", "-sS", "-o", "/dev/null", "-D", "-", "-w", "\n%{http_code}", "-X", m, "--max-time", "60"]
     if token:

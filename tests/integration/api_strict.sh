@@ -21,6 +21,7 @@ ORCH=$(token orchestrator orch)
 ORCH2=$(token orchestrator orch2)
 SUP=$(token support sup)
 GC=$(token gc gcbot)
+ADMIN=$(token admin adm)
 serve_start "$S"
 
 expect_status 201 POST /v1/snapshots "$ORCH" '{"tenant":"t1","sandbox":"sb1","memory":"'$IN'/mem","disk":"'$IN'/disk.img"}'
@@ -72,6 +73,42 @@ for q in 'path=/home/ubuntu/output&junk' 'path=/home&path=/' 'path=/home%00x' 'p
     done
 done
 expect_status 400 GET "/v1/sandboxes?tenant=t1&tenant=t2" "$ORCH"
+# An unknown parameter name is a 400 naming it on every route, with or without a query of
+# its own (a misspelt recurse=1 must not silently list one level; tenants=t2 must not list all).
+uq() {   # PATH TOKEN NAME
+    expect_status 400 GET "$1" "$2"
+    assert_json 'j["error"]["code"] == "unknown_parameter" and "\"'"$3"'\"" in j["error"]["message"]' "$T/body" "GET $1"
+}
+uq "/v1/snapshots/$ID/files?path=/home&recurse=1" "$SUP" recurse
+uq "/v1/snapshots/$ID/content?path=/home/ubuntu/b.txt&reasons=x" "$SUP" reasons
+uq "/v1/snapshots/$ID/archive?path=/home&format=zip" "$SUP" format
+uq "/v1/sandboxes?tenants=t2" "$ORCH" tenants
+uq "/v1/snapshots/$ID?verbose=1" "$ORCH" verbose
+uq "/v1/sandboxes/sb1?x=1" "$ORCH" x
+uq "/v1/audit?user=x" "$ADMIN" user
+uq "/healthz?x=1" "" x
+uq "/metrics?name=y" "" name
+expect_status 400 POST "/v1/gc?dry_run=1" "$GC" '{"dry_run":true}'
+assert_json 'j["error"]["code"] == "unknown_parameter"' "$T/body" "POST /v1/gc?dry_run=1"
+expect_status 400 POST "/v1/snapshots/$ID/restore?out_dir=$OUT/r2" "$ORCH" '{"out_dir":"'$OUT'/r3"}'
+[ ! -e "$OUT/r3" ] || fail "a restore with an unknown query parameter wrote its output"
+# %00 in a name or a value, and a name given twice after decoding, are refused.
+for q in 'path%00x=/home' 'path=%00' 'pa%74h=/home&path=/'; do
+    expect_status 400 GET "/v1/snapshots/$ID/files?$q" "$SUP"
+    assert_json 'j["error"]["code"] == "bad_request"' "$T/body" "files?$q"
+done
+# The names a route takes still work, the audit's filters included.
+expect_status 200 GET "/v1/snapshots/$ID/files?path=/home&recursive=1" "$SUP"
+expect_status 200 GET "/v1/snapshots/$ID/files?path=/home/ubuntu" "$SUP"
+expect_status 200 GET "/v1/audit?actor=sup" "$ADMIN"
+assert_json 'len(j["entries"]) == 2 and all(e["actor"] == "sup" for e in j["entries"])' "$T/body" "audit actor"
+expect_status 200 GET "/v1/audit?actor=sup&limit=1" "$ADMIN"
+assert_json '[e["paths"] for e in j["entries"]] == [["/home/ubuntu"]]' "$T/body" "audit limit: the newest"
+expect_status 200 GET "/v1/audit?actor=nobody" "$ADMIN"
+assert_json 'j["entries"] == []' "$T/body" "audit of an actor with no reads"
+expect_status 200 GET "/v1/audit?sandbox=nosuch" "$ADMIN"
+assert_json 'j["entries"] == []' "$T/body" "audit of a sandbox with no reads"
+expect_status 400 GET "/v1/audit?limit=0" "$ADMIN"
 expect_status 200 GET "/v1/snapshots/$ID/files?path=/home/ubuntu/output" "$SUP"
 assert_json '[f["path"] for f in j["entries"]] == ["/home/ubuntu/output/a.txt"]' "$T/body" "files of one folder"
 
