@@ -153,10 +153,12 @@ void r_sandbox_rebuild(api_req *r)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     store_snapshot *snap = NULL, *ts = NULL;
     restore_rebuild_stats st = {.warn = warn_entry, .warn_arg = r->rid};
+    if (api_activity(r, s, STORE_EV_REBUILD, r->param)) {
+        api_store_done(r, STORE_READ);
+        free(real);
+        return;
+    }
     rc = restore_rebuild_sandbox(s, r->param, tmpl, real, &st, &snap, &ts, &e);
-    store_err we;
-    if (!rc && gc_event(s, STORE_EV_REBUILD, r->param, STORE_TIER_NONE, store_now_ms(), &we))
-        fprintf(stderr, "cairn serve: warning: activity not recorded: %s\n", we.msg);
     api_store_done(r, STORE_READ);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (rc == -EINVAL || rc == -ENOENT) api_fail(r, 409, "cannot_rebuild", "%s", e.msg);

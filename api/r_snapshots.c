@@ -227,15 +227,12 @@ void r_snapshot_restore(api_req *r)
                  "sandbox instead)", snap->id);
     } else if (snap && (rc = api_path_output(cfg->restore_roots, cfg->nrestore_roots, out, &real, &e))) {
         api_fail_store(r, rc, &e);
-    } else if (snap) {
+    } else if (snap && api_activity(r, s, STORE_EV_RESTORE, snap->sandbox) == 0) {
         double t0 = secs();
         rc = restore_snapshot(s, snap->id, real, NULL, NULL, &e);
         if (rc == -EBUSY) api_fail(r, 409, "conflict", "%s", e.msg);   /* another restore into out_dir */
         else if (rc) api_fail(r, 500, "restore_failed", "%s", e.msg);
         else {
-            store_err we;
-            if (gc_event(s, STORE_EV_RESTORE, snap->sandbox, STORE_TIER_NONE, store_now_ms(), &we))
-                fprintf(stderr, "cairn serve: warning: activity not recorded: %s\n", we.msg);
             api_metrics_add("restored_bytes", snap->logical_bytes);
             api_ok(r, 200, json_pack("{s:s, s:s, s:s, s:I, s:f}", "snapshot", snap->id, "sandbox", snap->sandbox,
                                      "out_dir", real, "bytes", (json_int_t)snap->logical_bytes, "seconds",
@@ -245,6 +242,20 @@ void r_snapshot_restore(api_req *r)
     api_store_done(r, STORE_READ);
     store_snapshot_free(snap);
     free(real);
+}
+
+/* The orchestrator counts on a restore, wake or rebuild to keep the sandbox from being
+ * reclaimed: an answer of 200 whose activity was not recorded would let gc take the
+ * sandbox it just woke. So the activity is recorded first and a failure is a 500 with
+ * nothing done; a restore that then fails still counted as activity, which errs on keeping. */
+int api_activity(api_req *r, store_t *s, store_event_kind kind, const char *sandbox)
+{
+    store_err e;
+    if (gc_event(s, kind, sandbox, STORE_TIER_NONE, store_now_ms(), &e) == 0) return 0;
+    fprintf(stderr, "cairn serve: rid=%s: activity of %s not recorded: %s\n", r->rid, sandbox, e.msg);
+    api_fail(r, 500, "activity_failed", "the activity of sandbox %s could not be recorded, so nothing was done "
+             "(it would not count against retention): %s", sandbox, e.msg);
+    return -1;
 }
 
 static void pin(api_req *r, store_event_kind kind)

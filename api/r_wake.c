@@ -3,7 +3,7 @@
  *                                    config names ("mount": a `cairn mount` of this store)
  *   {"mode": "uffd", "socket": PATH} starts `cairn uffd-serve` on PATH (below a restore
  *                                    root) and answers once it listens
- * Both record a restore event (activity). The page server is a process of its own, not a
+ * Both record a restore event (activity) first: when it cannot be, the wake is a 500. The page server is a process of its own, not a
  * thread of the API: the VM hangs if its handler dies, so a restart of the API must not
  * take it down; it is detached (double fork) so nothing here has to reap it.
  */
@@ -184,17 +184,14 @@ void r_snapshot_wake(api_req *r)
     store_snapshot *snap = api_load_snapshot(r, s);
     int has_memory = 0;
     for (int i = 0; snap && i < snap->nblobs; i++) has_memory |= !strcmp(snap->blobs[i].name, "memory");
-    if (snap) {
-        store_err we;
-        if (gc_event(s, STORE_EV_RESTORE, snap->sandbox, STORE_TIER_NONE, store_now_ms(), &we))
-            fprintf(stderr, "cairn serve: warning: activity not recorded: %s\n", we.msg);
-    }
-    api_store_done(r, STORE_READ);
-    if (!snap) return;
-    if (snap->kind == STORE_KIND_FILES)
+    int go = 0;
+    if (!snap) {}
+    else if (snap->kind == STORE_KIND_FILES)
         api_fail(r, 410, "reclaimed", "snapshot %s was reclaimed: only its important files are kept", snap->id);
     else if (!has_memory) api_fail(r, 409, "no_memory", "snapshot %s has no memory file", snap->id);
-    else if (!strcmp(mode, "file")) wake_file(r, snap);
-    else wake_uffd(r, snap);
+    else go = api_activity(r, s, STORE_EV_RESTORE, snap->sandbox) == 0;
+    api_store_done(r, STORE_READ);
+    if (go && !strcmp(mode, "file")) wake_file(r, snap);
+    else if (go) wake_uffd(r, snap);
     store_snapshot_free(snap);
 }

@@ -40,6 +40,9 @@ json_t *api_snapshot_json(const store_snapshot *snap);
 /* gc_sandboxes (tenant NULL: all), served from a copy the server keeps until events.log or
  * the set of snapshots changes (server.c). *out is malloc'd. */
 int api_sandboxes(api_req *r, store_t *s, const char *tenant, gc_sandbox **out, size_t *n, store_err *e);
+/* Records activity (restore, rebuild) of sandbox before the work it stands for; -1 after
+ * api_fail 500 activity_failed (do nothing then). */
+int api_activity(api_req *r, store_t *s, store_event_kind kind, const char *sandbox);
 /* The lifecycle record of a sandbox the caller may see; -1 after api_fail. */
 int api_find_sandbox(api_req *r, store_t *s, const char *name, gc_sandbox *out);
 

@@ -10,6 +10,9 @@
  *                           reads a table's footer, then its whole tail (the whole file
  *                           when small); while iterating it reads single blocks, the first
  *                           at 0. So the open succeeds and the scan fails.
+ *   FAILIO_WRITE=SUFFIX     write to a file whose path ends with SUFFIX fails (EIO), while
+ *                           the file FAILIO_WRITE_WHILE names exists (always when unset):
+ *                           a long-running server can be given the fault and have it lifted
  *   FAILIO_LOG=1            one line on stderr per failure injected
  */
 #ifndef _GNU_SOURCE
@@ -151,4 +154,30 @@ ssize_t pread64(int fd, void *buf, size_t n, off_t off)
         return -1;
     }
     return real(fd, buf, n, off);
+}
+
+static int write_fails(int fd)
+{
+    const char *want = getenv("FAILIO_WRITE"), *flag = getenv("FAILIO_WRITE_WHILE");
+    if (!want) return 0;
+    char link[64], path[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t l = readlink(link, path, sizeof path - 1);
+    if (l <= 0) return 0;
+    path[l] = 0;
+    struct stat st;
+    if (!ends_with(path, want) || (flag && *flag && stat(flag, &st) < 0)) return 0;
+    note("write", path);
+    return 1;
+}
+
+ssize_t write(int fd, const void *buf, size_t n)
+{
+    static ssize_t (*real)(int, const void *, size_t);
+    if (!real) real = (ssize_t(*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+    if (write_fails(fd)) {
+        errno = EIO;
+        return -1;
+    }
+    return real(fd, buf, n);
 }
