@@ -268,33 +268,60 @@ static int load_raw(const char *path, json_t **out, store_err *e)
     return 0;
 }
 
-/* Written beside, synced, renamed: a reader sees the old file or the new one. */
-static int save_raw(const char *path, json_t *j, store_err *e)
+int api_file_replace(const char *path, const void *buf, size_t len, store_err *e)
 {
     size_t n = strlen(path) + 8;
-    char *tmp = malloc(n);
-    if (!tmp) return store_errf(e, -ENOMEM, "out of memory");
+    char *tmp = malloc(n), *dir = strdup(path);
+    if (!tmp || !dir) {
+        free(tmp);
+        free(dir);
+        return store_errf(e, -ENOMEM, "out of memory");
+    }
     snprintf(tmp, n, "%s.tmp", path);
-    char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    int rc = 0, fd = text ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
-    if (!text) rc = store_errf(e, -ENOMEM, "out of memory");
-    else if (fd < 0) rc = store_errf(e, -errno, "%s: %s", tmp, strerror(errno));
+    char *slash = strrchr(dir, '/');
+    if (slash == dir) dir[1] = 0;
+    else if (slash) *slash = 0;
+    else snprintf(dir, 2, ".");
+    int rc = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) rc = store_errf(e, -errno, "%s: %s", tmp, strerror(errno));
     else {
-        size_t len = strlen(text), off = 0;
+        const char *p = buf;
+        size_t off = 0;
         while (!rc && off < len) {
-            ssize_t k = write(fd, text + off, len - off);
+            ssize_t k = write(fd, p + off, len - off);
             if (k < 0 && errno == EINTR) continue;
             if (k < 0) rc = store_errf(e, -errno, "%s: %s", tmp, strerror(errno));
             else off += (size_t)k;
         }
-        if (!rc && (write(fd, "\n", 1) != 1 || fsync(fd) < 0))
-            rc = store_errf(e, -errno, "%s: %s", tmp, strerror(errno));
+        if (!rc && fsync(fd) < 0) rc = store_errf(e, -errno, "%s: %s", tmp, strerror(errno));
         if (close(fd) < 0 && !rc) rc = store_errf(e, -errno, "%s: %s", tmp, strerror(errno));
         if (!rc && rename(tmp, path) < 0) rc = store_errf(e, -errno, "%s: %s", path, strerror(errno));
         if (rc) unlink(tmp);
     }
-    free(text);
+    if (!rc) {
+        /* The rename is durable only once the folder is. */
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd) < 0) rc = store_errf(e, -errno, "%s: %s", dir, strerror(errno));
+        if (dfd >= 0) close(dfd);
+    }
     free(tmp);
+    free(dir);
+    return rc;
+}
+
+static int save_raw(const char *path, json_t *j, store_err *e)
+{
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (!text) return store_errf(e, -ENOMEM, "out of memory");
+    size_t len = strlen(text);
+    char *line = realloc(text, len + 2);
+    if (!line) {
+        free(text);
+        return store_errf(e, -ENOMEM, "out of memory");
+    }
+    line[len] = '\n';
+    int rc = api_file_replace(path, line, len + 1, e);
+    free(line);
     return rc;
 }
 

@@ -59,6 +59,10 @@ int api_token_make(const char *prefix, char *out, store_err *e);
 /* Constant-time search of tokens for the hash of text; NULL when none matches. */
 const api_token *api_token_find(const api_token *t, size_t n, const char *text);
 
+/* Replaces path by buf: written beside (path.tmp), fsynced, renamed, the folder fsynced; a
+ * reader sees the old file or the new one. */
+int api_file_replace(const char *path, const void *buf, size_t len, store_err *e);
+
 /* ---- store handle ------------------------------------------------------------------- */
 /* A lock-free read view (STORE_PEEK) of the index and manifests, kept open across ingests
  * (storeref.c says when it is replaced). Refcounted: a replaced view closes when its last
@@ -183,6 +187,7 @@ struct api_req {
     int route_index;
     char rid[72];
     char param[STORE_NAME_MAX + 64]; /* the {id} of the path, decoded */
+    char param2[STORE_NAME_MAX + 64];/* the {share} of the path, decoded */
     char *qkey[API_QUERY_MAX], *qval[API_QUERY_MAX];   /* the query, decoded (owned) */
     size_t nquery;
     json_t *body;              /* the request body (an object) or NULL */
@@ -244,16 +249,39 @@ store_t *api_store(api_req *r, int mode);
 void api_store_done(api_req *r, int mode);
 const api_config *api_cfg(api_req *r);     /* the config as loaded at start */
 const char *api_store_dir(api_req *r);
-/* Registers a share token; the server side of shares.c. */
 /* 0 when the caller may see tenant's things; else api_fail 404 and -1. */
 int api_tenant_ok(api_req *r, const char *tenant, const char *what);
 const char *api_actor(api_req *r);
 
-/* Share tokens (shares.c). */
-int api_shares_load(api_server *srv, store_err *e);
-int api_share_add(api_server *srv, const char *tenant, const char *sandbox, const char *at, int64_t expires_ms,
-                  const char *by, char *token, store_err *e);
-int api_share_find(api_server *srv, const char *text, api_token *out);
+/* ---- share tokens (shares.c) ---------------------------------------------------------
+ * The live shares (not expired, not revoked) as api_tokens (role API_ROLE_SHARE, name
+ * "share:BY"), all under mu. A share's id is the first API_SHARE_ID_LEN hex digits of its
+ * token's SHA-256: it names the share in lists and revocations, never lets anyone in. */
+#define API_SHARE_ID_LEN 16
+typedef struct {
+    pthread_mutex_t mu;
+    char path[4200];
+    api_token *v;
+    size_t n, cap;
+} api_shares;
+
+/* Reads STORE/shares.log (expired lines are dropped from it); a damaged line is -EINVAL. */
+int api_shares_open(api_shares *sh, const char *store, store_err *e);
+void api_shares_close(api_shares *sh);
+/* A new share: token (API_TOKEN_MAX) is its secret, id (API_SHARE_ID_LEN + 1) its id. */
+int api_share_add(api_shares *sh, const char *tenant, const char *sandbox, const char *at, int64_t expires_ms,
+                  const char *by, char *token, char *id, store_err *e);
+/* 0 and *out when text is a live share's token. */
+int api_share_find(api_shares *sh, const char *text, api_token *out);
+/* The live shares of tenant's sandbox (*out malloc'd). */
+int api_share_list(api_shares *sh, const char *tenant, const char *sandbox, api_token **out, size_t *n, store_err *e);
+/* Revokes the share id (its id or its whole SHA-256 in hex) of tenant's sandbox, or every
+ * share of it when id is NULL; durable (the file rewritten) before it returns 0. *count:
+ * how many live shares went. -ENOENT when id names no live share of that sandbox. */
+int api_share_revoke(api_shares *sh, const char *tenant, const char *sandbox, const char *id, size_t *count,
+                     store_err *e);
+void api_share_id(const api_token *t, char *out);
+api_shares *api_shares_of(api_req *r);
 
 /* Routes. */
 extern const api_route api_routes[];

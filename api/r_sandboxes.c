@@ -91,12 +91,14 @@ void r_sandbox_get(api_req *r)
     api_ok(r, 200, j);
 }
 
-static void event(api_req *r, store_event_kind kind, const char *name, store_tier tier, const char *tenant_check)
+/* Records kind for name (a sandbox, whose record goes into *sb, unless tenant_check: a
+ * tenant's tier). */
+static void event(api_req *r, store_event_kind kind, const char *name, store_tier tier, const char *tenant_check,
+                  gc_sandbox *sb)
 {
     store_t *s = api_store(r, STORE_READ);
     if (!s) return;
-    gc_sandbox sb;
-    if (!tenant_check && api_find_sandbox(r, s, name, &sb)) {
+    if (!tenant_check && api_find_sandbox(r, s, name, sb)) {
         api_store_done(r, STORE_READ);
         return;
     }
@@ -112,8 +114,24 @@ static void event(api_req *r, store_event_kind kind, const char *name, store_tie
                              when));
 }
 
-void r_sandbox_touch(api_req *r) { event(r, STORE_EV_TOUCH, r->param, STORE_TIER_NONE, NULL); }
-void r_sandbox_delete(api_req *r) { event(r, STORE_EV_DELETE, r->param, STORE_TIER_NONE, NULL); }
+void r_sandbox_touch(api_req *r)
+{
+    gc_sandbox sb;
+    event(r, STORE_EV_TOUCH, r->param, STORE_TIER_NONE, NULL, &sb);
+}
+void r_sandbox_delete(api_req *r)
+{
+    gc_sandbox sb;
+    event(r, STORE_EV_DELETE, r->param, STORE_TIER_NONE, NULL, &sb);
+    if (r->status != 200) return;
+    /* The shares die with the sandbox. They are refused already (a share checks the
+     * sandbox at each use), so a failure here only leaves their lines for a later rewrite. */
+    size_t n = 0;
+    store_err e;
+    if (api_share_revoke(api_shares_of(r), sb.tenant, sb.sandbox, NULL, &n, &e))
+        fprintf(stderr, "cairn serve: rid=%s: shares of deleted %s not revoked: %s\n", r->rid, r->param, e.msg);
+    if (r->resp) json_object_set_new(r->resp, "shares_revoked", json_integer((json_int_t)n));
+}
 
 void r_tenant_tier(api_req *r)
 {
@@ -124,7 +142,7 @@ void r_tenant_tier(api_req *r)
     if (store_name_valid(r->param) || store_name_reserved(r->param))
         return api_fail(r, 404, "not_found", "no tenant %s", r->param);
     if (api_tenant_ok(r, r->param, "tenant")) return;
-    event(r, STORE_EV_TIER, r->param, t, r->param);
+    event(r, STORE_EV_TIER, r->param, t, r->param, NULL);
 }
 
 static void warn_entry(void *arg, const char *path, const char *why)
@@ -190,14 +208,60 @@ void r_sandbox_share(api_req *r)
     if (rc) return;
     /* A share is of the sandbox as it is now: a deleted one has nothing to share. */
     if (sb.state == GC_DELETED || !sb.latest[0]) return api_fail(r, 404, "not_found", "no sandbox %s", r->param);
-    char token[API_TOKEN_MAX];
+    char token[API_TOKEN_MAX], id[API_SHARE_ID_LEN + 1];
     store_err e;
     int64_t exp = store_now_ms() + expires_in * 1000;
-    if ((rc = api_share_add(r->srv, sb.tenant, sb.sandbox, sb.latest, exp, api_actor(r), token, &e)))
+    if ((rc = api_share_add(api_shares_of(r), sb.tenant, sb.sandbox, sb.latest, exp, api_actor(r), token, id, &e)))
         return api_fail(r, 500, "internal", "%s", e.msg);
     char when[32];
     store_rfc3339(exp, when);
-    api_ok(r, 201, json_pack("{s:s, s:s, s:s, s:I}", "token", token, "sandbox", sb.sandbox, "expires", when,
-                             "expires_ms", (json_int_t)exp));
+    api_ok(r, 201, json_pack("{s:s, s:s, s:s, s:s, s:I}", "token", token, "id", id, "sandbox", sb.sandbox, "expires",
+                             when, "expires_ms", (json_int_t)exp));
     memset(token, 0, sizeof token);
+}
+
+/* A share as listed: never its token (which is not kept) nor its whole hash. */
+static json_t *share_json(const api_token *t)
+{
+    char id[API_SHARE_ID_LEN + 1], exp[32], made[32] = "";
+    api_share_id(t, id);
+    store_rfc3339(t->expires_ms, exp);
+    if (t->created_ms) store_rfc3339(t->created_ms, made);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", id, "sandbox", t->sandbox, "by",
+                          strncmp(t->name, "share:", 6) ? t->name : t->name + 6, "expires", exp, "expires_ms",
+                          (json_int_t)t->expires_ms);
+    if (j && made[0]) json_object_set_new(j, "created", json_string(made));
+    return j;
+}
+
+void r_sandbox_shares(api_req *r)
+{
+    store_t *s = api_store(r, STORE_READ);
+    if (!s) return;
+    gc_sandbox sb;
+    int rc = api_find_sandbox(r, s, r->param, &sb);
+    api_store_done(r, STORE_READ);
+    if (rc) return;
+    api_token *v = NULL;
+    size_t n = 0;
+    store_err e;
+    if ((rc = api_share_list(api_shares_of(r), sb.tenant, sb.sandbox, &v, &n, &e))) return api_fail_store(r, rc, &e);
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < n; i++) json_array_append_new(list, share_json(&v[i]));
+    free(v);
+    api_ok(r, 200, json_pack("{s:s, s:o}", "sandbox", sb.sandbox, "shares", list));
+}
+
+void r_sandbox_unshare(api_req *r)
+{
+    store_t *s = api_store(r, STORE_READ);
+    if (!s) return;
+    gc_sandbox sb;
+    int rc = api_find_sandbox(r, s, r->param, &sb);
+    api_store_done(r, STORE_READ);
+    if (rc) return;
+    store_err e;
+    if ((rc = api_share_revoke(api_shares_of(r), sb.tenant, sb.sandbox, r->param2, NULL, &e)))
+        return api_fail_store(r, rc, &e);
+    api_ok(r, 200, json_pack("{s:s, s:s, s:b}", "sandbox", sb.sandbox, "share", r->param2, "revoked", 1));
 }

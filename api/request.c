@@ -21,11 +21,13 @@ static int listed(const char *list, const char *name, size_t len)
     return 0;
 }
 
-static int match(const char *pattern, const char *path, char *param, size_t cap)
+/* 1 when path fits pattern; its {id} and {share} (decoded: no NUL, no '/') into id and share. */
+static int match(const char *pattern, const char *path, char *id, char *share, size_t cap)
 {
     const char *p = pattern, *s = path;
     while (*p && *s) {
-        if (!strncmp(p, "{id}", 4)) {
+        int which = !strncmp(p, "{id}", 4) ? 1 : !strncmp(p, "{share}", 7) ? 2 : 0;
+        if (which) {
             size_t n = strcspn(s, "/");
             if (n == 0) return 0;
             char *raw = strndup(s, n);
@@ -33,10 +35,10 @@ static int match(const char *pattern, const char *path, char *param, size_t cap)
             char *dec = raw ? evhttp_uridecode(raw, 0, &dl) : NULL;
             free(raw);
             int ok = dec && dl > 0 && dl < cap && !memchr(dec, 0, dl) && !strchr(dec, '/');
-            if (ok) memcpy(param, dec, dl + 1);
+            if (ok) memcpy(which == 1 ? id : share, dec, dl + 1);
             free(dec);
             if (!ok) return 0;
-            p += 4;
+            p += which == 1 ? 4 : 7;
             s += n;
             continue;
         }
@@ -52,8 +54,8 @@ int api_request_route(api_req *r, const char *method, const char *path)
     if (!strcmp(method, "HEAD")) method = "GET";      /* evhttp sends a HEAD's reply without its body */
     r->allow[0] = 0;
     for (int i = 0; i < api_nroutes; i++) {
-        char param[sizeof r->param] = "";
-        if (!match(api_routes[i].path, path, param, sizeof param)) continue;
+        char param[sizeof r->param] = "", param2[sizeof r->param2] = "";
+        if (!match(api_routes[i].path, path, param, param2, sizeof param)) continue;
         size_t al = strlen(r->allow);
         snprintf(r->allow + al, sizeof r->allow - al, "%s%s%s", al ? ", " : "", api_routes[i].method,
                  strcmp(api_routes[i].method, "GET") ? "" : ", HEAD");
@@ -61,6 +63,7 @@ int api_request_route(api_req *r, const char *method, const char *path)
         r->route = &api_routes[i];
         r->route_index = i;
         memcpy(r->param, param, sizeof param);
+        memcpy(r->param2, param2, sizeof param2);
         return 0;
     }
     if (r->allow[0]) api_fail(r, 405, "method_not_allowed", "this path does not take that method");

@@ -29,6 +29,8 @@ const api_route api_routes[] = {
     {"POST", "/v1/sandboxes/{id}/touch", ORCH, API_RUN_SHORT, r_sandbox_touch, NULL, NULL},
     {"POST", "/v1/sandboxes/{id}/rebuild", ORCH, API_RUN_LONG, r_sandbox_rebuild, "out template", NULL},
     {"POST", "/v1/sandboxes/{id}/shares", ORCH, API_RUN_SHORT, r_sandbox_share, "expires_in", NULL},
+    {"GET", "/v1/sandboxes/{id}/shares", ORCH, API_RUN_SHORT, r_sandbox_shares, NULL, NULL},
+    {"DELETE", "/v1/sandboxes/{id}/shares/{share}", ORCH, API_RUN_SHORT, r_sandbox_unshare, NULL, NULL},
     {"PUT", "/v1/tenants/{id}/tier", ORCH, API_RUN_SHORT, r_tenant_tier, "tier", NULL},
     {"GET", "/v1/shared/files", API_ROLE_SHARE, API_RUN_SHORT, r_shared_files, NULL, NULL},
     {"GET", "/v1/shared/content", API_ROLE_SHARE, API_RUN_LONG, r_shared_content, NULL, "path"},

@@ -25,6 +25,8 @@ void r_sandbox_touch(api_req *r);
 void r_sandbox_rebuild(api_req *r);
 void r_sandbox_delete(api_req *r);
 void r_sandbox_share(api_req *r);
+void r_sandbox_shares(api_req *r);
+void r_sandbox_unshare(api_req *r);
 void r_tenant_tier(api_req *r);
 void r_shared_files(api_req *r);
 void r_shared_content(api_req *r);

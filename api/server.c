@@ -48,10 +48,7 @@ struct api_server {
     int stopping, inflight, cut;
     uint64_t rid_seq;
     char rid_salt[9];
-    /* shares (shares.c) */
-    pthread_mutex_t share_mu;
-    api_token *shares;
-    size_t nshares, share_cap;
+    api_shares shares;
     /* the sandbox records (api_sandboxes) and what they were read from */
     pthread_mutex_t sb_mu;
     gc_sandbox *sb;
@@ -142,6 +139,7 @@ void api_store_done(api_req *r, int mode)
 
 const api_config *api_cfg(api_req *r) { return &r->srv->cfg; }
 const char *api_store_dir(api_req *r) { return r->srv->store; }
+api_shares *api_shares_of(api_req *r) { return &r->srv->shares; }
 
 int api_tenant_ok(api_req *r, const char *tenant, const char *what)
 {
@@ -576,7 +574,7 @@ static void handle(struct evhttp_request *req, void *arg)
         const api_token *t = api_token_find(srv->cfg.tokens, srv->cfg.ntokens, text);
         api_token share;
         if (t) r->tok = *t;
-        else if (api_share_find(srv, text, &share) == 0) r->tok = share;
+        else if (api_share_find(&srv->shares, text, &share) == 0) r->tok = share;
         else return early(r, 401, "unauthorized", "unknown, revoked or expired token");
         int allowed = r->tok.role == API_ROLE_SHARE ? r->route->roles == API_ROLE_SHARE
                                                     : (r->route->roles & r->tok.role) ||
@@ -707,12 +705,11 @@ int api_serve(const api_serve_opts *o, store_err *e)
     }
     api_storeref_init(&srv->ref, o->store);
     pthread_mutex_init(&srv->done_mu, NULL);
-    pthread_mutex_init(&srv->share_mu, NULL);
     pthread_mutex_init(&srv->sb_mu, NULL);
     char tmp[API_TOKEN_MAX];
     if ((rc = api_token_make("", tmp, e))) goto out_ref;
     snprintf(srv->rid_salt, sizeof srv->rid_salt, "%.8s", tmp);
-    if ((rc = api_shares_load(srv, e))) goto out_ref;
+    if ((rc = api_shares_open(&srv->shares, o->store, e))) goto out_ref;
     api_metrics_init(api_nroutes);
     srv->base = event_base_new();
     srv->http = srv->base ? evhttp_new(srv->base) : NULL;
@@ -783,9 +780,8 @@ out_base:
     if (srv->http) evhttp_free(srv->http);
     if (srv->base) event_base_free(srv->base);
 out_ref:
-    free(srv->shares);
+    api_shares_close(&srv->shares);
     pthread_mutex_destroy(&srv->done_mu);
-    pthread_mutex_destroy(&srv->share_mu);
     pthread_mutex_destroy(&srv->sb_mu);
     free(srv->sb);
     api_storeref_destroy(&srv->ref);
@@ -866,128 +862,4 @@ int api_sandboxes(api_req *r, store_t *s, const char *tenant, gc_sandbox **out, 
     *out = copy;
     *n = m;
     return 0;
-}
-
-/* ---- shares --------------------------------------------------------------------------- */
-/* DIR/shares.log: one JSON object per line {sha256, tenant, sandbox, expires, by, created,
- * at} (created and at absent in records written before they were kept), appended
- * and fsynced before the token is given out. Only the server writes it. */
-
-static int share_path(api_server *srv, char *out, size_t cap)
-{
-    return snprintf(out, cap, "%s/shares.log", srv->store) >= (int)cap ? -ENAMETOOLONG : 0;
-}
-
-static int share_push(api_server *srv, const api_token *t)
-{
-    if (srv->nshares == srv->share_cap) {
-        size_t cap = srv->share_cap ? 2 * srv->share_cap : 16;
-        api_token *n = realloc(srv->shares, cap * sizeof *n);
-        if (!n) return -ENOMEM;
-        srv->shares = n;
-        srv->share_cap = cap;
-    }
-    srv->shares[srv->nshares++] = *t;
-    return 0;
-}
-
-static int unhex32(const char *s, uint8_t *out)
-{
-    if (!s || strlen(s) != 64) return -1;
-    for (int i = 0; i < 64; i++) {
-        int c = s[i], v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (v < 0) return -1;
-        if (i % 2) out[i / 2] |= (uint8_t)v;
-        else out[i / 2] = (uint8_t)(v << 4);
-    }
-    return 0;
-}
-
-int api_shares_load(api_server *srv, store_err *e)
-{
-    char path[4200];
-    if (share_path(srv, path, sizeof path)) return store_errf(e, -ENAMETOOLONG, "store path too long");
-    FILE *f = fopen(path, "re");
-    if (!f) return errno == ENOENT ? 0 : store_errf(e, -errno, "%s: %s", path, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
-    int rc = 0, lineno = 0;
-    int64_t now = store_now_ms();
-    while (!rc && (n = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        json_t *j = json_loadb(line, (size_t)n, 0, NULL);
-        api_token t = {.role = API_ROLE_SHARE};
-        const char *sb = json_string_value(json_object_get(j, "sandbox"));
-        const char *tn = json_string_value(json_object_get(j, "tenant"));
-        const char *by = json_string_value(json_object_get(j, "by"));
-        json_t *ex = json_object_get(j, "expires");
-        const char *at = json_string_value(json_object_get(j, "at"));
-        if (!sb || !tn || !json_is_integer(ex) || unhex32(json_string_value(json_object_get(j, "sha256")), t.hash) ||
-            (at && store_snapid_valid(at))) {
-            /* A torn last line (crash mid-append) is not a share; anything else is damage. */
-            if (n > 0 && line[n - 1] != '\n') fprintf(stderr, "cairn serve: %s: ignoring a torn last line\n", path);
-            else rc = store_errf(e, -EINVAL, "%s: line %d is not a share record", path, lineno);
-        } else if (json_integer_value(ex) > now) {
-            snprintf(t.sandbox, sizeof t.sandbox, "%s", sb);
-            snprintf(t.tenant, sizeof t.tenant, "%s", tn);
-            snprintf(t.name, sizeof t.name, "share:%s", by ? by : "?");
-            t.expires_ms = (int64_t)json_integer_value(ex);
-            json_t *cr = json_object_get(j, "created");
-            if (json_is_integer(cr)) t.created_ms = (int64_t)json_integer_value(cr);
-            if (at) snprintf(t.at, sizeof t.at, "%s", at);
-            if (share_push(srv, &t)) rc = store_errf(e, -ENOMEM, "out of memory");
-        }
-        json_decref(j);
-    }
-    if (!rc && ferror(f)) rc = store_errf(e, -EIO, "%s: read error", path);
-    free(line);
-    fclose(f);
-    return rc;
-}
-
-int api_share_add(api_server *srv, const char *tenant, const char *sandbox, const char *at, int64_t expires_ms,
-                  const char *by, char *token, store_err *e)
-{
-    char path[4200], hx[65];
-    if (share_path(srv, path, sizeof path)) return store_errf(e, -ENAMETOOLONG, "store path too long");
-    int rc = api_token_make("cairnshare_", token, e);
-    if (rc) return rc;
-    api_token t = {.role = API_ROLE_SHARE, .expires_ms = expires_ms, .created_ms = store_now_ms()};
-    api_sha256(token, strlen(token), t.hash);
-    for (int i = 0; i < 32; i++) snprintf(hx + 2 * i, 3, "%02x", t.hash[i]);
-    snprintf(t.sandbox, sizeof t.sandbox, "%s", sandbox);
-    snprintf(t.tenant, sizeof t.tenant, "%s", tenant);
-    snprintf(t.name, sizeof t.name, "share:%s", by);
-    snprintf(t.at, sizeof t.at, "%s", at);
-    json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:s}", "sha256", hx, "tenant", tenant, "sandbox", sandbox,
-                          "expires", (json_int_t)expires_ms, "by", by, "created", (json_int_t)t.created_ms, "at", at);
-    char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (!line) return store_errf(e, -ENOMEM, "out of memory");
-    pthread_mutex_lock(&srv->share_mu);
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) rc = store_errf(e, -errno, "%s: %s", path, strerror(errno));
-    else {
-        size_t len = strlen(line);
-        line[len] = '\n';      /* json_dumps left room: the NUL */
-        if (write(fd, line, len + 1) != (ssize_t)(len + 1) || fsync(fd) < 0)
-            rc = store_errf(e, -EIO, "%s: cannot append: %s", path, strerror(errno));
-        if (close(fd) < 0 && !rc) rc = store_errf(e, -errno, "%s: %s", path, strerror(errno));
-    }
-    if (!rc && share_push(srv, &t)) rc = store_errf(e, -ENOMEM, "out of memory");
-    pthread_mutex_unlock(&srv->share_mu);
-    free(line);
-    return rc;
-}
-
-int api_share_find(api_server *srv, const char *text, api_token *out)
-{
-    if (strncmp(text, "cairnshare_", 11)) return -1;
-    pthread_mutex_lock(&srv->share_mu);
-    const api_token *t = api_token_find(srv->shares, srv->nshares, text);
-    int rc = t && t->expires_ms > store_now_ms() ? 0 : -1;
-    if (!rc) *out = *t;
-    pthread_mutex_unlock(&srv->share_mu);
-    return rc;
 }

@@ -94,7 +94,7 @@ def concrete(m, p):
         v = "t1"
     else:
         v = "sbdel" if (m, p) == ("DELETE", "/v1/sandboxes/{id}") else "sb1"
-    return p.replace("{id}", v)
+    return p.replace("{id}", v).replace("{share}", "0123456789abcdef")
 
 # 2. Each operation answers as documented.
 for (m, p), roles in sorted(documented.items()):
