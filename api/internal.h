@@ -155,6 +155,14 @@ int api_path_input(char *const *roots, size_t n, const char *path, char **resolv
  * not a symlink (*resolved: parent's real path + name, malloc'd); -EACCES otherwise. */
 int api_path_output(char *const *roots, size_t n, const char *path, char **resolved, store_err *e);
 
+/* The same, opened once beneath the root (openat2 RESOLVE_BENEATH; paths.c says why): *fd
+ * the input file, read-only; or *dirfd the output's folder (read-only, a directory), *name
+ * its last component and *shown its real path for replies (both malloc'd). The caller
+ * works through the descriptor and closes it. */
+int api_path_open_input(char *const *roots, size_t n, const char *path, int *fd, store_err *e);
+int api_path_open_output(char *const *roots, size_t n, const char *path, int *dirfd, char **name, char **shown,
+                         store_err *e);
+
 /* ---- requests ----------------------------------------------------------------------- */
 typedef struct api_server api_server;
 typedef struct api_req api_req;

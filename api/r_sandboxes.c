@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api/routes.h"
 #include "restore/restore.h"
@@ -156,14 +157,20 @@ void r_sandbox_rebuild(api_req *r)
     if (api_body_str(r, "out", 1, &out) || api_body_str(r, "template", 0, &tmpl)) return;
     if (tmpl && store_name_valid(tmpl)) return api_fail(r, 400, "invalid", "bad template name");
     const api_config *cfg = api_cfg(r);
-    char *real = NULL;
+    char *real = NULL, *name = NULL, via[300];
+    int dirfd = -1;
     store_err e;
-    int rc = api_path_output(cfg->restore_roots, cfg->nrestore_roots, out, &real, &e);
+    /* The image's folder is opened once, beneath its root (paths.c); the rebuild writes by
+     * that descriptor's /proc name (its temp file and rename both go into that folder). */
+    int rc = api_path_open_output(cfg->restore_roots, cfg->nrestore_roots, out, &dirfd, &name, &real, &e);
     if (rc) return api_fail_store(r, rc, &e);
+    snprintf(via, sizeof via, "/proc/self/fd/%d/%s", dirfd, name);
     store_t *s = api_store(r, STORE_READ);
     gc_sandbox sb;
     if (!s || api_find_sandbox(r, s, r->param, &sb)) {
         if (s) api_store_done(r, STORE_READ);
+        close(dirfd);
+        free(name);
         free(real);
         return;
     }
@@ -173,10 +180,12 @@ void r_sandbox_rebuild(api_req *r)
     restore_rebuild_stats st = {.warn = warn_entry, .warn_arg = r->rid};
     if (api_activity(r, s, STORE_EV_REBUILD, r->param)) {
         api_store_done(r, STORE_READ);
+        close(dirfd);
+        free(name);
         free(real);
         return;
     }
-    rc = restore_rebuild_sandbox(s, r->param, tmpl, real, &st, &snap, &ts, &e);
+    rc = restore_rebuild_sandbox(s, r->param, tmpl, via, &st, &snap, &ts, &e);
     api_store_done(r, STORE_READ);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (rc == -EINVAL || rc == -ENOENT) api_fail(r, 409, "cannot_rebuild", "%s", e.msg);
@@ -191,6 +200,8 @@ void r_sandbox_rebuild(api_req *r)
                                  (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9));
     store_snapshot_free(snap);
     store_snapshot_free(ts);
+    close(dirfd);
+    free(name);
     free(real);
 }
 

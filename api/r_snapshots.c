@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api/routes.h"
 #include "gc/gc.h"
@@ -97,15 +98,19 @@ void r_snapshot_create(api_req *r)
     if (cj && !json_is_null(cj) && !(classes = classes_text(r, cj))) return;
 
     const api_config *cfg = api_cfg(r);
-    char *real[3] = {NULL, NULL, NULL};
+    /* Each input is opened once, beneath its root (paths.c), and the snapshotter reads it by
+     * the descriptor's /proc name: a symlink swapped in at the path later is never followed. */
+    int fds[3] = {-1, -1, -1};
+    char real[3][40];
     snap_request req = {.tenant = tenant, .sandbox = sandbox, .tier = t, .template_name = tmpl};
     store_err e;
     int rc = 0;
     for (int i = 0; i < 3 && !rc; i++) {
         if (!in[i]) continue;
-        rc = api_path_input(cfg->snapshot_roots, cfg->nsnapshot_roots, in[i], &real[i], &e);
+        rc = api_path_open_input(cfg->snapshot_roots, cfg->nsnapshot_roots, in[i], &fds[i], &e);
         if (rc) api_fail_store(r, rc, &e);
         else {
+            snprintf(real[i], sizeof real[i], "/proc/self/fd/%d", fds[i]);
             req.blob_name[req.nblobs] = names[i];
             req.blob_path[req.nblobs++] = real[i];
         }
@@ -146,7 +151,8 @@ void r_snapshot_create(api_req *r)
     }
     snap_policy_free(pol);
     free(classes);
-    for (int i = 0; i < 3; i++) free(real[i]);
+    for (int i = 0; i < 3; i++)
+        if (fds[i] >= 0) close(fds[i]);
 }
 
 /* Loads the {id} (an id or SANDBOX@latest) the caller may see; NULL after api_fail. */
@@ -216,20 +222,27 @@ void r_snapshot_restore(api_req *r)
     const char *out = NULL;
     if (api_body_str(r, "out_dir", 1, &out)) return;
     const api_config *cfg = api_cfg(r);
-    char *real = NULL;
+    char *real = NULL, *name = NULL;
+    int dirfd = -1;
     store_err e;
+    /* The out folder's parent is opened once, beneath its root, and the restore goes in by
+     * that descriptor (paths.c): whatever is renamed over the path meanwhile. */
+    int rc = api_path_open_output(cfg->restore_roots, cfg->nrestore_roots, out, &dirfd, &name, &real, &e);
+    if (rc) return api_fail_store(r, rc, &e);
     store_t *s = api_store(r, STORE_READ);
-    if (!s) return;
+    if (!s) {
+        close(dirfd);
+        free(name);
+        free(real);
+        return;
+    }
     store_snapshot *snap = api_load_snapshot(r, s);
-    int rc = 0;
     if (snap && snap->kind == STORE_KIND_FILES) {
         api_fail(r, 410, "reclaimed", "snapshot %s was reclaimed: only its important files are kept (rebuild the "
                  "sandbox instead)", snap->id);
-    } else if (snap && (rc = api_path_output(cfg->restore_roots, cfg->nrestore_roots, out, &real, &e))) {
-        api_fail_store(r, rc, &e);
     } else if (snap && api_activity(r, s, STORE_EV_RESTORE, snap->sandbox) == 0) {
         double t0 = secs();
-        rc = restore_snapshot(s, snap->id, real, NULL, NULL, &e);
+        rc = restore_snapshot_at(s, snap->id, dirfd, name, real, NULL, NULL, &e);
         if (rc == -EBUSY) api_fail(r, 409, "conflict", "%s", e.msg);   /* another restore into out_dir */
         else if (rc) api_fail(r, 500, "restore_failed", "%s", e.msg);
         else {
@@ -241,6 +254,8 @@ void r_snapshot_restore(api_req *r)
     }
     api_store_done(r, STORE_READ);
     store_snapshot_free(snap);
+    close(dirfd);
+    free(name);
     free(real);
 }
 

@@ -281,6 +281,12 @@ static int find_drop(void *arg, const store_event *ev)
 int restore_snapshot(store_t *s, const char *id, const char *outdir,
                      restore_progress_fn progress, void *arg, store_err *e)
 {
+    return restore_snapshot_at(s, id, AT_FDCWD, outdir, outdir, progress, arg, e);
+}
+
+int restore_snapshot_at(store_t *s, const char *id, int dirfd, const char *name, const char *outdir,
+                        restore_progress_fn progress, void *arg, store_err *e)
+{
     store_snapshot *snap = NULL;
     int rc = store_snapshot_load(s, id, &snap, e);
     if (rc == -ENOENT) {
@@ -308,11 +314,13 @@ int restore_snapshot(store_t *s, const char *id, const char *outdir,
         store_snapshot_free(snap);
         return rc;
     }
-    if (mkdir(outdir, 0755) < 0 && errno != EEXIST)
+    if (mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
         rc = store_errf(e, -errno, "%s: %s", outdir, strerror(errno));
     /* Two restores into one folder would each rename their files in, and each could say
      * "done" over a mix of both snapshots: the second is refused while the first runs. */
-    int lockfd = rc ? -1 : open(outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* Given a folder's descriptor, name is not followed if it is a symlink: the caller
+     * checked that folder, and a link planted at name since must not lead elsewhere. */
+    int lockfd = rc ? -1 : openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (dirfd == AT_FDCWD ? 0 : O_NOFOLLOW));
     if (!rc && lockfd < 0) rc = store_errf(e, -errno, "%s: %s", outdir, strerror(errno));
     if (!rc && flock(lockfd, LOCK_EX | LOCK_NB) < 0)
         rc = errno == EWOULDBLOCK ? store_errf(e, -EBUSY, "%s: another restore is writing into this "

@@ -24,6 +24,12 @@ typedef void (*restore_progress_fn)(void *arg, uint64_t done, uint64_t total);
 STORE_MUST_USE int restore_snapshot(store_t *s, const char *id, const char *outdir,
                      restore_progress_fn progress, void *arg, store_err *e);
 
+/* The same into the folder name inside the folder open at dirfd (created if missing; never
+ * followed if it is a symlink), shown as outdir in messages: for a caller that checked
+ * that folder and must not have its path swapped under it (the API). */
+STORE_MUST_USE int restore_snapshot_at(store_t *s, const char *id, int dirfd, const char *name, const char *outdir,
+                                       restore_progress_fn progress, void *arg, store_err *e);
+
 /* Restores one blob of a loaded snapshot to path (via a temp file beside it). */
 STORE_MUST_USE int restore_blob(store_t *s, const store_snapshot *snap, const store_blob *b, const char *path,
                  store_err *e);
