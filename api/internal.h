@@ -163,6 +163,10 @@ int api_path_open_input(char *const *roots, size_t n, const char *path, int *fd,
 int api_path_open_output(char *const *roots, size_t n, const char *path, int *dirfd, char **name, char **shown,
                          store_err *e);
 
+/* Replaces each whole /proc/self/fd/N name proc in msg (cap bytes) by shown: an error
+ * from work done by a descriptor's /proc name names the path the client gave. */
+void api_path_unproc(char *msg, size_t cap, const char *proc, const char *shown);
+
 /* ---- requests ----------------------------------------------------------------------- */
 typedef struct api_server api_server;
 typedef struct api_req api_req;

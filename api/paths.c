@@ -240,3 +240,22 @@ int api_path_open_output(char *const *roots, size_t n, const char *path, int *di
     else *dirfd = d;
     return rc;
 }
+
+void api_path_unproc(char *msg, size_t cap, const char *proc, const char *shown)
+{
+    size_t pl = strlen(proc), sl = strlen(shown);
+    if (!pl) return;
+    char *at = msg;
+    while ((at = strstr(at, proc))) {
+        /* Only a whole name: /proc/self/fd/1 is not the start of /proc/self/fd/12. */
+        if (at[pl] >= '0' && at[pl] <= '9') {
+            at += pl;
+            continue;
+        }
+        size_t tail = strlen(at + pl);
+        if ((size_t)(at - msg) + sl + tail + 1 > cap) return;    /* would not fit: keep it as is */
+        memmove(at + sl, at + pl, tail + 1);
+        memcpy(at, shown, sl);
+        at += sl;
+    }
+}

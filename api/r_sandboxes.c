@@ -186,6 +186,14 @@ void r_sandbox_rebuild(api_req *r)
         return;
     }
     rc = restore_rebuild_sandbox(s, r->param, tmpl, via, &st, &snap, &ts, &e);
+    if (rc) {
+        char dir[300];
+        snprintf(dir, sizeof dir, "/proc/self/fd/%d", dirfd);
+        size_t rl = strlen(real) - strlen(name) - 1;    /* real is its folder's real path + "/" + name */
+        char *shown_dir = strndup(real, rl ? rl : 1);
+        if (shown_dir) api_path_unproc(e.msg, sizeof e.msg, dir, shown_dir);
+        free(shown_dir);
+    }
     api_store_done(r, STORE_READ);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (rc == -EINVAL || rc == -ENOENT) api_fail(r, 409, "cannot_rebuild", "%s", e.msg);

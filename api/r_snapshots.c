@@ -132,8 +132,11 @@ void r_snapshot_create(api_req *r)
         } else {
             rc = owner_check(r, s, tenant, sandbox);
             if (rc) store_findex_free(req.files);
-            else if ((rc = snap_ingest(s, &req, &snap, &e)))
+            else if ((rc = snap_ingest(s, &req, &snap, &e))) {
+                for (int i = 0; i < 3; i++)
+                    if (fds[i] >= 0) api_path_unproc(e.msg, sizeof e.msg, real[i], in[i]);
                 api_fail(r, 500, "ingest_failed", "%s; nothing was stored", e.msg);
+            }
             api_store_done(r, STORE_WRITE);
         }
         if (snap) {
