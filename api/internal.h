@@ -74,11 +74,14 @@ typedef struct api_view {
     struct timespec stamp;    /* manifests/'s mtime, taken before the open */
     int settled;              /* the stamp was old enough at open that a later change moves it */
     uint64_t gen;             /* 1, 2, ... in open order: what a cache built from it is keyed by */
-    /* GET /v1/snapshots/{id} answers by snapshot id: a manifest never changes, and one that
-     * is dropped changes manifests/, which retires this view and the cache with it. */
+    int pending;              /* a commit was between its manifest and its index record */
+    unsigned long long wal_no, wal_size;   /* the index's newest log file then (before the open) */
+    /* Answers read from this view alone, by key: "s:ID", GET /v1/snapshots/{id} (a manifest
+     * never changes, and one dropped changes manifests/, which retires this view and the
+     * cache with it); "b:SANDBOX", the snapshot list of GET /v1/sandboxes/{id}. */
     pthread_mutex_t cache_mu;
     struct {
-        char id[STORE_SNAPID_LEN];
+        char id[STORE_NAME_MAX + 3];
         char tenant[STORE_NAME_MAX + 1];
         json_t *j;
     } cache[API_VIEW_CACHE];
@@ -110,10 +113,10 @@ void api_store_put(api_storeref *r, int mode);
  * NULL with 0 returned when views are off for this store (an S3 node): use STORE_READ. */
 int api_view_get(api_storeref *r, api_view **out, store_err *e);
 void api_view_put(api_storeref *r, api_view *v);
-/* The cached answer for snapshot id (a copy, the caller's) and its tenant, or NULL. */
-json_t *api_view_cached(api_view *v, const char *id, char tenant[STORE_NAME_MAX + 1]);
-/* Keeps a copy of j as the answer for id (no-op when out of memory: only speed is lost). */
-void api_view_keep(api_view *v, const char *id, const char *tenant, const json_t *j);
+/* The cached answer for key (a copy, the caller's) and its tenant, or NULL. */
+json_t *api_view_cached(api_view *v, const char *key, char tenant[STORE_NAME_MAX + 1]);
+/* Keeps a copy of j as the answer for key (no-op when out of memory: only speed is lost). */
+void api_view_keep(api_view *v, const char *key, const char *tenant, const json_t *j);
 
 /* ---- worker pools ------------------------------------------------------------------- */
 typedef struct api_job {

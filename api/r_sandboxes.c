@@ -78,9 +78,18 @@ void r_sandbox_get(api_req *r)
         api_store_done(r, API_VIEW);
         return;
     }
-    json_t *list = json_array();
+    /* The list is the view's alone (the index's records): kept with it, as reading every
+     * record of a long-lived sandbox again for each call was most of the call. */
+    char key[sizeof r->param + 2], tenant[STORE_NAME_MAX + 1];
+    snprintf(key, sizeof key, "b:%s", r->param);
+    json_t *list = r->view ? api_view_cached(r->view, key, tenant) : NULL;
     store_err e;
-    int rc = list ? store_snapshot_records(s, r->param, add_record, list, &e) : store_errf(&e, -ENOMEM, "out of memory");
+    int rc = 0;
+    if (!list) {
+        list = json_array();
+        rc = list ? store_snapshot_records(s, r->param, add_record, list, &e) : store_errf(&e, -ENOMEM, "out of memory");
+        if (!rc && r->view) api_view_keep(r->view, key, "", list);
+    }
     api_store_done(r, API_VIEW);
     if (rc) {
         json_decref(list);

@@ -201,9 +201,13 @@ void r_snapshot_get(api_req *r)
     if (!s) return;
     /* From the view's cache when it has the answer: loading the manifest reads and decodes
      * the whole recipe (a page id per 4 KiB), which the answer does not show. */
-    char id[STORE_SNAPID_LEN], tenant[STORE_NAME_MAX + 1];
+    char id[STORE_SNAPID_LEN], key[STORE_SNAPID_LEN + 2], tenant[STORE_NAME_MAX + 1];
     store_err e;
-    json_t *j = r->view && restore_resolve_id(s, r->param, id, &e) == 0 ? api_view_cached(r->view, id, tenant) : NULL;
+    json_t *j = NULL;
+    if (r->view && restore_resolve_id(s, r->param, id, &e) == 0) {
+        snprintf(key, sizeof key, "s:%s", id);
+        j = api_view_cached(r->view, key, tenant);
+    }
     if (j) {
         api_store_done(r, API_VIEW);
         if (api_tenant_ok(r, tenant, "snapshot")) json_decref(j);
@@ -212,7 +216,10 @@ void r_snapshot_get(api_req *r)
     }
     store_snapshot *snap = api_load_snapshot(r, s);
     if (snap) j = api_snapshot_json(snap);
-    if (j && r->view) api_view_keep(r->view, snap->id, snap->tenant, j);
+    if (j && r->view) {
+        snprintf(key, sizeof key, "s:%s", snap->id);
+        api_view_keep(r->view, key, snap->tenant, j);
+    }
     api_store_done(r, API_VIEW);
     if (!snap) return;
     if (j) api_ok(r, 200, j);

@@ -30,6 +30,7 @@
  *     that, in the background of one call (the others keep the current view);
  *   - an S3 node's folder holds caches only (other nodes commit into the bucket): no view,
  *     its routes use STORE_READ. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,34 @@ static int manifests_stamp(const char *dir, struct timespec *out)
     return 0;
 }
 
+/* The index's newest write-ahead log (RocksDB's NNNNNN.log) and its size: every index
+ * write appends to it, or starts a newer one. -1 when the folder cannot be read. */
+static int wal_stamp(const char *dir, unsigned long long *no, unsigned long long *size)
+{
+    char p[4200];
+    if (snprintf(p, sizeof p, "%s/index", dir) >= (int)sizeof p) return -1;
+    DIR *d = opendir(p);
+    if (!d) return -1;
+    *no = *size = 0;
+    struct dirent *de;
+    errno = 0;
+    while ((de = readdir(d))) {
+        unsigned long long n;
+        char tail[8];
+        if (sscanf(de->d_name, "%llu.%7s", &n, tail) == 2 && !strcmp(tail, "log") && n >= *no) *no = n;
+        errno = 0;
+    }
+    int rc = errno ? -1 : 0;
+    closedir(d);
+    struct stat st;
+    if (!rc && *no) {
+        snprintf(p, sizeof p, "%s/index/%06llu.log", dir, *no);
+        if (stat(p, &st) < 0) rc = -1;
+        else *size = (unsigned long long)st.st_size;
+    }
+    return rc;
+}
+
 static int same_time(const struct timespec *a, const struct timespec *b)
 {
     return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
@@ -210,6 +239,9 @@ static int view_open(api_storeref *r, store_err *e)
     int rc = v ? 0 : store_errf(e, -ENOMEM, "out of memory");
     if (!rc && manifests_stamp(r->dir, &v->stamp))
         rc = store_errf(e, -errno, "%s/manifests: %s", r->dir, strerror(errno));
+    /* -1 (unreadable) leaves 0/0, which a later stamp never equals: such a view with a
+     * pending commit is replaced at each call rather than trusted. */
+    if (!rc && wal_stamp(r->dir, &v->wal_no, &v->wal_size)) v->wal_no = v->wal_size = ~0ull;
     if (!rc) {
         v->settled = settled(&v->stamp);
         /* A read-only open lists the index's files and then opens them: a writer's
@@ -218,6 +250,7 @@ static int view_open(api_storeref *r, store_err *e)
         for (int tries = 0; (rc = store_open(r->dir, STORE_PEEK, &v->s, e)) == -EIO && tries < 5; tries++)
             ;
     }
+    if (!rc && (rc = store_commit_pending(v->s, &v->pending, e))) store_close(v->s);
     if (rc) free(v), v = NULL;
     else pthread_mutex_init(&v->cache_mu, NULL);
     pthread_mutex_lock(&r->mu);
@@ -246,6 +279,16 @@ int api_view_get(api_storeref *r, api_view **out, store_err *e)
     for (;;) {
         api_view *v = r->view;
         int fresh = v && same_time(&v->stamp, &now);
+        if (fresh && v->pending) {
+            /* Opened mid-commit: it may show a manifest without its record. The record's
+             * write moves the index's log; until it does, nothing newer is committed. */
+            unsigned long long no, size;
+            pthread_mutex_unlock(&r->mu);
+            int wr = wal_stamp(r->dir, &no, &size);
+            pthread_mutex_lock(&r->mu);
+            if (r->view != v) continue;
+            fresh = !wr && no == v->wal_no && size == v->wal_size;
+        }
         if (fresh && (v->settled || r->view_opening || !settled(&v->stamp))) {
             v->refs++;
             *out = v;

@@ -232,6 +232,18 @@ int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
     return rc;
 }
 
+int store_commit_pending(store_t *s, int *any, store_err *e)
+{
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[CF_DEFAULT]);
+    rocksdb_iter_seek(it, "pending:", 8);
+    size_t klen = 0;
+    const char *k = rocksdb_iter_valid(it) ? rocksdb_iter_key(it, &klen) : NULL;
+    *any = k && klen >= 8 && !memcmp(k, "pending:", 8);
+    int rc = index_iter_status(it, e, "looking for unfinished commits");
+    rocksdb_iter_destroy(it);
+    return rc;
+}
+
 /* A crash between the manifest's rename and the index record leaves a "pending:" key;
  * finish that commit if the manifest made it, else drop the key (the snapshot was never
  * acknowledged). */

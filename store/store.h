@@ -129,6 +129,10 @@ STORE_MUST_USE int store_init_s3(const char *dir, const store_s3_opts *o, store_
 STORE_MUST_USE int store_open(const char *dir, int mode, store_t **out, store_err *e);
 void store_close(store_t *s);
 const char *store_dir(const store_t *s);
+/* *any = 1 when a commit is past its pack step and before its index record (running in
+ * another handle, or cut there by a crash): a lock-free reader (STORE_PEEK) opened now may
+ * see its manifest and lack its record (api/storeref.c waits for the index to move). */
+STORE_MUST_USE int store_commit_pending(store_t *s, int *any, store_err *e);
 
 /* ---- chunks ------------------------------------------------------------------------ */
 

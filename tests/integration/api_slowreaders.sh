@@ -118,5 +118,15 @@ done
 mkdir -p "$T/x"
 tar -xf "$T/slow.4" -C "$T/x" || fail "the slow archive is not a whole tar"
 cmp -s "$T/x/home/ubuntu/output/big.bin" "$IN/tree/home/ubuntu/output/big.bin" || fail "slow archive: wrong bytes"
+
+# The metadata calls read a lock-free view kept open across ingests: a CLI commit must
+# still be in their answers as soon as the CLI returns, every time.
+for i in 1 2 3 4 5 6; do
+    id=$("$CAIRN_BIN" snapshot --store "$S" --tenant t1 --sandbox cli1 --memory "$IN/mem" | tail -n 1)
+    expect_status 200 GET "/v1/snapshots/cli1@latest" "$ORCH"
+    assert_eq "$(json 'j["snapshot"]' "$T/body")" "$id" "cli1@latest right after CLI snapshot $i"
+    expect_status 200 GET /v1/sandboxes/cli1 "$ORCH"
+    assert_eq "$(json 'len(j["snapshot_list"])' "$T/body")" "$((i + 1))" "cli1's snapshots right after CLI snapshot $i"
+done
 serve_stop
 log "ok"
