@@ -24,10 +24,12 @@
 #define LEASE_NAME "gc/lease"
 #define FOSSIL_PREFIX "gc/fossils/"
 #define DELETED_PREFIX "gc/deleted/"
-/* The take-over check: a lease PUT is read back after this long; it is ours only if no
- * other node's PUT replaced it meanwhile, and only if the GET that found the lease free and
- * our PUT took less than half of it (docs/s3.md says why that excludes two winners). */
-#define LEASE_SETTLE_MS 2000
+/* The take-over check: a lease PUT is read back after this long (2 s; tests shorten it with
+ * $CAIRN_GC_LEASE_SETTLE_MS); it is ours only if no other node's PUT replaced it meanwhile,
+ * and only if the GET that found the lease free and our PUT took less than half of it
+ * (docs/s3.md says why that excludes two winners). */
+static int64_t env_ms(const char *name, int64_t dflt);
+#define LEASE_SETTLE_MS env_ms("CAIRN_GC_LEASE_SETTLE_MS", 2000)
 
 int store_is_remote(const store_t *s) { return s->be->remote; }
 
@@ -114,8 +116,9 @@ int store_gc_lease_take(store_t *s, store_gc_lease *mine, store_gc_lease *other,
                                  .nonce = nonce | 1};
         if ((rc = lease_put(s, mine, e))) return rc;
         ours = mine->nonce;
-        if (mono_ms() - m0 > LEASE_SETTLE_MS / 2) continue;   /* too slow to be sure: again */
-        nanosleep(&(struct timespec){LEASE_SETTLE_MS / 1000, (LEASE_SETTLE_MS % 1000) * 1000000L}, NULL);
+        int64_t settle = LEASE_SETTLE_MS;
+        if (mono_ms() - m0 > settle / 2) continue;   /* too slow to be sure: again */
+        nanosleep(&(struct timespec){settle / 1000, (settle % 1000) * 1000000L}, NULL);
         if ((rc = lease_get(s, &cur, &exists, e))) return rc;
         if (exists && cur.nonce == mine->nonce) return 0;
         if (exists) *other = cur;

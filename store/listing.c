@@ -2,6 +2,8 @@
  * one pack's footer; and deleting a pack gc no longer needs. */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,8 +189,36 @@ static void footer_one(void *arg, size_t i)
     if (!f->rc) f->size = bytes;
 }
 
+typedef struct {
+    footers_job *j;
+    size_t n;
+    atomic_size_t next;
+} footers_fan;
+
+static void *footer_thread(void *arg)
+{
+    footers_fan *f = arg;
+    for (size_t i; (i = atomic_fetch_add(&f->next, 1)) < f->n;) footer_one(f->j, i);
+    return NULL;
+}
+
+/* On S3 each footer is two ranged GETs that wait on the network, not on a core: more at
+ * once than the store has workers (gc reads every footer of the bucket each run). */
+#define REMOTE_FOOTER_THREADS 8
+
 void store_pack_footers(store_t *s, store_footer *v, size_t n)
 {
     footers_job j = {s, v};
-    store_parallel(s, n, footer_one, &j);
+    if (!s->be->remote || n < 2) {
+        store_parallel(s, n, footer_one, &j);
+        return;
+    }
+    footers_fan f = {.j = &j, .n = n};
+    atomic_init(&f.next, 0);
+    pthread_t th[REMOTE_FOOTER_THREADS];
+    size_t started = 0;
+    for (; started < REMOTE_FOOTER_THREADS - 1 && started + 1 < n; started++)
+        if (pthread_create(&th[started], NULL, footer_thread, &f)) break;
+    footer_thread(&f);
+    for (size_t i = 0; i < started; i++) pthread_join(th[i], NULL);
 }
