@@ -8,9 +8,12 @@
  *                           kill (SIGKILL before the call, as a power cut or kill -9 would)
  *   CAIRN_FAULT_STICKY=1    every counted call from the N-th on fails (a disk that stays full)
  *   CAIRN_FAULT_COUNT=FILE  at exit, write "CALLS INJECTED" to FILE
- *   CAIRN_FAULT_LOG=FILE    append "N OP" for each injected fault (which I/O point it was)
+ *   CAIRN_FAULT_LOG=FILE    append "N OP FILE" for each injected fault (which I/O point it
+ *                           was; FILE as given for a path call, else the fd's file)
  *   CAIRN_FAULT_SKIP=TEXT   calls on files whose path contains TEXT are neither counted nor
  *                           failed (faults.slow.sh: "/index", RocksDB's files; see there)
+ *   CAIRN_FAULT_ONLY=TEXT   the opposite: only calls on files whose path contains TEXT count
+ *                           (faults.slow.sh's index/ pass: RocksDB's own files)
  *   CAIRN_FAULT_RSS=FILE    at exit, write "SELF CHILDREN": the peak RSS in KiB of cairn
  *                           itself and of its largest waited-for child (the confined disk
  *                           walker, e2fsck), as getrusage says (index_rss.sh)
@@ -44,7 +47,7 @@ static int mode = M_COUNT, sticky, active;
 static long at;
 static pid_t owner;
 static atomic_long calls, injected;
-static const char *count_file, *log_file, *skip, *rss_file;
+static const char *count_file, *log_file, *skip, *only, *rss_file;
 
 __attribute__((constructor)) static void fault_init(void)
 {
@@ -59,6 +62,8 @@ __attribute__((constructor)) static void fault_init(void)
     skip = getenv("CAIRN_FAULT_SKIP");
     rss_file = getenv("CAIRN_FAULT_RSS");
     if (skip && !*skip) skip = NULL;
+    only = getenv("CAIRN_FAULT_ONLY");
+    if (only && !*only) only = NULL;
     if (m && !strcmp(m, "eio")) mode = M_EIO;
     else if (m && !strcmp(m, "enospc")) mode = M_ENOSPC;
     else if (m && !strcmp(m, "short")) mode = M_SHORT;
@@ -85,26 +90,32 @@ __attribute__((destructor)) static void fault_fini(void)
 #define REAL(name) static __typeof__(name) *real_##name; \
     if (!real_##name) real_##name = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
 
-static void note(long n, const char *op)
+static void note(long n, const char *op, int fd, const char *path)
 {
     atomic_fetch_add(&injected, 1);
     if (!log_file) return;
-    char line[64];
-    int len = snprintf(line, sizeof line, "%ld %s\n", n, op);
+    char line[600], file[512] = "?", link[64];
+    if (path) {
+        snprintf(file, sizeof file, "%s", path);
+    } else if (fd >= 0) {
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t k = readlink(link, file, sizeof file - 1);
+        file[k > 0 ? k : 0] = 0;
+    }
+    int len = snprintf(line, sizeof line, "%ld %s %s\n", n, op, file);
     REAL(write);
-    int fd = open(log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return;
-    if (real_write(fd, line, (size_t)len) < 0) { /* best effort: a test log */ }
-    close(fd);
+    int lfd = open(log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (lfd < 0) return;
+    if (real_write(lfd, line, (size_t)len) < 0) { /* best effort: a test log */ }
+    close(lfd);
 }
 
-/* Is the call's file (fd, or path relative to dirfd) one CAIRN_FAULT_SKIP leaves alone? */
-static int skipped(int fd, int dirfd, const char *path)
+/* Does the call's file (fd, or path relative to dirfd) contain text in its path? */
+static int path_has(int fd, int dirfd, const char *path, const char *text)
 {
-    if (!skip) return 0;
     char buf[4096], link[64];
     ssize_t n = 0;
-    if (path && path[0] == '/') return strstr(path, skip) != NULL;
+    if (path && path[0] == '/') return strstr(path, text) != NULL;
     int at = path ? dirfd : fd;
     if (at == AT_FDCWD) {
         if (!getcwd(buf, sizeof buf - 1)) return 0;
@@ -116,7 +127,14 @@ static int skipped(int fd, int dirfd, const char *path)
     }
     buf[n] = 0;
     if (path) snprintf(buf + n, sizeof buf - (size_t)n, "/%s", path);
-    return strstr(buf, skip) != NULL;
+    return strstr(buf, text) != NULL;
+}
+
+/* Is the call one CAIRN_FAULT_SKIP / CAIRN_FAULT_ONLY leaves alone? */
+static int skipped(int fd, int dirfd, const char *path)
+{
+    if (skip && path_has(fd, dirfd, path, skip)) return 1;
+    return only && !path_has(fd, dirfd, path, only);
 }
 
 /* 0: do the call; -1: fail it with errno set; 1: do a short write. Kill mode never returns.
@@ -130,7 +148,7 @@ static int hit_at(const char *op, int is_write, int fd, const char *path)
     if (getpid() != owner) return 0;
     long n = atomic_fetch_add(&calls, 1) + 1;
     if (mode == M_COUNT || at <= 0 || (sticky ? n < at : n != at)) return 0;
-    note(n, op);
+    note(n, op, fd, path);
     switch (mode) {
     case M_KILL:
         kill(getpid(), SIGKILL);

@@ -9,11 +9,15 @@
 #   gc        gc --now +10 days: reclaims old (a files-only snapshot, O1 goes), drops B1
 #             (superseded), sweeps and rewrites packs
 #   reindex   fsck --rebuild-index
-#   rebuild   rebuild --sandbox box --out $T/rebuilt.img
+#   rebuild   rebuild --sandbox box --out $W/rebuilt.img
+# Scratch files go to $W (see below), so that workers can try points side by side.
 # Survivors, whatever happened: B2 (box's latest until B3 is acknowledged), K1 (pinned),
 # K2 (keep's latest): each restores byte-exact after every interruption.
 
 FAULT_LIB=$BUILD/libcairn-fault.so
+# W: the scratch folder of the points being tried (the interrupted store's outputs, fsck's
+# and the restores'): $T, or one per worker when points run side by side (run_points).
+W=$T
 [ -f "$FAULT_LIB" ] || fail "no $FAULT_LIB (run make first)"
 DAY_MS=86400000
 
@@ -52,12 +56,12 @@ op_cmd() {
                       --memory "$T/in/b3/memory" --disk "$T/in/b3/disk" --json ;;
         gc)      echo gc --store "$S" --now "$GC_NOW" --json ;;
         reindex) echo fsck --store "$S" --rebuild-index --json ;;
-        rebuild) echo rebuild --store "$S" --sandbox box --template base --out "$T/rebuilt.img" --json ;;
+        rebuild) echo rebuild --store "$S" --sandbox box --template base --out "$W/rebuilt.img" --json ;;
     esac
 }
 
 # fresh STORE: a copy of the base store to interrupt.
-fresh() { rm -rf "$1" "$T/rebuilt.img" "$T/rebuilt.img.tmp"; cp -a "$T/base" "$1"; }
+fresh() { rm -rf "$1" "$W/rebuilt.img" "$W/rebuilt.img.tmp"; cp -a "$T/base" "$1"; }
 
 # shim_run OUT ENV...: runs cairn with the shim and the given CAIRN_FAULT_* settings
 # (cairn's arguments in $CMD); exit status in $RC, stdout/stderr in OUT.out/OUT.err.
@@ -66,7 +70,7 @@ shim_run() {
     RC=0
     # In a subshell whose stderr is dropped: bash reports a job killed by a signal there.
     # (exit $? keeps bash from exec'ing the command, so the report goes to /dev/null.)
-    ( env LD_PRELOAD="$FAULT_LIB" CAIRN_FAULT_SKIP="${FAULT_SKIP:-}" "$@" timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" $CMD \
+    ( env LD_PRELOAD="$FAULT_LIB" CAIRN_FAULT_SKIP="${FAULT_SKIP:-}" CAIRN_FAULT_ONLY="${FAULT_ONLY:-}" "$@" timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" $CMD \
         >"$out.out" 2>"$out.err"; exit $? ) 2>/dev/null || RC=$?
 }
 
@@ -89,7 +93,7 @@ clean_count() {
 # byte-exact. DROPPABLE: a snapshot gc was dropping (B1, O1) may instead be refused as
 # dropped (the drop event is logged before the manifest goes; the next gc finishes it).
 restores_exact() {
-    local o=$T/r.$RANDOM$RANDOM err=$T/restore.err.$RANDOM$RANDOM
+    local o=$W/r.$RANDOM$RANDOM err=$W/restore.err.$RANDOM$RANDOM
     timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" restore --store "$1" --snapshot "$2" --out "$o" \
         >/dev/null 2>"$err" || {
         [ "${4:-}" = droppable ] && grep -q 'was dropped by gc' "$err" && { rm -f "$err"; return 0; }
@@ -102,7 +106,7 @@ restores_exact() {
 # ids_kinds STORE SANDBOX: "ID:KIND" of each snapshot listed (no Python: this runs per point).
 ids_kinds() {
     # Each record names its snapshot before its kind.
-    timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" snapshots --store "$1" --sandbox "$2" --json 2>"$T/list.err" |
+    timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" snapshots --store "$1" --sandbox "$2" --json 2>"$W/list.err" |
         grep -o '"snapshot":"[0-9a-f]*"\|"kind":"[a-z]*"' | cut -d'"' -f4 | paste -d: - -
     return "${PIPESTATUS[0]}"
 }
@@ -112,12 +116,12 @@ ids_kinds() {
 # Restores run two at a time (they share the store's read lock).
 check_store() {
     local op=$1 S=$2 sb x list=() dirs=()
-    timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" fsck --store "$S" --json >"$T/fsck.json" 2>"$T/fsck.err" ||
-        { echo "fsck not clean: $(head -c 400 "$T/fsck.json") $(head -c 200 "$T/fsck.err")"; return 1; }
+    timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" fsck --store "$S" --json >"$W/fsck.json" 2>"$W/fsck.err" ||
+        { echo "fsck not clean: $(head -c 400 "$W/fsck.json") $(head -c 200 "$W/fsck.err")"; return 1; }
     list=()
     # Every snapshot listed is one we know (or the interrupted ingest's, complete).
     for sb in box keep old; do
-        local got; got=$(ids_kinds "$S" "$sb") || { echo "snapshots --sandbox $sb failed: $(head -c 300 "$T/list.err")"; return 1; }
+        local got; got=$(ids_kinds "$S" "$sb") || { echo "snapshots --sandbox $sb failed: $(head -c 300 "$W/list.err")"; return 1; }
         for x in $got; do
             local id=${x%%:*} kind=${x#*:}
             case $id in
@@ -130,9 +134,9 @@ check_store() {
                         list+=("$id:b3")
                     elif [ "$sb" = old ] && [ "$kind" = files ]; then
                         timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" cat --store "$S" --snapshot "$id" \
-                            /home/ubuntu/output/report.md --actor test >"$T/cat.out" 2>"$T/cat.err" &&
-                            cmp -s "$T/cat.out" "$T/in/o1/tree/home/ubuntu/output/report.md" ||
-                            { echo "files-only $id of old: report.md wrong or unreadable: $(head -c 200 "$T/cat.err")"; return 1; }
+                            /home/ubuntu/output/report.md --actor test >"$W/cat.out" 2>"$W/cat.err" &&
+                            cmp -s "$W/cat.out" "$T/in/o1/tree/home/ubuntu/output/report.md" ||
+                            { echo "files-only $id of old: report.md wrong or unreadable: $(head -c 200 "$W/cat.err")"; return 1; }
                     else
                         echo "unexpected snapshot $id ($kind) of $sb after an interrupted $op"; return 1
                     fi ;;
@@ -145,17 +149,17 @@ check_store() {
     local pids=() k=0 bad=0
     for x in "${list[@]}"; do
         local f=(${x//:/ })
-        restores_exact "$S" "${f[0]}" "$T/in/${f[1]}" "${f[2]:-}" >"$T/rx.$k" &
+        restores_exact "$S" "${f[0]}" "$T/in/${f[1]}" "${f[2]:-}" >"$W/rx.$k" &
         pids+=($!); k=$((k + 1))
         if [ ${#pids[@]} = 2 ]; then wait "${pids[0]}" || bad=1; pids=("${pids[1]}"); fi
     done
     for x in "${pids[@]}"; do wait "$x" || bad=1; done
     [ "$bad" = 0 ] || { cat "$T"/rx.*; rm -f "$T"/rx.*; return 1; }
     rm -f "$T"/rx.*
-    if [ "$op" = rebuild ] && [ -e "$T/rebuilt.img" ]; then
-        [ "$(size_of "$T/rebuilt.img")" = "$(size_of "$T/rebuilt.ref")" ] &&
-            e2fsck -fn "$T/rebuilt.img" >"$T/e2fsck.log" 2>&1 ||
-            { echo "an interrupted rebuild left a damaged $T/rebuilt.img: $(tail -3 "$T/e2fsck.log")"; return 1; }
+    if [ "$op" = rebuild ] && [ -e "$W/rebuilt.img" ]; then
+        [ "$(size_of "$W/rebuilt.img")" = "$(size_of "$T/rebuilt.ref")" ] &&
+            e2fsck -fn "$W/rebuilt.img" >"$W/e2fsck.log" 2>&1 ||
+            { echo "an interrupted rebuild left a damaged $W/rebuilt.img: $(tail -3 "$W/e2fsck.log")"; return 1; }
     fi
     return 0
 }
@@ -163,11 +167,11 @@ check_store() {
 # works_again OP STORE: the operation, run again without faults, succeeds and fsck is clean.
 works_again() {
     local op=$1 S=$2
-    rm -f "$T/rebuilt.img"
-    timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" $(op_cmd "$op" "$S") >"$T/again.out" 2>"$T/again.err" ||
-        { echo "$op without the fault failed: $(head -c 300 "$T/again.err")"; return 1; }
-    timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" fsck --store "$S" --json >"$T/fsck.json" 2>"$T/fsck.err" ||
-        { echo "fsck after $op without the fault: $(head -c 400 "$T/fsck.json")"; return 1; }
+    rm -f "$W/rebuilt.img"
+    timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" $(op_cmd "$op" "$S") >"$W/again.out" 2>"$W/again.err" ||
+        { echo "$op without the fault failed: $(head -c 300 "$W/again.err")"; return 1; }
+    timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" fsck --store "$S" --json >"$W/fsck.json" 2>"$W/fsck.err" ||
+        { echo "fsck after $op without the fault: $(head -c 400 "$W/fsck.json")"; return 1; }
     local latest; latest=$(ids_kinds "$S" box | head -1) || return 1
     latest=${latest%%:*}
     case $op in
@@ -175,7 +179,30 @@ works_again() {
         *)      restores_exact "$S" "$latest" "$T/in/b2" || return 1 ;;
     esac
     if [ "$op" = rebuild ]; then
-        e2fsck -fn "$T/rebuilt.img" >"$T/e2fsck.log" 2>&1 || { echo "rebuild output is damaged: $(tail -3 "$T/e2fsck.log")"; return 1; }
+        e2fsck -fn "$W/rebuilt.img" >"$W/e2fsck.log" 2>&1 || { echo "rebuild output is damaged: $(tail -3 "$W/e2fsck.log")"; return 1; }
     fi
     return 0
+}
+
+# run_points JOBS FN K...: FN K for every K, split over JOBS workers side by side (each in
+# its own scratch folder $W = $T/wN, with its own store $W/s). A point costs mostly waiting
+# (fsyncs, process starts), so two workers take about half the time even on a busy machine.
+# FN prints one word per point (its outcome); run_points prints them all, in any order,
+# and fails the test with the first worker's failure.
+run_points() {
+    local jobs=$1 fn=$2; shift 2
+    local pts=("$@") pids=() j
+    for ((j = 0; j < jobs; j++)); do
+        (
+            W=$T/w$j
+            rm -rf "$W"; mkdir -p "$W"
+            for ((i = j; i < ${#pts[@]}; i += jobs)); do "$fn" "${pts[i]}"; done
+        ) >"$T/w$j.out" &
+        pids+=($!)
+    done
+    local bad=0
+    for j in "${!pids[@]}"; do wait "${pids[j]}" || bad=1; done
+    cat "$T"/w*.out
+    [ "$bad" = 0 ] || fail "a worker failed (its FAIL line is above)"
+    rm -rf "$T"/w*
 }
