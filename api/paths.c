@@ -39,6 +39,19 @@ static int below_(char *const *roots, size_t n, const char *real, int strict)
     return 0;
 }
 
+/* path without its trailing slashes (malloc'd), or NULL (out of memory, e set). */
+static char *trimmed(const char *path, store_err *e)
+{
+    char *dup = strdup(path);
+    if (!dup) {
+        store_errf(e, -ENOMEM, "out of memory");
+        return NULL;
+    }
+    size_t l = strlen(dup);
+    while (l > 1 && dup[l - 1] == '/') dup[--l] = 0;
+    return dup;
+}
+
 static int below(char *const *roots, size_t n, const char *real)
 {
     return below_(roots, n, real, 0);
@@ -78,10 +91,8 @@ int api_path_output(char *const *roots, size_t n, const char *path, char **resol
 {
     int rc = basic(path, "an output path", e);
     if (rc) return rc;
-    char *dup = strdup(path);
-    if (!dup) return store_errf(e, -ENOMEM, "out of memory");
-    size_t l = strlen(dup);
-    while (l > 1 && dup[l - 1] == '/') dup[--l] = 0;
+    char *dup = trimmed(path, e);
+    if (!dup) return -ENOMEM;
     char *slash = strrchr(dup, '/'), *base = slash + 1;
     if (!*base) {
         free(dup);
@@ -184,10 +195,8 @@ int api_path_open_output(char *const *roots, size_t n, const char *path, int *di
 {
     int rc = basic(path, "an output path", e);
     if (rc) return rc;
-    char *dup = strdup(path);
-    if (!dup) return store_errf(e, -ENOMEM, "out of memory");
-    size_t l = strlen(dup);
-    while (l > 1 && dup[l - 1] == '/') dup[--l] = 0;
+    char *dup = trimmed(path, e);
+    if (!dup) return -ENOMEM;
     const char *rest, *root = root_of(roots, n, dup, &rest);
     if (!root) {
         int inside = 0;

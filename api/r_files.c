@@ -191,7 +191,7 @@ void r_snapshot_content(api_req *r)
         const store_fentry *f = store_findex_get(c.fi, norm), *data = f ? restore_file_data(c.fi, f) : NULL;
         if (!f) api_fail(r, 404, "no_such_path", "%s: not in snapshot %s", norm, c.snap->id);
         else if (!data) api_fail(r, 400, "not_a_file", "%s is a %s, not a regular file", norm, restore_type_name(f->type));
-        else if (restore_is_secret(c.fi, f) || restore_is_secret(c.fi, data)) {
+        else if (restore_cat_is_secret(c.fi, f)) {
             /* The record, with its reason, is written before a byte of the secret is sent. */
             if (secret_reason(r, norm, reason) == 0 && audit_why(r, &c, "cat", norm, reason) == 0)
                 send_file(r, &c, data);
@@ -233,8 +233,7 @@ void r_snapshot_archive(api_req *r)
 static int shared_visible(const store_findex *fi, const store_fentry *f)
 {
     const store_fentry *d = restore_file_data(fi, f);
-    return d && f->cls == STORE_CLASS_ARTIFACT && d->cls == STORE_CLASS_ARTIFACT && !restore_is_secret(fi, f) &&
-           !restore_is_secret(fi, d);
+    return d && f->cls == STORE_CLASS_ARTIFACT && d->cls == STORE_CLASS_ARTIFACT && !restore_cat_is_secret(fi, f);
 }
 
 void r_shared_files(api_req *r)

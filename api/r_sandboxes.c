@@ -208,13 +208,8 @@ void r_sandbox_rebuild(api_req *r)
     if (rc == -EINVAL || rc == -ENOENT) api_fail(r, 409, "cannot_rebuild", "%s", e.msg);
     else if (rc) api_fail(r, 500, "rebuild_failed", "%s", e.msg);
     else
-        api_ok(r, 200, json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "sandbox",
-                                 r->param, "snapshot", snap->id, "template", store_template_name(ts->sandbox), "out",
-                                 real, "files", (json_int_t)st.files, "dirs", (json_int_t)st.dirs, "symlinks",
-                                 (json_int_t)st.symlinks, "hardlinks", (json_int_t)st.hardlinks, "bytes",
-                                 (json_int_t)st.bytes, "replaced", (json_int_t)st.replaced, "skipped",
-                                 (json_int_t)st.skipped, "xattrs_dropped", (json_int_t)st.xattrs_dropped, "seconds",
-                                 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9));
+        api_ok(r, 200, restore_rebuild_json(r->param, snap, ts, real, &st,
+                                            (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9));
     store_snapshot_free(snap);
     store_snapshot_free(ts);
     close(dirfd);
@@ -262,14 +257,21 @@ static json_t *share_json(const api_token *t)
     return j;
 }
 
-void r_sandbox_shares(api_req *r)
+/* The {id} sandbox the caller may see, into *sb; -1 after api_fail. */
+static int the_sandbox(api_req *r, gc_sandbox *sb)
 {
     store_t *s = api_store(r, STORE_READ);
-    if (!s) return;
-    gc_sandbox sb;
-    int rc = api_find_sandbox(r, s, r->param, &sb);
+    if (!s) return -1;
+    int rc = api_find_sandbox(r, s, r->param, sb);
     api_store_done(r, STORE_READ);
-    if (rc) return;
+    return rc;
+}
+
+void r_sandbox_shares(api_req *r)
+{
+    gc_sandbox sb;
+    if (the_sandbox(r, &sb)) return;
+    int rc;
     api_token *v = NULL;
     size_t n = 0;
     store_err e;
@@ -282,12 +284,9 @@ void r_sandbox_shares(api_req *r)
 
 void r_sandbox_unshare(api_req *r)
 {
-    store_t *s = api_store(r, STORE_READ);
-    if (!s) return;
     gc_sandbox sb;
-    int rc = api_find_sandbox(r, s, r->param, &sb);
-    api_store_done(r, STORE_READ);
-    if (rc) return;
+    int rc;
+    if (the_sandbox(r, &sb)) return;
     store_err e;
     if ((rc = api_share_revoke(api_shares_of(r), sb.tenant, sb.sandbox, r->param2, NULL, &e)))
         return api_fail_store(r, rc, &e);

@@ -179,20 +179,13 @@ store_snapshot *api_load_snapshot(api_req *r, store_t *s)
     return snap;
 }
 
-json_t *api_snapshot_json(const store_snapshot *snap)
+/* GET's answer: the store's one encoder of a snapshot (as in snapshot_list and `cairn
+ * snapshots --json`), and whether it has a file index. */
+static json_t *snapshot_json(const store_snapshot *snap)
 {
-    char when[32];
-    store_rfc3339(snap->time_ms, when);
-    json_t *blobs = json_array();
-    for (int i = 0; blobs && i < snap->nblobs; i++)
-        json_array_append_new(blobs, json_pack("{s:s, s:I}", "name", snap->blobs[i].name, "size",
-                                               (json_int_t)snap->blobs[i].size));
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:b, s:o}", "snapshot", snap->id,
-                     "tenant", snap->tenant, "sandbox", snap->sandbox, "tier", store_tier_name(snap->tier), "time", when, "time_ms",
-                     (json_int_t)snap->time_ms, "logical_bytes", (json_int_t)snap->logical_bytes, "new_bytes",
-                     (json_int_t)snap->new_bytes, "new_chunks", (json_int_t)snap->new_chunks, "parent", snap->parent,
-                     "template", snap->template_name, "kind", store_kind_name(snap->kind), "file_index",
-                     snap->files_hash[0] != 0, "blobs", blobs);
+    json_t *j = store_snapshot_json(snap);
+    if (j) json_object_set_new(j, "file_index", json_boolean(snap->files_hash[0] != 0));
+    return j;
 }
 
 void r_snapshot_get(api_req *r)
@@ -215,7 +208,7 @@ void r_snapshot_get(api_req *r)
         return;
     }
     store_snapshot *snap = api_load_snapshot(r, s);
-    if (snap) j = api_snapshot_json(snap);
+    if (snap) j = snapshot_json(snap);
     if (j && r->view) {
         snprintf(key, sizeof key, "s:%s", snap->id);
         api_view_keep(r->view, key, snap->tenant, j);

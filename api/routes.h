@@ -38,7 +38,6 @@ void r_console_redirect(api_req *r);
 /* The {id} snapshot if the caller may see it; NULL after api_fail (404 for both "none"
  * and "another tenant's"). */
 store_snapshot *api_load_snapshot(api_req *r, store_t *s);
-json_t *api_snapshot_json(const store_snapshot *snap);
 /* gc_sandboxes (tenant NULL: all), served from a copy the server keeps until events.log or
  * the set of snapshots changes (server.c). *out is malloc'd. */
 int api_sandboxes(api_req *r, store_t *s, const char *tenant, gc_sandbox **out, size_t *n, store_err *e);

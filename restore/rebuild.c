@@ -790,3 +790,14 @@ int restore_rebuild(store_t *s, const store_snapshot *tmpl, const store_snapshot
     st->seconds = (double)(now_ns() - t0) / 1e9;
     return rc;
 }
+
+json_t *restore_rebuild_json(const char *sandbox, const store_snapshot *snap, const store_snapshot *tmpl,
+                             const char *out, const restore_rebuild_stats *st, double seconds)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "sandbox", sandbox,
+                     "snapshot", snap->id, "template", store_template_name(tmpl->sandbox), "out", out, "files",
+                     (json_int_t)st->files, "dirs", (json_int_t)st->dirs, "symlinks", (json_int_t)st->symlinks,
+                     "hardlinks", (json_int_t)st->hardlinks, "bytes", (json_int_t)st->bytes, "replaced",
+                     (json_int_t)st->replaced, "skipped", (json_int_t)st->skipped, "xattrs_dropped",
+                     (json_int_t)st->xattrs_dropped, "seconds", seconds);
+}

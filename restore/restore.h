@@ -73,6 +73,11 @@ typedef struct {
  * to a secret file (what select skips; what cat's caller must check). fi must be sorted. */
 STORE_MUST_USE int restore_is_secret(const store_findex *fi, const store_fentry *f);
 
+/* 1 if reading f's bytes (cat, the API's content) gives out a secret: f is one, or the
+ * file that holds its bytes is (a hard link's target). The one check of `cairn cat` and
+ * GET /v1/snapshots/{id}/content. */
+STORE_MUST_USE int restore_cat_is_secret(const store_findex *fi, const store_fentry *f);
+
 /* Writes the bytes of a regular file entry (or a hardlink's target) to fd. Secrets are the
  * caller's decision (the CLI checks restore_is_secret before calling). Holes are written
  * as zeros. */
@@ -198,5 +203,11 @@ int restore_audit_reason(store_t *s, const char *cmd, const char *actor, const s
 STORE_MUST_USE int restore_rebuild_sandbox(store_t *s, const char *sandbox, const char *tmpl, const char *out,
                             restore_rebuild_stats *st, store_snapshot **snap_out,
                             store_snapshot **tmpl_out, store_err *e);
+
+/* The one JSON report of a rebuild (`cairn rebuild --json`, POST .../rebuild): sandbox,
+ * snapshot, template, out (as shown to the caller), the counts of st, seconds. The caller
+ * owns it; NULL when out of memory. */
+json_t *restore_rebuild_json(const char *sandbox, const store_snapshot *snap, const store_snapshot *tmpl,
+                             const char *out, const restore_rebuild_stats *st, double seconds);
 
 #endif

@@ -51,6 +51,12 @@ int restore_is_secret(const store_findex *fi, const store_fentry *f)
     return 0;
 }
 
+int restore_cat_is_secret(const store_findex *fi, const store_fentry *f)
+{
+    const store_fentry *data = restore_file_data(fi, f);
+    return restore_is_secret(fi, f) || (data && restore_is_secret(fi, data));
+}
+
 /* ---- selection ---------------------------------------------------------------------- */
 
 typedef struct {

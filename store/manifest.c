@@ -98,7 +98,7 @@ int store_kind_parse(const char *name, store_kind *out)
     return -EINVAL;
 }
 
-static json_t *snapshot_json(const store_snapshot *snap)
+json_t *store_snapshot_json(const store_snapshot *snap)
 {
     char when[32];
     store_rfc3339(snap->time_ms, when);
@@ -121,7 +121,7 @@ static json_t *snapshot_json(const store_snapshot *snap)
 
 char *manifest_record_json(const store_snapshot *snap)
 {
-    json_t *j = snapshot_json(snap);
+    json_t *j = store_snapshot_json(snap);
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     return s;
@@ -166,7 +166,7 @@ int manifest_record_parse(const char *json, store_snaprec *r, store_err *e)
 int manifest_encode(const store_snapshot *snap, const uint64_t *packs, size_t npacks,
                     uint8_t **out, size_t *len, store_err *e)
 {
-    json_t *j = snapshot_json(snap);
+    json_t *j = store_snapshot_json(snap);
     json_t *jp = json_array();
     for (size_t i = 0; i < npacks; i++) json_array_append_new(jp, json_integer((json_int_t)packs[i]));
     json_object_set_new(j, "packs", jp);

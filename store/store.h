@@ -269,6 +269,11 @@ typedef struct {
  * "run fsck --rebuild-index"), never skipped. Stops early, without error, when fn returns
  * non-zero. */
 typedef int (*store_snaprec_fn)(void *arg, const store_snaprec *r);
+/* The one JSON form of a snapshot record (the index's record, `cairn snapshots --json`, the
+ * API's GET /v1/snapshots/{id} and snapshot_list): snapshot, tenant, sandbox, tier, time,
+ * time_ms, logical_bytes, new_bytes, new_chunks, parent, blobs {NAME: size}, kind,
+ * template? files_hash? files?. NULL when out of memory; the caller owns it. */
+struct json_t *store_snapshot_json(const store_snapshot *snap);
 STORE_MUST_USE int store_snapshot_records(store_t *s, const char *sandbox, store_snaprec_fn fn, void *arg,
                            store_err *e);
 

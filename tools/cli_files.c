@@ -165,7 +165,7 @@ int cmd_cat(int argc, char **argv)
     const store_fentry *f = path ? store_findex_get(fi, path) : NULL, *data = f ? restore_file_data(fi, f) : NULL;
     if (!f) rc = cli_fail(EXIT_FAIL, "cat", "%s: no such path in snapshot %s", pos.v[0], snap->id);
     else if (!data) rc = cli_fail(EXIT_FAIL, "cat", "%s: not a regular file (%s)", path, restore_type_name(f->type));
-    else if (!secrets && (restore_is_secret(fi, f) || restore_is_secret(fi, data)))
+    else if (!secrets && restore_cat_is_secret(fi, f))
         rc = cli_fail(EXIT_FAIL, "cat", "%s is a secret: it is not printed without --include-secrets "
                       "(which is audited)", path);
     else if (audit(s, "cat", actor, snap, (const char *const *)&path, 1, secrets, NULL)) rc = EXIT_FAIL;
@@ -404,13 +404,7 @@ int cmd_rebuild(int argc, char **argv)
     }
     double secs = cli_seconds() - t0;
     if (c.json)
-        cli_print_json(json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "sandbox",
-                                 sandbox, "snapshot", snap->id, "template", store_template_name(ts->sandbox),
-                                 "out", out, "files", (json_int_t)st.files, "dirs", (json_int_t)st.dirs,
-                                 "symlinks", (json_int_t)st.symlinks, "hardlinks", (json_int_t)st.hardlinks,
-                                 "bytes", (json_int_t)st.bytes, "replaced", (json_int_t)st.replaced,
-                                 "skipped", (json_int_t)st.skipped, "xattrs_dropped", (json_int_t)st.xattrs_dropped,
-                                 "seconds", secs));
+        cli_print_json(restore_rebuild_json(sandbox, snap, ts, out, &st, secs));
     else {
         char b[32];
         cli_human(st.bytes, b);

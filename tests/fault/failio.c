@@ -119,15 +119,22 @@ int closedir(DIR *d)
     return real(d);
 }
 
+/* The path fd was opened by, into path (4096 bytes); 0, or -1 when it cannot be read. */
+static int fd_path(int fd, char *path)
+{
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t l = readlink(link, path, 4095);
+    if (l <= 0) return -1;
+    path[l] = 0;
+    return 0;
+}
+
 static int pread_fails(int fd, size_t n, off_t off)
 {
     const char *want = getenv("FAILIO_PREAD");
-    if (!want || off != 0) return 0;
-    char link[64], path[4096];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t l = readlink(link, path, sizeof path - 1);
-    if (l <= 0) return 0;
-    path[l] = 0;
+    char path[4096];
+    if (!want || off != 0 || fd_path(fd, path)) return 0;
     struct stat st;
     if (!ends_with(path, want) || fstat(fd, &st) < 0 || n >= (size_t)st.st_size) return 0;
     note("pread", path);
@@ -159,12 +166,8 @@ ssize_t pread64(int fd, void *buf, size_t n, off_t off)
 static int write_fails(int fd)
 {
     const char *want = getenv("FAILIO_WRITE"), *flag = getenv("FAILIO_WRITE_WHILE");
-    if (!want) return 0;
-    char link[64], path[4096];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t l = readlink(link, path, sizeof path - 1);
-    if (l <= 0) return 0;
-    path[l] = 0;
+    char path[4096];
+    if (!want || fd_path(fd, path)) return 0;
     struct stat st;
     if (!ends_with(path, want) || (flag && *flag && stat(flag, &st) < 0)) return 0;
     note("write", path);
