@@ -128,6 +128,13 @@ total=$(secs "$t_all")
     echo "(tests/fault/failio.c does readdir/pread). Points run two at a time (CRASH_JOBS,"
     echo "FAULT_JOBS), each on its own copy of the store: a point mostly waits on fsyncs."
     echo
+    echo "Sanitizers. tests/run.sh sends every ASan, LeakSanitizer and UBSan report to a file of its"
+    echo "own (log_path) and fails a test that leaves one, whatever its exit status (ASan exits 1, as"
+    echo "a cairn refusing bad input does; a confined parser's stderr is /dev/null). Under valgrind"
+    echo "a process's log counts when its error summary is not 0 (definite leaks are errors). Time"
+    echo "limits are stretched by CAIRN_TIME_SCALE (3 under a sanitizer, 20 under valgrind), never"
+    echo "the assertions. Third-party suppressions, each with its reason: tests/valgrind.supp."
+    echo
     echo "| what | result | time |"
     echo "|---|---|---|"
     for r in "${rows[@]}"; do echo "$r"; done
