@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "store/internal.h"
+#include "store/upload.h"
 
 static int new_snapshot_id(char out[STORE_SNAPID_LEN], int64_t ms)
 {
@@ -65,8 +66,10 @@ static int commit_sequence(store_t *s, int64_t now, int64_t *seq, store_err *e)
     return 0;
 }
 
-/* Packs durable: seal, fsync each, rename, then one fsync of the folder. */
-static int sync_packs(store_writer *w, store_err *e)
+/* Packs durable: seal, fsync each, rename, then one fsync of the folder. With S3, durable
+ * means in the bucket: the new packs are queued for upload (in the background, a few at
+ * once), and with wait set this returns once every one is stored. */
+static int sync_packs(store_writer *w, int wait, store_err *e)
 {
     store_t *s = w->s;
     int rc = pack_seal(w, e);
@@ -88,31 +91,35 @@ static int sync_packs(store_writer *w, store_err *e)
     if (!rc && w->npacks > first && (rc = util_fsync_dir(packdir)))
         store_errf(e, rc, "%s: fsync: %s", packdir, strerror(-rc));
     free(packdir);
-    /* With S3, durable means in the bucket: nothing indexes these chunks before that. */
-    if (!rc && s->be->remote) rc = remote_put_packs(s, w->packs + first, w->npacks - first, e);
+    /* With S3 nothing indexes these chunks before their PUT succeeded (uploader_done). */
+    if (!rc && s->be->remote && !w->up) rc = uploader_new(s, &w->up, e);
+    for (size_t i = first; !rc && s->be->remote && i < w->npacks; i++) rc = uploader_add(w->up, w->packs[i], e);
     if (!rc) w->synced = w->npacks;
+    if (!rc && wait && w->up) rc = uploader_wait(w->up, e);
     return rc;
 }
 
-/* Puts the locations of the chunks written since the last call into batch b, with the
- * chunk counter, and forgets them (memory stays bounded by one pack). */
-static int batch_chunks(store_writer *w, rocksdb_writebatch_t *b, store_err *e)
+/* Puts the locations of the first n chunks not indexed yet into batch b, with the chunk
+ * counter, and forgets them (memory stays bounded by the packs in flight). */
+static int batch_chunks(store_writer *w, rocksdb_writebatch_t *b, size_t n, store_err *e)
 {
     store_t *s = w->s;
     uint64_t chunks = 0;
     int rc = index_get_counter(s, "chunks", &chunks, e);
     if (rc) return rc;
-    for (size_t i = 0; i < w->nall; i++) {
+    for (size_t i = 0; i < n; i++) {
         uint8_t v[40];
         size_t vl;
         index_encode_loc(&w->all_locs[i], v, &vl);
         rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)w->all_ids[i].b, 16, (const char *)v, vl);
     }
     char num[32];
-    int nl = snprintf(num, sizeof num, "%llu", (unsigned long long)(chunks + w->nall));
+    int nl = snprintf(num, sizeof num, "%llu", (unsigned long long)(chunks + n));
     rocksdb_writebatch_put(b, "chunks", 6, num, (size_t)nl);
-    w->total_chunks += w->nall;
-    w->nall = 0;
+    w->total_chunks += n;
+    memmove(w->all_ids, w->all_ids + n, (w->nall - n) * sizeof *w->all_ids);
+    memmove(w->all_locs, w->all_locs + n, (w->nall - n) * sizeof *w->all_locs);
+    w->nall -= n;
     w->generation++;
     return 0;
 }
@@ -123,11 +130,21 @@ static int batch_chunks(store_writer *w, rocksdb_writebatch_t *b, store_err *e)
  * at valid packs. */
 int commit_index_sealed(store_writer *w, store_err *e)
 {
-    int rc = sync_packs(w, e);
+    int rc = sync_packs(w, 0, e);
     if (rc) return rc;
+    size_t n = w->nall;
+    if (w->up) {
+        /* Only the packs already stored, in order: the others' chunks wait for a later
+         * seal or the commit (a pack still in flight costs at most a missed dedup). */
+        size_t k = 0;
+        if ((rc = uploader_done(w->up, &k, e))) return rc;
+        if (k <= w->indexed) return 0;
+        n = (size_t)(w->pack_end[k - 1] - w->total_chunks);
+        w->indexed = k;
+    }
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
     pthread_mutex_lock(&w->s->mu);
-    rc = batch_chunks(w, b, e);
+    rc = batch_chunks(w, b, n, e);
     if (!rc) rc = index_write(w->s, b, 0, e);
     pthread_mutex_unlock(&w->s->mu);
     rocksdb_writebatch_destroy(b);
@@ -137,7 +154,7 @@ int commit_index_sealed(store_writer *w, store_err *e)
 int store_writer_seal(store_writer *w, const store_id **ids, const store_loc **locs, size_t *n,
                       store_err *e)
 {
-    int rc = sync_packs(w, e);
+    int rc = sync_packs(w, 1, e);
     *ids = w->all_ids;
     *locs = w->all_locs;
     *n = rc ? 0 : w->nall;
@@ -147,8 +164,8 @@ int store_writer_seal(store_writer *w, const store_id **ids, const store_loc **l
 int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
 {
     store_t *s = w->s;
-    /* 1. Packs durable. */
-    int rc = sync_packs(w, e);
+    /* 1. Packs durable (with S3: every upload done). */
+    int rc = sync_packs(w, 1, e);
 
     int64_t now = store_now_ms();
     if (!rc) {
@@ -167,7 +184,7 @@ int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
     int klen = snprintf(key, sizeof key, "pending:%s", snap->id);
     if (!rc) {
         pthread_mutex_lock(&s->mu);
-        rc = batch_chunks(w, b, e);
+        rc = batch_chunks(w, b, w->nall, e);
         snap->new_chunks = w->total_chunks;
         char num[32];
         int nl = snprintf(num, sizeof num, "%llu", (unsigned long long)s->next_pack);

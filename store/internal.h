@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <rocksdb/c.h>
 
 #include "store/backend.h"
@@ -81,6 +82,8 @@ struct store {
      * the first lookup; guarded by gone_mu. */
     struct gone_view *gone;
     pthread_mutex_t gone_mu;
+    atomic_int frames_added;           /* S3: this handle kept read frames (framecache.c) */
+    atomic_int frames_warned;          /* S3: ... or said once why it could not */
 };
 
 /* store.c */
@@ -153,6 +156,7 @@ struct store_writer {
     /* Sealed packs of this writer, waiting for commit. */
     uint64_t *packs;
     int *fds;
+    uint64_t *pack_end;         /* S3: chunks written (total_chunks + nall) when packs[i] sealed */
     size_t npacks, pcap;
     /* Every chunk written, for the index batch at commit. */
     store_id *all_ids;
@@ -162,6 +166,9 @@ struct store_writer {
     uint64_t range_next, range_end;   /* pack numbers of its own (range writer), else 0 */
     size_t synced;                    /* packs[0..synced) are fsynced and renamed */
     int index_early;                  /* index each pack's chunks once it is durable */
+    struct uploader *up;              /* S3: packs[0..) go to the bucket in the background */
+    size_t indexed;                   /* S3, index_early: packs[0..indexed) have their chunks
+                                         in the index (their PUT succeeded) */
     uint64_t total_chunks, generation;
     /* S3 (gone.c): when it opened (monotonic ms), and the packs it must not deduplicate
      * against: fossils at its open, packs gc deleted. */
@@ -198,12 +205,14 @@ STORE_MUST_USE int remote_open(store_t *s, const char *conf, store_err *e);
 #define NODE_SHIFT 40                     /* pack number = node << 40 | counter */
 /* The name of pack n in the bucket, "packs/%016llx.pack". */
 void remote_pack_name(uint64_t pack, char out[40]);
-/* Uploads sealed pack files (already renamed to .pack), several at once; 0 when every one
- * is stored. */
-STORE_MUST_USE int remote_put_packs(store_t *s, const uint64_t *packs, size_t n, store_err *e);
-/* Reads a frame of a pack the local cache does not have. */
+/* Uploads one sealed pack file (already renamed to .pack); 0 when it is stored. Several
+ * at once in the background: upload.h. */
+STORE_MUST_USE int remote_put_pack(store_t *s, uint64_t pack, store_err *e);
+/* Reads a frame of a pack the local pack cache does not have: the node's copy of the frame
+ * (cache/frames/), else a ranged GET, then kept (framecache.c). */
 STORE_MUST_USE int remote_read_frame(store_t *s, const store_loc *loc, void *buf, store_err *e);
-/* Drops the least recently used packs of the local cache beyond s->cache_bytes. */
+/* Drops the least recently used packs and frame copies of the local cache beyond
+ * s->cache_bytes. */
 STORE_MUST_USE int remote_trim_cache(store_t *s, store_err *e);
 /* Writes a local copy of an object already stored in the bucket (a cache: failure only
  * costs a later GET). */

@@ -22,6 +22,7 @@
 #include <zstd.h>
 
 #include "store/internal.h"
+#include "store/upload.h"
 
 #define ZSTD_LEVEL 3
 
@@ -251,11 +252,14 @@ int pack_seal(store_writer *w, store_err *e)
         if (np) w->packs = np;
         int *nf = realloc(w->fds, nc * sizeof *nf);
         if (nf) w->fds = nf;
-        if (!np || !nf) return store_errf(e, -ENOMEM, "out of memory");
+        uint64_t *ne = realloc(w->pack_end, nc * sizeof *ne);
+        if (ne) w->pack_end = ne;
+        if (!np || !nf || !ne) return store_errf(e, -ENOMEM, "out of memory");
         w->pcap = nc;
     }
     w->packs[w->npacks] = w->pack;
     w->fds[w->npacks] = w->fd;
+    w->pack_end[w->npacks] = w->total_chunks + w->nall;
     w->npacks++;
     w->fd = -1;
     return 0;
@@ -306,6 +310,7 @@ int store_writer_add_group(store_writer *w, const store_id *ids, unsigned n, con
 void writer_free(store_writer *w, int unlink_tmp)
 {
     if (!w) return;
+    uploader_free(w->up);   /* first: its PUTs read the packs */
     if (w->fd >= 0) {
         close(w->fd);
         if (unlink_tmp) {
@@ -326,6 +331,7 @@ void writer_free(store_writer *w, int unlink_tmp)
     free(w->ids);
     free(w->packs);
     free(w->fds);
+    free(w->pack_end);
     free(w->all_ids);
     free(w->all_locs);
     u64vec_free(&w->avoid);

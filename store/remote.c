@@ -29,7 +29,6 @@
 
 #define CONF_NAME "cairn.conf"
 #define DEFAULT_CACHE (4ULL << 30)
-#define UPLOADS 4                 /* packs uploaded at once */
 #define NODE_MAX ((1u << 22) - 1) /* node << 40 stays below 2^62: manifests keep pack numbers as JSON integers */
 
 void remote_pack_name(uint64_t pack, char out[40])
@@ -237,16 +236,7 @@ int store_init_s3(const char *dir, const store_s3_opts *o, store_err *e)
 
 /* ---- packs -------------------------------------------------------------------------- */
 
-typedef struct {
-    store_t *s;
-    const uint64_t *packs;
-    size_t n, next;
-    pthread_mutex_t mu;
-    int rc;
-    store_err e;
-} upload_job;
-
-static int upload_one(store_t *s, uint64_t pack, store_err *e)
+int remote_put_pack(store_t *s, uint64_t pack, store_err *e)
 {
     char *path = pack_path(s, pack, 0);
     int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
@@ -265,57 +255,6 @@ static int upload_one(store_t *s, uint64_t pack, store_err *e)
     return rc;
 }
 
-static void *upload_worker(void *arg)
-{
-    upload_job *j = arg;
-    for (;;) {
-        pthread_mutex_lock(&j->mu);
-        size_t i = j->rc ? j->n : j->next++;
-        pthread_mutex_unlock(&j->mu);
-        if (i >= j->n) return NULL;
-        store_err e;
-        int rc = upload_one(j->s, j->packs[i], &e);
-        if (rc) {
-            pthread_mutex_lock(&j->mu);
-            if (!j->rc) {
-                j->rc = rc;
-                j->e = e;
-            }
-            pthread_mutex_unlock(&j->mu);
-        }
-    }
-}
-
-int remote_put_packs(store_t *s, const uint64_t *packs, size_t n, store_err *e)
-{
-    if (!n) return 0;
-    upload_job j = {.s = s, .packs = packs, .n = n};
-    pthread_mutex_init(&j.mu, NULL);
-    pthread_t th[UPLOADS];
-    size_t nt = n < UPLOADS ? n : UPLOADS, started = 0;
-    for (; started + 1 < nt; started++)
-        if (pthread_create(&th[started], NULL, upload_worker, &j)) break;
-    upload_worker(&j);
-    for (size_t i = 0; i < started; i++) pthread_join(th[i], NULL);
-    pthread_mutex_destroy(&j.mu);
-    if (j.rc) return store_errf(e, j.rc, "%s", j.e.msg);
-    return 0;
-}
-
-int remote_read_frame(store_t *s, const store_loc *loc, void *buf, store_err *e)
-{
-    char name[40];
-    remote_pack_name(loc->pack, name);
-    int rc = s->be->ops->get(s->be, name, loc->offset, buf, loc->clen, e);
-    if (rc != -ENOENT) return rc;
-    /* Another node's gc deleted it since this node's index learnt of it: from now on
-     * lookups find its chunks where they are now (gone.c); the caller looks up again. */
-    store_err ge;
-    if ((rc = gone_pack_missing(s, loc->pack, &ge))) return store_errf(e, rc, "%s", ge.msg);
-    return store_errf(e, -ENOENT, "pack %016llx is no longer in %s (a gc deleted it); look the chunks up again",
-                      (unsigned long long)loc->pack, s->be->where);
-}
-
 void remote_keep_copy(store_t *s, const char *name, const void *buf, size_t len)
 {
     char *path = util_path(s->dir, name);
@@ -330,7 +269,7 @@ void remote_keep_copy(store_t *s, const char *name, const void *buf, size_t len)
 }
 
 typedef struct {
-    char name[32];
+    char name[48];          /* under DIR: packs/N.pack or cache/frames/N-OFF */
     uint64_t size;
     struct timespec used;
 } cached;
@@ -342,53 +281,77 @@ static int older(const void *a, const void *b)
     return x->tv_nsec < y->tv_nsec ? -1 : x->tv_nsec > y->tv_nsec;
 }
 
-/* Every pack in packs/ is in the bucket (a pack is indexed only after its upload), so any
- * may go; the last use is the file's atime or mtime, whichever is later. */
-int remote_trim_cache(store_t *s, store_err *e)
+typedef struct {
+    cached *v;
+    size_t n, cap;
+    uint64_t total;
+} cache_list;
+
+/* The files of one cache folder (packs: only N.pack; frames: all, torn .tmp ones too). A
+ * missing folder is empty. */
+static int cache_scan(const char *root, const char *sub, int packs_only, cache_list *l)
 {
-    char *dir = util_path(s->dir, "packs");
-    DIR *d = dir ? opendir(dir) : NULL;
-    int rc = d ? 0 : dir ? -errno : -ENOMEM;
-    cached *v = NULL;
-    size_t n = 0, cap = 0;
-    uint64_t total = 0;
+    char *dir = util_path(root, sub);
+    if (!dir) return -ENOMEM;
+    DIR *d = opendir(dir);
+    free(dir);
+    if (!d) return errno == ENOENT ? 0 : -errno;
+    int rc;
     struct dirent *de;
-    while (d && (rc = util_next_entry(d, &de)) > 0) {
+    while ((rc = util_next_entry(d, &de)) > 0) {
         size_t len = strlen(de->d_name);
         struct stat st;
-        if (len != 21 || strcmp(de->d_name + 16, ".pack")) continue;
+        if (de->d_name[0] == '.') continue;
+        if (packs_only && (len != 21 || strcmp(de->d_name + 16, ".pack"))) continue;
+        if (len + strlen(sub) + 2 > sizeof l->v->name) continue;   /* not one of ours */
         if (fstatat(dirfd(d), de->d_name, &st, 0) < 0) {
             if (errno == ENOENT) continue;
             rc = -errno;
             break;
         }
-        if (n == cap) {
-            size_t nc = cap ? 2 * cap : 64;
-            cached *nv = realloc(v, nc * sizeof *nv);
+        if (!S_ISREG(st.st_mode)) continue;
+        if (l->n == l->cap) {
+            size_t nc = l->cap ? 2 * l->cap : 64;
+            cached *nv = realloc(l->v, nc * sizeof *nv);
             if (!nv) {
                 rc = -ENOMEM;
                 break;
             }
-            v = nv;
-            cap = nc;
+            l->v = nv;
+            l->cap = nc;
         }
-        memcpy(v[n].name, de->d_name, len + 1);   /* 21 bytes + NUL: checked above */
-        v[n].size = (uint64_t)st.st_size;
-        v[n].used = older(&(cached){.used = st.st_atim}, &(cached){.used = st.st_mtim}) > 0 ? st.st_atim : st.st_mtim;
-        total += v[n].size;
-        n++;
+        int w = snprintf(l->v[l->n].name, sizeof l->v->name, "%s/%s", sub, de->d_name);
+        if (w < 0 || (size_t)w >= sizeof l->v->name) continue;   /* checked above */
+        l->v[l->n].size = (uint64_t)st.st_size;
+        l->v[l->n].used = older(&(cached){.used = st.st_atim}, &(cached){.used = st.st_mtim}) > 0 ? st.st_atim
+                                                                                                  : st.st_mtim;
+        l->total += l->v[l->n].size;
+        l->n++;
     }
-    if (!rc && v && total > s->cache_bytes) {
-        qsort(v, n, sizeof *v, older);
-        for (size_t i = 0; !rc && i < n && total > s->cache_bytes; i++) {
-            if (unlinkat(dirfd(d), v[i].name, 0) == 0) total -= v[i].size;
+    closedir(d);
+    return rc;
+}
+
+/* Every pack in packs/ is in the bucket (a pack is indexed only after its upload), and
+ * every frame in cache/frames/ is a copy of part of one, so any may go; the last use is the
+ * file's atime or mtime, whichever is later. One bound covers both. */
+int remote_trim_cache(store_t *s, store_err *e)
+{
+    cache_list l = {0};
+    int rc = cache_scan(s->dir, "packs", 1, &l);
+    if (!rc) rc = cache_scan(s->dir, "cache/frames", 0, &l);
+    if (!rc && l.total > s->cache_bytes) {
+        qsort(l.v, l.n, sizeof *l.v, older);
+        for (size_t i = 0; !rc && i < l.n && l.total > s->cache_bytes; i++) {
+            char *path = util_path(s->dir, l.v[i].name);
+            if (!path) rc = -ENOMEM;
+            else if (unlink(path) == 0) l.total -= l.v[i].size;
             else if (errno != ENOENT) rc = -errno;
+            free(path);
         }
     }
-    if (d) closedir(d);
-    free(v);
-    if (rc) store_errf(e, rc, "%s: trimming the pack cache: %s", dir ? dir : "packs", strerror(-rc));
-    free(dir);
+    free(l.v);
+    if (rc) store_errf(e, rc, "%s: trimming the local cache: %s", s->dir, strerror(-rc));
     return rc;
 }
 

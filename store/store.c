@@ -291,6 +291,10 @@ ready:;
 void store_close(store_t *s)
 {
     if (!s) return;
+    /* A cold read added frame copies: the cache stays within its bound. */
+    store_err te;
+    if (s->be && s->be->remote && atomic_load(&s->frames_added) && remote_trim_cache(s, &te))
+        fprintf(stderr, "cairn: warning: %s\n", te.msg);
     pool_free(s->pool);
     index_close(s);
     pack_fds_close(s);

@@ -3,10 +3,24 @@
 #  - node A snapshots sandboxes (memory, vmstate, disk with its file index) and restores them;
 #  - node B, a fresh folder on the same bucket, rebuilds its index from the bucket and then
 #    lists, restores byte-exact (cold cache: ranged GETs) and reads files of every snapshot
-#    A wrote, with the tier A set;
+#    A wrote, with the tier A set; a second restore there reads the frames it kept (no GET
+#    of a pack), and a damaged kept frame is read from the bucket again;
 #  - the folder of a node holds no key and no secret; the bucket holds the store.
 . "$(dirname "$0")/../lib.sh"
 need_s3
+
+# pack_gets BUCKET: GETs of packs RGW has logged for the bucket so far (once its log is
+# flushed: two reads a moment apart agree).
+pack_gets() {
+    local a b=-1
+    while :; do
+        a=$(grep -c "\"GET /$1/packs/" "$CAIRN_TEST_S3_DIR/log/rgw.log" || true)
+        [ "$a" = "$b" ] && break
+        b=$a
+        sleep 0.5
+    done
+    echo "$a"
+}
 
 C=$(std_corpus)
 for sig in v4 v2; do
@@ -48,6 +62,16 @@ for sig in v4 v2; do
         # shellcheck disable=SC2086
         verify "$N" "$id" ${spec[$id]}
     done
+    # The cold reads were kept (cache/frames): a second restore on B sends no GET of a pack.
+    [ -n "$(ls -A "$N/cache/frames")" ] || fail "node B kept no copy of the frames it read"
+    g0=$(pack_gets "$B")
+    # shellcheck disable=SC2086
+    verify "$N" "$id" ${spec[$id]}
+    assert_eq "$(pack_gets "$B")" "$g0" "GETs of packs by a second restore on node B"
+    # A damaged copy is read from the bucket again, never a failed restore.
+    for f in "$N"/cache/frames/*; do printf 'torn' | dd of="$f" bs=1 seek=40 conv=notrunc status=none; done
+    # shellcheck disable=SC2086
+    verify "$N" "$id" ${spec[$id]}
     must cairn sandboxes --store "$N" --tenant acme --json >"$T/sb.json"
     assert_json 'len(j["sandboxes"]) == 2 and all(s["tier"] == "pro" for s in j["sandboxes"])' "$T/sb.json" \
         "node B sees A's tier"
