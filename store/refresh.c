@@ -209,6 +209,35 @@ static int list_new_packs(store_t *s, uint32_t tag, pack_todo *t, store_refresh_
     return rc;
 }
 
+/* A new snapshot's manifest (kept in the folder too). A damaged one is reported and left out (*out NULL), as a rebuild does; one deleted since
+ * the listing is skipped. */
+static int load_new(store_t *s, const char *id, store_snapshot **out, store_report_fn report, void *arg,
+                    store_err *e)
+{
+    char name[64];
+    snprintf(name, sizeof name, "manifests/%s.cmf", id);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    store_err ge;
+    int rc = obj_get(s, name, &buf, &len, &ge);
+    if (rc == -ENOENT) return 0;
+    if (rc) return store_errf(e, rc, "snapshot %s: reading its manifest: %s", id, ge.msg);
+    rc = manifest_decode(buf, len, out, NULL, NULL, &ge);
+    free(buf);
+    if (!rc && strcmp((*out)->id, id)) {
+        rc = -EBADMSG;
+        snprintf(ge.msg, sizeof ge.msg, "its manifest names another snapshot");
+    }
+    if (rc == -ENOMEM) return store_errf(e, rc, "out of memory");
+    if (rc) {
+        store_snapshot_free(*out);
+        *out = NULL;
+        util_reportf(report, arg, 1, "snapshot %s: %s (left out of the index)", id, ge.msg);
+        return 0;
+    }
+    return 0;
+}
+
 int store_refresh(store_t *s, store_report_fn report, void *arg, store_err *e)
 {
     if (!s->be->remote) return 0;
@@ -220,27 +249,31 @@ int store_refresh(store_t *s, store_report_fn report, void *arg, store_err *e)
     if (rc == -ENOENT) rc = 0;
     if (rc) return rc;
 
-    /* 1. Nodes, then manifests (before packs: see the top of this file). */
-    tag_list tags = {0};
-    rc = s->be->ops->list(s->be, "nodes/", note_node, &tags, e);
-    st.requests++;
-    if (!rc && tags.nomem) rc = store_errf(e, -ENOMEM, "out of memory");
+    /* 1. Manifests (before packs: see the top of this file), the new ones read. */
     id_list ids = {0};
     char after[48] = "";
     if (last > (uint64_t)MARGIN_MS)
         snprintf(after, sizeof after, "manifests/%012llx", (unsigned long long)(last - (uint64_t)MARGIN_MS));
-    if (!rc) rc = s->be->ops->list_after(s->be, "manifests/", after[0] ? after : NULL, note_manifest, &ids, e);
+    rc = s->be->ops->list_after(s->be, "manifests/", after[0] ? after : NULL, note_manifest, &ids, e);
     st.requests++;
     if (!rc && ids.nomem) rc = store_errf(e, -ENOMEM, "out of memory");
-    size_t nnew = 0;
+    store_snapshot **snaps = calloc(ids.n + 1, sizeof *snaps);
+    tag_list tags = {0};
+    if (!rc && !snaps) rc = store_errf(e, -ENOMEM, "out of memory");
     for (size_t i = 0; !rc && i < ids.n; i++) {
         int yes = 0;
-        if (!(rc = known(s, CF_SNAPSHOTS, ids.ids[i], 20, &yes, e)) && !yes)
-            memmove(ids.ids[nnew++], ids.ids[i], STORE_SNAPID_LEN);
+        if ((rc = known(s, CF_SNAPSHOTS, ids.ids[i], 20, &yes, e)) || yes) continue;
+        st.requests++;
+        rc = load_new(s, ids.ids[i], &snaps[i], report, arg, e);
     }
 
-    /* 2. Other nodes' new packs: footers in parallel, then into the index one by one (so a
-     * chunk in two new packs is counted once). */
+    /* 2. Every other node's new packs (nodes/ lists them: writers, and gc, whose rewritten
+     * packs no manifest names): footers in parallel, then into the index one by one (a
+     * chunk in two new packs counted once). One LIST per node: docs/scale.md says where
+     * that stops scaling. */
+    if (!rc) rc = s->be->ops->list(s->be, "nodes/", note_node, &tags, e);
+    st.requests++;
+    if (!rc && tags.nomem) rc = store_errf(e, -ENOMEM, "out of memory");
     pack_todo t = {0};
     for (size_t i = 0; !rc && i < tags.n; i++)
         if (tags.tags[i] != s->node) rc = list_new_packs(s, tags.tags[i], &t, &st, e);
@@ -260,25 +293,17 @@ int store_refresh(store_t *s, store_report_fn report, void *arg, store_err *e)
     }
     footers_free(&t);
 
-    /* 3. New manifests' records. */
+    /* 3. The new snapshots' records. */
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
-    for (size_t m = 0; !rc && m < nnew; m++) {
-        store_snapshot *snap = NULL;
-        store_err me;
-        int lr = store_snapshot_load(s, ids.ids[m], &snap, &me);
-        st.requests++;
-        if (lr == -ENOENT) continue;   /* dropped since the listing */
-        if (lr == -EBADMSG || lr == -EINVAL) {
-            util_reportf(report, arg, 1, "%s (left out of the index)", me.msg);
-            continue;
-        }
-        if (lr) rc = store_errf(e, lr, "%s", me.msg);
-        else rc = index_put_snapshot(s, b, snap, e);   /* reads counters: one batch each */
-        store_snapshot_free(snap);
+    for (size_t m = 0; !rc && m < ids.n; m++) {
+        if (!snaps[m]) continue;
+        rc = index_put_snapshot(s, b, snaps[m], e);   /* reads counters: one batch each */
         if (!rc) rc = index_write(s, b, 0, e);
         rocksdb_writebatch_clear(b);
         if (!rc) st.snapshots++;
     }
+    for (size_t m = 0; snaps && m < ids.n; m++) store_snapshot_free(snaps[m]);
+    free(snaps);
     if (!rc) {
         put_u64(b, KEY_MS, (uint64_t)t0);
         rc = index_write(s, b, 1, e);

@@ -49,7 +49,7 @@ id=$(snap "$T/b" acme sb04 memory="$T/new.mem")
 must cairn refresh --store "$T/a" --json >"$T/r1.json"
 assert_json 'j["remote"] and j["snapshots"] == 1 and j["packs"] >= 1' "$T/r1.json" "a's refresh after b's snapshot"
 must cairn refresh --store "$T/a" --json >"$T/r2.json"
-# Two passes (at open, then the command's), each: nodes/, manifests/, one per other node.
+# Two passes (at open, then the command's), each: manifests/, nodes/, one per other node.
 assert_json 'j["snapshots"] == 0 and j["packs"] == 0 and j["requests"] <= 2 * (2 + 2)' "$T/r2.json" \
     "a refresh with nothing new"
 verify "$T/a" "$id" memory="$T/new.mem"
