@@ -43,7 +43,7 @@ help:
 	@echo "make test       install deps, build, run every test (CI runs this)"
 	@echo "make check      the fast tests only (skips the *.slow.sh tests: crash, gc stress, fuzz, VMs)"
 	@echo "make e2e        real QEMU microVMs hibernated, woken, gc'd and rebuilt through the API (~35 s)"
-	@echo "make bench      Cairn beside zstd, cp, restic, borg, casync (BENCH_SIZE=small|full), then the API (tools/bench_api.sh), then lazy wakes of real VMs (tools/bench_lazy.sh)"
+	@echo "make bench      Cairn beside zstd, cp, restic, borg, casync (BENCH_SIZE=small|full), then the API (tools/bench_api.sh), then lazy wakes of real VMs (tools/bench_lazy.sh), then the store on a Ceph RGW beside local (tools/bench_s3.sh)"
 	@echo "make fuzz       every parser of hostile bytes under libFuzzer (FUZZ_SECONDS=60 each)"
 	@echo "make asan|ubsan the tests under AddressSanitizer / UBSan (build-asan, build-ubsan)"
 	@echo "make valgrind   the CLI tests with cairn under valgrind memcheck (VALGRIND_TESTS)"
@@ -147,6 +147,7 @@ bench: all $(BUILD)/cairn-apiload
 	BUILD=$(BUILD) tools/bench_api.sh
 	@tools/deps.sh vm
 	BUILD=$(BUILD) tools/bench_lazy.sh
+	BUILD=$(BUILD) tools/bench_s3.sh
 
 bench-gc: $(BUILD)/cairn $(BUILD)/cairn-gcfleet
 	BUILD=$(BUILD) tools/bench_gc.sh

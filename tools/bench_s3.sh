@@ -13,7 +13,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${BUILD:-build}
-CAIRN=$PWD/$BUILD/cairn
+case $BUILD in /*) CAIRN=$BUILD/cairn ;; *) CAIRN=$PWD/$BUILD/cairn ;; esac
 MIB=${BENCH_S3_MIB:-256}
 RUNS=${BENCH_S3_RUNS:-2}
 [ -x "$CAIRN" ] || { echo "bench-s3: $CAIRN not built (make)" >&2; exit 1; }
