@@ -132,6 +132,8 @@ typedef struct {
     uint64_t removed_bytes;
     uint64_t prefetched;        /* pages installed by the prefetch thread */
     uint64_t around;            /* pages installed beside a faulted one (fault-around) */
+    uint64_t batched;           /* faults answered by a copy of several consecutive faulted
+                                   pages read in one batch (counted in faults too) */
     uint64_t recorded;          /* pages in the working set recorded */
     uint64_t refused;           /* connections refused (garbage, bad regions) */
     double serve_seconds;       /* from the handshake to the VM's exit */

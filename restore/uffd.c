@@ -45,6 +45,7 @@
 #define MAX_PENDING 16          /* connections waiting to complete a handshake at once */
 #define MAX_THREADS 16
 #define DEFAULT_THREADS 2
+#define BATCH_MAX 16            /* events read at once, and pages of one batched copy */
 
 typedef struct {
     restore_region g;
@@ -53,7 +54,7 @@ typedef struct {
 
 /* What one serving thread counts (summed into the result when they end). */
 typedef struct {
-    uint64_t faults, faults_zero, around;
+    uint64_t faults, faults_zero, around, batched;
 } counts;
 
 typedef struct {
@@ -268,6 +269,57 @@ static void mark_removed(server *sv, uint64_t start, uint64_t end)
     }
     sv->r->removes++;
     sv->r->removed_bytes += end - start;
+}
+
+/* Faults on consecutive data pages read in one batch (vCPUs, or threads walking memory
+ * side by side) go in with one UFFDIO_COPY, which wakes every one of them: one ioctl and
+ * one wake-up pass instead of one each. fa: page addresses, sorted, no duplicates.
+ * Returns how many of fa[0..n) it answered; 0 when fa[0] starts no such run or the copy
+ * went in for none of them (the caller then answers fa[0] alone, as any fault: it retries
+ * on EAGAIN, wakes on EEXIST, reports errors). */
+static size_t answer_run(server *sv, const uint64_t *fa, size_t n, uint8_t *buf, counts *c, store_err *e,
+                         int *rc)
+{
+    *rc = 0;
+    if (n < 2 || sv->o->fault_around > 1) return 0;
+    region *g = find_region(sv, fa[0]);
+    if (!g || g->g.page_size != STORE_PAGE) return 0;
+    size_t k = 1;
+    while (k < n && k < BATCH_MAX && fa[k] == fa[0] + k * STORE_PAGE && fa[k] - g->g.base < g->g.size) k++;
+    if (k < 2) return 0;                         /* checked first: nothing fetched for nothing */
+    uint64_t npages = restore_pages_count(sv->p);
+    size_t m = 0;
+    while (m < k) {
+        uint64_t pg = (g->g.offset + (fa[m] - g->g.base)) / STORE_PAGE;
+        if (pg >= npages || restore_pages_is_zero(sv->p, pg)) break;     /* zero pages: ZEROPAGE */
+        if ((*rc = restore_pages_get(sv->p, pg, buf + m * STORE_PAGE, e))) return 0;
+        m++;
+    }
+    if (m < 2) return 0;
+    pthread_rwlock_rdlock(&sv->rm_lock);
+    for (size_t j = 0; j < m; j++)
+        if (g->removed[(fa[j] - g->g.base) / STORE_PAGE]) {
+            m = j;                                /* from here on: zeros, answered alone */
+            break;
+        }
+    struct uffdio_copy cp = {.dst = fa[0], .src = (uint64_t)(uintptr_t)buf, .len = m * STORE_PAGE};
+    int ioc = m >= 2 ? ioctl(sv->uffd, UFFDIO_COPY, &cp) : -1;
+    pthread_rwlock_unlock(&sv->rm_lock);
+    if (m < 2) return 0;
+    /* A page present already stops the copy there (EEXIST after copying some): the pages
+     * before it went in and their threads are woken; the rest are answered alone. */
+    size_t done = ioc == 0 ? m : (cp.copy > 0 ? (size_t)cp.copy / STORE_PAGE : 0);
+    c->faults += done;
+    c->batched += done;
+    for (size_t j = 0; sv->rec_until > 0 && j < done && now_s() < sv->rec_until; j++)
+        record(sv, g->g.offset + (fa[j] - g->g.base));
+    return done;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
 }
 
 /* ---- prefetch --------------------------------------------------------------------- */
@@ -525,10 +577,11 @@ static void *serve_main(void *arg)
 {
     serve_thread *t = arg;
     server *sv = t->sv;
-    struct uffd_msg msgs[16];
+    struct uffd_msg msgs[BATCH_MAX];
+    uint64_t fa[BATCH_MAX];
     size_t nretry = 0, capretry = 64;
     uint64_t *retry = malloc(capretry * sizeof *retry);
-    uint8_t *buf = malloc(sv->maxps);
+    uint8_t *buf = malloc(sv->maxps > BATCH_MAX * STORE_PAGE ? sv->maxps : BATCH_MAX * STORE_PAGE);
     store_err e;
     /* Each thread waits on its own epoll set; the uffd is in every set with EPOLLEXCLUSIVE,
      * so one fault wakes one thread, not all of them. */
@@ -566,34 +619,49 @@ static void *serve_main(void *arg)
             fail(sv, -err, &e);
             break;
         }
-        for (ssize_t i = 0; n > 0 && !sv->stop && i < n / (ssize_t)sizeof *msgs; i++) {
+        size_t nfa = 0;
+        for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof *msgs; i++) {
             struct uffd_msg *m = &msgs[i];
             if (m->event == UFFD_EVENT_PAGEFAULT) {
-                int r = handle_fault(sv, m->arg.pagefault.address, buf, &t->c, &e);
-                if (r == -EAGAIN) {
-                    if (nretry == capretry) {
-                        uint64_t *nr = realloc(retry, capretry * 2 * sizeof *nr);
-                        if (!nr) {
-                            store_errf(&e, -ENOMEM, "out of memory");
-                            fail(sv, -ENOMEM, &e);
-                            stop_all(sv);
-                            break;
-                        }
-                        retry = nr;
-                        capretry *= 2;
-                    }
-                    retry[nretry++] = m->arg.pagefault.address;
-                } else if (r == -ESRCH) {
-                    stop_all(sv);                  /* the VM's memory is gone: it is exiting */
-                } else if (r) {
-                    fail(sv, r, &e);
-                    stop_all(sv);
-                }
+                fa[nfa++] = m->arg.pagefault.address & ~(uint64_t)(STORE_PAGE - 1);
             } else if (m->event == UFFD_EVENT_REMOVE || m->event == UFFD_EVENT_UNMAP) {
                 /* removes: recorded above; unmaps: the range is gone, no fault comes from it */
             } else {
                 warn(sv->o, "ignored userfaultfd event %u", m->event);
             }
+        }
+        /* Sorted, two faults on one page (two vCPUs) kept once: one copy wakes both. */
+        if (nfa > 1) qsort(fa, nfa, sizeof *fa, cmp_u64);
+        size_t nu = 0;
+        for (size_t i = 0; i < nfa; i++)
+            if (!nu || fa[i] != fa[nu - 1]) fa[nu++] = fa[i];
+        for (size_t i = 0; i < nu && !sv->stop;) {
+            int r = 0;
+            size_t took = answer_run(sv, fa + i, nu - i, buf, &t->c, &e, &r);
+            if (!took) {
+                if (!r) r = handle_fault(sv, fa[i], buf, &t->c, &e);
+                took = 1;
+            }
+            if (r == -EAGAIN) {
+                if (nretry == capretry) {
+                    uint64_t *nr = realloc(retry, capretry * 2 * sizeof *nr);
+                    if (!nr) {
+                        store_errf(&e, -ENOMEM, "out of memory");
+                        fail(sv, -ENOMEM, &e);
+                        stop_all(sv);
+                        break;
+                    }
+                    retry = nr;
+                    capretry *= 2;
+                }
+                retry[nretry++] = fa[i];
+            } else if (r == -ESRCH) {
+                stop_all(sv);                      /* the VM's memory is gone: it is exiting */
+            } else if (r) {
+                fail(sv, r, &e);
+                stop_all(sv);
+            }
+            i += took;
         }
         /* Faults refused while a remove was pending: the remove is read by now, or will be
          * at the next read. */
@@ -751,6 +819,7 @@ int restore_uffd_serve(const restore_uffd_opts *o, restore_uffd_result *r, store
         r->faults += th[i].c.faults;
         r->faults_zero += th[i].c.faults_zero;
         r->around += th[i].c.around;
+        r->batched += th[i].c.batched;
     }
     sv.stop = 1;
     if (have_pf) pthread_join(pf, NULL);

@@ -190,7 +190,7 @@ static const cli_command commands[] = {
      "Holds a lease on the snapshot (gc keeps it) while serving. Counts as activity.\n"
      "JSON (at exit): faults, faults_zero, removes, removed_bytes, prefetched, recorded,\n"
      "refused, groups_read, bytes_read, pages_data, cache_hits, lookups, seconds, around,\n"
-     "timed_out.\n\n" COMMON_OPTS,
+     "batched, timed_out.\n\n" COMMON_OPTS,
      cmd_uffd_serve},
     {"mount", "a read-only FUSE view of the store's snapshots, read on demand",
      "usage: cairn mount [--foreground] [--cache-mib N] [--open-rw] [--debug] [--store DIR] [--json]\n"

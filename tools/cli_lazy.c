@@ -112,6 +112,7 @@ int cmd_uffd_serve(int argc, char **argv)
                               "cache_hits", (json_int_t)r.pages.cache_hits, "seconds", r.serve_seconds);
         json_object_set_new(j, "around", json_integer((json_int_t)r.around));
         json_object_set_new(j, "lookups", json_integer((json_int_t)r.pages.lookups));
+        json_object_set_new(j, "batched", json_integer((json_int_t)r.batched));
         json_object_set_new(j, "timed_out", json_boolean(r.timed_out));
         if (rc) json_object_set_new(j, "error", json_string(e.msg));
         cli_print_json(j);

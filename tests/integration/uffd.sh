@@ -61,6 +61,16 @@ assert_json 'j["mismatches"] == 0 and j["removed_pages"] > 100 and j["removed_no
 assert_json 'j["around"] > 1000' "$T/fa.json" "fault-around installed neighbours"
 assert_cmp "$(json 'j["faults"]' "$T/fa.json")" -lt "$(json 'j["faults"]' "$T/a.json")" "fewer faults with fault-around"
 
+# 1c. Four threads touching side by side (in order): consecutive faults read in one batch
+#     go in with one copy; bytes and removed pages still right.
+start_server "$id1" bt --threads 1
+must "$FC" --socket "$T/bt.sock" --expect "$mem1" --threads 4 --regions 2 --balloon 200 --seed 12 \
+    --sequential >"$T/fc.json"
+wait_server bt 0
+assert_json 'j["mismatches"] == 0 and j["removed_pages"] > 100 and j["removed_not_zero"] == 0' "$T/fc.json" \
+    "batched copies: pages match, removed pages read zeros"
+assert_json 'j["batched"] > 100' "$T/bt.json" "consecutive faults answered by one copy"
+
 # 2. Older Firecrackers: page_size_kib (bytes despite the name) or no page size; 3 regions.
 for field in page_size_kib none; do
     start_server "$id1" b
