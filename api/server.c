@@ -276,12 +276,26 @@ static void reply(api_req *r)
     if (!async) finished(r->srv);
 }
 
+/* A stream nobody will read (loop thread, after its phase 1, before its route ended): put
+ * /dev/full under the route's descriptor, so its next write fails and its worker is free
+ * at once, as a pipe's EPIPE did. If /dev/full cannot be opened the route writes to the
+ * end, which costs only time. */
+static void stop_route(api_req *r)
+{
+    int full = open("/dev/full", O_WRONLY | O_CLOEXEC);
+    if (full < 0) return;
+    if (dup3(full, r->spool, O_CLOEXEC) < 0)
+        fprintf(stderr, "cairn serve: rid=%s: dup3: %s\n", r->rid, strerror(errno));
+    close(full);
+}
+
 static void on_close(struct evhttp_connection *evcon, void *arg)
 {
     (void)evcon;
     api_req *r = arg;
     r->gone = 1;
     if (!r->spool_ev) return;  /* not streaming yet: freed when the route ends (drain_done) */
+    if (!r->done) stop_route(r);
     event_del(r->spool_ev);
     /* The route may have ended already (done), waiting for this client: finish from the
      * loop, not inside evhttp's close callback. */
@@ -326,7 +340,7 @@ static void stream_finish(api_req *r)
     }
     api_metrics_request(r->route_index, rc ? 500 : 200, now_s() - r->t0);
     log_line(r, rc ? 500 : 200);
-    if (rc) fprintf(stderr, "cairn serve: rid=%s: stream cut: %s\n", r->rid, r->msg);
+    if (rc) fprintf(stderr, "cairn serve: rid=%s: stream cut: %s\n", r->rid, r->gone ? "the client left" : r->msg);
     free_req(r);
     if (!async) finished(srv);
 }
@@ -413,7 +427,10 @@ int api_stream_begin(api_req *r, const char *content_type)
 
 static void stream_start(api_req *r)
 {
-    if (r->gone) return;       /* finished when the route ends */
+    if (r->gone) {             /* finished when the route ends */
+        stop_route(r);
+        return;
+    }
     set_common_headers(r, r->ctype);
     evhttp_send_reply_start(r->req, 200, "OK");
     r->spool_ev = evtimer_new(r->srv->base, spool_wake, r);

@@ -239,8 +239,8 @@ static int view_open(api_storeref *r, store_err *e)
     int rc = v ? 0 : store_errf(e, -ENOMEM, "out of memory");
     if (!rc && manifests_stamp(r->dir, &v->stamp))
         rc = store_errf(e, -errno, "%s/manifests: %s", r->dir, strerror(errno));
-    /* -1 (unreadable) leaves 0/0, which a later stamp never equals: such a view with a
-     * pending commit is replaced at each call rather than trusted. */
+    /* Unreadable: ~0, which no later stamp equals, so such a view with a pending commit
+     * is replaced at each call rather than trusted. */
     if (!rc && wal_stamp(r->dir, &v->wal_no, &v->wal_size)) v->wal_no = v->wal_size = ~0ull;
     if (!rc) {
         v->settled = settled(&v->stamp);
