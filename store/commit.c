@@ -215,8 +215,11 @@ int store_writer_commit(store_writer *w, store_snapshot *snap, store_err *e)
             snprintf(fname, sizeof fname, "manifests/%s.files", snap->id);
             int d1 = s->be->ops->del(s->be, name, &de);
             if (!d1) d1 = s->be->ops->del(s->be, fname, &de);
+            /* The local copy too: the next writer's open must not finish this commit. */
             char *local = util_path(s->dir, name);
-            if (local) unlink(local);
+            if (!local) fprintf(stderr, "cairn: %s: out of memory removing the late manifest's copy\n", snap->id);
+            else if (unlink(local) < 0 && errno != ENOENT)
+                fprintf(stderr, "cairn: %s: could not remove %s: %s\n", snap->id, local, strerror(errno));
             free(local);
             /* The bucket refused the delete: the manifest stays, unacknowledged; fsck and
              * gc see it like any other (it may name a chunk gc deleted: fsck says so). */

@@ -145,7 +145,11 @@ static const cli_command commands[] = {
      "--dry-run reports and changes nothing. One line per action on stderr. Exit 1 only if\n"
      "it failed; the next run resumes. JSON: reclaimed, dropped_snapshots, freed_bytes,\n"
      "seconds, reclaimed_sandboxes, packs_deleted, packs_rewritten, chunks_removed,\n"
-     "kept_leased (drops skipped: the snapshot is in use by a lazy wake; the next gc retries).\n\n" COMMON_OPTS,
+     "kept_leased (drops skipped: the snapshot is in use by a lazy wake; the next gc retries).\n"
+     "On an S3 store (docs/s3.md, gc across nodes) one node at a time sweeps, under a lease in\n"
+     "the bucket, and a pack found unused is deleted by a later run (fossils); while another\n"
+     "node holds the lease a run does retention only (exit 0). JSON adds fossils_recorded,\n"
+     "fossils_resurrected, sweep_skipped, lease_holder.\n\n" COMMON_OPTS,
      cmd_gc},
     {"serve", "the HTTP API (docs/api.md)",
      "usage: cairn serve [--store DIR] [--listen HOST:PORT] [--config FILE]\n\n"

@@ -8,7 +8,8 @@
 #    clean, and gc really deleted packs (bytes freed > 0);
 #  - node s, whose index was built before gc rewrote and deleted the packs it points into,
 #    restores every live snapshot it knows with no manual step;
-#  - a gc lease held by a dead node blocks deletes until it expires; then it is taken over.
+#  - a gc lease held by a dead node blocks deletes until it expires; then it is taken over;
+#  - a snapshot whose commit comes later than the commit bound is not acknowledged.
 # CAIRN_TEST_GC_SECONDS (default 20) is how long the nodes ingest.
 . "$(dirname "$0")/../lib.sh"
 need_s3
@@ -50,6 +51,15 @@ snap_one() {
     fi
 }
 mkdir -p "$T/data"
+
+# A snapshot whose writer has been open longer than the commit bound is not acknowledged:
+# no manifest in the bucket (gc may have deleted a fossil it relied on).
+mem "$T/late" late 0
+CAIRN_S3_COMMIT_BOUND_MS=1 expect 1 cairn snapshot --store "$T/a" --tenant acme --sandbox late \
+    --memory "$T/late" >/dev/null
+assert_grep "past the bound" "$T/err" "a commit past the bound"
+[ "$(s3_curl GET "$B?list-type=2&prefix=manifests/")" = 200 ] || fail "cannot list the bucket"
+! grep -q "<Key>manifests/" "$T/s3_curl.out" || fail "a commit past the bound left a manifest"
 
 # Sandbox st: two snapshots, then never again. Its second one keeps a quarter of the first's
 # pages, so once the first is dropped its pack is sparse: gc copies the live third and
