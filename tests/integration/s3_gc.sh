@@ -58,7 +58,7 @@ mem "$T/late" late 0
 CAIRN_S3_COMMIT_BOUND_MS=1 expect 1 cairn snapshot --store "$T/a" --tenant acme --sandbox late \
     --memory "$T/late" >/dev/null
 assert_grep "past the bound" "$T/err" "a commit past the bound"
-[ "$(s3_curl GET "$B?list-type=2&prefix=manifests/")" = 200 ] || fail "cannot list the bucket"
+[ "$(s3_curl GET "$B?list-type=2&prefix=manifests%2F")" = 200 ] || fail "cannot list the bucket"
 ! grep -q "<Key>manifests/" "$T/s3_curl.out" || fail "a commit past the bound left a manifest"
 
 # Sandbox st: two snapshots, then never again. Its second one keeps a quarter of the first's
