@@ -5,6 +5,7 @@
  *   pool.c      worker threads: short (metadata) and long (snapshot, restore, ...) jobs
  *   server.c    evhttp, request ids, auth, errors, replies, streams, shutdown
  *   request.c   what the client sent, parsed: route and {id}, query, body (fuzzed)
+ *   limits.c    bodies and headers over the limits, answered before evhttp reads them
  *   metrics.c   counters and histograms, Prometheus text
  *   paths.c     confinement of request paths to the configured roots
  *   shares.c    share tokens (DIR/shares.log)
@@ -169,6 +170,21 @@ int api_path_open_output(char *const *roots, size_t n, const char *path, int *di
 /* Replaces each whole /proc/self/fd/N name proc in msg (cap bytes) by shown: an error
  * from work done by a descriptor's /proc name names the path the client gave. */
 void api_path_unproc(char *msg, size_t cap, const char *proc, const char *shown);
+
+/* ---- size limits (limits.c) ----------------------------------------------------------
+ * Answers a head over max_headers (431) or a Content-Length over max_body (413) with the
+ * JSON error before evhttp reads it. rid: the request id for the answer (given the
+ * client's X-Request-Id or NULL: 0, or -1 when the client's is not valid); log: one log
+ * line and the metrics. One server per process. */
+struct evhttp;
+typedef struct {
+    long max_body, max_headers;
+    int (*rid)(void *arg, const char *given, char *out, size_t cap);
+    void (*log)(void *arg, const char *rid, int status, const char *why);
+    void *arg;
+} api_limits;
+void api_limits_install(struct evhttp *http, const api_limits *l);
+void api_limits_free(void);
 
 /* ---- requests ----------------------------------------------------------------------- */
 typedef struct api_server api_server;

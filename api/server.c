@@ -550,6 +550,22 @@ static void early(api_req *r, int status, const char *code, const char *msg)
     free_req(r);
 }
 
+static int limit_rid(void *arg, const char *given, char *out, size_t cap)
+{
+    api_server *srv = arg;
+    if (given && !valid_rid(given)) return -1;
+    if (given) snprintf(out, cap, "%s", given);
+    else snprintf(out, cap, "%s%08llx", srv->rid_salt, (unsigned long long)++srv->rid_seq);
+    return 0;
+}
+
+static void limit_log(void *arg, const char *rid, int status, const char *why)
+{
+    (void)arg;
+    api_metrics_request(-1, status, 0);
+    fprintf(stderr, "cairn serve: - - %d rid=%s: %s (refused before it was read)\n", status, rid, why);
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     api_server *srv = arg;
@@ -740,6 +756,8 @@ int api_serve(const api_serve_opts *o, store_err *e)
     evhttp_set_max_headers_size(srv->http, srv->cfg.max_headers);
     evhttp_set_timeout(srv->http, srv->cfg.request_timeout_s);
     evhttp_set_gencb(srv->http, handle, srv);
+    api_limits lim = {srv->cfg.max_body, srv->cfg.max_headers, limit_rid, limit_log, srv};
+    api_limits_install(srv->http, &lim);
     srv->sock = evhttp_bind_socket_with_handle(srv->http, host, (ev_uint16_t)port);
     if (!srv->sock) {
         rc = store_errf(e, -EADDRINUSE, "cannot listen on %s: %s", listen, strerror(errno));
@@ -795,6 +813,7 @@ out_base:
     if (srv->term_ev) event_free(srv->term_ev);
     if (srv->int_ev) event_free(srv->int_ev);
     if (srv->http) evhttp_free(srv->http);
+    api_limits_free();
     if (srv->base) event_base_free(srv->base);
 out_ref:
     api_shares_close(&srv->shares);
