@@ -237,6 +237,31 @@ int gc_sweep_remote(const char *dir, store_gc_lease *lease, const gc_sweep_opts 
         if (vec_push(&del, fs[i].pack)) rc = store_errf(e, -ENOMEM, "out of memory");
         del_bytes += fs[i].size;
     }
+    /* Where the live chunks of the packs to delete are now: every pack that stays and holds
+     * one goes in the deletion record, so a node's index finds them without a scan of the
+     * bucket (store/gone.c), and an entry the record does not place is a dead chunk's. */
+    store_idset *carried = store_idset_new();
+    if (!rc && !carried) rc = store_errf(e, -ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < npacks; i++) {
+        if (fs[i].rc || !vec_has(&del, fs[i].pack)) continue;
+        for (uint32_t k = 0; !rc && k < fs[i].nchunks; k++)
+            if (store_idset_has(live, &fs[i].ids[k]) && store_idset_add(carried, &fs[i].ids[k]))
+                rc = store_errf(e, -ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; !rc && carried && store_idset_count(carried) && i < npacks; i++) {
+        if (fs[i].rc || vec_has(&ripe, fs[i].pack)) continue;
+        for (uint32_t k = 0; k < fs[i].nchunks; k++)
+            if (store_idset_has(carried, &fs[i].ids[k])) {
+                if (vec_push(&moved, fs[i].pack)) rc = store_errf(e, -ENOMEM, "out of memory");
+                break;
+            }
+    }
+    store_idset_free(carried);
+    vec_sort(&moved);
+    size_t um = 0;
+    for (size_t i = 0; i < moved.n; i++)
+        if (!um || moved.v[um - 1] != moved.v[i]) moved.v[um++] = moved.v[i];
+    moved.n = um;
     if (!rc && (del.n || ripe.n)) rc = store_gc_lease_renew(s, lease, e);
     int64_t at = 0;
     if (!rc && del.n) rc = store_gc_record_put(s, STORE_GC_DELETED, del.v, del.n, moved.v, moved.n, &at, e);

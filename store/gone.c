@@ -429,11 +429,9 @@ int gone_apply_index(store_t *s, store_err *e)
                 rc = read_moved(s, e);
                 m = rc ? NULL : where_find(g, &ids[i]);
             }
-            if (!rc && !m && !g->scanned) {
-                rc = scan_all(s, e);
-                m = rc ? NULL : where_find(g, &ids[i]);
-            }
             if (rc) break;
+            /* The record names every pack that keeps a live chunk of the packs it deleted
+             * (gc/fossil.c): a chunk found in none of them is dead. */
             if (m) {
                 uint8_t v[40];
                 size_t vl;
