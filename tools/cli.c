@@ -24,8 +24,8 @@ static const cli_command commands[] = {
      "an existing Cairn bucket is joined, so many nodes share one store) and DIR holds only\n"
      "caches. Keys come from $CAIRN_S3_ACCESS_KEY and $CAIRN_S3_SECRET_KEY, never from the\n"
      "command line. --s3-signature v4 (default) signs with libcurl (AWS SigV4); v2 uses libs3.\n"
-     "--s3-http talks plain HTTP (a loopback endpoint); --cache-mib bounds the local pack cache\n"
-     "(default 4096).\n\n" COMMON_OPTS,
+     "--s3-http talks plain HTTP (a loopback endpoint); --cache-mib bounds the local cache of packs\n"
+     "and read frames (default 4096).\n\n" COMMON_OPTS,
      cmd_init},
     {"snapshot", "store a sandbox's memory, vmstate and disk files",
      "usage: cairn snapshot --tenant T --sandbox S [--tier free|pro] [--memory F] [--vmstate F]\n"
