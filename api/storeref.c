@@ -178,6 +178,32 @@ static int wal_stamp(const char *dir, unsigned long long *no, unsigned long long
     return rc;
 }
 
+/* The names in the index's folder, as one order-free hash: a flush or a compaction by a
+ * writer (the CLI's close flushes) adds and deletes files. A read-only open that overlaps
+ * one may read the old file list and then miss the log the flush deleted: its view would
+ * lack the last commits while manifests/ says it is fresh. -1 when unreadable. */
+static int index_names(const char *dir, uint64_t *h)
+{
+    char p[4200];
+    if (snprintf(p, sizeof p, "%s/index", dir) >= (int)sizeof p) return -1;
+    DIR *d = opendir(p);
+    if (!d) return -1;
+    uint64_t sum = 0, n = 0;
+    struct dirent *de;
+    errno = 0;
+    while ((de = readdir(d))) {
+        uint64_t x = 1469598103934665603ull;
+        for (const char *c = de->d_name; *c; c++) x = (x ^ (unsigned char)*c) * 1099511628211ull;
+        sum += x * 0x9e3779b97f4a7c15ull;
+        n++;
+        errno = 0;
+    }
+    int rc = errno ? -1 : 0;
+    closedir(d);
+    *h = sum ^ n;
+    return rc;
+}
+
 static int same_time(const struct timespec *a, const struct timespec *b)
 {
     return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
@@ -244,13 +270,22 @@ static int view_open(api_storeref *r, store_err *e)
     if (!rc && wal_stamp(r->dir, &v->wal_no, &v->wal_size)) v->wal_no = v->wal_size = ~0ull;
     if (!rc) {
         v->settled = settled(&v->stamp);
-        /* A read-only open lists the index's files and then opens them: a writer's
-         * compaction may delete one in between (-EIO "No such file"). The next open reads
-         * the newer file list. */
-        for (int tries = 0; (rc = store_open(r->dir, STORE_PEEK, &v->s, e)) == -EIO && tries < 5; tries++)
-            ;
+        /* A read-only open lists the index's files and then opens them: a writer's flush
+         * or compaction may delete one in between (-EIO "No such file"), or the log it
+         * should replay (no error, a view without the last commits). So an open during
+         * which the folder's names changed is done again. */
+        for (int tries = 0; tries < 20; tries++) {
+            uint64_t h0 = 0, h1 = 1;
+            int lr = index_names(r->dir, &h0);
+            rc = store_open(r->dir, STORE_PEEK, &v->s, e);
+            if (rc == -EIO) continue;
+            if (!rc && (rc = store_commit_pending(v->s, &v->pending, e))) store_close(v->s);
+            if (rc || (!lr && !index_names(r->dir, &h1) && h0 == h1)) break;
+            store_close(v->s);   /* the index's files changed during the open: again */
+            v->s = NULL;
+            rc = store_errf(e, -EAGAIN, "%s/index kept changing while a read view opened", r->dir);
+        }
     }
-    if (!rc && (rc = store_commit_pending(v->s, &v->pending, e))) store_close(v->s);
     if (rc) free(v), v = NULL;
     else pthread_mutex_init(&v->cache_mu, NULL);
     pthread_mutex_lock(&r->mu);
@@ -279,9 +314,12 @@ int api_view_get(api_storeref *r, api_view **out, store_err *e)
     for (;;) {
         api_view *v = r->view;
         int fresh = v && same_time(&v->stamp, &now);
-        if (fresh && v->pending) {
+        if (v && v->pending) {
             /* Opened mid-commit: it may show a manifest without its record. The record's
-             * write moves the index's log; until it does, nothing newer is committed. */
+             * write moves the index's log, and so does every commit's (and drop's) first
+             * index write: until the log moves, no commit was acknowledged since this view
+             * opened, whatever manifests/ says (the rest of this commit's files), so it is
+             * as fresh as a locked read. One open per commit fewer for the calls to wait on. */
             unsigned long long no, size;
             pthread_mutex_unlock(&r->mu);
             int wr = wal_stamp(r->dir, &no, &size);

@@ -120,7 +120,22 @@ tar -xf "$T/slow.4" -C "$T/x" || fail "the slow archive is not a whole tar"
 cmp -s "$T/x/home/ubuntu/output/big.bin" "$IN/tree/home/ubuntu/output/big.bin" || fail "slow archive: wrong bytes"
 
 # The metadata calls read a lock-free view kept open across ingests: a CLI commit must
-# still be in their answers as soon as the CLI returns, every time.
+# still be in their answers as soon as the CLI returns, every time, also when other calls
+# keep opening views in the middle of its commits (4 clients asking without pause).
+"$PY" - "$PORT" "$ORCH" "$T/hammer.stop" <<'PYEOF' 2>"$T/hammer.err" &
+import http.client, os, sys, threading
+port, tok, stop = sys.argv[1:4]
+def ask():
+    c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
+    while not os.path.exists(stop):
+        for p in ("/v1/sandboxes/cli1", "/v1/snapshots/cli1@latest", "/v1/sandboxes"):
+            c.request("GET", p, headers={"Authorization": "Bearer " + tok})
+            c.getresponse().read()
+ts = [threading.Thread(target=ask) for _ in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+PYEOF
+hammer=$!
 for i in 1 2 3 4 5 6; do
     id=$("$CAIRN_BIN" snapshot --store "$S" --tenant t1 --sandbox cli1 --memory "$IN/mem" | tail -n 1)
     expect_status 200 GET "/v1/snapshots/cli1@latest" "$ORCH"
@@ -128,5 +143,7 @@ for i in 1 2 3 4 5 6; do
     expect_status 200 GET /v1/sandboxes/cli1 "$ORCH"
     assert_eq "$(json 'len(j["snapshot_list"])' "$T/body")" "$((i + 1))" "cli1's snapshots right after CLI snapshot $i"
 done
+touch "$T/hammer.stop"
+wait "$hammer" || fail "the clients asking beside the CLI failed: $(cat "$T/hammer.err")"
 serve_stop
 log "ok"
