@@ -57,14 +57,22 @@ int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err
     char *cur = util_path(s->dir, "index"), *old = util_path(s->dir, "index.old"),
          *nw = util_path(s->dir, "index.new");
     if (!rc && (!cur || !old || !nw)) rc = store_errf(e, -ENOMEM, "out of memory");
-    if (!rc && rename(cur, old) < 0 && errno != ENOENT)
+    int moved = 0, keep_new = 0;
+    if (!rc && rename(cur, old) == 0)
+        moved = 1;
+    else if (!rc && errno != ENOENT)
         rc = store_errf(e, -errno, "%s: cannot move the old index aside: %s", s->dir, strerror(errno));
-    if (!rc && rename(nw, cur) < 0)
+    if (!rc && rename(nw, cur) < 0) {
         rc = store_errf(e, -errno, "%s: cannot put the new index in place: %s", s->dir, strerror(errno));
+        /* Never leave the store without an index (a failed rename found by the fault test
+         * left only index.old): the old one goes back, or else the complete new one stays
+         * for the next open (index_recover_swap). */
+        if (moved && rename(old, cur) < 0) keep_new = 1;
+    }
     int drc;
     if (!rc && (drc = util_fsync_dir(s->dir))) rc = store_errf(e, drc, "%s: fsync: %s", s->dir, strerror(-drc));
     if (!rc) rc = rm_index_named(s, "index.old", e);
-    else if (nw) rm_index_dir(nw);   /* best effort: the next rebuild removes it anyway */
+    else if (nw && !keep_new) rm_index_dir(nw);   /* best effort: the next rebuild removes it anyway */
     free(cur);
     free(old);
     free(nw);
