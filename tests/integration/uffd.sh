@@ -69,7 +69,9 @@ must "$FC" --socket "$T/bt.sock" --expect "$mem1" --threads 4 --regions 2 --ball
 wait_server bt 0
 assert_json 'j["mismatches"] == 0 and j["removed_pages"] > 100 and j["removed_not_zero"] == 0' "$T/fc.json" \
     "batched copies: pages match, removed pages read zeros"
-assert_json 'j["batched"] > 100' "$T/bt.json" "consecutive faults answered by one copy"
+# How many faults arrive together depends on scheduling (57 to several hundred of ~4,700 data
+# faults seen here under load): any batched copy shows the path works; without it it is 0.
+assert_json 'j["batched"] > 0' "$T/bt.json" "consecutive faults answered by one copy"
 
 # 2. Older Firecrackers: page_size_kib (bytes despite the name) or no page size; 3 regions.
 for field in page_size_kib none; do
