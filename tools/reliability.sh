@@ -12,8 +12,8 @@
 # A sanitizer's or valgrind's report fails its test whatever the exit status (tests/run.sh).
 # RELIABILITY_CRASH_STRIDE=K and RELIABILITY_FAULT_POINTS=P make a lighter run (the table
 # says "every N" only for K=1).
-# Takes about 30 minutes on 2 idle cores, much longer on a loaded machine (a crash point
-# costs ~0.7 s idle: ~600 points; docs/reliability.md has the last run's times).
+# Takes about 45 minutes on 2 cores (~600 crash points and ~1 500 faults, two at a time;
+# the sanitizers' fast suite most of the rest); docs/reliability.md has the last runs' times.
 # Exit 1 if any part failed; the table says which.
 set -uo pipefail
 cd "$(dirname "$0")/.."
