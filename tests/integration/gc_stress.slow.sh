@@ -274,10 +274,8 @@ probe_snap() {
     "$PY" "$T/mem.py" "$d/mem.$((k - 1))" "$d/mem.$k" $((900000 + k))
     local t0=$EPOCHREALTIME rc=0
     # strace -T times the flock calls: the time spent waiting for the lock, exactly.
-    # LeakSanitizer cannot run under ptrace (make asan): the leak check is left to the
-    # runs without strace.
     local env=()
-    [ -z "$STRACE" ] || env=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0")
+    [ -z "$STRACE" ] || env=("${NOLEAK[@]}")
     "${env[@]}" timeout -k 5 "$CAIRN_TIMEOUT" ${STRACE:+strace -f -qq --seccomp-bpf -e trace=flock -T -o "$T/probe.strace"} \
         "$CAIRN_BIN" snapshot --store "$S" --tenant tp --sandbox probe --memory "$d/mem.$k" --json \
         >"$T/probe.json" 2>"$T/probe.err" || rc=$?
@@ -288,6 +286,9 @@ probe_snap() {
     echo "$t0 $t1 $(grep -c 'waiting for another' "$T/probe.err") $lockw"
 }
 STRACE=$(command -v strace || true)
+# LeakSanitizer cannot run under ptrace (make asan): a cairn under strace runs without it,
+# the leak check is left to the runs without strace.
+NOLEAK=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0")
 mkdir -p "$T/w/probe"
 cp "$T/base.mem" "$T/w/probe/mem.0"
 for k in $(seq 1 15); do probe_snap "$k" >>"$T/quiet.times"; done
@@ -341,7 +342,7 @@ if [ -n "$STRACE" ]; then
     D=$T/delrace
     must cairn init --store "$D" >/dev/null
     snap "$D" tr x "memory=$T/w/probe/mem.1" "disk=$T/w/a1-1/disk.1" >/dev/null
-    timeout 60 strace -qq -f -o /dev/null -e trace=flock -e inject=flock:delay_enter=1500000 \
+    timeout 60 "${NOLEAK[@]}" strace -qq -f -o /dev/null -e trace=flock -e inject=flock:delay_enter=1500000 \
         "$CAIRN_BIN" delete --store "$D" --sandbox x >"$T/delrace.out" 2>&1 &
     pd=$!
     sleep 0.3
