@@ -50,6 +50,9 @@ int u64vec_has(const u64vec *v, uint64_t x)
 
 int u64vec_add(u64vec *v, const uint64_t *x, size_t n)
 {
+    /* Nothing to add may come as (NULL, 0), and so may an empty v: memcpy of NULL is
+     * undefined even for 0 bytes (UBSan, every S3 ingest with no deletion records). */
+    if (n == 0) return 0;
     if (v->n + n > v->cap) {
         size_t nc = (v->n + n) * 2;
         uint64_t *nv = realloc(v->v, nc * sizeof *nv);
