@@ -117,8 +117,10 @@ static int batch_chunks(store_writer *w, rocksdb_writebatch_t *b, size_t n, stor
     int nl = snprintf(num, sizeof num, "%llu", (unsigned long long)(chunks + n));
     rocksdb_writebatch_put(b, "chunks", 6, num, (size_t)nl);
     w->total_chunks += n;
-    memmove(w->all_ids, w->all_ids + n, (w->nall - n) * sizeof *w->all_ids);
-    memmove(w->all_locs, w->all_locs + n, (w->nall - n) * sizeof *w->all_locs);
+    if (w->nall > n) {    /* else nothing stays, and the arrays may be NULL: memmove of NULL is UB */
+        memmove(w->all_ids, w->all_ids + n, (w->nall - n) * sizeof *w->all_ids);
+        memmove(w->all_locs, w->all_locs + n, (w->nall - n) * sizeof *w->all_locs);
+    }
     w->nall -= n;
     w->generation++;
     return 0;
