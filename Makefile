@@ -50,7 +50,7 @@ help:
 	@echo "make bench-gc   cairn gc over fleets of 1k, 10k, 100k sandboxes (BENCH_GC_SIZES)"
 	@echo "make install    cairn, its man page, the systemd units (PREFIX=/usr/local, DESTDIR=)"
 	@echo "make reliability every crash point and fault, fuzzing, collisions, sanitizers: one table,"
-	@echo "                kept in docs/reliability.md (~45 min)"
+	@echo "                kept in docs/reliability.md (~1 h)"
 
 deps:
 	@tools/deps.sh build
