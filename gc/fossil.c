@@ -62,25 +62,8 @@ static int vec_has(const vec *v, uint64_t x)
 /* The chunk ids every manifest in the bucket names now. */
 static int mark_all(store_t *s, store_idset *live, store_err *e)
 {
-    char (*ids)[STORE_SNAPID_LEN] = NULL;
-    size_t n = 0;
-    int rc = store_manifest_list(s, &ids, &n, NULL, NULL, e);
-    for (size_t i = 0; !rc && i < n; i++) {
-        store_snapshot *snap = NULL;
-        store_err le;
-        int lr = store_snapshot_load(s, ids[i], &snap, &le);
-        if (lr == -ENOENT) continue;        /* dropped meanwhile */
-        if (lr) {
-            rc = store_errf(e, lr, "%s; gc will not sweep until fsck is clean", le.msg);
-            break;
-        }
-        for (int b = 0; !rc && b < snap->nblobs; b++)
-            for (uint64_t k = 0; !rc && k < snap->blobs[b].npages; k++)
-                if (store_idset_add(live, &snap->blobs[b].ids[k])) rc = store_errf(e, -ENOMEM, "out of memory");
-        store_snapshot_free(snap);
-    }
-    free(ids);
-    return rc;
+    size_t added;
+    return gc_mark_live(s, live, NULL, NULL, 0, &added, e);
 }
 
 static void footers_free(store_footer *v, size_t n)

@@ -54,6 +54,13 @@ void gc_strmap_free(gc_strmap *m);
  * the disk pages they use. */
 STORE_MUST_USE int gc_files_only(store_t *s, const store_snapshot *src, store_snapshot **out, store_err *e);
 
+/* Adds to live the chunk ids of every manifest in the store not yet in seen (seen may be
+ * NULL: every manifest) and not named in skip; each manifest marked goes into seen and
+ * counts in *added. A manifest dropped since the listing is skipped; an unreadable one
+ * fails the mark (nothing may be swept while we cannot know what it needs). */
+STORE_MUST_USE int gc_mark_live(store_t *s, store_idset *live, store_idset *seen, const char *const *skip,
+                                size_t nskip, size_t *added, store_err *e);
+
 /* sweep.c */
 typedef struct {
     int dry_run;

@@ -45,8 +45,7 @@ static store_id snap_key(const char *id)
     return k;
 }
 
-/* Adds the ids of every manifest not yet seen (and not skipped) to live. */
-static int mark(store_t *s, store_idset *live, store_idset *seen, const char *const *skip, size_t nskip,
+int gc_mark_live(store_t *s, store_idset *live, store_idset *seen, const char *const *skip, size_t nskip,
                 size_t *added, store_err *e)
 {
     char (*ids)[STORE_SNAPID_LEN] = NULL;
@@ -61,7 +60,7 @@ static int mark(store_t *s, store_idset *live, store_idset *seen, const char *co
     if (!rc) rc = store_manifest_list(s, &ids, &n, NULL, NULL, e);
     for (size_t i = 0; !rc && i < n; i++) {
         store_id key = snap_key(ids[i]);
-        if (store_idset_has(seen, &key) || (skipset && store_idset_has(skipset, &key))) continue;
+        if ((seen && store_idset_has(seen, &key)) || (skipset && store_idset_has(skipset, &key))) continue;
         store_snapshot *snap = NULL;
         store_err le;
         int lr = store_snapshot_load(s, ids[i], &snap, &le);
@@ -75,7 +74,7 @@ static int mark(store_t *s, store_idset *live, store_idset *seen, const char *co
             for (uint64_t k = 0; !rc && k < snap->blobs[b].npages; k++)
                 if (store_idset_add(live, &snap->blobs[b].ids[k])) rc = store_errf(e, -ENOMEM, "out of memory");
         store_snapshot_free(snap);
-        if (!rc && store_idset_add(seen, &key)) rc = store_errf(e, -ENOMEM, "out of memory");
+        if (!rc && seen && store_idset_add(seen, &key)) rc = store_errf(e, -ENOMEM, "out of memory");
         (*added)++;
     }
     free(ids);
@@ -267,7 +266,7 @@ int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e
     store_idset *live = store_idset_new(), *seen = store_idset_new();
     size_t added = 0;
     if (!live || !seen) rc = store_errf(e, -ENOMEM, "out of memory");
-    if (!rc) rc = mark(s, live, seen, o->skip_manifests, o->nskip, &added, e);
+    if (!rc) rc = gc_mark_live(s, live, seen, o->skip_manifests, o->nskip, &added, e);
     cand *cs = calloc(o->npacks ? o->npacks : 1, sizeof *cs);
     size_t nc = 0;
     uint64_t rewrite_bytes = 0;
@@ -333,7 +332,7 @@ int gc_sweep(const char *dir, const gc_sweep_opts *o, gc_result *r, store_err *e
             }
             store_t *w2 = NULL;
             if ((rc = store_open(dir, STORE_WRITE, &w2, e))) break;
-            rc = mark(w2, live, seen, NULL, 0, &added, e);
+            rc = gc_mark_live(w2, live, seen, NULL, 0, &added, e);
             if (!rc && first_section) rc = store_remove_temps(w2, e);
             first_section = 0;
             size_t budget = 0;
