@@ -294,6 +294,7 @@ typedef struct {
     char path[4200];
     api_token *v;
     size_t n, cap;
+    int64_t torn_at;           /* the file's bytes up to a torn line (cut before an append), or -1 */
 } api_shares;
 
 /* Reads STORE/shares.log (expired lines are dropped from it); a damaged line is -EINVAL. */

@@ -101,12 +101,14 @@ static int rewrite(api_shares *sh, const api_token *v, size_t n, store_err *e)
     if (!all) return store_errf(e, -ENOMEM, "out of memory");
     int rc = api_file_replace(sh->path, all, len, e);
     free(all);
+    if (!rc) sh->torn_at = -1;
     return rc;
 }
 
 int api_shares_open(api_shares *sh, const char *store, store_err *e)
 {
     memset(sh, 0, sizeof *sh);
+    sh->torn_at = -1;
     pthread_mutex_init(&sh->mu, NULL);
     if (snprintf(sh->path, sizeof sh->path, "%s/shares.log", store) >= (int)sizeof sh->path)
         return store_errf(e, -ENAMETOOLONG, "store path too long");
@@ -116,8 +118,10 @@ int api_shares_open(api_shares *sh, const char *store, store_err *e)
     size_t cap = 0, lines = 0;
     ssize_t n;
     int rc = 0, lineno = 0;
-    int64_t now = store_now_ms();
+    int64_t now = store_now_ms(), good = 0;
     while (!rc && (n = getline(&line, &cap, f)) >= 0) {
+        if (n > 0 && line[n - 1] != '\n') sh->torn_at = good;   /* the last line only */
+        good += n;
         lineno++;
         lines++;
         json_t *j = json_loadb(line, (size_t)n, 0, NULL);
@@ -148,7 +152,8 @@ int api_shares_open(api_shares *sh, const char *store, store_err *e)
     free(line);
     fclose(f);
     if (!rc && lines > sh->n) {
-        /* Expired shares (and a torn line) go now; failing that only keeps dead lines. */
+        /* Expired shares (and a torn line) go now; failing that only keeps dead lines (a
+         * torn one is cut before the next append). */
         store_err we;
         if (rewrite(sh, sh->v, sh->n, &we))
             fprintf(stderr, "cairn serve: warning: %s keeps %zu expired lines: %s\n", sh->path, lines - sh->n, we.msg);
@@ -182,9 +187,18 @@ int api_share_add(api_shares *sh, const char *tenant, const char *sandbox, const
     int fd = open(sh->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) rc = store_errf(e, -errno, "%s: %s", sh->path, strerror(errno));
     else {
+        /* A short write (a full disk) must not stay: the next line would be glued to the
+         * torn one and the file would no longer load (the server could not restart). */
         size_t len = strlen(line);
-        if (write(fd, line, len) != (ssize_t)len || fsync(fd) < 0)
-            rc = store_errf(e, -EIO, "%s: cannot append: %s", sh->path, strerror(errno));
+        if (sh->torn_at >= 0 && ftruncate(fd, sh->torn_at) == 0) sh->torn_at = -1;
+        off_t end = sh->torn_at >= 0 ? -1 : lseek(fd, 0, SEEK_END);
+        ssize_t w = end < 0 ? -1 : write(fd, line, len);
+        int err = end < 0 || w < 0 ? errno : w != (ssize_t)len ? ENOSPC : 0;
+        if (!err && fsync(fd) < 0) err = errno;
+        if (err) {
+            rc = store_errf(e, -err, "%s: cannot append: %s", sh->path, strerror(err));
+            if (end >= 0 && w > 0 && ftruncate(fd, end) < 0) sh->torn_at = end;   /* cut at the next add */
+        }
         if (close(fd) < 0 && !rc) rc = store_errf(e, -errno, "%s: %s", sh->path, strerror(errno));
     }
     if (!rc && push(sh, &t)) rc = store_errf(e, -ENOMEM, "out of memory");

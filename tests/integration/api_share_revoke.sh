@@ -75,4 +75,41 @@ expect_status 200 GET /v1/shared/files "$S4"
 [ -z "$(ls "$S" | grep 'shares.*tmp')" ] || fail "a temp file of shares.log was left: $(ls "$S")"
 [ "$(stat -c %a "$S/shares.log")" = 600 ] || fail "shares.log is not 0600"
 serve_stop
+
+log "a share refused on a full disk leaves no torn line: the server restarts, later shares work"
+# (HOSTILE2.md 1) A short append used to stay in shares.log; the next share was glued to it
+# and the server no longer started ("line N is not a share record").
+M=$T/mnt
+mkdir -p "$M"
+if mount -t tmpfs -o size=40m cairn-shares "$M" 2>"$T/mount.err"; then
+    at_exit "umount -l '$M' 2>/dev/null"
+    S=$M/store
+    must cairn init --store "$S" >/dev/null
+    echo '{"snapshot_roots": ["'"$IN"'"], "restore_roots": []}' >"$S/serve.json"
+    ORCH=$(token orchestrator orch)
+    serve_start "$S"
+    expect_status 201 POST /v1/snapshots "$ORCH" '{"tenant":"t1","sandbox":"sb1","memory":"'"$IN"'/mem","disk":"'"$IN"'/a.img"}'
+    share sb1; F1=$SHARE
+    dd if=/dev/zero of="$M/filler" bs=4k 2>/dev/null || true     # the disk is full now
+    refused=0
+    for i in $(seq 40); do
+        code=$(req POST /v1/sandboxes/sb1/shares "$ORCH" '{}')
+        [ "$code" = 201 ] && continue
+        assert_eq "$code" 500 "status of a share on a full disk"
+        assert_grep 'space' "$T/body" "the refusal says the disk is full"
+        refused=1
+        break
+    done
+    [ "$refused" = 1 ] || fail "40 shares fitted on a full 40 MiB disk"
+    [ -z "$(tail -c 1 "$S/shares.log" | tr -d '\n')" ] || fail "shares.log ends in a torn line after a refused share"
+    rm -f "$M/filler"
+    share sb1; F2=$SHARE
+    serve_stop
+    serve_start "$S"
+    expect_status 200 GET /v1/shared/files "$F1"
+    expect_status 200 GET /v1/shared/files "$F2"
+    serve_stop
+else
+    log "skipped: cannot mount a tmpfs ($(cat "$T/mount.err"))"
+fi
 log "ok"
