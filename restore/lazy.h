@@ -49,6 +49,7 @@ int restore_pages_open(const char *dir, const char *id, const char *blob, uint64
 void restore_pages_close(restore_pages *p);
 uint64_t restore_pages_size(const restore_pages *p);        /* the blob's byte size */
 uint64_t restore_pages_count(const restore_pages *p);       /* its pages (last one padded) */
+/* The snapshot's metadata; only this blob's recipe is loaded (the others' ids are NULL). */
 const store_snapshot *restore_pages_snapshot(const restore_pages *p);
 /* 1 if page pg is a zero page (from the recipe; no store access). pg < count. */
 int restore_pages_is_zero(const restore_pages *p, uint64_t pg);

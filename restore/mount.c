@@ -115,18 +115,13 @@ static int snapshot_meta(view *v, const char *id, const store_snapshot **out)
     store_err e;
     store_t *s = index_view(v, &e);
     if (!s) return -EIO;
-    store_snapshot *snap = NULL;
-    int rc = store_snapshot_load(s, id, &snap, &e);
+    store_manifest *m = NULL;
+    int rc = store_manifest_open(s, id, &m, &e);     /* no recipe expanded: names and sizes */
     if (rc) {
         if (rc != -ENOENT) logf_("%s", e.msg);
         return rc == -ENOENT ? -ENOENT : -EIO;
     }
-    for (int i = 0; i < snap->nblobs; i++) {
-        free(snap->blobs[i].ids);
-        snap->blobs[i].ids = NULL;
-    }
-    store_findex_free(snap->files);
-    snap->files = NULL;
+    store_snapshot *snap = store_manifest_take(m);
     store_snapshot_free(victim->snap);
     snprintf(victim->id, sizeof victim->id, "%s", id);
     victim->snap = snap;

@@ -95,13 +95,23 @@ int restore_pages_open(const char *dir, const char *id, const char *blob, uint64
     }
     if (!rc) rc = store_open(dir, STORE_PEEK, &p->stores[0], e);
     if (!rc) p->nstores = 1;
-    if (!rc) rc = store_snapshot_load(p->stores[0], id, &p->snap, e);
+    /* Only this blob's recipe is expanded: the others (the memory's, when a view opens the
+     * disk) would cost time in proportion to the VM's size for nothing. */
+    store_manifest *m = NULL;
+    if (!rc) rc = store_manifest_open(p->stores[0], id, &m, e);
     if (!rc) {
-        p->b = store_blob_find(p->snap, blob);
-        if (!p->b) rc = store_errf(e, -ENOENT, "snapshot %s has no %s", id, blob);
-        else if (p->snap->kind == STORE_KIND_FILES && strcmp(blob, "disk"))
+        const store_snapshot *snap = store_manifest_snapshot(m);
+        if (!store_blob_find(snap, blob)) rc = store_errf(e, -ENOENT, "snapshot %s has no %s", id, blob);
+        else if (snap->kind == STORE_KIND_FILES && strcmp(blob, "disk"))
             rc = store_errf(e, -ENOENT, "snapshot %s is files-only (reclaimed): no %s", id, blob);
     }
+    if (!rc) rc = store_manifest_expand(m, blob, e);
+    if (!rc) {
+        p->snap = store_manifest_take(m);
+        m = NULL;
+        p->b = store_blob_find(p->snap, blob);
+    }
+    store_manifest_free(m);
     if (!rc) {
         p->nwin = (p->b->npages + WIN - 1) / WIN;
         p->win = calloc(p->nwin ? p->nwin : 1, sizeof *p->win);

@@ -221,8 +221,22 @@ int manifest_encode(const store_snapshot *snap, const uint64_t *packs, size_t np
     return 0;
 }
 
-int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64_t **packs,
-                    size_t *npacks, store_err *e)
+/* Where one blob's compressed recipe lies in a manifest buffer. */
+typedef struct {
+    const uint8_t *z;
+    uint64_t zl, rl;
+} recipe_ref;
+
+struct store_manifest {
+    uint8_t *buf;               /* the whole file: refs point into it */
+    store_snapshot *snap;       /* blobs' ids NULL until expanded */
+    recipe_ref refs[STORE_MAX_BLOBS];
+};
+
+/* Checks magic, checksum and metadata, and finds each blob's recipe without expanding
+ * it: the part of a decode that does not grow with the blobs' sizes (but the checksum). */
+static int decode_head(const uint8_t *buf, size_t len, store_snapshot **out, recipe_ref *refs,
+                       uint64_t **packs, size_t *npacks, store_err *e)
 {
     *out = NULL;
     if (len < 32 || memcmp(buf, MANIFEST_MAGIC, 8) || memcmp(buf + len - 8, MANIFEST_END, 8))
@@ -278,12 +292,7 @@ int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64
             rc = -EBADMSG;
             break;
         }
-        b->ids = calloc(b->npages ? b->npages : 1, sizeof *b->ids);
-        uint8_t *raw = malloc(rl ? rl : 1);
-        if (!b->ids || !raw) rc = -ENOMEM;
-        else if (ZSTD_decompress(raw, rl, p, zl) != rl) rc = -EBADMSG;
-        else rc = recipe_decode(raw, rl, b);
-        free(raw);
+        refs[i] = (recipe_ref){.z = p, .zl = zl, .rl = rl};
         p += zl;
     }
     if (!rc && packs) {
@@ -303,6 +312,112 @@ int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64
     return 0;
 }
 
+/* Expands one recipe into b->ids (allocated here). */
+static int recipe_expand(const recipe_ref *r, store_blob *b)
+{
+    b->ids = calloc(b->npages ? b->npages : 1, sizeof *b->ids);
+    uint8_t *raw = malloc(r->rl ? r->rl : 1);
+    int rc = 0;
+    if (!b->ids || !raw) rc = -ENOMEM;
+    else if (ZSTD_decompress(raw, r->rl, r->z, r->zl) != r->rl) rc = -EBADMSG;
+    else rc = recipe_decode(raw, r->rl, b);
+    free(raw);
+    if (rc) {
+        free(b->ids);
+        b->ids = NULL;
+    }
+    return rc;
+}
+
+int manifest_decode(const uint8_t *buf, size_t len, store_snapshot **out, uint64_t **packs,
+                    size_t *npacks, store_err *e)
+{
+    recipe_ref refs[STORE_MAX_BLOBS];
+    store_snapshot *snap = NULL;
+    int rc = decode_head(buf, len, &snap, refs, packs, npacks, e);
+    if (rc) return rc;
+    for (int i = 0; !rc && i < snap->nblobs; i++) rc = recipe_expand(&refs[i], &snap->blobs[i]);
+    if (rc) {
+        store_snapshot_free(snap);
+        if (packs) {
+            free(*packs);
+            *packs = NULL;
+        }
+        return store_errf(e, rc, rc == -ENOMEM ? "out of memory" : "manifest is malformed");
+    }
+    *out = snap;
+    return 0;
+}
+
+/* Reads manifests/ID.cmf through the backend. */
+static int manifest_read(store_t *s, const char *id, uint8_t **buf, size_t *len, store_err *e)
+{
+    if (store_snapid_valid(id))
+        return store_errf(e, -EINVAL, "'%s' is not a snapshot id (20 hex digits)", id);
+    char name[64];
+    snprintf(name, sizeof name, "manifests/%s.cmf", id);
+    store_err ge;
+    int rc = obj_get(s, name, buf, len, &ge);
+    if (rc == -ENOENT) return store_errf(e, -ENOENT, "no snapshot %s in %s", id, s->be->where);
+    if (rc) return store_errf(e, rc, "snapshot %s: reading its manifest: %s", id, ge.msg);
+    return 0;
+}
+
+int store_manifest_open(store_t *s, const char *id, store_manifest **out, store_err *e)
+{
+    *out = NULL;
+    store_manifest *m = calloc(1, sizeof *m);
+    if (!m) return store_errf(e, -ENOMEM, "out of memory");
+    size_t len = 0;
+    int rc = manifest_read(s, id, &m->buf, &len, e);
+    store_err me;
+    if (!rc && (rc = decode_head(m->buf, len, &m->snap, m->refs, NULL, NULL, &me)))
+        store_errf(e, rc, "snapshot %s: %s", id, me.msg);
+    if (!rc && strcmp(m->snap->id, id))
+        rc = store_errf(e, -EBADMSG, "snapshot %s: its manifest names another snapshot", id);
+    if (rc) {
+        store_manifest_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+const store_snapshot *store_manifest_snapshot(const store_manifest *m)
+{
+    return m->snap;
+}
+
+int store_manifest_expand(store_manifest *m, const char *blob, store_err *e)
+{
+    for (int i = 0; i < m->snap->nblobs; i++) {
+        store_blob *b = &m->snap->blobs[i];
+        if (strcmp(b->name, blob)) continue;
+        if (b->ids) return 0;
+        int rc = recipe_expand(&m->refs[i], b);
+        if (rc) return store_errf(e, rc, "snapshot %s: %s", m->snap->id,
+                                  rc == -ENOMEM ? "out of memory" : "manifest is malformed");
+        return 0;
+    }
+    return store_errf(e, -ENOENT, "snapshot %s has no %s", m->snap->id, blob);
+}
+
+store_snapshot *store_manifest_take(store_manifest *m)
+{
+    store_snapshot *snap = m->snap;
+    m->snap = NULL;
+    store_manifest_free(m);
+    return snap;
+}
+
+void store_manifest_free(store_manifest *m)
+{
+    if (!m) return;
+    free(m->buf);
+    store_snapshot_free(m->snap);
+    free(m);
+}
+
 int manifest_load_path(const char *path, store_snapshot **out, store_err *e)
 {
     uint8_t *buf = NULL;
@@ -317,16 +432,10 @@ int manifest_load_path(const char *path, store_snapshot **out, store_err *e)
 int store_snapshot_load(store_t *s, const char *id, store_snapshot **out, store_err *e)
 {
     *out = NULL;
-    if (store_snapid_valid(id))
-        return store_errf(e, -EINVAL, "'%s' is not a snapshot id (20 hex digits)", id);
-    char name[64];
-    snprintf(name, sizeof name, "manifests/%s.cmf", id);
     uint8_t *buf = NULL;
     size_t len = 0;
-    store_err ge;
-    int rc = obj_get(s, name, &buf, &len, &ge);
-    if (rc == -ENOENT) return store_errf(e, -ENOENT, "no snapshot %s in %s", id, s->be->where);
-    if (rc) return store_errf(e, rc, "snapshot %s: reading its manifest: %s", id, ge.msg);
+    int rc = manifest_read(s, id, &buf, &len, e);
+    if (rc) return rc;
     store_err me;
     rc = manifest_decode(buf, len, out, NULL, NULL, &me);
     free(buf);

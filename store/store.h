@@ -233,6 +233,20 @@ const char *store_template_name(const char *sandbox);
 /* Loads a snapshot's manifest (checksum verified). -ENOENT if there is no such snapshot. */
 STORE_MUST_USE int store_snapshot_load(store_t *s, const char *id, store_snapshot **out, store_err *e);
 
+/* A manifest loaded in two steps, for readers that need one blob's recipe or none (a lazy
+ * wake: expanding every recipe costs time in proportion to the VM's size). open reads the
+ * file and checks its magic, checksum and metadata, as store_snapshot_load does; the
+ * snapshot it shows has every blob's ids NULL until expand(blob) fills that blob's (the
+ * same checks as a full load: a malformed recipe is -EBADMSG). take hands the snapshot
+ * over (the caller frees it with store_snapshot_free) and frees the rest; free drops all.
+ * Not thread-safe: one caller at a time. */
+typedef struct store_manifest store_manifest;
+STORE_MUST_USE int store_manifest_open(store_t *s, const char *id, store_manifest **out, store_err *e);
+const store_snapshot *store_manifest_snapshot(const store_manifest *m);
+STORE_MUST_USE int store_manifest_expand(store_manifest *m, const char *blob, store_err *e);
+store_snapshot *store_manifest_take(store_manifest *m);
+void store_manifest_free(store_manifest *m);
+
 /* The newest snapshot of a sandbox into id_out; -ENOENT if it has none. */
 STORE_MUST_USE int store_snapshot_latest(store_t *s, const char *sandbox, char id_out[STORE_SNAPID_LEN],
                           store_err *e);

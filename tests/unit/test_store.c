@@ -129,6 +129,27 @@ static void test_ingest_restore(store_t *s)
     CHECK(snap_ingest(s, &r, &snap, &e) == 0);
     CHECK(snap && snap->new_chunks == 0 && snap->new_bytes == 0 && !strcmp(snap->parent, id1));
     store_snapshot_free(snap);
+    /* Two-step load (lazy readers): metadata first, recipes not expanded; then one blob's,
+     * the same ids as a full load. */
+    store_snapshot *full = NULL;
+    store_manifest *m = NULL;
+    CHECK(store_snapshot_load(s, id1, &full, &e) == 0);
+    CHECK(store_manifest_open(s, id1, &m, &e) == 0);
+    if (full && m) {
+        const store_snapshot *ms = store_manifest_snapshot(m);
+        CHECK(ms->nblobs == 1 && ms->blobs[0].ids == NULL && ms->blobs[0].size == full->blobs[0].size &&
+              !strcmp(ms->sandbox, "sb"));
+        CHECK(store_manifest_expand(m, "disk", &e) == -ENOENT);
+        CHECK(store_manifest_expand(m, "memory", &e) == 0);
+        CHECK(ms->blobs[0].ids && !memcmp(ms->blobs[0].ids, full->blobs[0].ids, full->blobs[0].npages * 16));
+        store_snapshot *taken = store_manifest_take(m);
+        m = NULL;
+        CHECK(taken && taken->blobs[0].ids);
+        store_snapshot_free(taken);
+    }
+    store_manifest_free(m);
+    store_snapshot_free(full);
+    CHECK(store_manifest_open(s, "0123456789abcdef0123", &m, &e) == -ENOENT && !m);
     CHECK(restore_snapshot(s, id1, tmp_path("out"), NULL, NULL, &e) == 0);
     CHECK(files_equal(tmp_path("mem"), tmp_path("out/memory")));
     struct stat st;
