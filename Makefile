@@ -104,6 +104,11 @@ $(BUILD)/cairn-apiload: tools/bench/apiload.c | $(DEPS_OK)
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -o $@ $<
 
+# The page server's ceiling on this machine (tools/bench_lazy.sh): benchmark tooling.
+$(BUILD)/cairn-uffd-ceiling: tools/bench/uffd_ceiling.c | $(DEPS_OK)
+	@mkdir -p $(@D)
+	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -o $@ $<
+
 # The gc benchmark's fleet maker (tools/bench_gc.sh): benchmark tooling, not the product.
 $(BUILD)/cairn-gcfleet: $(BUILD)/tools/bench/gcfleet.o $(BUILD)/libcairn.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -141,7 +146,7 @@ e2e: all
 demo: all
 	BUILD=$(BUILD) tools/demo.sh
 
-bench: all $(BUILD)/cairn-apiload
+bench: all $(BUILD)/cairn-apiload $(BUILD)/cairn-uffd-ceiling
 	@tools/deps.sh bench
 	BUILD=$(BUILD) tools/bench.sh
 	BUILD=$(BUILD) tools/bench_api.sh

@@ -55,6 +55,11 @@ const store_snapshot *restore_pages_snapshot(const restore_pages *p);
 int restore_pages_is_zero(const restore_pages *p, uint64_t pg);
 /* Copies page pg (STORE_PAGE bytes, the last one zero-padded) into out. */
 int restore_pages_get(restore_pages *p, uint64_t pg, void *out, store_err *e);
+/* Copies page pg into out only if that costs no I/O: its location is known and its group
+ * is in the cache (verified as restore_pages_get verifies). 0: copied; 1: not at hand (or
+ * a zero page, or past the end): nothing read; negative: the cached bytes fail their id.
+ * For fault-around: a neighbour is worth a copy, not a decompression or a lookup. */
+int restore_pages_get_cached(restore_pages *p, uint64_t pg, void *out, store_err *e);
 /* Reads len bytes at off (clamped to the blob's end: *got says how many). */
 int restore_pages_read(restore_pages *p, uint64_t off, void *buf, size_t len, size_t *got,
                        store_err *e);
@@ -106,8 +111,9 @@ typedef struct {
     const char *socket_path;
     uint64_t cache_bytes;       /* 0: default */
     int prefetch;               /* install the snapshot's working set first (if it has one) */
-    unsigned fault_around;      /* install up to this many pages per data fault (the
-                                   following data pages; 0 or 1: only the faulted one) */
+    unsigned fault_around;      /* a fault also installs the pages after it that are at
+                                   hand, up to this many past the last faulted one (0 or 1:
+                                   none; restore/uffd.c says which pages) */
     double record_seconds;      /* record touched pages for this long after the handshake;
                                    0: do not record */
     int accept_timeout_ms;      /* a connection that sends no handshake within this is

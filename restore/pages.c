@@ -472,3 +472,25 @@ int restore_pages_read(restore_pages *p, uint64_t off, void *buf, size_t len, si
     }
     return 0;
 }
+
+int restore_pages_get_cached(restore_pages *p, uint64_t pg, void *out, store_err *e)
+{
+    if (pg >= p->b->npages || store_id_is_zero(&p->b->ids[pg])) return 1;
+    uint64_t w = pg / WIN;
+    pthread_mutex_t *m = &p->wmu[w % STRIPES];
+    store_loc loc;
+    pthread_mutex_lock(m);
+    window *wp = p->win[w];
+    int st = wp ? wp->st[pg % WIN] : LOC_UNKNOWN;
+    if (st == LOC_FOUND) loc = wp->loc[pg % WIN];
+    pthread_mutex_unlock(m);
+    if (st != LOC_FOUND || !cache_copy(p, &loc, out)) return 1;
+    p->cache_hits++;
+    store_id id;
+    store_chunk_id(current_store(p), out, &id);
+    if (memcmp(&id, &p->b->ids[pg], sizeof id))
+        return store_errf(e, -EBADMSG, "snapshot %s: %s: cached page at offset %llu does not match its id",
+                          p->snap->id, p->b->name, (unsigned long long)pg * STORE_PAGE);
+    p->pages_data++;
+    return 0;
+}

@@ -45,7 +45,8 @@
 #define MAX_PENDING 16          /* connections waiting to complete a handshake at once */
 #define MAX_THREADS 16
 #define DEFAULT_THREADS 2
-#define BATCH_MAX 16            /* events read at once, and pages of one batched copy */
+#define BATCH_MAX 64            /* events read at once */
+#define RUN_MAX 64              /* pages of one copy: faults side by side + fault-around */
 
 typedef struct {
     restore_region g;
@@ -65,7 +66,7 @@ typedef struct {
     int wake_fd;                /* eventfd: written once to wake every thread at stop */
     region *rg;
     size_t nrg;
-    uint64_t maxps;             /* the largest unit, or a whole fault-around run */
+    uint64_t maxps;             /* the largest unit */
     pthread_rwlock_t rm_lock;   /* see the top: exclusive to read events, shared to copy */
     _Atomic int stop;
     _Atomic uint64_t prefetched;
@@ -134,29 +135,8 @@ static int fill_unit(server *sv, uint64_t fo, uint64_t ps, uint8_t *buf, int *al
     return 0;
 }
 
-/* Installs the unit at addr (aligned) with zeros or the snapshot's bytes. Returns 0,
- * -EAGAIN (a remove is pending: retry after reading events), or another error. */
-/* With fault-around, the data pages that follow a faulted data page in the same region
- * go in with it (one UFFDIO_COPY), up to o->fault_around pages: the run stops at a zero
- * page (those stay the kernel's shared zero page, installed only when touched), a removed
- * page, the region's or the file's end. A page already present stops the kernel's copy
- * there (EEXIST after a partial copy): nothing present is ever overwritten. */
-static unsigned extend_run(server *sv, region *g, uint64_t addr, uint8_t *buf, store_err *e, int *rc)
-{
-    unsigned want = sv->o->fault_around, k = 1;
-    uint64_t npages = restore_pages_count(sv->p);
-    *rc = 0;
-    while (k < want) {
-        uint64_t a = addr + (uint64_t)k * STORE_PAGE;
-        if (a - g->g.base >= g->g.size || g->removed[(a - g->g.base) / STORE_PAGE]) break;
-        uint64_t pg = (g->g.offset + (a - g->g.base)) / STORE_PAGE;
-        if (pg >= npages || restore_pages_is_zero(sv->p, pg)) break;
-        if ((*rc = restore_pages_get(sv->p, pg, buf + (size_t)k * STORE_PAGE, e))) break;
-        k++;
-    }
-    return k;
-}
-
+/* Installs the unit at addr (aligned) with zeros or the snapshot's bytes, alone. Returns
+ * 0, -EAGAIN (a remove is pending: retry after reading events), or another error. */
 /* c: the faulting thread's counts (a fault: wake its thread if the page is present
  * already), NULL for the prefetch. */
 static int install(server *sv, region *g, uint64_t addr, uint8_t *buf, counts *c_, store_err *e)
@@ -164,28 +144,19 @@ static int install(server *sv, region *g, uint64_t addr, uint8_t *buf, counts *c
     uint64_t ps = g->g.page_size, unit = (addr - g->g.base) / ps;
     uint64_t fo = g->g.offset + (addr - g->g.base);
     int zero = 1, rc = 0;
-    unsigned run = 1;
     if (!g->removed[unit]) {
         if ((rc = fill_unit(sv, fo, ps, buf, &zero, e))) return rc;
-        if (!zero && ps == STORE_PAGE && sv->o->fault_around > 1) {
-            run = extend_run(sv, g, addr, buf, e, &rc);
-            if (rc) return rc;
-        }
     } else {
         memset(buf, 0, ps);
     }
     int ioc;
-    struct uffdio_copy c = {.dst = addr, .src = (uint64_t)(uintptr_t)buf, .len = ps * run};
+    struct uffdio_copy c = {.dst = addr, .src = (uint64_t)(uintptr_t)buf, .len = ps};
     if (zero && ps == STORE_PAGE) {
         struct uffdio_zeropage z = {.range = {.start = addr, .len = ps}};
         ioc = ioctl(sv->uffd, UFFDIO_ZEROPAGE, &z);
     } else {
         /* Huge pages have no zero-page ioctl: a copy of zeros. */
         ioc = ioctl(sv->uffd, UFFDIO_COPY, &c);
-    }
-    if (ioc < 0 && run > 1 && c.copy > 0) {
-        ioc = 0;                               /* the faulted page and some after it went in */
-        run = (unsigned)((uint64_t)c.copy / ps);
     }
     if (ioc < 0) {
         int err = errno;
@@ -203,7 +174,6 @@ static int install(server *sv, region *g, uint64_t addr, uint8_t *buf, counts *c
         return store_errf(e, -err, "installing the page at %#llx: %s", (unsigned long long)addr, strerror(err));
     }
     if (c_) {
-        c_->around += run - 1;
         c_->faults++;
         if (zero) c_->faults_zero++;
     }
@@ -271,49 +241,85 @@ static void mark_removed(server *sv, uint64_t start, uint64_t end)
     sv->r->removed_bytes += end - start;
 }
 
-/* Faults on consecutive data pages read in one batch (vCPUs, or threads walking memory
- * side by side) go in with one UFFDIO_COPY, which wakes every one of them: one ioctl and
- * one wake-up pass instead of one each. fa: page addresses, sorted, no duplicates.
- * Returns how many of fa[0..n) it answered; 0 when fa[0] starts no such run or the copy
- * went in for none of them (the caller then answers fa[0] alone, as any fault: it retries
- * on EAGAIN, wakes on EEXIST, reports errors). */
+/* Runs: the faults of one batch that lie side by side (vCPUs, or threads walking memory
+ * together), and with fault-around the pages that follow a faulted one, go in with one
+ * ioctl (UFFDIO_COPY for data, UFFDIO_ZEROPAGE for zero pages), which wakes every thread
+ * waiting in the range: one ioctl and one wake-up pass instead of one each. A guest
+ * faults far less often than it touches pages, and the kernel's fault and wake-up are
+ * most of a fault's cost (docs/lazy-wake.md).
+ *
+ * What a run may hold: pages of one region (never past its end: the next region's memory
+ * is another mapping, and its file offset another range), of one kind (data or zero: a
+ * zero page stays the kernel's shared zero page, and data is never written as zeros),
+ * none removed by the balloon (checked under rm_lock with the ioctl, see the top). A
+ * neighbour nobody faulted goes in only if it is at hand (restore_pages_get_cached: its
+ * group decompressed already; a guess is worth a copy, not a decompression) and lies
+ * within fault_around pages of a faulted page. A page present already (the guest has it,
+ * maybe written since) stops the kernel's copy there: the pages before it went in, nothing
+ * present is overwritten, and the faults after it are answered as any other.
+ *
+ * fa: page addresses, sorted, no duplicates. Returns how many of fa[0..n) it answered;
+ * 0 when fa[0] is a removed or huge page, outside every region, or the ioctl installed
+ * nothing (the caller then answers fa[0] alone, as any fault: zeros if removed, a retry
+ * on EAGAIN, a wake on EEXIST, errors reported). */
 static size_t answer_run(server *sv, const uint64_t *fa, size_t n, uint8_t *buf, counts *c, store_err *e,
                          int *rc)
 {
     *rc = 0;
-    if (n < 2 || sv->o->fault_around > 1) return 0;
+    unsigned around = sv->o->fault_around > 1 ? sv->o->fault_around : 1;
     region *g = find_region(sv, fa[0]);
     if (!g || g->g.page_size != STORE_PAGE) return 0;
-    size_t k = 1;
-    while (k < n && k < BATCH_MAX && fa[k] == fa[0] + k * STORE_PAGE && fa[k] - g->g.base < g->g.size) k++;
-    if (k < 2) return 0;                         /* checked first: nothing fetched for nothing */
-    uint64_t npages = restore_pages_count(sv->p);
-    size_t m = 0;
-    while (m < k) {
-        uint64_t pg = (g->g.offset + (fa[m] - g->g.base)) / STORE_PAGE;
-        if (pg >= npages || restore_pages_is_zero(sv->p, pg)) break;     /* zero pages: ZEROPAGE */
-        if ((*rc = restore_pages_get(sv->p, pg, buf + m * STORE_PAGE, e))) return 0;
-        m++;
-    }
-    if (m < 2) return 0;
-    pthread_rwlock_rdlock(&sv->rm_lock);
-    for (size_t j = 0; j < m; j++)
-        if (g->removed[(fa[j] - g->g.base) / STORE_PAGE]) {
-            m = j;                                /* from here on: zeros, answered alone */
-            break;
+    uint64_t npages = restore_pages_count(sv->p), u0 = (fa[0] - g->g.base) / STORE_PAGE;
+    uint64_t pg0 = g->g.offset / STORE_PAGE + u0;
+    int zero = pg0 >= npages || restore_pages_is_zero(sv->p, pg0);
+    if (!zero && (*rc = restore_pages_get(sv->p, pg0, buf, e))) return 0;
+    size_t k = 1, j = 1, lastf = 0;     /* pages in the run; next fault of fa; last faulted page */
+    while (k < RUN_MAX && u0 + k < g->g.size / STORE_PAGE) {
+        int faulted = j < n && fa[j] == fa[0] + k * STORE_PAGE;
+        if (!faulted && k - lastf >= around) break;
+        uint64_t pg = pg0 + k;
+        if ((pg >= npages || restore_pages_is_zero(sv->p, pg)) != zero) break;
+        if (!zero) {
+            int r = faulted ? restore_pages_get(sv->p, pg, buf + k * STORE_PAGE, e)
+                            : restore_pages_get_cached(sv->p, pg, buf + k * STORE_PAGE, e);
+            if (r < 0) {
+                *rc = r;
+                return 0;
+            }
+            if (r) break;                   /* not at hand: not worth a decompression */
         }
-    struct uffdio_copy cp = {.dst = fa[0], .src = (uint64_t)(uintptr_t)buf, .len = m * STORE_PAGE};
-    int ioc = m >= 2 ? ioctl(sv->uffd, UFFDIO_COPY, &cp) : -1;
+        if (faulted) {
+            lastf = k;
+            j++;
+        }
+        k++;
+    }
+    pthread_rwlock_rdlock(&sv->rm_lock);
+    size_t m = 0;
+    while (m < k && !g->removed[u0 + m]) m++;
+    uint64_t done = 0;
+    if (m > 0 && zero) {
+        struct uffdio_zeropage z = {.range = {.start = fa[0], .len = m * STORE_PAGE}};
+        if (ioctl(sv->uffd, UFFDIO_ZEROPAGE, &z) == 0) done = m;
+        else if (z.zeropage > 0) done = (uint64_t)z.zeropage / STORE_PAGE;   /* stopped at a present page */
+    } else if (m > 0) {
+        struct uffdio_copy cp = {.dst = fa[0], .src = (uint64_t)(uintptr_t)buf, .len = m * STORE_PAGE};
+        if (ioctl(sv->uffd, UFFDIO_COPY, &cp) == 0) done = m;
+        else if (cp.copy > 0) done = (uint64_t)cp.copy / STORE_PAGE;
+    }
     pthread_rwlock_unlock(&sv->rm_lock);
-    if (m < 2) return 0;
-    /* A page present already stops the copy there (EEXIST after copying some): the pages
-     * before it went in and their threads are woken; the rest are answered alone. */
-    size_t done = ioc == 0 ? m : (cp.copy > 0 ? (size_t)cp.copy / STORE_PAGE : 0);
-    c->faults += done;
-    c->batched += done;
-    for (size_t j = 0; sv->rec_until > 0 && j < done && now_s() < sv->rec_until; j++)
-        record(sv, g->g.offset + (fa[j] - g->g.base));
-    return done;
+    if (!done) return 0;
+    size_t answered = 0;
+    while (answered < n && fa[answered] < fa[0] + done * STORE_PAGE) answered++;
+    c->faults += answered;
+    if (zero) c->faults_zero += answered;
+    if (answered > 1) c->batched += answered;
+    c->around += done - answered;
+    /* The working set is what the VM had: the neighbours installed with its faults too
+     * (the next wake prefetches them, instead of faulting on them again). */
+    if (sv->rec_until > 0 && now_s() < sv->rec_until)
+        for (uint64_t q = 0; q < done; q++) record(sv, g->g.offset + (fa[0] - g->g.base) + q * STORE_PAGE);
+    return answered;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -581,7 +587,7 @@ static void *serve_main(void *arg)
     uint64_t fa[BATCH_MAX];
     size_t nretry = 0, capretry = 64;
     uint64_t *retry = malloc(capretry * sizeof *retry);
-    uint8_t *buf = malloc(sv->maxps > BATCH_MAX * STORE_PAGE ? sv->maxps : BATCH_MAX * STORE_PAGE);
+    uint8_t *buf = malloc(sv->maxps > RUN_MAX * STORE_PAGE ? sv->maxps : RUN_MAX * STORE_PAGE);
     store_err e;
     /* Each thread waits on its own epoll set; the uffd is in every set with EPOLLEXCLUSIVE,
      * so one fault wakes one thread, not all of them. */
@@ -677,8 +683,10 @@ static void *serve_main(void *arg)
         }
         nretry = keep;
         if (sv->stop) continue;
-        /* Wait before every read: when faults are queued it returns at once, and it saves
-         * the read that would find nothing after a batch. */
+        /* A full read: more are likely queued, read again at once. Otherwise wait before
+         * the read: when faults are queued it returns at once, and it saves the read that
+         * would find nothing after a batch. */
+        if (n == (ssize_t)sizeof msgs && !nretry) continue;
         struct epoll_event ev[4];
         int tmo = nretry ? 1 : (t->idx == 0 && sv->rec_until > 0 && !sv->rec_saved ? 100 : -1);
         int ne = epoll_wait(ep, ev, 4, tmo);
@@ -782,8 +790,6 @@ int restore_uffd_serve(const restore_uffd_opts *o, restore_uffd_result *r, store
         if (rg[i].page_size > sv.maxps) sv.maxps = rg[i].page_size;
     }
     free(rg);
-    if (o->fault_around > 1 && (uint64_t)o->fault_around * STORE_PAGE > sv.maxps)
-        sv.maxps = (uint64_t)o->fault_around * STORE_PAGE;    /* one buffer for a whole run */
     /* Several threads read it: none may block in read() (holding rm_lock). Firecracker
      * makes it non-blocking already; the flag is the shared description's, unused by it. */
     int fl = rc ? 0 : fcntl(sv.uffd, F_GETFL);

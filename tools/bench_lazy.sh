@@ -13,11 +13,15 @@
 #            operator runs it): memory mapped private (share=off), the disk opened with
 #            snapshot=on (QEMU's copy-on-write overlay in a temp file, the FUSE file read
 #            only), vmstate read through the view; with the bytes the mount read.
-# rate: `cairn uffd-serve` against build/cairn-fc-uffd (Firecracker's side of the UFFD
-#   protocol, 4 touching threads) on a 1 GiB corpus memory file, every page touched: in
-#   order with a cache that holds every group (warm: each group decompressed once, the
-#   other pages copies), with 1 and 2 server threads; and in random order with the default
-#   cache (cold: most faults decompress a group): faults per second.
+# rate: first the machine's ceiling (build/cairn-uffd-ceiling: a page server that only
+#   answers faults from a ready buffer), then `cairn uffd-serve` against build/cairn-fc-uffd
+#   (Firecracker's side of the UFFD protocol, 4 touching threads) on 256 MiB of data pages
+#   and on a 1 GiB corpus memory (70% zero pages), every page touched: in order, once
+#   cold (each group decompressed on its first page) and once warm (every group in the
+#   server's cache), and in random order with the default cache (cold); with and without
+#   fault-around. Faults per second (faults the touching threads took) and pages per
+#   second, the server's CPU time, the load average. BENCH_LAZY_RATE_RUNS (default 3)
+#   runs of each, every run printed (this machine is shared: say the load).
 #
 # Each wake is measured BENCH_LAZY_RUNS times (default 2), the best kept.
 # Needs root (userfaultfd, drop_caches, FUSE); the wake part needs qemu-system-x86_64 and
@@ -26,10 +30,11 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$REPO/build}
 case $BUILD in /*) ;; *) BUILD=$REPO/$BUILD ;; esac
-B=$BUILD/cairn FC=$BUILD/cairn-fc-uffd
+B=$BUILD/cairn FC=$BUILD/cairn-fc-uffd CEIL=$BUILD/cairn-uffd-ceiling
 sizes=(${BENCH_LAZY_SIZES:-256M 1G 4G})
 parts=${BENCH_LAZY_PARTS:-wake rate}
 runs=${BENCH_LAZY_RUNS:-2}
+rate_runs=${BENCH_LAZY_RATE_RUNS:-3}
 W=$(mktemp -d "${TMPDIR:-/var/tmp}/cairn-bench-lazy.XXXXXX")
 mpid=
 cleanup() {
@@ -171,14 +176,23 @@ fi
 
 if [[ " $parts " == *" rate "* ]]; then
     [ -x "$FC" ] || { say "no $FC (make)"; exit 1; }
+    [ -x "$CEIL" ] || { say "no $CEIL (make $CEIL)"; exit 1; }
+    la() { cut -d' ' -f1 /proc/loadavg; }
+    # The ceiling: a page server that does nothing but answer (a ready buffer, no lookup,
+    # no decompression, no hash): what the kernel's fault and wake-up round trip allows
+    # on this machine, with 1, 2 and 4 touching threads.
+    for cfg in "1 1" "2 1" "4 1" "4 2" "4 1 --interleave" "1 1 --around 16"; do
+        read -r nt ns extra <<<"$cfg"
+        for _ in $(seq "$rate_runs"); do
+            "$CEIL" --touchers "$nt" --servers "$ns" $extra | sed 's/^/ceiling   /'
+        done
+    done
     rm -rf "$W/c" "$W/s"
     "$BUILD/cairn-corpus" --out "$W/c" --sandboxes 1 --snapshots 1 --memory-size 1G --no-disk \
         --seed 3 >/dev/null
     "$B" init --store "$W/s" >/dev/null
     id=$("$B" snapshot --store "$W/s" --tenant t --sandbox b --memory "$W/c/sb01/1/memory" --json |
          python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshot"])')
-    # warm: in order, with a cache that holds every group (each decompressed once, then
-    # 63 of 64 data pages are copies); cold: random order, the default 64 MiB cache.
     # data: 256 MiB in which every page is data (2 KiB distinct + 2 KiB zeros), so every
     # fault copies a page out of the cache (the corpus's memory is 70% zero pages).
     python3 -c 'import os, sys
@@ -186,27 +200,45 @@ with open(sys.argv[1], "wb") as f:
     for _ in range(65536): f.write(os.urandom(2048) + bytes(2048))' "$W/data.mem"
     did=$("$B" snapshot --store "$W/s" --tenant t --sandbox d --memory "$W/data.mem" --json |
           python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshot"])')
-    for cfg in "sequential 1 1024 $id" "sequential 2 1024 $id" "random 2 0 $id" "sequential 2 1024 $did"; do
-        read -r order nth cmib sid <<<"$cfg"
+    # warm: the client registers its memory twice (two VMs woken from one snapshot by one
+    # server) and touches every page of the first copy in order (cold: each group is
+    # decompressed once, on its first page), then of the second (warm: every group is in
+    # the server's cache, which holds them all). 4 touching threads side by side.
+    # random: every page once in random order with the default 64 MiB cache (cold: most
+    # data faults decompress a group). fa: --fault-around pages (0: off).
+    for cfg in "warm 1 1024 0 $did" "warm 2 1024 0 $did" "warm 1 1024 16 $did" "warm 2 1024 16 $did" \
+               "warm 1 1024 0 $id" "warm 1 1024 16 $id" "random 2 0 0 $id" "random 2 0 16 $id"; do
+        read -r order nth cmib fa sid <<<"$cfg"
         name=1G; mem=$W/c/sb01/1/memory
         [ "$sid" = "$did" ] && { name=256M-data; mem=$W/data.mem; }
-        args=(--threads "$nth"); [ "$cmib" = 0 ] || args+=(--cache-mib "$cmib")
-        "$B" uffd-serve --store "$W/s" --snapshot "$sid" --socket "$W/rate.sock" --record 0 --no-prefetch \
-            "${args[@]}" --json >"$W/rate.json" 2>"$W/rate.err" &
-        spid=$!
-        while [ ! -S "$W/rate.sock" ]; do kill -0 $spid 2>/dev/null || { cat "$W/rate.err" >&2; exit 1; }; sleep 0.01; done
-        args=(); [ $order = sequential ] && args=(--sequential)
-        "$FC" --socket "$W/rate.sock" --expect "$mem" --threads 4 --regions 1 "${args[@]}" >"$W/fc.json"
-        wait $spid
-        python3 - "$W/fc.json" "$W/rate.json" "$order" "$nth" "$cmib" "$name" <<'PY'
+        for _ in $(seq "$rate_runs"); do
+            args=(--threads "$nth" --fault-around "$fa"); [ "$cmib" = 0 ] || args+=(--cache-mib "$cmib")
+            "$B" uffd-serve --store "$W/s" --snapshot "$sid" --socket "$W/rate.sock" --record 0 --no-prefetch \
+                "${args[@]}" --json >"$W/rate.json" 2>"$W/rate.err" &
+            spid=$!
+            while [ ! -S "$W/rate.sock" ]; do kill -0 $spid 2>/dev/null || { cat "$W/rate.err" >&2; exit 1; }; sleep 0.01; done
+            args=(--sequential --warm); [ "$order" = random ] && args=()
+            "$FC" --socket "$W/rate.sock" --expect "$mem" --threads 4 --regions 1 "${args[@]}" >"$W/fc.json"
+            wait $spid
+            python3 - "$W/fc.json" "$W/rate.json" "$order" "$nth" "$cmib" "$name" "$fa" "$(la)" <<'PY'
 import json, sys
 c, s = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 assert c["mismatches"] == 0, "pages differ from the snapshot"
-data = s["faults"] - s["faults_zero"]
-print("%-9s %-10s %s server thread(s), cache %4s MiB: %7d faults (%d data) in %.3f s: %7.0f faults/s; "
-      "%d groups decompressed, %d cache hits, %d index lookups"
-      % (sys.argv[6], sys.argv[3], sys.argv[4], sys.argv[5] if sys.argv[5] != "0" else "64", s["faults"], data, c["seconds"],
-         s["faults"] / c["seconds"], s["groups_read"], s["cache_hits"], s["lookups"]))
+order, nth, cmib, name, fa, load = sys.argv[3:9]
+def row(phase, faults, secs, user, sys_):
+    cpu = user + sys_
+    print("%-9s %-11s %s srv thr, fault-around %2s, cache %4s MiB: %7d faults, %7d pages in %6.3f s: "
+          "%7.0f faults/s %7.0f pages/s; server cpu %.2f+%.2f s (%.1f us/fault); load %s"
+          % (name, phase, nth, fa, cmib if cmib != "0" else "64", faults, c["pages"], secs, faults / secs,
+             c["pages"] / secs, user, sys_, cpu * 1e6 / faults if cpu >= 0 else -1, load))
+if order == "warm":
+    row("cold-seq", c["cold_faults"], c["cold_seconds"], c["cold_server_user_s"], c["cold_server_sys_s"])
+    row("warm-seq", c["thread_faults"], c["seconds"], c["server_user_s"], c["server_sys_s"])
+else:
+    row("cold-random", c["thread_faults"], c["seconds"], c["server_user_s"], c["server_sys_s"])
+print("%-9s %-11s   server: %d groups decompressed, %d cache hits, %d index lookups, %d batched, %d around"
+      % (name, order, s["groups_read"], s["cache_hits"], s["lookups"], s["batched"], s["around"]))
 PY
+        done
     done
 fi

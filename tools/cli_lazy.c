@@ -72,7 +72,7 @@ int cmd_uffd_serve(int argc, char **argv)
     const cli_command *cc = cli_find("uffd-serve");
     if (!id || !sock) return cli_usage(cc, "--snapshot and --socket are required");
     if (store_snapid_valid(id)) return cli_usage(cc, "'%s' is not a snapshot id (20 hex digits)", id);
-    uint64_t rec = 10, cmib = 0, fa = 0, wait_s = 60, nth = 0;
+    uint64_t rec = 10, cmib = 0, fa = 16, wait_s = 60, nth = 0;
     if (record && cli_uint(record, 0, 86400, &rec))
         return cli_usage(cc, "--record takes whole seconds, 0..86400, not '%s'", record);
     if (cache && cli_uint(cache, 1, CACHE_MIB_MAX, &cmib))

@@ -39,8 +39,10 @@ wait_server() {
     [ "$rc" = "$2" ] || { cat "$T/$1.err" >&2; fail "uffd-serve $1 exited $rc, expected $2"; }
 }
 
-# 1. Four threads, two regions, random order, balloon removes during the second half.
-start_server "$id1" a
+# 1. Four threads, two regions, random order, balloon removes during the second half
+#    (removed pages are checked as the balloon removes them and again at the end).
+#    Fault-around off: one fault, one page.
+start_server "$id1" a --fault-around 0
 must "$FC" --socket "$T/a.sock" --expect "$mem1" --threads 4 --regions 2 --balloon 200 --seed 11 >"$T/fc.json"
 wait_server a 0
 assert_json 'j["mismatches"] == 0 and j["touched"] > 10000' "$T/fc.json" "every touched page matches"
@@ -51,15 +53,26 @@ assert_json 'j["cache_hits"] > j["groups_read"]' "$T/a.json" "most data pages co
 [ ! -e "$T/a.sock" ] || fail "the socket file outlived the server"
 log "4 threads: $(json 'j["touch_per_second"]' "$T/fc.json") touches/s; server: $(cat "$T/a.json")"
 
-# 1b. Fault-around: neighbours installed with a faulted page, never over a removed or
-#     present one: the same checks hold, with fewer faults.
-start_server "$id1" fa --fault-around 16
-must "$FC" --socket "$T/fa.sock" --expect "$mem1" --threads 4 --regions 2 --balloon 200 --seed 11 >"$T/fc.json"
+# 1b. Fault-around (the default, 16): neighbours installed with a faulted page, never
+#     over a removed one (removed pages still read zeros at the end) nor over a present
+#     one (every 64th page is written by the guest first: its mark must survive).
+start_server "$id1" fa
+must "$FC" --socket "$T/fa.sock" --expect "$mem1" --threads 4 --regions 2 --balloon 200 --seed 11 \
+    --write-every 64 >"$T/fc.json"
 wait_server fa 0
 assert_json 'j["mismatches"] == 0 and j["removed_pages"] > 100 and j["removed_not_zero"] == 0' "$T/fc.json" \
-    "fault-around: pages match, removed pages read zeros"
+    "fault-around: pages match, written pages kept, removed pages read zeros"
 assert_json 'j["around"] > 1000' "$T/fa.json" "fault-around installed neighbours"
 assert_cmp "$(json 'j["faults"]' "$T/fa.json")" -lt "$(json 'j["faults"]' "$T/a.json")" "fewer faults with fault-around"
+
+# 1d. Fault-around never runs past a region's end: two regions side by side in memory
+#     hold the file's second and first thirds; walked in order with long runs, a copy
+#     that crossed would put the wrong third after the boundary.
+start_server "$id1" sw --fault-around 64
+must "$FC" --socket "$T/sw.sock" --expect "$mem1" --threads 2 --swap-regions --sequential >"$T/fc.json"
+wait_server sw 0
+assert_json 'j["mismatches"] == 0 and j["touched"] > 5000' "$T/fc.json" "runs stop at a region's end"
+assert_json 'j["around"] > 1000' "$T/sw.json" "long runs were installed"
 
 # 1c. Four threads touching side by side (in order): consecutive faults read in one batch
 #     go in with one copy; bytes and removed pages still right.
