@@ -43,7 +43,8 @@ typedef struct {
 } restore_pages_stats;
 
 /* Opens blob `blob` of snapshot `id` in the store at dir. Takes a lease on the snapshot
- * (released by close). cache_bytes 0 means the default (64 MiB). */
+ * (released by close). cache_bytes 0 means the default: the blob's data pages (x 1.25),
+ * at least 64 MiB, at most 256 MiB. */
 int restore_pages_open(const char *dir, const char *id, const char *blob, uint64_t cache_bytes,
                        restore_pages **out, store_err *e);
 void restore_pages_close(restore_pages *p);

@@ -30,9 +30,12 @@
 #include "store/lease.h"
 
 #define WIN 64u
-#define WAYS 4u
+#define WAYS 16u                /* 4 ways lost a third of a cache as large as the data to
+                                   set conflicts (random faults over 1 GiB: 16k groups
+                                   decompressed for 1.1k groups; 16 ways: ~6k) */
 #define STRIPES 64u
-#define DEFAULT_CACHE (64ull << 20)
+#define CACHE_MIN (64ull << 20)         /* the default: the blob's data pages, within these */
+#define CACHE_MAX (256ull << 20)
 #define MAX_STORES 8            /* index reopens kept alive (readers may still use them) */
 
 enum { LOC_UNKNOWN, LOC_FOUND, LOC_MISSING };
@@ -72,6 +75,20 @@ struct restore_pages {
     size_t nwfree, wcap;
     _Atomic uint64_t pages_data, pages_zero, groups_read, bytes_read, cache_hits, reopens, lookups;
 };
+
+/* A cache that holds every group of the blob decompresses each once; one that holds a
+ * quarter of them, faulted in random order, decompresses most groups again for a fault in
+ * three of four (measured: 60k groups for 79k data faults over 1 GiB with 64 MiB). So the
+ * default is the blob's data (its non-zero pages, plus a quarter for set conflicts),
+ * bounded: a page server lives as long as its VM and the cache fills only as groups are
+ * read. */
+static uint64_t default_cache(const store_blob *b)
+{
+    uint64_t data = 0;
+    for (uint64_t i = 0; i < b->npages; i++) data += !store_id_is_zero(&b->ids[i]);
+    uint64_t bytes = data * STORE_PAGE / 4 * 5;
+    return bytes < CACHE_MIN ? CACHE_MIN : bytes > CACHE_MAX ? CACHE_MAX : bytes;
+}
 
 int restore_pages_open(const char *dir, const char *id, const char *blob, uint64_t cache_bytes,
                        restore_pages **out, store_err *e)
@@ -115,7 +132,7 @@ int restore_pages_open(const char *dir, const char *id, const char *blob, uint64
     if (!rc) {
         p->nwin = (p->b->npages + WIN - 1) / WIN;
         p->win = calloc(p->nwin ? p->nwin : 1, sizeof *p->win);
-        uint64_t groups = (cache_bytes ? cache_bytes : DEFAULT_CACHE) / ((uint64_t)STORE_GROUP_PAGES * STORE_PAGE);
+        uint64_t groups = (cache_bytes ? cache_bytes : default_cache(p->b)) / ((uint64_t)STORE_GROUP_PAGES * STORE_PAGE);
         p->nsets = groups / WAYS ? groups / WAYS : 1;
         p->cache = calloc(p->nsets * WAYS, sizeof *p->cache);
         if (!p->win || !p->cache) rc = store_errf(e, -ENOMEM, "out of memory");
