@@ -30,6 +30,20 @@ def call(conn, method, path, token, body=None):
     return r.status, r.read()
 
 
+def cpu_s(pid):
+    """The process's user + system CPU seconds so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def index_files(store):
+    """(table files, their MiB) in the store's RocksDB index."""
+    d = os.path.join(store, "index")
+    ssts = [os.path.join(d, n) for n in os.listdir(d) if n.endswith(".sst")]
+    return len(ssts), sum(os.path.getsize(p) for p in ssts) / 2**20
+
+
 def cat_seconds(files):
     t0 = time.perf_counter()
     subprocess.run(["cat"] + files, stdout=subprocess.DEVNULL, check=True)
@@ -188,6 +202,7 @@ def main():
                 while not stop.wait(1.0):
                     samples.append(rss_kib(srv.proc.pid))
 
+            cpu0, load0 = cpu_s(srv.proc.pid), os.getloadavg()[0]
             th = [threading.Thread(target=ingester), threading.Thread(target=sampler)]
             for t in th:
                 t.start()
@@ -199,16 +214,20 @@ def main():
                 t.join()
             load = json.loads(out)
             rss.append(rss_kib(srv.proc.pid))
+            nsst, sst_mib = index_files(srv.store)
+            cpu, load1 = cpu_s(srv.proc.pid) - cpu0, os.getloadavg()[0]
             load.update(ingests=ingests[0], ingest_errors=ingest_errors[0], rss_samples_kib=samples,
-                        rss_after_kib=rss[-1])
+                        rss_after_kib=rss[-1], index_tables=nsst, index_tables_mib=sst_mib,
+                        server_cpu_s=cpu, loadavg=[load0, load1])
             rounds.append(load)
             errors += load["errors"] + ingest_errors[0]
             print("api bench: round %d: %d connections on metadata routes for %.0f s beside %d ingests: %d requests, "
                   "%d errors, p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.0f ms (target p99 < 20 ms); server RSS "
-                  "%.1f MiB before, %.1f MiB after, samples (MiB) %s"
+                  "%.1f MiB before, %.1f MiB after, samples (MiB) %s; index %d table files (%.1f MiB); "
+                  "server CPU %.1f s; load average %.1f -> %.1f"
                   % (rnd + 1, a.connections, a.seconds, ingests[0], load["requests"], load["errors"] + ingest_errors[0],
                      load["p50_ms"], load["p90_ms"], load["p99_ms"], load["max_ms"], rss[-2] / 1024, rss[-1] / 1024,
-                     " ".join("%.0f" % (s / 1024) for s in samples)))
+                     " ".join("%.0f" % (s / 1024) for s in samples), nsst, sst_mib, cpu, load0, load1))
         srv.stop()
         servers.remove(srv)
         result.update(rounds=rounds, rss_kib=rss)
