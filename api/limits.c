@@ -1,13 +1,19 @@
-/* Request size limits answered in our own words. libevent 2.1 refuses a body over its
- * max_body_size or a header block over its max_headers_size itself, with an HTML page and
- * no X-Request-Id, and has no server-side hook for it. So a watcher on each connection's
- * input buffer sees the bytes before evhttp parses them (an evbuffer callback, which evhttp
- * leaves alone): it follows each request's head (a copy, up to max_headers) and its
- * Content-Length; a head too large or a Content-Length over max_body is answered here with
- * the JSON error and the request id (the client's, or a new one), everything the client
- * sends after is dropped and the connection is shut once the answer is out. A chunked
- * body cannot be followed without parsing the chunks: such a connection is left to
- * libevent from then on, and its cap (the same max_body) stays the backstop.
+/* Every refusal of a request's framing answered in our own words. libevent 2.1 refuses a
+ * request it cannot read (a bad request line or header line, a bad Content-Length or chunk
+ * size, a body over max_body_size, a head over max_headers_size, an Expect it does not know,
+ * a method it does not take) with an HTML page and no X-Request-Id, and has no server-side
+ * hook for it. So a watcher on each connection's input buffer (an evbuffer callback, which
+ * evhttp leaves alone, run as bytes are added and so before evhttp parses them) follows
+ * the requests exactly as evhttp 2.1.12 will read them (http.c: evhttp_parse_request_line,
+ * evhttp_parse_headers_, evhttp_get_body, evhttp_handle_chunked_read) and answers each case
+ * where evhttp would send its page, first: the JSON error with the request id (the
+ * client's, or a new one), then everything the client sends after is dropped and the
+ * connection is shut once the answer is out. The watcher is never laxer than evhttp (a
+ * head is counted with its line ends, a chunk-size line is capped), so evhttp's own caps
+ * are only a backstop. A request evhttp reads is left to it untouched.
+ * What evhttp answers with no reply at all (a request not sent within the timeout, a
+ * client that closes) stays so. A request refused while an earlier one pipelined in the
+ * same packets is still being answered gets its refusal first (clients do not pipeline).
  * Loop thread only. */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -21,13 +27,23 @@
 
 #include "api/internal.h"
 
-enum { W_HEAD, W_BODY, W_PASS, W_REFUSED };
+enum { W_HEAD, W_BODY, W_CHUNK_LINE, W_CHUNK_DATA, W_TRAILER, W_PASS, W_REFUSED };
+
+/* A chunk-size line longer than this is refused (evhttp would buffer it without bound). */
+#define CHUNK_LINE_MAX 1024
 
 typedef struct {
     struct bufferevent *bev;   /* whose connection this slot follows now */
     int state;
-    uint64_t body_left;
-    size_t hlen;
+    uint64_t left;             /* W_BODY, W_CHUNK_DATA: bytes still to come */
+    uint64_t body;             /* a chunked body: bytes its chunk sizes announced so far */
+    size_t raw;                /* bytes of this request's head (and trailer) so far, line ends too */
+    size_t hlen;               /* bytes in head: whole lines (NUL-ended) + the line being read */
+    size_t line;               /* where the line being read starts in head */
+    int nlines;                /* whole lines of the head so far */
+    int has_body, v11;         /* from the request line: evhttp reads a body; HTTP/1.1 */
+    int headed;                /* the head is whole (and no longer in head): rid is its id */
+    char rid[80];              /* its X-Request-Id, "" when it sent none */
     char *head;                /* max_headers + 1 bytes */
 } watch;
 
@@ -35,30 +51,54 @@ static watch *tab;             /* by file descriptor */
 static size_t ntab;
 static api_limits cfg;
 
-/* The value of header name in head (NUL-terminated, lines ending in \r\n) or NULL. */
-static const char *header(const char *head, const char *name, char *out, size_t cap)
+/* The value of header name in the head's whole header lines (the request line is not
+ * kept) as evhttp_find_header gives it (the
+ * first such line, continuation lines joined by a space), or NULL. */
+static const char *header(const watch *w, const char *name, char *out, size_t cap)
 {
-    size_t nl = strlen(name);
-    for (const char *l = strstr(head, "\r\n"); l && l[2]; l = strstr(l + 2, "\r\n")) {
-        const char *h = l + 2;
-        if (strncasecmp(h, name, nl) || h[nl] != ':') continue;
-        h += nl + 1;
-        h += strspn(h, " \t");
-        size_t n = strcspn(h, "\r");
-        while (n && (h[n - 1] == ' ' || h[n - 1] == '\t')) n--;
-        if (n >= cap) n = cap - 1;
-        memcpy(out, h, n);
-        out[n] = 0;
-        return out;
+    size_t nl = strlen(name), o = 0;
+    int found = 0;
+    for (const char *l = w->head; l < w->head + w->line; l += strlen(l) + 1) {
+        const char *v;
+        if (found && (*l == ' ' || *l == '\t')) {
+            v = l + strspn(l, " \t");
+            if (o + 1 < cap) out[o++] = ' ';
+        } else if (found) {
+            break;
+        } else if (!strncasecmp(l, name, nl) && l[nl] == ':') {
+            found = 1;
+            v = l + nl + 1;
+            v += strspn(v, " ");
+        } else {
+            continue;
+        }
+        size_t n = strlen(v);
+        while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+        if (n > cap - 1 - o) n = cap - 1 - o;
+        memcpy(out + o, v, n);
+        o += n;
     }
-    return NULL;
+    if (!found) return NULL;
+    out[o] = 0;
+    return out;
+}
+
+static const char *phrase(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 413: return "Payload Too Large";
+    case 417: return "Expectation Failed";
+    case 431: return "Request Header Fields Too Large";
+    default: return "Not Implemented";
+    }
 }
 
 static void refuse(watch *w, int fd, int status, const char *code, const char *msg)
 {
     char rid[72], hrid[80];
-    if (!header(w->head, "X-Request-Id", hrid, sizeof hrid) || cfg.rid(cfg.arg, hrid, rid, sizeof rid))
-        cfg.rid(cfg.arg, NULL, rid, sizeof rid);
+    const char *given = w->headed ? (w->rid[0] ? w->rid : NULL) : header(w, "X-Request-Id", hrid, sizeof hrid);
+    if (!given || cfg.rid(cfg.arg, given, rid, sizeof rid)) cfg.rid(cfg.arg, NULL, rid, sizeof rid);
     json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
     char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -66,8 +106,7 @@ static void refuse(watch *w, int fd, int status, const char *code, const char *m
     int n = snprintf(out, sizeof out,
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nX-Request-Id: %s\r\n"
                      "Cache-Control: no-store\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s\n",
-                     status, status == 413 ? "Payload Too Large" : "Request Header Fields Too Large", rid,
-                     body ? strlen(body) + 1 : 1, body ? body : "");
+                     status, phrase(status), rid, body ? strlen(body) + 1 : 1, body ? body : "");
     free(body);
     /* Straight to the socket: evhttp has sent nothing for this request and never will (it
      * never sees the rest of it); a few hundred bytes fit any socket buffer. */
@@ -78,62 +117,201 @@ static void refuse(watch *w, int fd, int status, const char *code, const char *m
     w->state = W_REFUSED;
 }
 
+static void bad(watch *w, int fd, const char *msg)
+{
+    refuse(w, fd, 400, "bad_request", msg);
+}
+
+/* The request line as evhttp_parse_request_line reads it: 0, or -1 after a refusal.
+ * *has_body: evhttp reads a body for this method. */
+static int request_line(watch *w, int fd, char *line, size_t len, int *has_body, int *v11)
+{
+    while (len && line[len - 1] == ' ') line[--len] = 0;
+    char *sp = strchr(line, ' ');
+    if (len < strlen("GET / HTTP/1.0") || !sp) return bad(w, fd, "the request line is not METHOD PATH HTTP/1.x"), -1;
+    *sp = 0;
+    char *uri = sp + 1, *ver = strrchr(uri, ' ');
+    if (!ver || ver == uri) return bad(w, fd, "the request line is not METHOD PATH HTTP/1.x"), -1;
+    *ver++ = 0;
+    int major, minor;
+    char ch;
+    if (sscanf(ver, "HTTP/%d.%d%c", &major, &minor, &ch) != 2 || major > 1)
+        return bad(w, fd, "the request's HTTP version is not HTTP/1.0 or HTTP/1.1"), -1;
+    *v11 = major > 1 || (major == 1 && minor >= 1);
+    static const char *const taken[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"};
+    int known = -1;
+    for (size_t i = 0; i < sizeof taken / sizeof *taken; i++)
+        if (!strcmp(line, taken[i])) known = (int)i;
+    if (known < 0) {
+        /* evhttp would first read a CONNECT's body and check its authority; the answer
+         * for a method it does not take is this one either way. */
+        refuse(w, fd, 501, "not_implemented", "the request's method is not one the API takes");
+        return -1;
+    }
+    *has_body = strcmp(line, "HEAD") != 0;
+    struct evhttp_uri *u = evhttp_uri_parse_with_flags(uri, EVHTTP_URI_NONCONFORMANT);
+    if (!u) return bad(w, fd, "the request's target is not a URI"), -1;
+    evhttp_uri_free(u);
+    return 0;
+}
+
+/* One header (or trailer) line as evhttp_parse_headers_ takes it: 0, or -1 after a refusal. */
+static int header_line(watch *w, int fd, const char *line, int first)
+{
+    if (*line == ' ' || *line == '\t') {
+        if (first) return bad(w, fd, "the request's first header line is a continuation"), -1;
+        return 0;
+    }
+    const char *colon = strchr(line, ':');
+    if (!colon) return bad(w, fd, "a header line of the request has no ':'"), -1;
+    if (memchr(line, '\r', (size_t)(colon - line))) return bad(w, fd, "a header name holds a CR"), -1;
+    /* evhttp_header_is_valid_value: a CR inside a value must start a folded line */
+    for (const char *p = colon + 1; (p = strchr(p, '\r'));) {
+        p += strspn(p, "\r");
+        if (*p != ' ' && *p != '\t') return bad(w, fd, "a header value holds a CR"), -1;
+    }
+    return 0;
+}
+
+/* The head is whole: what evhttp_get_body will read next. */
+static void head_done(watch *w, int fd, int has_body, int v11)
+{
+    char v[64];
+    w->state = W_HEAD;
+    if (!header(w, "X-Request-Id", w->rid, sizeof w->rid)) w->rid[0] = 0;
+    if (!has_body) return;
+    int chunked = 0;
+    uint64_t len = 0;
+    if (header(w, "Transfer-Encoding", v, sizeof v) && !strcasecmp(v, "chunked")) {
+        chunked = 1;
+    } else if (header(w, "Content-Length", v, sizeof v)) {
+        char *e;
+        long long x = strtoll(v, &e, 10);
+        if (!v[0] || *e || x < 0) {
+            bad(w, fd, "the request's Content-Length is not a number");
+            return;
+        }
+        if (x < 1) return;
+        len = (uint64_t)x;
+    } else {
+        return;
+    }
+    if (v11 && header(w, "Expect", v, sizeof v) && strcasecmp(v, "100-continue")) {
+        refuse(w, fd, 417, "expectation_failed", "the request's Expect is not 100-continue");
+        return;
+    }
+    if (len > (uint64_t)cfg.max_body) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the body (%llu bytes) is larger than max_body_bytes (%ld)",
+                 (unsigned long long)len, cfg.max_body);
+        refuse(w, fd, 413, "too_large", msg);
+        return;
+    }
+    if (chunked) {
+        w->state = W_CHUNK_LINE;
+        w->body = 0;
+    } else {
+        w->state = W_BODY;
+        w->left = len;
+    }
+}
+
+/* A chunk-size line as evhttp_handle_chunked_read reads it. */
+static void chunk_line(watch *w, int fd, const char *line)
+{
+    if (!*line) return;                       /* the end of the chunk before */
+    char *e;
+    long long n = strtoll(line, &e, 16);
+    if ((*e && *e != ' ') || n < 0) {
+        bad(w, fd, "a chunk size of the request's body is not a hex number");
+        return;
+    }
+    if ((uint64_t)n > (uint64_t)cfg.max_body - w->body) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the chunked body is larger than max_body_bytes (%ld)", cfg.max_body);
+        refuse(w, fd, 413, "too_large", msg);
+        return;
+    }
+    w->body += (uint64_t)n;
+    if (n == 0) {
+        w->state = W_TRAILER;
+    } else {
+        w->state = W_CHUNK_DATA;
+        w->left = (uint64_t)n;
+    }
+}
+
+static void next_request(watch *w)
+{
+    w->state = W_HEAD;
+    w->raw = w->hlen = w->line = 0;
+    w->nlines = w->headed = 0;
+}
+
 /* Follows the bytes p[0..n) of the connection; returns when they are all seen. */
 static void follow(watch *w, int fd, const char *p, size_t n)
 {
     while (n && w->state != W_REFUSED && w->state != W_PASS) {
-        if (w->state == W_BODY) {
-            uint64_t k = w->body_left < n ? w->body_left : n;
-            w->body_left -= k;
+        if (w->state == W_BODY || w->state == W_CHUNK_DATA) {
+            uint64_t k = w->left < n ? w->left : n;
+            w->left -= k;
             p += k;
             n -= k;
-            if (!w->body_left) w->state = W_HEAD, w->hlen = 0;
+            if (w->left) continue;
+            if (w->state == W_BODY) next_request(w);
+            else w->state = W_CHUNK_LINE;
             continue;
         }
-        /* W_HEAD: copy until the blank line. */
-        size_t room = (size_t)cfg.max_headers - w->hlen, k = n < room ? n : room;
-        memcpy(w->head + w->hlen, p, k);
-        size_t from = w->hlen > 3 ? w->hlen - 3 : 0;
-        w->hlen += k;
-        w->head[w->hlen] = 0;
-        char *end = memmem(w->head + from, w->hlen - from, "\r\n\r\n", 4);
-        if (!end) {
-            if (w->hlen >= (size_t)cfg.max_headers)
-                refuse(w, fd, 431, "too_large", "the request's header block is larger than max_header_bytes");
-            p += k;
-            n -= k;
-            continue;
-        }
-        size_t used = (size_t)(end + 4 - w->head) - (w->hlen - k);   /* of this chunk */
-        end[2] = 0;
-        char v[64];
-        if (header(w->head, "Transfer-Encoding", v, sizeof v)) {
-            w->state = W_PASS;
-            return;
-        }
-        uint64_t len = 0;
-        if (header(w->head, "Content-Length", v, sizeof v)) {
-            char *e;
-            errno = 0;
-            unsigned long long x = strtoull(v, &e, 10);
-            if (*e || errno || v[0] == '-' || !v[0]) {
-                w->state = W_PASS;      /* evhttp answers a malformed length itself (400) */
+        /* A line (evbuffer_readln, EVBUFFER_EOL_CRLF: up to a LF, a CR before it dropped). */
+        const char *lf = memchr(p, '\n', n);
+        size_t k = lf ? (size_t)(lf - p) + 1 : n;
+        size_t part = w->hlen - w->line;
+        if (w->state == W_CHUNK_LINE) {
+            if (part + k > CHUNK_LINE_MAX) {
+                bad(w, fd, "a chunk-size line of the request is too long");
                 return;
             }
-            len = x;
-        }
-        if (len > (uint64_t)cfg.max_body) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "the body (%llu bytes) is larger than max_body_bytes (%ld)",
-                     (unsigned long long)len, cfg.max_body);
-            refuse(w, fd, 413, "too_large", msg);
+        } else if (w->raw + k > (size_t)cfg.max_headers) {
+            refuse(w, fd, 431, "too_large", "the request's header block is larger than max_header_bytes");
             return;
         }
-        p += used;
-        n -= used;
-        w->body_left = len;
-        w->state = len ? W_BODY : W_HEAD;
-        w->hlen = 0;
+        memcpy(w->head + w->hlen, p, k);
+        w->hlen += k;
+        if (w->state != W_CHUNK_LINE) w->raw += k;
+        p += k;
+        n -= k;
+        if (!lf) continue;
+        /* A whole line: kept as a C string, as evhttp reads it (an embedded NUL ends it). */
+        char *line = w->head + w->line;
+        size_t len = w->hlen - w->line - 1;
+        if (len && line[len - 1] == '\r') len--;
+        line[len] = 0;
+        len = strlen(line);
+        w->hlen = w->line + len + 1;
+        if (w->state == W_CHUNK_LINE) {
+            w->hlen = w->line = 0;
+            chunk_line(w, fd, line);
+        } else if (w->state == W_TRAILER) {
+            w->hlen = w->line = 0;
+            if (!*line) next_request(w);
+            else header_line(w, fd, line, 0);
+        } else if (w->nlines == 0) {
+            w->nlines = 1;
+            if (request_line(w, fd, line, len, &w->has_body, &w->v11)) return;
+            w->hlen = w->line = 0;                  /* only header lines are looked up */
+        } else if (!*line) {
+            head_done(w, fd, w->has_body, w->v11);
+            if (w->state == W_HEAD) {
+                next_request(w);
+            } else if (w->state != W_REFUSED) {
+                w->hlen = w->line = 0;              /* a trailer counts on from raw */
+                w->headed = 1;
+            }
+        } else {
+            if (header_line(w, fd, line, w->nlines == 1)) return;
+            w->nlines++;
+            w->line = w->hlen;
+        }
     }
 }
 
@@ -153,19 +331,20 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
     watch *w = &tab[fd];
     if (w->bev != bev) {
         w->bev = bev;
-        w->state = W_HEAD;
-        w->hlen = 0;
-        w->body_left = 0;
+        next_request(w);
     }
-    if (!w->head && !(w->head = malloc((size_t)cfg.max_headers + 1))) {
+    if (!w->head && !(w->head = malloc((size_t)cfg.max_headers + CHUNK_LINE_MAX + 1))) {
         w->state = W_PASS;
         return;
     }
     size_t len = evbuffer_get_length(buf), add = info->n_added < len ? info->n_added : len, off = len - add;
-    while (add && (w->state == W_HEAD || w->state == W_BODY)) {
-        if (w->state == W_BODY && w->body_left >= add) {     /* a body's bytes: only counted */
-            w->body_left -= add;
-            if (!w->body_left) w->state = W_HEAD, w->hlen = 0;
+    while (add && w->state != W_REFUSED && w->state != W_PASS) {
+        if ((w->state == W_BODY || w->state == W_CHUNK_DATA) && w->left >= add) {   /* only counted */
+            w->left -= add;
+            if (!w->left) {
+                if (w->state == W_BODY) next_request(w);
+                else w->state = W_CHUNK_LINE;
+            }
             break;
         }
         char tmp[4096];
@@ -177,8 +356,8 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
         off += (size_t)got;
         add -= (size_t)got;
     }
-    /* Nothing of a refused request reaches evhttp: it waits for a head that never ends and
-     * drops the connection when the client closes it or at its timeout. */
+    /* Nothing of a refused request reaches evhttp: it waits for a head (or body) that never
+     * ends and drops the connection when the client closes it or at its timeout. */
     if (w->state == W_REFUSED) evbuffer_drain(buf, evbuffer_get_length(buf));
 }
 

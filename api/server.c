@@ -222,6 +222,21 @@ static void set_common_headers(api_req *r, const char *ctype)
     evhttp_add_header(h, "Cache-Control", "no-store");
 }
 
+/* evhttp 2.1 sends a HEAD reply's body too (evhttp_make_header), which a client that
+ * keeps the connection reads as the start of the next reply: a HEAD gets the GET's
+ * Content-Length and no body. */
+static void send_reply(api_req *r, int status, const char *reason, struct evbuffer *b)
+{
+    if (b && evhttp_request_get_command(r->req) == EVHTTP_REQ_HEAD) {
+        char len[32];
+        snprintf(len, sizeof len, "%zu", evbuffer_get_length(b));
+        if (evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Length", len))
+            fprintf(stderr, "cairn serve: rid=%s: out of memory for a HEAD's Content-Length\n", r->rid);
+        b = NULL;
+    }
+    evhttp_send_reply(r->req, status, reason, b);
+}
+
 static void reply(api_req *r)
 {
     int status = r->status ? r->status : 500;
@@ -233,7 +248,7 @@ static void reply(api_req *r)
     if (status < 400 && r->raw) {
         if (b) evbuffer_add(b, r->raw, r->raw_len);
         set_common_headers(r, r->raw_type);
-        evhttp_send_reply(r->req, status, "OK", b);
+        send_reply(r, status, "OK", b);
         if (b) evbuffer_free(b);
         api_metrics_request(r->route_index, status, now_s() - r->t0);
         log_line(r, status);
@@ -269,7 +284,7 @@ static void reply(api_req *r)
         if (reasons[i].s == status) reason = reasons[i].t;
     if (status == 401) evhttp_add_header(evhttp_request_get_output_headers(r->req), "WWW-Authenticate", "Bearer");
     /* A request whose connection died is detached by evhttp: sending frees it. */
-    evhttp_send_reply(r->req, status, reason, b);
+    send_reply(r, status, reason, b);
     if (b) evbuffer_free(b);
     api_metrics_request(r->route_index, status, now_s() - r->t0);
     log_line(r, status);
@@ -571,7 +586,17 @@ static void handle(struct evhttp_request *req, void *arg)
     api_server *srv = arg;
     api_req *r = calloc(1, sizeof *r);
     if (!r) {
-        evhttp_send_error(req, 500, "out of memory");
+        /* Still the API's shape (evhttp_send_error would answer HTML), from static text;
+         * a header libevent cannot add now only leaves it out. */
+        static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}\n";
+        char rid[72];
+        snprintf(rid, sizeof rid, "%s%08llx", srv->rid_salt, (unsigned long long)++srv->rid_seq);
+        struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+        if (evhttp_add_header(h, "Content-Type", "application/json") || evhttp_add_header(h, "X-Request-Id", rid))
+            fprintf(stderr, "cairn serve: rid=%s: out of memory for the headers of a 500\n", rid);
+        if (evbuffer_add_reference(evhttp_request_get_output_buffer(req), oom, sizeof oom - 1, NULL, NULL))
+            fprintf(stderr, "cairn serve: rid=%s: out of memory for the body of a 500\n", rid);
+        evhttp_send_reply(req, 500, "Internal Server Error", NULL);
         return;
     }
     r->srv = srv;

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# A body over max_body_bytes and a header block over max_header_bytes are answered in the
-# API's own shape (JSON error, X-Request-Id, the client's when it sent one), not with
-# libevent's HTML page, on a fresh connection and on a kept-alive one after a request
-# with a body; a chunked body over the limit is still refused (libevent's cap, the
-# backstop); a body right at the limit is read.
+# A body over max_body_bytes (by its Content-Length or its chunks) and a header block over
+# max_header_bytes are answered in the API's own shape (JSON error, X-Request-Id, the
+# client's when it sent one), not with libevent's HTML page, on a fresh connection and on a
+# kept-alive one after a request with a body; so is every request libevent cannot read (a
+# bad request line, header line, Content-Length, chunk size, Expect, an unknown method);
+# what it can read still works (bare-LF heads, chunked bodies, trailers, HEAD on a kept-alive
+# connection); a body right at the limit is read.
 source "$(dirname "$0")/../lib.sh"
 source "$REPO/tests/api_lib.sh"
 
@@ -56,10 +58,129 @@ assert_eq "$(sed -n 1p "$T/pipe")" "HTTP/1.1 200 OK" "the first request on the c
 assert_eq "$(sed -n 2p "$T/pipe")" "HTTP/1.1 413 Payload Too Large" "the second, too large"
 assert_eq "$(sed -n 3p "$T/pipe")" "rid" "the second's request id"
 
-# Chunked: the length is not known ahead; libevent's cap refuses it.
-got=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $GC" -H "Transfer-Encoding: chunked" \
-    -H "Content-Type: application/json" --data-binary @"$T/huge" "$U/v1/gc") || true
+# Chunked: refused at the chunk that passes the limit, in JSON.
+got=$(curl -sS -o "$T/body" -D "$T/hdr" -w '%{http_code}' -H "Authorization: Bearer $GC" -H "X-Request-Id: chunk-1" \
+    -H "Transfer-Encoding: chunked" -H "Content-Type: application/json" --data-binary @"$T/huge" "$U/v1/gc") ||
+    fail "curl: a huge chunked body"
 assert_eq "$got" 413 "a chunked body over max_body_bytes"
+assert_grep '^content-type: application/json' "$T/hdr" "the chunked 413's type"
+assert_grep '^x-request-id: chunk-1' "$T/hdr" "the chunked 413 echoes the request id"
+assert_json 'j["error"]["code"] == "too_large" and "max_body_bytes" in j["error"]["message"]' "$T/body" \
+    "the chunked 413's body"
+# Small chunks that add up to more than the limit.
+"$PY" - "${U##*:}" "$GC" >"$T/chunks" <<'PY' || fail "the many-chunks exchange failed"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"POST /v1/gc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + sys.argv[2].encode() +
+          b"\r\nTransfer-Encoding: chunked\r\n\r\n" + b"400\r\n" + b" " * 1024 + b"\r\n")
+s.settimeout(10)
+try:
+    for i in range(8):
+        s.sendall(b"400\r\n" + b" " * 1024 + b"\r\n")
+except OSError:
+    pass
+got = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    got += b
+print(got.split(b"\r\n")[0].decode())
+print("json" if b'"too_large"' in got and b"X-Request-Id: " in got else "not json")
+PY
+assert_eq "$(sed -n 1p "$T/chunks")" "HTTP/1.1 413 Payload Too Large" "chunks adding up past the limit"
+assert_eq "$(sed -n 2p "$T/chunks")" "json" "their 413 is the JSON error with a request id"
+# A chunked body within the limit is read and answered.
+got=$(curl -sS -o "$T/body" -w '%{http_code}' -H "Authorization: Bearer $GC" -H "Transfer-Encoding: chunked" \
+    -H "Content-Type: application/json" --data-binary '{"dry_run":true}' "$U/v1/gc") || fail "curl: a small chunked body"
+assert_eq "$got" 200 "a chunked body under the limit"
+
+# Whatever libevent cannot read is the API's JSON error too (raw requests: curl sends
+# none of these). Each line: the status expected, then the request (Python escapes).
+cat >"$T/cases" <<'EOF'
+400 GARBAGE\r\n\r\n
+400 \r\nGET /healthz HTTP/1.1\r\n\r\n
+400 GET /healthz HTTP/9.9\r\n\r\n
+400 GET http://[::1 HTTP/1.1\r\n\r\n
+400 GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n
+400 GET /healthz HTTP/1.1\r\n folded first\r\n\r\n
+400 GET /healthz HTTP/1.1\r\nX-A: a\rb\r\n\r\n
+400 POST /v1/gc HTTP/1.1\r\nContent-Length: 12abc\r\n\r\n
+400 POST /v1/gc HTTP/1.1\r\nContent-Length: -1\r\n\r\n
+400 POST /v1/gc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\n\r\n
+400 POST /v1/gc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n
+400 POST /v1/gc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nbad trailer\r\n\r\n
+413 POST /v1/gc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n
+417 POST /v1/gc HTTP/1.1\r\nContent-Length: 2\r\nExpect: something-else\r\n\r\n{}
+501 BREW /healthz HTTP/1.1\r\n\r\n
+501 TRACE /healthz HTTP/1.1\r\n\r\n
+501 CONNECT example.com:443 HTTP/1.1\r\n\r\n
+EOF
+"$PY" - "${U##*:}" "$T/cases" <<'PY' || fail "the malformed requests were not each answered in JSON"
+import json, socket, sys
+bad = 0
+for line in open(sys.argv[2]):
+    want, raw = line.rstrip("\n").split(" ", 1)
+    data = raw.encode().decode("unicode_escape").encode("latin-1")
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.settimeout(10)
+    s.sendall(data)
+    got = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+    head, _, body = got.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    hdr = {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in lines[1:] if ":" in l}
+    try:
+        j = json.loads(body)
+        ok = isinstance(j["error"]["code"], str) and isinstance(j["error"]["message"], str)
+    except Exception:
+        ok = False
+    if lines[0].split(" ")[1:2] != [want] or not ok or hdr.get("content-type") != "application/json" \
+            or not hdr.get("x-request-id"):
+        print("%r: got %r" % (raw, got[:300]), file=sys.stderr)
+        bad += 1
+sys.exit(1 if bad else 0)
+PY
+
+# What libevent reads is still read: a bare-LF head, a chunked body sent in odd pieces with
+# a trailer, a HEAD (its reply has no body) then a GET, all on one kept-alive connection.
+"$PY" - "${U##*:}" "$GC" >"$T/keep" <<'PY' || fail "the kept-alive exchange of good requests failed"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(10)
+tok = sys.argv[2].encode()
+def reply(head_req=False):
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(1)
+    head = got.decode()
+    n = 0
+    for l in head.split("\r\n"):
+        if l.lower().startswith("content-length:"):
+            n = int(l.split(":")[1])
+    body = b""
+    while not head_req and len(body) < n:
+        body += s.recv(n - len(body))
+    print(head.split("\r\n")[0], body.decode().strip())
+s.sendall(b"GET /healthz HTTP/1.1\nHost: x\n\n")
+reply()
+s.sendall(b"POST /v1/gc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok +
+          b"\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{\"dry_ru\r\n")
+s.sendall(b"8\r\nn\": true\r\n1\r\n}\r\n0\r\nX-Trailer: 1\r\n\r\n")
+reply()
+s.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+reply(True)
+s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+reply()
+PY
+assert_eq "$(sed -n 1p "$T/keep")" 'HTTP/1.1 200 OK {"ok":true}' "a bare-LF request"
+assert_eq "$(sed -n 2p "$T/keep" | cut -c1-16)" 'HTTP/1.1 200 OK ' "a chunked body in odd pieces, with a trailer"
+assert_eq "$(sed -n 3p "$T/keep")" 'HTTP/1.1 200 OK ' "a HEAD: headers, no body"
+assert_eq "$(sed -n 4p "$T/keep")" 'HTTP/1.1 200 OK {"ok":true}' "the GET after the HEAD on the same connection"
 
 # Right at the limit: read and answered as usual.
 printf '{"dry_run":true}' >"$T/fit"

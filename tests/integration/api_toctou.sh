@@ -5,7 +5,8 @@
 # opened) the path and then waits for the lock ("waiting for another cairn process"); the
 # path is swapped for a symlink to a file or folder outside the roots; the lock is let go.
 # What is stored is the checked file's bytes, and what is written goes into the checked
-# folder: nothing is read from or written outside the roots.
+# folder (a uffd wake's socket too: the page server binds it through the folder's
+# descriptor): nothing is read from or written outside the roots.
 source "$(dirname "$0")/../lib.sh"
 source "$REPO/tests/api_lib.sh"
 command -v flock >/dev/null || skip "flock is not installed (util-linux)"
@@ -77,6 +78,25 @@ assert_eq "$(cat "$T/status")" 200 "status of the raced rebuild: $(cat "$T/body"
 [ -z "$(ls -A "$OUTSIDE" | grep -v '^secret$')" ] || fail "the rebuild wrote outside the restore_roots: $(ls -A "$OUTSIDE")"
 [ -s "$OUT/img.checked/rebuilt.img" ] || fail "the rebuild is not in the folder that was checked"
 assert_json 'j["out"] == "'$OUT'/img/rebuilt.img" or j["out"].endswith("/img.checked/rebuilt.img")' "$T/body" "the reply's out"
+
+log "wake (uffd): the socket's folder checked, then swapped for a symlink to a folder outside"
+mkdir -p "$OUT/socks"
+SWAP='mv "$OUT/socks" "$OUT/socks.checked" && ln -s "$OUTSIDE" "$OUT/socks"'
+race POST "/v1/snapshots/$ID/wake" "$ORCH" '{"mode":"uffd","socket":"'$OUT'/socks/vm.sock"}'
+assert_eq "$(cat "$T/status")" 200 "status of the raced wake: $(cat "$T/body")"
+PS=$(json 'j["pid"]' "$T/body")
+at_exit "kill $PS 2>/dev/null"
+[ -S "$OUT/socks.checked/vm.sock" ] || fail "the page server does not listen in the folder that was checked"
+[ -z "$(ls -A "$OUTSIDE" | grep -v '^secret$')" ] || fail "the wake bound a socket outside the restore_roots: $(ls -A "$OUTSIDE")"
+assert_json 'j["socket"] == "'$OUT'/socks.checked/vm.sock"' "$T/body" "the reply names the socket where it is"
+kill "$PS"
+for _ in $(seq 100); do [ -e "$OUT/socks.checked/vm.sock" ] || break; sleep 0.05; done
+[ ! -e "$OUT/socks.checked/vm.sock" ] || fail "the stopped page server left its socket"
+log "wake (uffd): a symlink out of the root at check time, or at the socket's name, is 403"
+expect_status 403 POST "/v1/snapshots/$ID/wake" "$ORCH" '{"mode":"uffd","socket":"'$OUT'/socks/vm2.sock"}'
+ln -s "$OUTSIDE/elsewhere.sock" "$OUT/socks.checked/vm3.sock"
+expect_status 403 POST "/v1/snapshots/$ID/wake" "$ORCH" '{"mode":"uffd","socket":"'$OUT'/socks.checked/vm3.sock"}'
+[ -z "$(ls -A "$OUTSIDE" | grep -v '^secret$')" ] || fail "a refused wake bound a socket outside: $(ls -A "$OUTSIDE")"
 
 log "a symlink out of the root at check time is still 403"
 ln -s "$OUTSIDE/secret" "$IN/link"
