@@ -269,10 +269,11 @@ int api_body_bool(api_req *r, const char *key, int *out);
 int api_body_int(api_req *r, const char *key, int64_t *out);
 
 /* Streams: after begin, write the body to r->pipe_wr; the route returns with
- * r->stream_rc set (0 ok; otherwise the connection is cut so the client sees a short
- * body, never a complete-looking wrong one). pipe_wr is an unnamed file in the store's
- * folder, not a pipe: the route writes at the store's speed and ends, so a slow client
- * holds neither the store's handle nor a worker (server.c sends the file as it grows). */
+ * r->stream_rc set and, when not 0, r->msg (the client gets that error in JSON: 507 for
+ * -ENOSPC/-EDQUOT, else 500; nothing of the body was sent). pipe_wr is an unnamed file in
+ * the store's folder, not a pipe: the route writes at the store's speed and ends, so a
+ * slow client holds neither the store's handle nor a worker; server.c sends the status
+ * and the file once the route ended. */
 int api_stream_begin(api_req *r, const char *content_type);
 
 /* The store handle for a route; on failure api_fail 500/503 has been called. */

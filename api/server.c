@@ -278,7 +278,7 @@ static void reply(api_req *r)
         {200, "OK"}, {201, "Created"}, {400, "Bad Request"}, {401, "Unauthorized"}, {403, "Forbidden"},
         {404, "Not Found"}, {405, "Method Not Allowed"}, {409, "Conflict"}, {410, "Gone"},
         {413, "Payload Too Large"}, {429, "Too Many Requests"}, {500, "Internal Server Error"},
-        {503, "Service Unavailable"}};
+        {503, "Service Unavailable"}, {507, "Insufficient Storage"}};
     const char *reason = "";
     for (size_t i = 0; i < sizeof reasons / sizeof *reasons; i++)
         if (reasons[i].s == status) reason = reasons[i].t;
@@ -325,10 +325,11 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
  * and a long-job slot (four slow downloads made every ingest 429). The worker now writes
  * the body into an unnamed file (O_TMPFILE in the store's private folder: freed by the
  * kernel however we stop) as fast as the store reads, and ends; the loop sends the file
- * from where it got to, one chunk per chunk the client took, so memory stays one chunk
- * per stream whatever the client's pace. The headers go out when the route begins the
- * stream (after its checks), the bytes as they are written: a stream that fails part way
- * is cut, as before. */
+ * one chunk per chunk the client took, so memory stays one chunk per stream whatever the
+ * client's pace. The status goes out only once the route ended, the body whole in the
+ * spool: a body that could not be read or spooled (a full disk) is a JSON error, never a
+ * 200 cut short, and the 200 carries the body's Content-Length. What can still fail after
+ * the 200 (reading the spool back) cuts the connection. */
 
 #define STREAM_CHUNK (256 * 1024)
 #define SPOOL_POLL_US 2000     /* how soon to look again when the sender caught up */
@@ -440,16 +441,56 @@ int api_stream_begin(api_req *r, const char *content_type)
     return 0;
 }
 
+/* The route has begun its body: nothing is sent yet (see stream_send); the timer lets a
+ * client that leaves meanwhile stop the route (on_close). */
 static void stream_start(api_req *r)
 {
     if (r->gone) {             /* finished when the route ends */
         stop_route(r);
         return;
     }
-    set_common_headers(r, r->ctype);
-    evhttp_send_reply_start(r->req, 200, "OK");
     r->spool_ev = evtimer_new(r->srv->base, spool_wake, r);
-    if (!r->spool_ev) r->read_err = -ENOMEM;   /* cut once the route ends */
+    if (!r->spool_ev) r->read_err = -ENOMEM;   /* refused once the route ends */
+}
+
+/* The route ended having failed, before a byte of its body was sent: the client gets the
+ * error in JSON, not a 200 cut short. A spool the store's file system had no room for is
+ * 507. */
+static void stream_refuse(api_req *r)
+{
+    int rc = r->stream_rc ? r->stream_rc : r->read_err;
+    char why[sizeof r->msg];
+    snprintf(why, sizeof why, "%s", r->stream_rc ? r->msg : strerror(-rc));
+    int full = rc == -ENOSPC || rc == -EDQUOT;
+    if (r->tok.role == API_ROLE_SHARE) {
+        /* A share's errors name nothing of the store: the cause goes to the log. */
+        fprintf(stderr, "cairn serve: rid=%s: share download of %s/%s: %s\n", r->rid, r->tok.tenant, r->tok.sandbox, why);
+        if (full) api_fail(r, 507, "insufficient_storage", "no room to prepare the download (request %s)", r->rid);
+        else api_fail(r, 500, "internal", "internal error (request %s)", r->rid);
+    } else if (full) {
+        api_fail(r, 507, "insufficient_storage",
+                 "no room in the store's file system to spool the download (it is sent once whole): %s", why);
+    } else {
+        api_fail(r, 500, "read_failed", "the download failed before it was sent: %s", why);
+    }
+    reply(r);
+    free_req(r);
+}
+
+/* The route ended and its whole body is in the spool: the status, the headers (with the
+ * body's length) and then the body at the client's pace. */
+static void stream_send(api_req *r)
+{
+    set_common_headers(r, r->ctype);
+    struct stat sb;
+    char len[32];
+    if (fstat(r->spool, &sb) < 0) {
+        r->read_err = -errno;
+        return stream_refuse(r);
+    }
+    snprintf(len, sizeof len, "%lld", (long long)sb.st_size);
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Length", len);
+    evhttp_send_reply_start(r->req, 200, "OK");
     pump(r);
 }
 
@@ -469,9 +510,10 @@ static void drain_done(evutil_socket_t fd, short what, void *arg)
         else if (r->stream) {
             r->done = 1;
             if (r->gone) stream_finish(r);
-            else if (!r->in_flight) {
+            else if (r->stream_rc || r->read_err) stream_refuse(r);
+            else {
                 if (r->spool_ev) event_del(r->spool_ev);
-                pump(r);
+                stream_send(r);
             }
         } else {
             reply(r);

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# A download (content, archive, a share's content) is spooled whole in the store's file
+# system before its status goes out (docs/api.md, "Threads and locking"). On a full disk
+# it is a 507 insufficient_storage in JSON, never a 200 cut short, and it leaves no
+# space taken; what fits is a 200 with its Content-Length and exact bytes; once there is
+# room the same download works. The store lives on a small tmpfs.
+source "$(dirname "$0")/../lib.sh"
+source "$REPO/tests/api_lib.sh"
+
+M=$T/mnt
+mkdir -p "$M"
+at_exit 'umount -l "$M" 2>/dev/null'
+mount -t tmpfs -o size=64m cairn-spool "$M" 2>"$T/mount.err" || skip "cannot mount a tmpfs: $(cat "$T/mount.err")"
+
+S=$M/store
+IN=$T/in
+mkdir -p "$IN/tree/home/ubuntu/output"
+head -c 20M /dev/urandom >"$IN/tree/home/ubuntu/output/big.bin"
+echo "a small report" >"$IN/tree/home/ubuntu/output/report.txt"
+mkimg "$IN/tree" "$IN/disk.img" 32M
+must cairn init --store "$S" >/dev/null
+ID=$(snap "$S" t1 sb1 disk="$IN/disk.img")
+echo '{"snapshot_roots": [], "restore_roots": []}' >"$S/serve.json"
+SUP=$(token support sup)
+ORCH=$(token orchestrator orch)
+serve_start "$S"
+expect_status 201 POST /v1/sandboxes/sb1/shares "$ORCH" '{}'
+SHARE=$(json 'j["token"]' "$T/body")
+
+free_kib() { df -k --output=avail "$M" | tail -n 1 | tr -d ' '; }
+# Leave about 6 MiB free: the report fits, the 20 MiB file and the archive do not.
+fill=$(( $(free_kib) - 6 * 1024 ))
+[ "$fill" -gt 0 ] || fail "the tmpfs is fuller than planned: $(free_kib) KiB free"
+head -c "${fill}K" /dev/zero >"$M/filler"
+before=$(free_kib)
+log "$before KiB free on the store's file system"
+
+for p in "/v1/snapshots/$ID/content?path=/home/ubuntu/output/big.bin" "/v1/snapshots/$ID/archive?path=/home/ubuntu"; do
+    expect_status 507 GET "$p" "$SUP"
+    assert_json 'j["error"]["code"] == "insufficient_storage" and "spool" in j["error"]["message"]' "$T/body" \
+        "the 507's body for $p"
+done
+expect_status 507 GET "/v1/shared/content?path=/home/ubuntu/output/big.bin" "$SHARE"
+assert_json 'j["error"]["code"] == "insufficient_storage" and "'$M'" not in j["error"]["message"] and "'$ID'" not in j["error"]["message"]' \
+    "$T/body" "a share's 507 names nothing of the store"
+grep -q ' 507 .*rid=.*error: ' "$T/serve.log" || fail "no log line for the 507: $(tail -n 3 "$T/serve.log")"
+# (the audit log's records of the reads take a block or two)
+[ "$(free_kib)" -ge $((before - 64)) ] || fail "the refused downloads left their spools: $(free_kib) KiB free, was $before"
+
+expect_status 200 GET "/v1/snapshots/$ID/content?path=/home/ubuntu/output/report.txt" "$SUP"
+assert_eq "$(cat "$T/body")" "a small report" "a file that fits"
+assert_grep '^content-length: 15' "$T/hdr" "its Content-Length"
+
+rm "$M/filler"
+curl -sS -f -D "$T/hdr" -o "$T/big" -H "Authorization: Bearer $SUP" \
+    "$U/v1/snapshots/$ID/content?path=/home/ubuntu/output/big.bin" || fail "the big download once there is room"
+cmp "$T/big" "$IN/tree/home/ubuntu/output/big.bin" || fail "the big download's bytes"
+assert_grep "^content-length: $((20 << 20))" "$T/hdr" "the big download's Content-Length"
+curl -sS -f -o "$T/a.tar" -H "Authorization: Bearer $SUP" "$U/v1/snapshots/$ID/archive?path=/home/ubuntu" ||
+    fail "the archive once there is room"
+mkdir -p "$T/x" && tar -xf "$T/a.tar" -C "$T/x" || fail "the archive does not unpack"
+cmp "$T/x/home/ubuntu/output/big.bin" "$IN/tree/home/ubuntu/output/big.bin" 2>/dev/null ||
+    cmp "$T/x/output/big.bin" "$IN/tree/home/ubuntu/output/big.bin" || fail "the archive's bytes: $(cd "$T/x" && find . | head)"
+serve_stop
+log "ok"
