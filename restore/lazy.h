@@ -43,22 +43,28 @@ typedef struct {
 } restore_pages_stats;
 
 /* Opens blob `blob` of snapshot `id` in the store at dir. Takes a lease on the snapshot
- * (released by close). cache_bytes 0 means the default: the blob's data pages (x 1.25),
- * at least 64 MiB, at most 256 MiB. */
+ * (released by close), reads the manifest and checks it (checksum, metadata: a damaged
+ * one fails here), and returns: the blob's recipe is expanded by a thread of its own
+ * (its cost grows with the blob's size), which the first is_zero/get/get_cached waits
+ * for; a recipe that does not decode fails them all with its reason. cache_bytes 0 means
+ * the default: the blob's data pages (x 1.25), at least 64 MiB, at most 256 MiB. */
 int restore_pages_open(const char *dir, const char *id, const char *blob, uint64_t cache_bytes,
                        restore_pages **out, store_err *e);
 void restore_pages_close(restore_pages *p);
 uint64_t restore_pages_size(const restore_pages *p);        /* the blob's byte size */
 uint64_t restore_pages_count(const restore_pages *p);       /* its pages (last one padded) */
-/* The snapshot's metadata; only this blob's recipe is loaded (the others' ids are NULL). */
+/* The snapshot's metadata. Its blobs' ids are not for callers: only this blob's recipe
+ * is expanded, and in the background. */
 const store_snapshot *restore_pages_snapshot(const restore_pages *p);
-/* 1 if page pg is a zero page (from the recipe; no store access). pg < count. */
-int restore_pages_is_zero(const restore_pages *p, uint64_t pg);
+/* 1 if page pg is a zero page (from the recipe; no store access). pg < count. 0 too if
+ * the recipe did not decode (get then fails with the reason). */
+int restore_pages_is_zero(restore_pages *p, uint64_t pg);
 /* Copies page pg (STORE_PAGE bytes, the last one zero-padded) into out. */
 int restore_pages_get(restore_pages *p, uint64_t pg, void *out, store_err *e);
 /* Copies page pg into out only if that costs no I/O: its location is known and its group
  * is in the cache (verified as restore_pages_get verifies). 0: copied; 1: not at hand (or
- * a zero page, or past the end): nothing read; negative: the cached bytes fail their id.
+ * a zero page, or past the end): nothing read; negative: the cached bytes fail their id
+ * (or the recipe did not decode).
  * For fault-around: a neighbour is worth a copy, not a decompression or a lookup. */
 int restore_pages_get_cached(restore_pages *p, uint64_t pg, void *out, store_err *e);
 /* Reads len bytes at off (clamped to the blob's end: *got says how many). */

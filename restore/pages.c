@@ -60,8 +60,18 @@ typedef struct {
 struct restore_pages {
     char *dir;
     int lease_fd;
-    store_snapshot *snap;
+    store_manifest *m;          /* its snapshot is snap; b->ids filled by the expander */
+    const store_snapshot *snap;
     const store_blob *b;
+    /* The recipe is expanded (and the cache sized from it) by a thread of its own, so an
+     * open costs the manifest's read and checksum, not its decode: see recipe_wait. */
+    pthread_t expander;
+    int expanding;              /* the thread was started (joined by close) */
+    pthread_mutex_t rmu;
+    pthread_cond_t rcv;
+    _Atomic int ready;          /* 0: expanding; 1: ids, cache and nsets set; < 0: failed */
+    store_err rerr;             /* why, when ready < 0 (written before ready) */
+    uint64_t cache_bytes;       /* as asked: 0 is the default */
     pthread_mutex_t mu;         /* stores (appends), worker pool */
     pthread_mutex_t wmu[STRIPES], cmu[STRIPES];
     window **win;
@@ -90,6 +100,43 @@ static uint64_t default_cache(const store_blob *b)
     return bytes < CACHE_MIN ? CACHE_MIN : bytes > CACHE_MAX ? CACHE_MAX : bytes;
 }
 
+/* Expands the blob's recipe and sizes the cache; then wakes whoever waits. */
+static void *expand_main(void *arg)
+{
+    restore_pages *p = arg;
+    store_err e;
+    int rc = store_manifest_expand(p->m, p->b->name, &e);
+    if (!rc) {
+        uint64_t groups = (p->cache_bytes ? p->cache_bytes : default_cache(p->b)) /
+                          ((uint64_t)STORE_GROUP_PAGES * STORE_PAGE);
+        p->nsets = groups / WAYS ? groups / WAYS : 1;
+        p->cache = calloc(p->nsets * WAYS, sizeof *p->cache);
+        if (!p->cache) rc = store_errf(&e, -ENOMEM, "out of memory");
+    }
+    pthread_mutex_lock(&p->rmu);
+    if (rc) p->rerr = e;
+    atomic_store_explicit(&p->ready, rc ? rc : 1, memory_order_release);
+    pthread_cond_broadcast(&p->rcv);
+    pthread_mutex_unlock(&p->rmu);
+    return NULL;
+}
+
+/* Waits until the recipe is expanded (at once after the first time). A recipe that does
+ * not decode (a crafted manifest whose checksum holds) fails every page with its reason. */
+static int recipe_wait(restore_pages *p, store_err *e)
+{
+    int r = atomic_load_explicit(&p->ready, memory_order_acquire);
+    if (r == 0) {
+        pthread_mutex_lock(&p->rmu);
+        while ((r = atomic_load_explicit(&p->ready, memory_order_acquire)) == 0)
+            pthread_cond_wait(&p->rcv, &p->rmu);
+        pthread_mutex_unlock(&p->rmu);
+    }
+    if (r > 0) return 0;
+    if (e) *e = p->rerr;
+    return r;
+}
+
 int restore_pages_open(const char *dir, const char *id, const char *blob, uint64_t cache_bytes,
                        restore_pages **out, store_err *e)
 {
@@ -98,7 +145,10 @@ int restore_pages_open(const char *dir, const char *id, const char *blob, uint64
     restore_pages *p = calloc(1, sizeof *p);
     if (!p) return store_errf(e, -ENOMEM, "out of memory");
     p->lease_fd = -1;
+    p->cache_bytes = cache_bytes;
     pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->rmu, NULL);
+    pthread_cond_init(&p->rcv, NULL);
     for (unsigned i = 0; i < STRIPES; i++) {
         pthread_mutex_init(&p->wmu[i], NULL);
         pthread_mutex_init(&p->cmu[i], NULL);
@@ -112,30 +162,25 @@ int restore_pages_open(const char *dir, const char *id, const char *blob, uint64
     }
     if (!rc) rc = store_open(dir, STORE_PEEK, &p->stores[0], e);
     if (!rc) p->nstores = 1;
-    /* Only this blob's recipe is expanded: the others (the memory's, when a view opens the
+    /* The manifest is read and checked here (a damaged one is refused at open); only this
+     * blob's recipe is expanded, later: the others (the memory's, when a view opens the
      * disk) would cost time in proportion to the VM's size for nothing. */
-    store_manifest *m = NULL;
-    if (!rc) rc = store_manifest_open(p->stores[0], id, &m, e);
+    if (!rc) rc = store_manifest_open(p->stores[0], id, &p->m, e);
     if (!rc) {
-        const store_snapshot *snap = store_manifest_snapshot(m);
-        if (!store_blob_find(snap, blob)) rc = store_errf(e, -ENOENT, "snapshot %s has no %s", id, blob);
-        else if (snap->kind == STORE_KIND_FILES && strcmp(blob, "disk"))
+        p->snap = store_manifest_snapshot(p->m);
+        p->b = store_blob_find(p->snap, blob);
+        if (!p->b) rc = store_errf(e, -ENOENT, "snapshot %s has no %s", id, blob);
+        else if (p->snap->kind == STORE_KIND_FILES && strcmp(blob, "disk"))
             rc = store_errf(e, -ENOENT, "snapshot %s is files-only (reclaimed): no %s", id, blob);
     }
-    if (!rc) rc = store_manifest_expand(m, blob, e);
-    if (!rc) {
-        p->snap = store_manifest_take(m);
-        m = NULL;
-        p->b = store_blob_find(p->snap, blob);
-    }
-    store_manifest_free(m);
     if (!rc) {
         p->nwin = (p->b->npages + WIN - 1) / WIN;
         p->win = calloc(p->nwin ? p->nwin : 1, sizeof *p->win);
-        uint64_t groups = (cache_bytes ? cache_bytes : default_cache(p->b)) / ((uint64_t)STORE_GROUP_PAGES * STORE_PAGE);
-        p->nsets = groups / WAYS ? groups / WAYS : 1;
-        p->cache = calloc(p->nsets * WAYS, sizeof *p->cache);
-        if (!p->win || !p->cache) rc = store_errf(e, -ENOMEM, "out of memory");
+        if (!p->win) rc = store_errf(e, -ENOMEM, "out of memory");
+    }
+    if (!rc) {
+        p->expanding = pthread_create(&p->expander, NULL, expand_main, p) == 0;
+        if (!p->expanding) expand_main(p);      /* no thread: expanded before returning */
     }
     if (rc) {
         restore_pages_close(p);
@@ -148,6 +193,7 @@ int restore_pages_open(const char *dir, const char *id, const char *blob, uint64
 void restore_pages_close(restore_pages *p)
 {
     if (!p) return;
+    if (p->expanding) pthread_join(p->expander, NULL);
     for (uint64_t i = 0; p->win && i < p->nwin; i++) free(p->win[i]);
     free(p->win);
     for (uint64_t i = 0; p->cache && i < p->nsets * WAYS; i++) free(p->cache[i].pages);
@@ -157,10 +203,12 @@ void restore_pages_close(restore_pages *p)
         free(p->wfree[i].frame);
     }
     free(p->wfree);
-    store_snapshot_free(p->snap);
+    store_manifest_free(p->m);
     for (int i = 0; i < p->nstores; i++) store_close(p->stores[i]);
     if (p->lease_fd >= 0) close(p->lease_fd);
     pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->rmu);
+    pthread_cond_destroy(&p->rcv);
     for (unsigned i = 0; i < STRIPES; i++) {
         pthread_mutex_destroy(&p->wmu[i]);
         pthread_mutex_destroy(&p->cmu[i]);
@@ -173,8 +221,9 @@ uint64_t restore_pages_size(const restore_pages *p) { return p->b->size; }
 uint64_t restore_pages_count(const restore_pages *p) { return p->b->npages; }
 const store_snapshot *restore_pages_snapshot(const restore_pages *p) { return p->snap; }
 
-int restore_pages_is_zero(const restore_pages *p, uint64_t pg)
+int restore_pages_is_zero(restore_pages *p, uint64_t pg)
 {
+    if (recipe_wait(p, NULL)) return 0;     /* not known: restore_pages_get says why */
     return store_id_is_zero(&p->b->ids[pg]);
 }
 
@@ -449,6 +498,8 @@ static int reopen(restore_pages *p, store_err *e)
 
 int restore_pages_get(restore_pages *p, uint64_t pg, void *out, store_err *e)
 {
+    int rc = recipe_wait(p, e);
+    if (rc) return rc;
     if (pg >= p->b->npages)
         return store_errf(e, -ERANGE, "snapshot %s: %s: page %llu is past its end", p->snap->id,
                           p->b->name, (unsigned long long)pg);
@@ -457,7 +508,7 @@ int restore_pages_get(restore_pages *p, uint64_t pg, void *out, store_err *e)
         p->pages_zero++;
         return 0;
     }
-    int rc = get_once(p, pg, out, e);
+    rc = get_once(p, pg, out, e);
     if (rc == -ENOENT || rc == -EBADMSG) {
         store_err e2;
         if (reopen(p, &e2) == 0) rc = get_once(p, pg, out, e);
@@ -492,6 +543,8 @@ int restore_pages_read(restore_pages *p, uint64_t off, void *buf, size_t len, si
 
 int restore_pages_get_cached(restore_pages *p, uint64_t pg, void *out, store_err *e)
 {
+    int rc = recipe_wait(p, e);
+    if (rc) return rc;
     if (pg >= p->b->npages || store_id_is_zero(&p->b->ids[pg])) return 1;
     uint64_t w = pg / WIN;
     pthread_mutex_t *m = &p->wmu[w % STRIPES];
