@@ -21,6 +21,35 @@ serve_start() {
     U=http://127.0.0.1:$port
 }
 
+# api_config CONFIG: writes CONFIG (JSON text; "-": read from stdin) as $S/serve.json.
+api_config() {
+    if [ "$1" = - ]; then cat >"$S/serve.json"; else printf '%s\n' "$1" >"$S/serve.json"; fi
+    "$PY" -c 'import json, sys; json.load(open(sys.argv[1]))' "$S/serve.json" ||
+        fail "the test's serve.json is not JSON: $(cat "$S/serve.json")"
+}
+
+# api_tokens VAR=ROLE:NAME[:TENANT]...: a new token from the CLI for each, held in VAR.
+api_tokens() {
+    local spec var role name tenant tok
+    for spec in "$@"; do
+        var=${spec%%=*}
+        IFS=: read -r role name tenant <<<"${spec#*=}"
+        [ "$var" != "$spec" ] && [ -n "$role" ] && [ -n "$name" ] || fail "api_tokens: '$spec' is not VAR=ROLE:NAME[:TENANT]"
+        if [ -n "$tenant" ]; then tok=$(token "$role" "$name" "$tenant"); else tok=$(token "$role" "$name"); fi
+        [ -n "$tok" ] || fail "cairn token add printed no token for $spec"
+        printf -v "$var" '%s' "$tok"
+    done
+}
+
+# api_serve CONFIG VAR=ROLE:NAME[:TENANT]...: the usual start of an API test on the store
+# $S (made already): its serve.json, its tokens, the server (serve_start: $U, $SERVE_PID).
+api_serve() {
+    api_config "$1"
+    shift
+    api_tokens "$@"
+    serve_start "$S"
+}
+
 # serve_stop: SIGTERM, and the server must exit 0 within 30 s.
 serve_stop() {
     kill -TERM "$SERVE_PID"

@@ -36,12 +36,9 @@ e2e_mkfs "$tree" "$T/vms/disk2.img"
 S=$T/store
 must cairn init --store "$S" >/dev/null
 must cairn template add --store "$S" --name base --disk "$T/template.img" --json >/dev/null
-cat >"$S/serve.json" <<JSON
+api_serve - ORCH=orchestrator:orch GC=gc:gcbot <<JSON
 {"snapshot_roots": ["$T/vms"], "restore_roots": ["$T/dst"]}
 JSON
-ORCH=$(token orchestrator orch)
-GC=$(token gc gcbot)
-serve_start "$S"
 stored() { expect_status 200 GET /metrics ""; sed -n 's/^cairn_store_stored_bytes //p' "$T/body"; }
 phase_done setup
 

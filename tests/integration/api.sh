@@ -23,14 +23,9 @@ head -c 12345 /dev/urandom >"$IN/vmstate"
 
 must cairn init --store "$S" >/dev/null
 must cairn template add --store "$S" --name base --disk "$IN/tpl.img" >/dev/null
-cat >"$S/serve.json" <<JSON
+api_serve - ORCH=orchestrator:orch SUP=support:sup GC=gc:gcbot ADM=admin:root <<JSON
 {"snapshot_roots": ["$IN"], "restore_roots": ["$OUT"], "limits": {"max_body_bytes": 65536}}
 JSON
-ORCH=$(token orchestrator orch)
-SUP=$(token support sup)
-GC=$(token gc gcbot)
-ADM=$(token admin root)
-serve_start "$S"
 
 log "health, request ids"
 expect_status 200 GET /healthz ""

@@ -17,8 +17,8 @@ echo "artifact" >"$IN/tree/home/ubuntu/output/a.txt"
 mkimg "$IN/tree" "$IN/disk.img" 8M
 head -c 256K /dev/urandom >"$IN/mem"
 must cairn init --store "$S" >/dev/null
-echo '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$OUT'"]}' >"$S/serve.json"
-ORCH=$(token orchestrator orch)
+api_config '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$OUT'"]}'
+api_tokens ORCH=orchestrator:orch
 FLAG=$T/fault-on
 LD_PRELOAD=$SHIM FAILIO_WRITE=/events.log FAILIO_WRITE_WHILE=$FLAG FAILIO_LOG=1 serve_start "$S"
 

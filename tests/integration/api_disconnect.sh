@@ -16,10 +16,8 @@ mkimg "$IN/tree" "$IN/disk.img" 16M
 head -c 1M /dev/urandom >"$IN/mem"
 must cairn init --store "$S" >/dev/null
 # Two long-job workers: two stuck downloads would starve every later one.
-echo '{"snapshot_roots": ["'$IN'"], "limits": {"max_long_jobs": 2, "shutdown_timeout_s": 60}}' >"$S/serve.json"
-ORCH=$(token orchestrator orch)
-SUP=$(token support sup)
-serve_start "$S"
+api_serve '{"snapshot_roots": ["'$IN'"], "limits": {"max_long_jobs": 2, "shutdown_timeout_s": 60}}' \
+    ORCH=orchestrator:orch SUP=support:sup
 expect_status 201 POST /v1/snapshots "$ORCH" '{"tenant":"t1","sandbox":"sb1","memory":"'$IN'/mem","disk":"'$IN'/disk.img"}'
 ID=$(json 'j["snapshot"]' "$T/body")
 PORT=${U##*:}

@@ -20,17 +20,11 @@ ln -s "$T/elsewhere/x" "$IN/link-out"
 ln -s "$T/elsewhere" "$OUT/link-dir"
 
 must cairn init --store "$S" >/dev/null
-cat >"$S/serve.json" <<JSON
+api_serve - ORCH=orchestrator:orch SUP=support:sup GC=gc:gcbot ADM=admin:root ORCH2=orchestrator:orch-t2:t2 \
+    SUP2=support:sup-t2:t2 <<JSON
 {"snapshot_roots": ["$IN"], "restore_roots": ["$OUT"],
  "limits": {"max_body_bytes": 4096, "max_header_bytes": 8192, "request_timeout_s": 2, "max_long_jobs": 1}}
 JSON
-ORCH=$(token orchestrator orch)
-SUP=$(token support sup)
-GC=$(token gc gcbot)
-ADM=$(token admin root)
-ORCH2=$(token orchestrator orch-t2 t2)
-SUP2=$(token support sup-t2 t2)
-serve_start "$S"
 
 expect_status 201 POST /v1/snapshots "$ORCH" '{"tenant":"t1","sandbox":"sb1","memory":"'$IN'/mem","disk":"'$IN'/disk.img"}'
 ID=$(json 'j["snapshot"]' "$T/body")

@@ -11,9 +11,8 @@ source "$REPO/tests/api_lib.sh"
 
 S=$T/store
 must cairn init --store "$S" >/dev/null
-echo '{"snapshot_roots": [], "restore_roots": [], "limits": {"max_body_bytes": 4096, "max_header_bytes": 8192}}' >"$S/serve.json"
-GC=$(token gc gcbot)
-serve_start "$S"
+api_serve '{"snapshot_roots": [], "restore_roots": [], "limits": {"max_body_bytes": 4096, "max_header_bytes": 8192}}' \
+    GC=gc:gcbot
 head -c 100000 /dev/zero | tr '\0' ' ' >"$T/huge"
 
 got=$(curl -sS -o "$T/body" -D "$T/hdr" -w '%{http_code}' -H "Authorization: Bearer $GC" -H "X-Request-Id: big-1" \

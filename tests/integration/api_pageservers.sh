@@ -15,11 +15,9 @@ mkdir -p "$SOCKS"
 must cairn init --store "$S" >/dev/null
 gen "$T/mem" 1048576 3
 id=$(snap "$S" acme box1 memory="$T/mem")
-cat >"$S/serve.json" <<JSON
+api_serve - ORCH=orchestrator:orch <<JSON
 {"restore_roots": ["$SOCKS"], "limits": {"max_page_servers": 2, "page_server_wait_s": 2}}
 JSON
-ORCH=$(token orchestrator orch)
-serve_start "$S"
 
 # gone PID SOCK SECONDS: the process and its socket are gone within SECONDS.
 gone() {

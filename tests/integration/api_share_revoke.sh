@@ -13,10 +13,7 @@ echo "shared data" >"$IN/t/home/ubuntu/output/a.txt"
 mkimg "$IN/t" "$IN/a.img" 8M
 head -c 64K /dev/urandom >"$IN/mem"
 must cairn init --store "$S" >/dev/null
-echo '{"snapshot_roots": ["'"$IN"'"], "restore_roots": []}' >"$S/serve.json"
-ORCH=$(token orchestrator orch)
-OTHER=$(token orchestrator orch-other tenant-2)
-serve_start "$S"
+api_serve '{"snapshot_roots": ["'"$IN"'"], "restore_roots": []}' ORCH=orchestrator:orch OTHER=orchestrator:orch-other:tenant-2
 for sb in sb1 sb2; do
     expect_status 201 POST /v1/snapshots "$ORCH" '{"tenant":"t1","sandbox":"'$sb'","memory":"'"$IN"'/mem","disk":"'"$IN"'/a.img"}'
 done
@@ -85,9 +82,7 @@ if mount -t tmpfs -o size=40m cairn-shares "$M" 2>"$T/mount.err"; then
     at_exit "umount -l '$M' 2>/dev/null"
     S=$M/store
     must cairn init --store "$S" >/dev/null
-    echo '{"snapshot_roots": ["'"$IN"'"], "restore_roots": []}' >"$S/serve.json"
-    ORCH=$(token orchestrator orch)
-    serve_start "$S"
+    api_serve '{"snapshot_roots": ["'"$IN"'"], "restore_roots": []}' ORCH=orchestrator:orch
     expect_status 201 POST /v1/snapshots "$ORCH" '{"tenant":"t1","sandbox":"sb1","memory":"'"$IN"'/mem","disk":"'"$IN"'/a.img"}'
     share sb1; F1=$SHARE
     dd if=/dev/zero of="$M/filler" bs=4k 2>/dev/null || true     # the disk is full now

@@ -17,12 +17,8 @@ mkimg "$IN/a" "$IN/a.img" 8M
 head -c 64K /dev/urandom >"$IN/mem"
 
 must cairn init --store "$S" >/dev/null
-echo '{"snapshot_roots": ["'"$IN"'"], "restore_roots": []}' >"$S/serve.json"
-ORCH=$(token orchestrator orch)
-OB=$(token orchestrator orch-bee tenant-bee)
-OA=$(token orchestrator orch-ay tenant-ay)
-GC=$(token gc gcbot)
-serve_start "$S"
+api_serve '{"snapshot_roots": ["'"$IN"'"], "restore_roots": []}' ORCH=orchestrator:orch \
+    OB=orchestrator:orch-bee:tenant-bee OA=orchestrator:orch-ay:tenant-ay GC=gc:gcbot
 
 IDS=   # every snapshot id made, none of which a share's error may name
 snap() {   # snap TOKEN TENANT SANDBOX IMG

@@ -20,10 +20,8 @@ head -c 2M /dev/urandom >"$IN/mem"
 head -c 2M /dev/urandom >"$IN/mem2"
 must cairn init --store "$S" >/dev/null
 # Two long-job slots: what four slow downloads used to fill.
-echo '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$T/wake'"], "limits": {"max_long_jobs": 2}}' >"$S/serve.json"
-ORCH=$(token orchestrator orch)
-SUP=$(token support sup)
-serve_start "$S"
+api_serve '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$T/wake'"], "limits": {"max_long_jobs": 2}}' \
+    ORCH=orchestrator:orch SUP=support:sup
 expect_status 201 POST /v1/snapshots "$ORCH" '{"tenant":"t1","sandbox":"sb1","memory":"'$IN'/mem","disk":"'$IN'/disk.img"}'
 ID=$(json 'j["snapshot"]' "$T/body")
 expect_status 201 POST /v1/sandboxes/sb1/shares "$ORCH" '{}'

@@ -14,10 +14,9 @@ echo a >"$T/in/tree/home/ubuntu/output/a.txt"
 mkimg "$T/in/tree" "$T/in/disk.img" 8M
 head -c 1M /dev/urandom >"$T/in/mem"
 must cairn init --store "$S" >/dev/null
-echo '{"snapshot_roots": ["'$T'/in"], "restore_roots": ["'$T'/dst"]}' >"$S/serve.json"
-export TOK_orchestrator=$(token orchestrator o) TOK_support=$(token support s) TOK_gc=$(token gc g) \
-    TOK_admin=$(token admin a)
-serve_start "$S"
+api_serve '{"snapshot_roots": ["'$T'/in"], "restore_roots": ["'$T'/dst"]}' \
+    TOK_orchestrator=orchestrator:o TOK_support=support:s TOK_gc=gc:g TOK_admin=admin:a
+export TOK_orchestrator TOK_support TOK_gc TOK_admin
 for sb in sb1 sbdel; do
     expect_status 201 POST /v1/snapshots "$TOK_orchestrator" \
         '{"tenant":"t1","sandbox":"'$sb'","memory":"'$T'/in/mem","disk":"'$T'/in/disk.img"}'

@@ -20,10 +20,7 @@ echo "a small report" >"$IN/tree/home/ubuntu/output/report.txt"
 mkimg "$IN/tree" "$IN/disk.img" 32M
 must cairn init --store "$S" >/dev/null
 ID=$(snap "$S" t1 sb1 disk="$IN/disk.img")
-echo '{"snapshot_roots": [], "restore_roots": []}' >"$S/serve.json"
-SUP=$(token support sup)
-ORCH=$(token orchestrator orch)
-serve_start "$S"
+api_serve '{"snapshot_roots": [], "restore_roots": []}' SUP=support:sup ORCH=orchestrator:orch
 expect_status 201 POST /v1/sandboxes/sb1/shares "$ORCH" '{}'
 SHARE=$(json 'j["token"]' "$T/body")
 

@@ -16,13 +16,8 @@ echo "other" >"$IN/tree/home/ubuntu/b.txt"
 mkimg "$IN/tree" "$IN/disk.img" 8M
 head -c 1M /dev/urandom >"$IN/mem"
 must cairn init --store "$S" >/dev/null
-echo '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$OUT'"]}' >"$S/serve.json"
-ORCH=$(token orchestrator orch)
-ORCH2=$(token orchestrator orch2)
-SUP=$(token support sup)
-GC=$(token gc gcbot)
-ADMIN=$(token admin adm)
-serve_start "$S"
+api_serve '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$OUT'"]}' ORCH=orchestrator:orch ORCH2=orchestrator:orch2 \
+    SUP=support:sup GC=gc:gcbot ADMIN=admin:adm
 
 expect_status 201 POST /v1/snapshots "$ORCH" '{"tenant":"t1","sandbox":"sb1","memory":"'$IN'/mem","disk":"'$IN'/disk.img"}'
 ID=$(json 'j["snapshot"]' "$T/body")

@@ -23,9 +23,7 @@ head -c 300K /dev/urandom >"$IN/mem"
 head -c 300K /dev/urandom >"$OUTSIDE/secret"
 must cairn init --store "$S" >/dev/null
 must cairn template add --store "$S" --name base --disk "$IN/disk.img" >/dev/null
-echo '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$OUT'"]}' >"$S/serve.json"
-ORCH=$(token orchestrator orch)
-serve_start "$S"
+api_serve '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$OUT'"]}' ORCH=orchestrator:orch
 
 # race REQ-ARGS... : runs `req` in the background while the test holds the store's lock,
 # waits until the server waits for it, runs the command in $SWAP, lets the lock go.

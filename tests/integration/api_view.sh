@@ -14,9 +14,7 @@ S=$T/store
 IN=$T/in
 mkdir -p "$IN"
 must cairn init --store "$S" >/dev/null
-echo '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$T'"]}' >"$S/serve.json"
-ORCH=$(token orchestrator orch)
-serve_start "$S"
+api_serve '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$T'"]}' ORCH=orchestrator:orch
 
 for i in $(seq "$N"); do
     sb=sb$((i % 2))

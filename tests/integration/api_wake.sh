@@ -20,10 +20,10 @@ SOCKS=$T/socks
 mkdir -p "$M" "$SOCKS"
 must cairn init --store "$S" >/dev/null
 id=$(snap "$S" acme box1 memory="$mem" vmstate="$C/sb01/1/vmstate")
-cat >"$S/serve.json" <<JSON
+api_config - <<JSON
 {"restore_roots": ["$SOCKS"], "mount": "$M"}
 JSON
-ORCH=$(token orchestrator orch)
+api_tokens ORCH=orchestrator:orch
 
 timeout -k 5 300 "$CAIRN_BIN" mount --store "$S" --foreground "$M" 2>"$T/mount.err" &
 mpid=$!

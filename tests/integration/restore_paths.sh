@@ -78,11 +78,9 @@ for round in 1 2 3; do
 done
 
 log "API: the same through cairn serve"
-cat >"$S/serve.json" <<JSON
+api_serve - ORCH=orchestrator:orch <<JSON
 {"snapshot_roots": ["$T/in"], "restore_roots": ["$OUT"]}
 JSON
-ORCH=$(token orchestrator orch)
-serve_start "$S"
 R=$OUT/a1
 mkdir -p "$R"
 ln -s "$T/outside/victim" "$R/.memory.cairn-tmp"
