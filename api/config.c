@@ -207,7 +207,7 @@ int api_config_load(const char *path, api_config *c, store_err *e)
                 if (!rc && strcmp(lk, "max_body_bytes") && strcmp(lk, "max_header_bytes") &&
                     strcmp(lk, "request_timeout_s") && strcmp(lk, "shutdown_timeout_s") &&
                     strcmp(lk, "max_long_jobs") && strcmp(lk, "workers") && strcmp(lk, "max_page_servers") &&
-                    strcmp(lk, "page_server_wait_s"))
+                    strcmp(lk, "page_server_wait_s") && strcmp(lk, "max_spool_bytes"))
                     rc = store_errf(e, -EINVAL, "%s: unknown limit '%s'", path, lk);
             if (!rc) rc = limit(v, "max_body_bytes", 64, 1L << 30, &c->max_body, e);
             if (!rc) rc = limit(v, "max_header_bytes", 1024, 1L << 20, &c->max_headers, e);
@@ -217,6 +217,7 @@ int api_config_load(const char *path, api_config *c, store_err *e)
             if (!rc) rc = limit(v, "workers", 1, 256, &w, e);
             if (!rc) rc = limit(v, "max_page_servers", 1, 1024, &mps, e);
             if (!rc) rc = limit(v, "page_server_wait_s", 1, 86400, &psw, e);
+            if (!rc) rc = limit(v, "max_spool_bytes", 0, 1L << 50, &c->max_spool, e);
             c->max_page_servers = (int)mps;
             c->page_server_wait_s = (int)psw;
             c->request_timeout_s = (int)t;

@@ -57,6 +57,7 @@ struct api_server {
     struct timespec sb_ev_mtim, sb_man_mtim;
     off_t sb_ev_size;
     uint64_t sb_view;          /* the read view it was read from, 0: a locked handle */
+    off_t spool_bytes;         /* the spools of the downloads in flight (loop thread) */
 };
 
 static double now_s(void)
@@ -197,6 +198,7 @@ static void free_req(api_req *r)
     free(r->raw);
     if (r->spool_ev) event_free(r->spool_ev);
     if (r->spool >= 0) close(r->spool);
+    r->srv->spool_bytes -= r->spool_seen;
     free(r);
 }
 
@@ -269,7 +271,7 @@ static void reply(api_req *r)
     }
     free(text);
     set_common_headers(r, "application/json");
-    if (status == 429 || status == 503) {
+    if (status == 429 || status == 503 || (status == 507 && r->retry_after > 0)) {
         char ra[16];
         snprintf(ra, sizeof ra, "%d", r->retry_after > 0 ? r->retry_after : 1);
         evhttp_add_header(evhttp_request_get_output_headers(r->req), "Retry-After", ra);
@@ -333,6 +335,27 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
 
 #define STREAM_CHUNK (256 * 1024)
 #define SPOOL_POLL_US 2000     /* how soon to look again when the sender caught up */
+#define SPOOL_WATCH_US 20000   /* how often a growing spool is held to max_spool_bytes */
+
+/* Counts r's spool at its size now in the server's total. A spool the route was stopped
+ * from is /dev/full now (stop_route), size 0: its file is gone already. */
+static void spool_count(api_req *r)
+{
+    struct stat sb;
+    if (fstat(r->spool, &sb) < 0) {
+        fprintf(stderr, "cairn serve: rid=%s: fstat of the spool: %s (not counted again)\n", r->rid, strerror(errno));
+        return;
+    }
+    r->srv->spool_bytes += sb.st_size - r->spool_seen;
+    r->spool_seen = sb.st_size;
+}
+
+/* The spools in flight over limits.max_spool_bytes (0: no cap) with r's counted. */
+static int spool_over(api_req *r)
+{
+    spool_count(r);
+    return r->srv->cfg.max_spool > 0 && r->srv->spool_bytes > r->srv->cfg.max_spool;
+}
 
 static void stream_finish(api_req *r)
 {
@@ -423,7 +446,19 @@ static void spool_wake(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     api_req *r = arg;
-    if (r->gone && r->done) stream_finish(r);
+    if (!r->done) {            /* the route is still writing: held to max_spool_bytes */
+        if (r->gone) return;
+        if (spool_over(r)) {
+            r->over_cap = 1;
+            stop_route(r);     /* its next write fails; refused once it ends */
+            spool_count(r);
+            return;
+        }
+        struct timeval tv = {0, SPOOL_WATCH_US};
+        evtimer_add(r->spool_ev, &tv);
+        return;
+    }
+    if (r->gone) stream_finish(r);
     else pump(r);
 }
 
@@ -451,6 +486,8 @@ static void stream_start(api_req *r)
     }
     r->spool_ev = evtimer_new(r->srv->base, spool_wake, r);
     if (!r->spool_ev) r->read_err = -ENOMEM;   /* refused once the route ends */
+    struct timeval tv = {0, SPOOL_WATCH_US};
+    if (r->spool_ev && r->srv->cfg.max_spool > 0) evtimer_add(r->spool_ev, &tv);
 }
 
 /* The route ended having failed, before a byte of its body was sent: the client gets the
@@ -462,7 +499,13 @@ static void stream_refuse(api_req *r)
     char why[sizeof r->msg];
     snprintf(why, sizeof why, "%s", r->stream_rc ? r->msg : strerror(-rc));
     int full = rc == -ENOSPC || rc == -EDQUOT;
-    if (r->tok.role == API_ROLE_SHARE) {
+    if (r->over_cap) {
+        /* Not a fault of the store: the share may hear it too. */
+        api_fail(r, 507, "insufficient_storage",
+                 "the downloads in flight would take more than limits.max_spool_bytes (%ld bytes) of spool: "
+                 "retry later", r->srv->cfg.max_spool);
+        r->retry_after = 5;
+    } else if (r->tok.role == API_ROLE_SHARE) {
         /* A share's errors name nothing of the store: the cause goes to the log. */
         fprintf(stderr, "cairn serve: rid=%s: share download of %s/%s: %s\n", r->rid, r->tok.tenant, r->tok.sandbox, why);
         if (full) api_fail(r, 507, "insufficient_storage", "no room to prepare the download (request %s)", r->rid);
@@ -510,8 +553,11 @@ static void drain_done(evutil_socket_t fd, short what, void *arg)
         else if (r->stream) {
             r->done = 1;
             if (r->gone) stream_finish(r);
-            else if (r->stream_rc || r->read_err) stream_refuse(r);
-            else {
+            else if (r->over_cap || r->stream_rc || r->read_err) stream_refuse(r);
+            else if (spool_over(r)) {
+                r->over_cap = 1;
+                stream_refuse(r);
+            } else {
                 if (r->spool_ev) event_del(r->spool_ev);
                 stream_send(r);
             }

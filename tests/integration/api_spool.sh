@@ -16,6 +16,7 @@ S=$M/store
 IN=$T/in
 mkdir -p "$IN/tree/home/ubuntu/output"
 head -c 20M /dev/urandom >"$IN/tree/home/ubuntu/output/big.bin"
+head -c 5M /dev/urandom >"$IN/tree/home/ubuntu/output/mid.bin"
 echo "a small report" >"$IN/tree/home/ubuntu/output/report.txt"
 mkimg "$IN/tree" "$IN/disk.img" 32M
 must cairn init --store "$S" >/dev/null
@@ -58,5 +59,36 @@ curl -sS -f -o "$T/a.tar" -H "Authorization: Bearer $SUP" "$U/v1/snapshots/$ID/a
 mkdir -p "$T/x" && tar -xf "$T/a.tar" -C "$T/x" || fail "the archive does not unpack"
 cmp "$T/x/home/ubuntu/output/big.bin" "$IN/tree/home/ubuntu/output/big.bin" 2>/dev/null ||
     cmp "$T/x/output/big.bin" "$IN/tree/home/ubuntu/output/big.bin" || fail "the archive's bytes: $(cd "$T/x" && find . | head)"
+serve_stop
+
+log "limits.max_spool_bytes: 24 MiB"
+"$PY" -c 'import json, sys; p = sys.argv[1]; j = json.load(open(p)); j["limits"] = {"max_spool_bytes": 24 << 20}
+json.dump(j, open(p, "w"))' "$S/serve.json"    # the tokens stay
+serve_start "$S"
+expect_status 507 GET "/v1/snapshots/$ID/archive?path=/home/ubuntu" "$SUP"
+assert_json 'j["error"]["code"] == "insufficient_storage" and "max_spool_bytes" in j["error"]["message"]' "$T/body" \
+    "the 507 of a download over the cap"
+assert_grep '^retry-after: ' "$T/hdr" "the 507 over the cap says when to retry"
+expect_status 200 GET "/v1/snapshots/$ID/content?path=/home/ubuntu/output/mid.bin" "$SUP"
+cmp "$T/body" "$IN/tree/home/ubuntu/output/mid.bin" || fail "a download under the cap"
+# A slow client holds its 20 MiB spool while it reads (more than the sockets buffer); 5 MiB
+# more would pass the cap.
+curl -sS --limit-rate 100k -D "$T/slow.hdr" -o "$T/slow.body" -H "Authorization: Bearer $SUP" \
+    "$U/v1/snapshots/$ID/content?path=/home/ubuntu/output/big.bin" 2>/dev/null &
+slow=$!
+at_exit "kill $slow 2>/dev/null"
+for _ in $(seq 200); do [ -s "$T/slow.hdr" ] && break; sleep 0.05; done
+assert_grep '^HTTP/1.1 200' "$T/slow.hdr" "the slow download started"
+expect_status 507 GET "/v1/snapshots/$ID/content?path=/home/ubuntu/output/mid.bin" "$SUP"
+assert_json '"max_spool_bytes" in j["error"]["message"]' "$T/body" "a download beside the slow one"
+kill "$slow"
+wait "$slow" 2>/dev/null || true
+ok=0
+for _ in $(seq 100); do
+    [ "$(req GET "/v1/snapshots/$ID/content?path=/home/ubuntu/output/mid.bin" "$SUP")" = 200 ] && { ok=1; break; }
+    sleep 0.1
+done
+[ "$ok" = 1 ] || fail "the cap was not given back when the slow download ended: $(head -c 300 "$T/body")"
+cmp "$T/body" "$IN/tree/home/ubuntu/output/mid.bin" || fail "the download after the slow one"
 serve_stop
 log "ok"
