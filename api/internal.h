@@ -97,6 +97,12 @@ typedef struct {
     store_t *s;
     int mode, refs, busy, writer_active, writers_waiting;
     int64_t opened_ms;
+    /* The writer handle kept between ingests (storeref.c): its keeper thread lets it go
+     * when idle, when someone waits for the lock (yielding), or when it is spoiled. */
+    int keep_off, keeper_on, quit, yielding, spoiled, wait_fd;
+    int64_t idle_ms, yield_ms, keep_ms;
+    pthread_t keeper;
+    pthread_cond_t kcv;       /* CLOCK_MONOTONIC: the keeper's tick */
     api_view *view;           /* the current view, NULL before the first */
     int view_opening, view_off;
     uint64_t view_gen;
@@ -111,6 +117,9 @@ void api_storeref_destroy(api_storeref *r);
 /* STORE_READ or STORE_WRITE (one writer at a time; readers then share its handle). */
 int api_store_get(api_storeref *r, int mode, store_t **out, store_err *e);
 void api_store_put(api_storeref *r, int mode);
+/* The writer handle is not to be used again (an ingest failed on it): closed once its
+ * users are done, so the next ingest opens afresh (and finishes what the open finishes). */
+void api_store_spoil(api_storeref *r);
 /* The current read view (replaced first when the store changed since it opened); *out is
  * NULL with 0 returned when views are off for this store (an S3 node): use STORE_READ. */
 int api_view_get(api_storeref *r, api_view **out, store_err *e);
@@ -282,6 +291,8 @@ int api_stream_begin(api_req *r, const char *content_type);
 /* The store handle for a route; on failure api_fail 500/503 has been called. */
 store_t *api_store(api_req *r, int mode);
 void api_store_done(api_req *r, int mode);
+/* Before api_store_done(r, STORE_WRITE) when the ingest failed: its handle is not kept. */
+void api_store_failed(api_req *r);
 const api_config *api_cfg(api_req *r);     /* the config as loaded at start */
 const char *api_store_dir(api_req *r);
 /* 0 when the caller may see tenant's things; else api_fail 404 and -1. */

@@ -137,6 +137,7 @@ void r_snapshot_create(api_req *r)
                     if (fds[i] >= 0) api_path_unproc(e.msg, sizeof e.msg, real[i], in[i]);
                 api_fail(r, 500, "ingest_failed", "%s; nothing was stored", e.msg);
             }
+            if (rc) api_store_failed(r);
             api_store_done(r, STORE_WRITE);
         }
         if (snap) {

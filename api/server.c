@@ -138,6 +138,8 @@ void api_store_done(api_req *r, int mode)
     api_store_put(&r->srv->ref, mode);
 }
 
+void api_store_failed(api_req *r) { api_store_spoil(&r->srv->ref); }
+
 const api_config *api_cfg(api_req *r) { return &r->srv->cfg; }
 const char *api_store_dir(api_req *r) { return r->srv->store; }
 api_shares *api_shares_of(api_req *r) { return &r->srv->shares; }

@@ -1,14 +1,26 @@
 /* The one store handle the server's requests share.
  *
- * Why not keep the store open: a writer (STORE_WRITE) holds the store's exclusive flock
- * and a reader the shared one, so a server that kept either would make every CLI
- * snapshot, or every CLI read, wait for it to exit. Instead the handle is opened for the
- * requests that need it and closed when the last one ends:
+ * Why not keep the store open for good: a writer (STORE_WRITE) holds the store's exclusive
+ * flock and a reader the shared one, so a server that kept either until it exits would make
+ * every CLI snapshot, or every CLI read, wait for it. Yet opening the index for writing and
+ * closing it (a flush of every column family, with its fsyncs) cost an ingest more than
+ * its own work. So:
  *   - readers share one STORE_READ handle; a handle older than REUSE_MS takes no new
  *     readers, so under constant load it still closes and a waiting CLI writer gets in;
- *   - one writer job at a time opens STORE_WRITE once no handle is open, and readers that
- *     arrive while it runs use its handle (store_t is thread-safe for reads), so metadata
- *     calls do not wait for an ingest;
+ *   - one writer job at a time uses a STORE_WRITE handle, opened once no handle is open and
+ *     kept after the job: the next ingest finds it open. Readers use it too (store_t is
+ *     thread-safe for reads), so metadata calls do not wait for an ingest. A keeper thread
+ *     closes it once it has been idle GRACE_MS (or $CAIRN_SERVE_KEEP_MS), and at once (after the jobs using it) when
+ *     anyone waits for the store's lock: store_open registers its waiters in lock.wait
+ *     (store_lock_waiters), this process's own gc_run included. Until that waiter got the
+ *     lock (at most YIELD_MS), the next ingest does not reopen: flock is not first come,
+ *     first served. So a CLI command waits for the job in flight, never for the server;
+ *   - a handle an ingest failed on is closed, never reused (api_store_spoil), and so is one
+ *     with an unfinished commit: the next writer's open finishes it;
+ *   - everything a snapshot needs is durable before its 201 (store_writer_commit), so a
+ *     server killed with the handle open loses nothing acknowledged: the next open replays
+ *     the index's log;
+ *   - an S3 node's handle is not kept: its writer's open refreshes from the bucket;
  *   - a second flock from this process would wait on the first, so two handles are never
  *     open at once.
  * gc_run opens the store itself: it waits for these handles like any other process.
@@ -36,6 +48,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <stdio.h>
 
@@ -44,6 +57,10 @@
 
 #define REUSE_MS 1000
 #define SETTLE_MS 1000
+#define GRACE_MS 2000     /* an idle writer handle waits this long for the next ingest
+                             * ($CAIRN_SERVE_KEEP_MS; 0: never kept) */
+#define TICK_MS 10        /* how often the keeper looks for a waiter */
+#define YIELD_MS 1000     /* how long an ingest lets a waiter take the lock first */
 
 static void view_close(api_view *v);
 
@@ -53,6 +70,12 @@ void api_storeref_init(api_storeref *r, const char *dir)
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->write_mu, NULL);
     pthread_cond_init(&r->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->kcv, &ca);
+    pthread_condattr_destroy(&ca);
+    r->wait_fd = -1;
     r->dir = dir;
     /* An S3 node's cairn.conf says backend=s3 (store/store.c reads it the same way). A
      * conf that cannot be read turns views off: the locked handle reports the error. */
@@ -63,16 +86,86 @@ void api_storeref_init(api_storeref *r, const char *dir)
     text[n] = 0;
     if (strstr(text, "\nbackend=s3\n")) r->view_off = 1;
     if (f) fclose(f);
+    const char *k = getenv("CAIRN_SERVE_KEEP_MS");
+    r->keep_ms = k && *k ? atoll(k) : GRACE_MS;
+    r->keep_off = r->view_off || r->keep_ms <= 0;
+}
+
+/* Closes the open handle (r->mu held, refs 0): nobody opens until its flock is let go. */
+static void close_locked(api_storeref *r)
+{
+    store_t *s = r->s;
+    r->s = NULL;
+    r->busy = 1;
+    if (r->yielding) r->yield_ms = store_now_ms();
+    r->yielding = r->spoiled = 0;
+    pthread_mutex_unlock(&r->mu);
+    store_close(s);
+    pthread_mutex_lock(&r->mu);
+    r->busy = 0;
+    pthread_cond_broadcast(&r->cv);
+}
+
+/* Lets the kept writer handle go when idle, spoiled, or wanted by a waiter (see above). */
+static void *keeper(void *arg)
+{
+    api_storeref *r = arg;
+    int warned = 0;
+    pthread_mutex_lock(&r->mu);
+    while (!r->quit) {
+        if (!r->s || r->busy || r->mode != STORE_WRITE) {
+            pthread_cond_wait(&r->kcv, &r->mu);
+            continue;
+        }
+        store_err e;
+        int w = store_lock_waiters(r->dir, &r->wait_fd, &e);
+        if (w < 0 && !warned++) fprintf(stderr, "cairn serve: %s: not keeping the store open\n", e.msg);
+        if (w) r->yielding = 1;           /* unknown: as if someone waited */
+        if (!r->refs && (r->yielding || r->spoiled || store_now_ms() - r->idle_ms >= r->keep_ms)) {
+            close_locked(r);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += TICK_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&r->kcv, &r->mu, &ts);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
 }
 
 void api_storeref_destroy(api_storeref *r)
 {
+    pthread_mutex_lock(&r->mu);
+    r->quit = 1;
+    pthread_cond_broadcast(&r->kcv);
+    pthread_mutex_unlock(&r->mu);
+    if (r->keeper_on) pthread_join(r->keeper, NULL);
     /* Every request has ended: the current view's own reference is the last. */
     view_close(r->view);
     if (r->s) store_close(r->s);
+    if (r->wait_fd >= 0) close(r->wait_fd);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->write_mu);
     pthread_cond_destroy(&r->cv);
+    pthread_cond_destroy(&r->kcv);
+}
+
+/* After the handle was let go for a waiter: 1 while that waiter has not taken the lock yet
+ * (for at most YIELD_MS), so this process does not take it back first (r->mu held). */
+static int waiter_first(api_storeref *r)
+{
+    if (!r->yield_ms) return 0;
+    if (store_now_ms() - r->yield_ms >= YIELD_MS) return r->yield_ms = 0;
+    store_err e;
+    int w = store_lock_waiters(r->dir, &r->wait_fd, &e);
+    if (w <= 0) return r->yield_ms = 0;
+    pthread_mutex_unlock(&r->mu);
+    struct timespec ts = {0, 5 * 1000000L};
+    nanosleep(&ts, NULL);
+    pthread_mutex_lock(&r->mu);
+    return 1;
 }
 
 int api_store_get(api_storeref *r, int mode, store_t **out, store_err *e)
@@ -81,18 +174,17 @@ int api_store_get(api_storeref *r, int mode, store_t **out, store_err *e)
     pthread_mutex_lock(&r->mu);
     if (mode == STORE_WRITE) r->writers_waiting++;
     for (;;) {
-        if (mode == STORE_WRITE) {
-            if (!r->s && !r->busy) break;
-        } else if (r->s && !r->busy) {
-            int join = r->mode == STORE_WRITE ? r->writer_active
-                                              : !r->writers_waiting && store_now_ms() - r->opened_ms < REUSE_MS;
-            if (join) {
-                r->refs++;
-                *out = r->s;
-                pthread_mutex_unlock(&r->mu);
-                return 0;
-            }
-        } else if (!r->s && !r->busy && !r->writers_waiting) {
+        int kept = r->s && !r->busy && r->mode == STORE_WRITE && !r->yielding && !r->spoiled;
+        if (kept || (mode != STORE_WRITE && r->s && !r->busy && r->mode != STORE_WRITE &&
+                     !r->writers_waiting && store_now_ms() - r->opened_ms < REUSE_MS)) {
+            if (mode == STORE_WRITE) r->writers_waiting--, r->writer_active = 1;
+            r->refs++;
+            *out = r->s;
+            pthread_mutex_unlock(&r->mu);
+            return 0;
+        }
+        if (!r->s && !r->busy && (mode == STORE_WRITE || !r->writers_waiting)) {
+            if (waiter_first(r)) continue;
             break;
         }
         pthread_cond_wait(&r->cv, &r->mu);
@@ -118,24 +210,35 @@ int api_store_get(api_storeref *r, int mode, store_t **out, store_err *e)
     return rc;
 }
 
+void api_store_spoil(api_storeref *r)
+{
+    pthread_mutex_lock(&r->mu);
+    if (r->s && r->mode == STORE_WRITE) r->spoiled = 1;
+    pthread_mutex_unlock(&r->mu);
+}
+
 void api_store_put(api_storeref *r, int mode)
 {
     pthread_mutex_lock(&r->mu);
-    if (mode == STORE_WRITE) r->writer_active = 0;
-    store_t *close_it = NULL;
+    if (mode == STORE_WRITE) {
+        r->writer_active = 0;
+        /* A commit whose index record was deferred (store/commit.c): the next open
+         * finishes it, so this handle is not kept. */
+        int any = 0;
+        store_err e;
+        if (store_commit_pending(r->s, &any, &e) || any) r->spoiled = 1;
+    }
     if (--r->refs == 0) {
-        close_it = r->s;
-        r->s = NULL;
-        r->busy = 1;           /* nobody opens until the flock is released */
+        if (r->mode != STORE_WRITE || r->keep_off || r->quit || r->spoiled || r->yielding) {
+            close_locked(r);
+        } else {
+            r->idle_ms = store_now_ms();
+            if (!r->keeper_on) r->keeper_on = pthread_create(&r->keeper, NULL, keeper, r) == 0;
+            if (!r->keeper_on) close_locked(r);     /* no thread to let it go: not kept */
+            pthread_cond_broadcast(&r->kcv);
+        }
     }
     pthread_mutex_unlock(&r->mu);
-    if (close_it) {
-        store_close(close_it);
-        pthread_mutex_lock(&r->mu);
-        r->busy = 0;
-        pthread_cond_broadcast(&r->cv);
-        pthread_mutex_unlock(&r->mu);
-    }
     if (mode == STORE_WRITE) pthread_mutex_unlock(&r->write_mu);
 }
 

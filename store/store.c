@@ -156,10 +156,24 @@ static int take_lock(store_t *s, store_err *e)
         ssize_t n = pread(s->lock_fd, who, sizeof who - 1, 0);
         who[n > 0 ? n : 0] = 0;
         who[strcspn(who, "\n")] = 0;
+        /* Seen waiting (store_lock_waiters) by a holder that would otherwise keep the lock. */
+        char *wp = util_path(s->dir, "lock.wait");
+        int wfd = wp ? open(wp, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
+        free(wp);
+        if (wfd < 0) return store_errf(e, -errno, "%s/lock.wait: %s", s->dir, strerror(errno));
+        while (flock(wfd, LOCK_SH) < 0)
+            if (errno != EINTR) {
+                int err = errno;
+                close(wfd);
+                return store_errf(e, -err, "%s/lock.wait: %s", s->dir, strerror(err));
+            }
         fprintf(stderr, "cairn: waiting for another cairn process (pid %s) to finish with %s\n",
                 who[0] ? who : "?", s->dir);
-        while (flock(s->lock_fd, op) < 0)
-            if (errno != EINTR) return store_errf(e, -errno, "%s/lock: %s", s->dir, strerror(errno));
+        int rc = 0;
+        while (!rc && flock(s->lock_fd, op) < 0)
+            if (errno != EINTR) rc = store_errf(e, -errno, "%s/lock: %s", s->dir, strerror(errno));
+        close(wfd);                                  /* no longer waiting */
+        if (rc) return rc;
     }
     if (s->mode != STORE_READ) {
         char pid[32];
@@ -167,6 +181,22 @@ static int take_lock(store_t *s, store_err *e)
         if (ftruncate(s->lock_fd, 0) == 0) (void)!pwrite(s->lock_fd, pid, (size_t)n, 0);
     }
     return 0;
+}
+
+int store_lock_waiters(const char *dir, int *fd, store_err *e)
+{
+    if (*fd < 0) {
+        char *p = util_path(dir, "lock.wait");
+        *fd = p ? open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
+        free(p);
+        if (*fd < 0) return store_errf(e, -errno, "%s/lock.wait: %s", dir, strerror(errno));
+    }
+    if (flock(*fd, LOCK_EX | LOCK_NB) == 0) {
+        if (flock(*fd, LOCK_UN) < 0) return store_errf(e, -errno, "%s/lock.wait: %s", dir, strerror(errno));
+        return 0;
+    }
+    if (errno == EWOULDBLOCK) return 1;
+    return store_errf(e, -errno, "%s/lock.wait: %s", dir, strerror(errno));
 }
 
 static void warn_report(void *arg, int problem, const char *text)

@@ -6,6 +6,8 @@
  *     cairn.conf          marker, format version, the chunk-id key (never leaves the store)
  *     lock                flock(2): exclusive for writers, shared for readers
  *     gc.lock             flock(2) held by a gc for its whole run (one gc at a time)
+ *     lock.wait           flock(2), shared, held by whoever waits in store_open for `lock`
+ *                         (a holder that keeps the lock across calls lets go when it sees one)
  *     packs/P.pack        immutable packs: zstd frames of page groups + a self-describing
  *                         footer (ids and locations), so the index can be rebuilt from them
  *     manifests/ID.cmf    one per acknowledged snapshot: metadata + a complete recipe per
@@ -129,6 +131,13 @@ STORE_MUST_USE int store_init_s3(const char *dir, const store_s3_opts *o, store_
 STORE_MUST_USE int store_open(const char *dir, int mode, store_t **out, store_err *e);
 void store_close(store_t *s);
 const char *store_dir(const store_t *s);
+/* 1 when a process or thread waits in store_open for the store's lock, 0 when none, else a
+ * negative errno. For a holder that keeps the lock between calls (the API server's writer,
+ * api/storeref.c): it lets go when someone waits, so no command waits for it to exit. A
+ * waiter holds a shared flock on DIR/lock.wait while it waits; this probes it with an
+ * exclusive one, let go at once. *fd is the probe's descriptor: -1 before the first call,
+ * the caller's to close. */
+STORE_MUST_USE int store_lock_waiters(const char *dir, int *fd, store_err *e);
 /* *any = 1 when a commit is past its pack step and before its index record (running in
  * another handle, or cut there by a crash): a lock-free reader (STORE_PEEK) opened now may
  * see its manifest and lack its record (api/storeref.c waits for the index to move). */
