@@ -184,7 +184,8 @@ static const cli_command commands[] = {
      "--threads: threads answering faults (default 2).\n"
      "Records the pages touched in the first --record seconds (default 10; 0: off) for the\n"
      "sandbox's next snapshot; installs this snapshot's recorded pages first, in the\n"
-     "background, unless --no-prefetch. --cache-mib: decompressed groups kept (default 64).\n"
+     "background, unless --no-prefetch. --cache-mib: decompressed groups kept (default: the\n"
+     "snapshot's data pages, 64..256 MiB).\n"
      "--fault-around PAGES: a fault also installs the pages after it that are at hand (up to\n"
      "PAGES past the last faulted one: data pages whose group is decompressed already, or\n"
      "zero pages; never over a present or removed page, never past the region; default 16,\n"
@@ -208,7 +209,8 @@ static const cli_command commands[] = {
      "memory file: it maps it MAP_PRIVATE and pages come in as the guest touches them.\n"
      "A file open (or mapped) holds a lease: gc keeps its snapshot. Returns once mounted (the\n"
      "server goes to the background) unless --foreground. `fusermount3 -u MOUNTPOINT` ends it.\n"
-     "--cache-mib: decompressed groups kept per open file (default 64). --open-rw accepts\n"
+     "--cache-mib: decompressed groups kept per open file (default: the file's data pages,\n"
+     "64..256 MiB). --open-rw accepts\n"
      "read-write opens (writes still fail): QEMU 7.2 opens its memory file so even when it\n"
      "maps it private (share=off).\n\n" COMMON_OPTS,
      cmd_mount},

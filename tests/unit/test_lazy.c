@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
 
 #include "restore/lazy.h"
 #include "tests/unit/check.h"
@@ -126,11 +128,72 @@ static void test_wset(void)
     CHECK(system(cmd) == 0);
 }
 
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A crafted manifest whose checksum holds but whose recipe does not decode (a zero run of
+ * 3 pages in a 2-page blob): the page source opens (the recipe is expanded in the
+ * background) and every page then fails with the reason; nothing reads as zeros. */
+static void test_crafted_recipe(void)
+{
+    char dir[] = "/tmp/cairn-test-lazy.XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char sd[300], path[400];
+    snprintf(sd, sizeof sd, "%s/s", dir);
+    store_err e;
+    CHECK(store_init(sd, &e) == 0);
+    const char *id = "0123456789abcdef0123";
+    char meta[512];
+    int ml = snprintf(meta, sizeof meta,
+                      "{\"snapshot\":\"%s\",\"tenant\":\"t\",\"sandbox\":\"b\",\"tier\":\"\",\"parent\":\"\","
+                      "\"kind\":\"full\",\"time_ms\":1,\"packs\":[],"
+                      "\"blob_list\":[{\"name\":\"memory\",\"size\":8192,\"npages\":2}]}", id);
+    uint8_t raw[1] = {3 << 1 | 1}, buf[1024];
+    memcpy(buf, "CAIRNMF1", 8);
+    put_le(buf + 8, 1, 4);
+    put_le(buf + 12, (uint64_t)ml, 4);
+    memcpy(buf + 16, meta, (size_t)ml);
+    size_t n = 16 + (size_t)ml;
+    size_t zl = ZSTD_compress(buf + n + 16, sizeof buf - n - 40, raw, sizeof raw, 3);
+    CHECK(!ZSTD_isError(zl));
+    put_le(buf + n, sizeof raw, 8);
+    put_le(buf + n + 8, zl, 8);
+    n += 16 + zl;
+    put_le(buf + n, XXH3_64bits(buf, n), 8);
+    memcpy(buf + n + 8, "CAIRNMFE", 8);
+    n += 16;
+    snprintf(path, sizeof path, "%s/manifests/%s.cmf", sd, id);
+    FILE *f = fopen(path, "wb");
+    CHECK(f && fwrite(buf, 1, n, f) == n && fclose(f) == 0);
+    restore_pages *p = NULL;
+    CHECK(restore_pages_open(sd, id, "memory", 0, &p, &e) == 0);
+    if (p) {
+        uint8_t page[4096];
+        CHECK(restore_pages_count(p) == 2);
+        CHECK(restore_pages_is_zero(p, 0) == 0);
+        CHECK(restore_pages_get(p, 0, page, &e) == -EBADMSG && strstr(e.msg, "malformed"));
+        CHECK(restore_pages_get_cached(p, 1, page, &e) == -EBADMSG);
+        restore_pages_close(p);
+    }
+    /* The same bytes with a flipped byte: refused at open (the checksum). */
+    buf[20] ^= 1;
+    f = fopen(path, "wb");
+    CHECK(f && fwrite(buf, 1, n, f) == n && fclose(f) == 0);
+    p = NULL;
+    CHECK(restore_pages_open(sd, id, "memory", 0, &p, &e) == -EBADMSG && !p);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
     test_regions_ok();
     test_regions_hostile();
     test_wset();
+    test_crafted_recipe();
     if (failures) fprintf(stderr, "test_lazy: %d checks failed\n", failures);
     return failures ? 1 : 0;
 }
