@@ -5,6 +5,7 @@
  *   mount              "/path": where `cairn mount` shows this store (wake mode "file")
  *   limits             max_body_bytes, max_header_bytes, request_timeout_s,
  *                      shutdown_timeout_s, max_long_jobs, workers, max_page_servers,
+ *                      max_shares_per_tenant,
  *                      page_server_wait_s
  *   tokens             [{name, role, tenant?, sha256, created}]: hashes only
  * Unknown keys are errors (a typo must not silently drop a limit). */
@@ -170,6 +171,7 @@ int api_config_load(const char *path, api_config *c, store_err *e)
     c->workers = 4;
     c->max_page_servers = 16;
     c->page_server_wait_s = 60;
+    c->max_shares = 1000;
     json_error_t je;
     json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
@@ -199,7 +201,7 @@ int api_config_load(const char *path, api_config *c, store_err *e)
             rc = parse_tokens(v, c, e);
         } else if (!strcmp(key, "limits")) {
             long t = c->request_timeout_s, st = c->shutdown_timeout_s, lj = c->max_long_jobs, w = c->workers;
-            long mps = c->max_page_servers, psw = c->page_server_wait_s;
+            long mps = c->max_page_servers, psw = c->page_server_wait_s, msh = c->max_shares;
             if (!json_is_object(v)) rc = store_errf(e, -EINVAL, "%s: limits is an object", path);
             const char *lk;
             json_t *lv;
@@ -207,7 +209,8 @@ int api_config_load(const char *path, api_config *c, store_err *e)
                 if (!rc && strcmp(lk, "max_body_bytes") && strcmp(lk, "max_header_bytes") &&
                     strcmp(lk, "request_timeout_s") && strcmp(lk, "shutdown_timeout_s") &&
                     strcmp(lk, "max_long_jobs") && strcmp(lk, "workers") && strcmp(lk, "max_page_servers") &&
-                    strcmp(lk, "page_server_wait_s") && strcmp(lk, "max_spool_bytes"))
+                    strcmp(lk, "page_server_wait_s") && strcmp(lk, "max_spool_bytes") &&
+                    strcmp(lk, "max_shares_per_tenant"))
                     rc = store_errf(e, -EINVAL, "%s: unknown limit '%s'", path, lk);
             if (!rc) rc = limit(v, "max_body_bytes", 64, 1L << 30, &c->max_body, e);
             if (!rc) rc = limit(v, "max_header_bytes", 1024, 1L << 20, &c->max_headers, e);
@@ -218,6 +221,8 @@ int api_config_load(const char *path, api_config *c, store_err *e)
             if (!rc) rc = limit(v, "max_page_servers", 1, 1024, &mps, e);
             if (!rc) rc = limit(v, "page_server_wait_s", 1, 86400, &psw, e);
             if (!rc) rc = limit(v, "max_spool_bytes", 0, 1L << 50, &c->max_spool, e);
+            if (!rc) rc = limit(v, "max_shares_per_tenant", 1, 1000000, &msh, e);
+            c->max_shares = (int)msh;
             c->max_page_servers = (int)mps;
             c->page_server_wait_s = (int)psw;
             c->request_timeout_s = (int)t;

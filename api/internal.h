@@ -49,6 +49,7 @@ typedef struct {
     int request_timeout_s, shutdown_timeout_s, max_long_jobs, workers;
     int max_page_servers, page_server_wait_s;   /* uffd wakes: how many at once; how long
                                                    each waits for its VM */
+    int max_shares;                           /* live shares one tenant may hold */
     api_token *tokens;
     size_t ntokens;
 } api_config;
@@ -315,9 +316,11 @@ typedef struct {
 /* Reads STORE/shares.log (expired lines are dropped from it); a damaged line is -EINVAL. */
 int api_shares_open(api_shares *sh, const char *store, store_err *e);
 void api_shares_close(api_shares *sh);
-/* A new share: token (API_TOKEN_MAX) is its secret, id (API_SHARE_ID_LEN + 1) its id. */
+/* A new share: token (API_TOKEN_MAX) is its secret, id (API_SHARE_ID_LEN + 1) its id.
+ * -EDQUOT when tenant holds max live shares already (each costs memory, a line of the
+ * file and time at every share's check: a tenant must not grow them without bound). */
 int api_share_add(api_shares *sh, const char *tenant, const char *sandbox, const char *at, int64_t expires_ms,
-                  const char *by, char *token, char *id, store_err *e);
+                  const char *by, size_t max, char *token, char *id, store_err *e);
 /* 0 and *out when text is a live share's token. */
 int api_share_find(api_shares *sh, const char *text, api_token *out);
 /* The live shares of tenant's sandbox (*out malloc'd). */

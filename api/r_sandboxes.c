@@ -234,8 +234,9 @@ void r_sandbox_share(api_req *r)
     char token[API_TOKEN_MAX], id[API_SHARE_ID_LEN + 1];
     store_err e;
     int64_t exp = store_now_ms() + expires_in * 1000;
-    if ((rc = api_share_add(api_shares_of(r), sb.tenant, sb.sandbox, sb.latest, exp, api_actor(r), token, id, &e)))
-        return api_fail(r, 500, "internal", "%s", e.msg);
+    if ((rc = api_share_add(api_shares_of(r), sb.tenant, sb.sandbox, sb.latest, exp, api_actor(r),
+                            (size_t)api_cfg(r)->max_shares, token, id, &e)))
+        return rc == -EDQUOT ? api_fail(r, 409, "too_many_shares", "%s", e.msg) : api_fail(r, 500, "internal", "%s", e.msg);
     char when[32];
     store_rfc3339(exp, when);
     api_ok(r, 201, json_pack("{s:s, s:s, s:s, s:s, s:I}", "token", token, "id", id, "sandbox", sb.sandbox, "expires",

@@ -170,7 +170,7 @@ void api_shares_close(api_shares *sh)
 }
 
 int api_share_add(api_shares *sh, const char *tenant, const char *sandbox, const char *at, int64_t expires_ms,
-                  const char *by, char *token, char *id, store_err *e)
+                  const char *by, size_t max, char *token, char *id, store_err *e)
 {
     int rc = api_token_make("cairnshare_", token, e);
     if (rc) return rc;
@@ -184,8 +184,15 @@ int api_share_add(api_shares *sh, const char *tenant, const char *sandbox, const
     char *line = encode(&t);
     if (!line) return store_errf(e, -ENOMEM, "out of memory");
     pthread_mutex_lock(&sh->mu);
-    int fd = open(sh->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) rc = store_errf(e, -errno, "%s: %s", sh->path, strerror(errno));
+    size_t held = 0;
+    int64_t t0 = store_now_ms();
+    for (size_t i = 0; i < sh->n; i++) held += sh->v[i].expires_ms > t0 && !strcmp(sh->v[i].tenant, tenant);
+    int fd = -1;
+    if (held >= max)
+        rc = store_errf(e, -EDQUOT, "tenant %s holds %zu live shares, the most limits.max_shares_per_tenant allows: "
+                        "revoke some first", tenant, held);
+    else if ((fd = open(sh->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
+        rc = store_errf(e, -errno, "%s: %s", sh->path, strerror(errno));
     else {
         /* A short write (a full disk) must not stay: the next line would be glued to the
          * torn one and the file would no longer load (the server could not restart). */

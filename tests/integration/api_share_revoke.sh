@@ -73,6 +73,24 @@ expect_status 200 GET /v1/shared/files "$S4"
 [ "$(stat -c %a "$S/shares.log")" = 600 ] || fail "shares.log is not 0600"
 serve_stop
 
+log "a tenant's live shares are capped (limits.max_shares_per_tenant): each costs memory, a line and time at every check"
+# (HOSTILE2.md 3) There was no bound: one tenant could grow shares.log and the list every
+# share request scans without end.
+"$PY" - "$S/serve.json" <<'EOF2'
+import json, sys
+c = json.load(open(sys.argv[1])); c["limits"] = {"max_shares_per_tenant": 3}
+json.dump(c, open(sys.argv[1], "w"))
+EOF2
+serve_start "$S"
+share sb1; share sb1; C3=$SID                 # with S4: three live shares of t1
+expect_status 409 POST /v1/sandboxes/sb1/shares "$ORCH" '{}'
+assert_json 'j["error"]["code"] == "too_many_shares"' "$T/body" "the fourth share of a tenant"
+assert_eq "$(grep -c . "$S/shares.log")" 3 "lines of shares.log after a refused share"
+expect_status 200 DELETE "/v1/sandboxes/sb1/shares/$C3" "$ORCH"
+expect_status 201 POST /v1/sandboxes/sb1/shares "$ORCH" '{}'
+expect_status 200 GET /v1/shared/files "$S4"
+serve_stop
+
 log "a share refused on a full disk leaves no torn line: the server restarts, later shares work"
 # (HOSTILE2.md 1) A short append used to stay in shares.log; the next share was glued to it
 # and the server no longer started ("line N is not a share record").
