@@ -3,8 +3,10 @@
  * gc/deleted/…. This file is their one encoder and parser.
  *
  *   gc/lease                     node=%06x expires_ms=… nonce=%016llx (one per line)
- *   gc/fossils/<13 ms>-<node>-<rand>.json  {"at_ms":…, "node":"…", "packs":["%016llx",…],
- *                                "moved":["%016llx",…]}: packs made fossils, and the packs
+ *   gc/fossils/<13 ms>-<node>-<rand>.json  {"at_ms":…, "boot":"…", "boot_ms":…,
+ *                                "packs":["%016llx",…], "moved":["%016llx",…]}: the wall
+ *                                clock, the boot id and CLOCK_BOOTTIME of the writer (boot
+ *                                fields absent in older records), packs made fossils, and the packs
  *                                that hold the live chunks of the rewritten ones
  *   gc/deleted/<13 ms>-<node>-<rand>.json  the same shape: packs deleted (written before they
  *                                are deleted), and where their live chunks went
@@ -199,6 +201,37 @@ static int hex_array(json_t *a, uint64_t **out, size_t *n)
     return 0;
 }
 
+static int64_t boot_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_BOOTTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* This boot's id ("" when unreadable: then only the wall clock judges). */
+static void boot_id(char out[40])
+{
+    out[0] = 0;
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+    if (!f) return;
+    if (!fgets(out, 40, f)) out[0] = 0;
+    fclose(f);
+    out[strcspn(out, "\n")] = 0;
+}
+
+void store_gc_clock_now(store_gc_clock *c)
+{
+    boot_id(c->boot);
+    c->boot_ms = boot_ms();
+    c->wall_ms = store_now_ms();
+}
+
+int store_gc_record_ripe(const store_gc_record *r, const store_gc_clock *c, int64_t wait_ms)
+{
+    if (r->at_ms > c->wall_ms - wait_ms) return 0;
+    return !r->boot[0] || strcmp(r->boot, c->boot) || r->boot_ms <= c->boot_ms - wait_ms;
+}
+
 static int record_parse(const char *name, const uint8_t *buf, size_t len, store_gc_record *r, store_err *e)
 {
     json_error_t je;
@@ -208,6 +241,15 @@ static int record_parse(const char *name, const uint8_t *buf, size_t len, store_
     json_t *at = j ? json_object_get(j, "at_ms") : NULL;
     int bad = !j || !json_is_integer(at);
     if (!bad) r->at_ms = json_integer_value(at);
+    json_t *bt = j ? json_object_get(j, "boot") : NULL, *bm = j ? json_object_get(j, "boot_ms") : NULL;
+    if (!bad && (bt || bm)) {
+        const char *b = json_string_value(bt);
+        if (!b || strlen(b) >= sizeof r->boot || !json_is_integer(bm)) bad = 1;
+        else {
+            snprintf(r->boot, sizeof r->boot, "%s", b);
+            r->boot_ms = json_integer_value(bm);
+        }
+    }
     if (!bad && hex_array(json_object_get(j, "packs"), &r->packs, &r->npacks)) bad = 1;
     if (!bad && hex_array(json_object_get(j, "moved"), &r->moved, &r->nmoved)) bad = 1;
     json_decref(j);
@@ -307,13 +349,17 @@ int store_gc_record_put(store_t *s, int kind, const uint64_t *packs, size_t npac
      * the clock margin is made again with a fresh time, so a node that listed the records
      * just before this one appeared cannot be more than the margin ahead of it. */
     for (int attempt = 0; attempt < 4; attempt++) {
-        int64_t t = store_now_ms(), m0 = mono_ms();
+        store_gc_clock c;
+        store_gc_clock_now(&c);
+        int64_t t = c.wall_ms, m0 = mono_ms();
         char name[96];
         snprintf(name, sizeof name, "%s%013lld-%06x-%08x.json", prefix_of(kind), (long long)t, s->node, r);
         json_t *j = json_object();
         json_t *pa = hex_json(packs, npacks), *ma = hex_json(moved, nmoved);
         int bad = !j || !pa || !ma || json_object_set_new(j, "at_ms", json_integer(t)) ||
-                  json_object_set_new(j, "packs", pa) || json_object_set_new(j, "moved", ma);
+                  json_object_set_new(j, "packs", pa) || json_object_set_new(j, "moved", ma) ||
+                  (c.boot[0] && (json_object_set_new(j, "boot", json_string(c.boot)) ||
+                                 json_object_set_new(j, "boot_ms", json_integer(c.boot_ms))));
         if (bad) {
             if (!j || !pa) json_decref(pa);
             if (!j || !ma) json_decref(ma);

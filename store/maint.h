@@ -89,9 +89,21 @@ enum { STORE_GC_FOSSILS = 1, STORE_GC_DELETED };
 typedef struct {
     char name[96];                  /* the object's name */
     int64_t at_ms;                  /* wall clock of the writing node, before its PUT */
+    char boot[40];                  /* the writer's boot id ("" in older records) */
+    int64_t boot_ms;                /* its CLOCK_BOOTTIME then: no clock step moves it */
     uint64_t *packs, *moved;
     size_t npacks, nmoved;
 } store_gc_record;
+/* The clocks a ripeness check reads, once per run (every record judged at one instant). */
+typedef struct {
+    int64_t wall_ms, boot_ms;
+    char boot[40];
+} store_gc_clock;
+void store_gc_clock_now(store_gc_clock *c);
+/* 1 when record r is at least wait_ms old: by the wall clock (other nodes, other boots)
+ * and, for a record this boot of this machine wrote, by its boot clock as well, so that a
+ * wall clock stepped forward (or back when it was written) cannot ripen it early. */
+int store_gc_record_ripe(const store_gc_record *r, const store_gc_clock *c, int64_t wait_ms);
 STORE_MUST_USE int store_gc_records(store_t *s, int kind, store_gc_record **out, size_t *n, store_err *e);
 void store_gc_records_free(store_gc_record *v, size_t n);
 /* Writes one; *at_ms is the time it counts from. */

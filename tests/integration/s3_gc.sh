@@ -183,4 +183,32 @@ done <"$T/live"
 fsck_ok "$T/s"
 log "the stale node restored $n live snapshots"
 
+# A stepped wall clock never ripens a fossil early (HOSTILE2.md 2): a gc whose clock jumped
+# forward by an hour used to delete the packs another gc made fossils a second before, under
+# a writer that had deduplicated against them and committed after (its acknowledged
+# snapshot then missed chunks). The same with a clock that was an hour behind when it
+# recorded them and then stepped right. Once the bound really passed they go.
+stepped() { LD_PRELOAD=$BUILD/libcairn-clockstep.so CAIRN_TEST_CLOCK_STEP_MS=$1 "$CAIRN_BIN" "${@:2}"; }
+for step in 3600000 -3600000; do
+    n=p$step                                  # a bucket each: the other's fossils ripen meanwhile
+    s3_init "$T/$n" "$(s3_bucket)" v4
+    snap_one "$n" step 0
+    must cairn delete --store "$T/$n" --sandbox step >/dev/null
+    if [ "$step" -gt 0 ]; then
+        must cairn gc --store "$T/$n" --json >"$T/step.f$step.json"
+        stepped "$step" gc --store "$T/$n" --json >"$T/step.d$step.json" 2>"$T/step.err" || fail "gc: $(cat "$T/step.err")"
+    else
+        stepped "$step" gc --store "$T/$n" --json >"$T/step.f$step.json" 2>"$T/step.err" || fail "gc: $(cat "$T/step.err")"
+        must cairn gc --store "$T/$n" --json >"$T/step.d$step.json"
+    fi
+    assert_json 'j["fossils_recorded"] > 0' "$T/step.f$step.json" "fossils of a deleted sandbox (clock step $step ms)"
+    assert_json 'j["packs_deleted"] == 0' "$T/step.d$step.json" \
+        "packs deleted a moment after they became fossils (clock step $step ms)"
+done
+sleep "$RIPE"
+for step in 3600000 -3600000; do
+    must cairn gc --store "$T/p$step" --json >"$T/step.last.json"
+    assert_json 'j["packs_deleted"] > 0' "$T/step.last.json" "fossils deleted once the bound passed (step $step ms)"
+done
+
 log "ok"
