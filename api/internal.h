@@ -89,6 +89,7 @@ typedef struct api_view {
         json_t *j;
     } cache[API_VIEW_CACHE];
     unsigned cache_next;
+    struct api_view *next;    /* on the retired list (storeref.c) */
 } api_view;
 
 typedef struct {
@@ -107,6 +108,12 @@ typedef struct {
     api_view *view;           /* the current view, NULL before the first */
     int view_opening, view_off;
     uint64_t view_gen;
+    /* While this server's writer job holds the store's lock (api_view_write_begin..end):
+     * manifests/'s mtime when it began. No one else can commit meanwhile, so a view with
+     * that stamp lacks only the job's own, unacknowledged changes. */
+    int own_writing;
+    struct timespec own_base;
+    api_view *retired;        /* replaced views nobody uses, closed by the next opener */
 } api_storeref;
 
 /* API_VIEW: not a store mode; api_store(r, API_VIEW) gives the read view (metadata routes:
@@ -125,6 +132,12 @@ void api_store_spoil(api_storeref *r);
  * NULL with 0 returned when views are off for this store (an S3 node): use STORE_READ. */
 int api_view_get(api_storeref *r, api_view **out, store_err *e);
 void api_view_put(api_storeref *r, api_view *v);
+/* Around a writer job of this server, with the store's lock held throughout: begin once it
+ * has its handle; end after its last change and before its answer, which replaces the view
+ * when the job changed the store. So a call that starts after the answer finds the view
+ * fresh, and calls during the job keep the view they have instead of waiting. */
+void api_view_write_begin(api_storeref *r);
+void api_view_write_end(api_storeref *r);
 /* The cached answer for key (a copy, the caller's) and its tenant, or NULL. */
 json_t *api_view_cached(api_view *v, const char *key, char tenant[STORE_NAME_MAX + 1]);
 /* Keeps a copy of j as the answer for key (no-op when out of memory: only speed is lost). */

@@ -121,6 +121,7 @@ store_t *api_store(api_req *r, int mode)
         api_fail(r, 500, "store_unavailable", "%s", e.msg);
         return NULL;
     }
+    if (mode == STORE_WRITE) api_view_write_begin(&r->srv->ref);
     return s;
 }
 
@@ -135,6 +136,7 @@ void api_store_done(api_req *r, int mode)
         r->view_locked = 0;
         mode = STORE_READ;
     }
+    if (mode == STORE_WRITE) api_view_write_end(&r->srv->ref);
     api_store_put(&r->srv->ref, mode);
 }
 
