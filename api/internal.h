@@ -208,6 +208,9 @@ typedef struct {
     void *arg;
 } api_limits;
 void api_limits_install(struct evhttp *http, const api_limits *l);
+/* The answer to req is written (its on_complete): a refusal behind it may go out now. */
+struct evhttp_request;
+void api_limits_answered(struct evhttp_request *req);
 void api_limits_free(void);
 
 /* ---- requests ----------------------------------------------------------------------- */

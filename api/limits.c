@@ -12,8 +12,9 @@
  * head is counted with its line ends, a chunk-size line is capped), so evhttp's own caps
  * are only a backstop. A request evhttp reads is left to it untouched.
  * What evhttp answers with no reply at all (a request not sent within the timeout, a
- * client that closes) stays so. A request refused while an earlier one pipelined in the
- * same packets is still being answered gets its refusal first (clients do not pipeline).
+ * client that closes) stays so. A refusal waits for the answers to the requests before it
+ * on the connection (pipelined, or a stray line after a body): the server tells when one
+ * is written (api_limits_answered), so the client reads them in order.
  * Loop thread only. */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -44,6 +45,14 @@ typedef struct {
     int has_body, v11;         /* from the request line: evhttp reads a body; HTTP/1.1 */
     int headed;                /* the head is whole (and no longer in head): rid is its id */
     char rid[80];              /* its X-Request-Id, "" when it sent none */
+    unsigned passed, answered; /* requests left to evhttp on this connection; answers written */
+    char *pending;             /* a refusal waiting for those answers (malloc'd), or NULL */
+    size_t npending;
+    /* Offsets in the bytes the client sent: all seen; the next to follow; where the request
+     * being followed began. Once refused: the bytes at the buffer's front that are earlier
+     * requests' and still for evhttp (the rest of the buffer is dropped). */
+    uint64_t seen, pos, start;
+    size_t keep;
     char *head;                /* max_headers + 1 bytes */
 } watch;
 
@@ -83,6 +92,16 @@ static const char *header(const watch *w, const char *name, char *out, size_t ca
     return out;
 }
 
+/* How many header lines are name's. */
+static int header_count(const watch *w, const char *name)
+{
+    size_t nl = strlen(name);
+    int n = 0;
+    for (const char *l = w->head; l < w->head + w->line; l += strlen(l) + 1)
+        n += !strncasecmp(l, name, nl) && l[nl] == ':';
+    return n;
+}
+
 static const char *phrase(int status)
 {
     switch (status) {
@@ -92,6 +111,16 @@ static const char *phrase(int status)
     case 431: return "Request Header Fields Too Large";
     default: return "Not Implemented";
     }
+}
+
+/* Straight to the socket: evhttp has sent nothing for this request and never will (it
+ * never sees the rest of it); a few hundred bytes fit any socket buffer. Then the
+ * connection is shut for writing: the client reads the answer and the end. */
+static void send_refusal(int fd, const char *out, size_t len)
+{
+    if (send(fd, out, len, MSG_NOSIGNAL) < 0)
+        fprintf(stderr, "cairn serve: a refusal could not be sent: %s\n", strerror(errno));
+    shutdown(fd, SHUT_WR);
 }
 
 static void refuse(watch *w, int fd, int status, const char *code, const char *msg)
@@ -108,13 +137,18 @@ static void refuse(watch *w, int fd, int status, const char *code, const char *m
                      "Cache-Control: no-store\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s\n",
                      status, phrase(status), rid, body ? strlen(body) + 1 : 1, body ? body : "");
     free(body);
-    /* Straight to the socket: evhttp has sent nothing for this request and never will (it
-     * never sees the rest of it); a few hundred bytes fit any socket buffer. */
-    if (n > 0 && send(fd, out, (size_t)n < sizeof out ? (size_t)n : sizeof out, MSG_NOSIGNAL) < 0)
-        fprintf(stderr, "cairn serve: rid=%s: the %d answer could not be sent: %s\n", rid, status, strerror(errno));
-    shutdown(fd, SHUT_WR);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof out ? (size_t)n : sizeof out - 1;
     cfg.log(cfg.arg, rid, status, msg);
     w->state = W_REFUSED;
+    if (w->passed > w->answered) {          /* after the answers before it (api_limits_answered) */
+        if ((w->pending = malloc(len))) {
+            memcpy(w->pending, out, len);
+            w->npending = len;
+            return;
+        }
+        fprintf(stderr, "cairn serve: rid=%s: out of memory: the %d answer goes out now\n", rid, status);
+    }
+    send_refusal(fd, out, len);
 }
 
 static void bad(watch *w, int fd, const char *msg)
@@ -162,14 +196,10 @@ static int header_line(watch *w, int fd, const char *line, int first)
         if (first) return bad(w, fd, "the request's first header line is a continuation"), -1;
         return 0;
     }
-    const char *colon = strchr(line, ':');
-    if (!colon) return bad(w, fd, "a header line of the request has no ':'"), -1;
-    if (memchr(line, '\r', (size_t)(colon - line))) return bad(w, fd, "a header name holds a CR"), -1;
-    /* evhttp_header_is_valid_value: a CR inside a value must start a folded line */
-    for (const char *p = colon + 1; (p = strchr(p, '\r'));) {
-        p += strspn(p, "\r");
-        if (*p != ' ' && *p != '\t') return bad(w, fd, "a header value holds a CR"), -1;
-    }
+    if (!strchr(line, ':')) return bad(w, fd, "a header line of the request has no ':'"), -1;
+    /* evhttp_add_header refuses a CR in a name or value (the libevent of Debian 12 even
+     * before a space, which its source would let fold a line): stricter is safe. */
+    if (strchr(line, '\r')) return bad(w, fd, "a header line of the request holds a CR"), -1;
     return 0;
 }
 
@@ -179,10 +209,22 @@ static void head_done(watch *w, int fd, int has_body, int v11)
     char v[64];
     w->state = W_HEAD;
     if (!header(w, "X-Request-Id", w->rid, sizeof w->rid)) w->rid[0] = 0;
+    /* The libevent of Debian 12 (with its security fixes) refuses Transfer-Encoding beside
+     * Content-Length, twice, or as a list, even on a HEAD; we take it only alone, once,
+     * as "chunked" (stricter: the other codings it would ignore, no client sends). */
+    int te = header(w, "Transfer-Encoding", v, sizeof v) != NULL;
+    if (te && (strcasecmp(v, "chunked") || header_count(w, "Transfer-Encoding") > 1)) {
+        bad(w, fd, "the request's Transfer-Encoding is not one \"chunked\"");
+        return;
+    }
+    if (te && header(w, "Content-Length", v, sizeof v)) {
+        bad(w, fd, "the request has both Transfer-Encoding and Content-Length");
+        return;
+    }
     if (!has_body) return;
     int chunked = 0;
     uint64_t len = 0;
-    if (header(w, "Transfer-Encoding", v, sizeof v) && !strcasecmp(v, "chunked")) {
+    if (te) {
         chunked = 1;
     } else if (header(w, "Content-Length", v, sizeof v)) {
         char *e;
@@ -243,9 +285,17 @@ static void chunk_line(watch *w, int fd, const char *line)
 
 static void next_request(watch *w)
 {
+    w->start = w->pos;
     w->state = W_HEAD;
     w->raw = w->hlen = w->line = 0;
     w->nlines = w->headed = 0;
+}
+
+/* A whole request left to evhttp, which will answer it. */
+static void passed(watch *w)
+{
+    w->passed++;
+    next_request(w);
 }
 
 /* Follows the bytes p[0..n) of the connection; returns when they are all seen. */
@@ -257,8 +307,9 @@ static void follow(watch *w, int fd, const char *p, size_t n)
             w->left -= k;
             p += k;
             n -= k;
+            w->pos += k;
             if (w->left) continue;
-            if (w->state == W_BODY) next_request(w);
+            if (w->state == W_BODY) passed(w);
             else w->state = W_CHUNK_LINE;
             continue;
         }
@@ -280,6 +331,7 @@ static void follow(watch *w, int fd, const char *p, size_t n)
         if (w->state != W_CHUNK_LINE) w->raw += k;
         p += k;
         n -= k;
+        w->pos += k;
         if (!lf) continue;
         /* A whole line: kept as a C string, as evhttp reads it (an embedded NUL ends it). */
         char *line = w->head + w->line;
@@ -293,7 +345,7 @@ static void follow(watch *w, int fd, const char *p, size_t n)
             chunk_line(w, fd, line);
         } else if (w->state == W_TRAILER) {
             w->hlen = w->line = 0;
-            if (!*line) next_request(w);
+            if (!*line) passed(w);
             else header_line(w, fd, line, 0);
         } else if (w->nlines == 0) {
             w->nlines = 1;
@@ -302,7 +354,7 @@ static void follow(watch *w, int fd, const char *p, size_t n)
         } else if (!*line) {
             head_done(w, fd, w->has_body, w->v11);
             if (w->state == W_HEAD) {
-                next_request(w);
+                passed(w);
             } else if (w->state != W_REFUSED) {
                 w->hlen = w->line = 0;              /* a trailer counts on from raw */
                 w->headed = 1;
@@ -315,11 +367,42 @@ static void follow(watch *w, int fd, const char *p, size_t n)
     }
 }
 
+/* Drops all but the first keep bytes of buf (evbuffer drains only from the front). */
+static int cutting;
+static void keep_front(struct evbuffer *buf, size_t keep)
+{
+    size_t len = evbuffer_get_length(buf);
+    if (keep >= len) return;
+    if (!keep) {
+        evbuffer_drain(buf, len);
+        return;
+    }
+    struct evbuffer *t = evbuffer_new();
+    cutting = 1;               /* our own moves: not the client's bytes, not evhttp's reads */
+    if (!t || evbuffer_remove_buffer(buf, t, keep) != (int)keep) {
+        /* cannot set the earlier requests aside: they go too (the client gets the refusal) */
+        fprintf(stderr, "cairn serve: out of memory: requests before a refused one dropped\n");
+        if (t) evbuffer_add_buffer(buf, t);
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+    } else {
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+        evbuffer_add_buffer(buf, t);
+    }
+    cutting = 0;
+    if (t) evbuffer_free(t);
+}
+
 static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     struct bufferevent *bev = arg;
     int fd = (int)bufferevent_getfd(bev);
-    if (info->n_added == 0 || fd < 0) return;
+    if (cutting || fd < 0) return;
+    if (info->n_added == 0) {
+        /* evhttp read some: fewer bytes at the front are still to keep */
+        if ((size_t)fd < ntab && tab[fd].bev == bev && tab[fd].state == W_REFUSED)
+            tab[fd].keep -= info->n_deleted < tab[fd].keep ? info->n_deleted : tab[fd].keep;
+        return;
+    }
     if ((size_t)fd >= ntab) {
         size_t n = (size_t)fd * 2 + 16;
         watch *t = realloc(tab, n * sizeof *t);
@@ -331,18 +414,28 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
     watch *w = &tab[fd];
     if (w->bev != bev) {
         w->bev = bev;
+        w->seen = w->pos = 0;
         next_request(w);
+        w->passed = w->answered = 0;
+        free(w->pending);
+        w->pending = NULL;
     }
     if (!w->head && !(w->head = malloc((size_t)cfg.max_headers + CHUNK_LINE_MAX + 1))) {
         w->state = W_PASS;
         return;
     }
     size_t len = evbuffer_get_length(buf), add = info->n_added < len ? info->n_added : len, off = len - add;
+    w->seen += add;
+    if (w->state == W_REFUSED) {
+        keep_front(buf, w->keep);
+        return;
+    }
     while (add && w->state != W_REFUSED && w->state != W_PASS) {
         if ((w->state == W_BODY || w->state == W_CHUNK_DATA) && w->left >= add) {   /* only counted */
+            w->pos += add;
             w->left -= add;
             if (!w->left) {
-                if (w->state == W_BODY) next_request(w);
+                if (w->state == W_BODY) passed(w);
                 else w->state = W_CHUNK_LINE;
             }
             break;
@@ -356,9 +449,14 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
         off += (size_t)got;
         add -= (size_t)got;
     }
-    /* Nothing of a refused request reaches evhttp: it waits for a head (or body) that never
-     * ends and drops the connection when the client closes it or at its timeout. */
-    if (w->state == W_REFUSED) evbuffer_drain(buf, evbuffer_get_length(buf));
+    /* Nothing of a refused request reaches evhttp (the requests before it still do): it
+     * waits for a head that never comes and drops the connection when the client closes it
+     * or at its timeout. */
+    if (w->state == W_REFUSED) {
+        uint64_t front = w->seen - evbuffer_get_length(buf);
+        w->keep = w->start > front ? (size_t)(w->start - front) : 0;
+        keep_front(buf, w->keep);
+    }
 }
 
 static struct bufferevent *make_bev(struct event_base *base, void *arg)
@@ -383,9 +481,24 @@ void api_limits_install(struct evhttp *http, const api_limits *l)
     evhttp_set_bevcb(http, make_bev, NULL);
 }
 
+void api_limits_answered(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    int fd = bev ? (int)bufferevent_getfd(bev) : -1;
+    if (fd < 0 || (size_t)fd >= ntab || tab[fd].bev != bev) return;
+    watch *w = &tab[fd];
+    w->answered++;
+    if (w->pending && w->answered >= w->passed) {
+        send_refusal(fd, w->pending, w->npending);
+        free(w->pending);
+        w->pending = NULL;
+    }
+}
+
 void api_limits_free(void)
 {
-    for (size_t i = 0; i < ntab; i++) free(tab[i].head);
+    for (size_t i = 0; i < ntab; i++) free(tab[i].head), free(tab[i].pending);
     free(tab);
     tab = NULL;
     ntab = 0;

@@ -216,7 +216,7 @@ static void finished(api_server *srv)
  * queued but not yet written. */
 static void on_sent(struct evhttp_request *req, void *arg)
 {
-    (void)req;
+    api_limits_answered(req);
     finished(arg);
 }
 

@@ -110,6 +110,13 @@ cat >"$T/cases" <<'EOF'
 400 POST /v1/gc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n
 400 POST /v1/gc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nbad trailer\r\n\r\n
 413 POST /v1/gc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n
+400 POST /v1/gc HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n0\r\n\r\n
+400 POST /v1/gc HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n
+400 POST /v1/gc HTTP/1.1\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\n{}
+400 POST /v1/gc HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n
+400 HEAD /healthz HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n
+400 POST /v1/gc HTTP/1.1\r\nX-A: a\rContent-Length: 2\r\n\r\n{}
+400 POST /v1/gc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX: a\rb\r\n\r\n
 417 POST /v1/gc HTTP/1.1\r\nContent-Length: 2\r\nExpect: something-else\r\n\r\n{}
 501 BREW /healthz HTTP/1.1\r\n\r\n
 501 TRACE /healthz HTTP/1.1\r\n\r\n
@@ -180,6 +187,71 @@ assert_eq "$(sed -n 1p "$T/keep")" 'HTTP/1.1 200 OK {"ok":true}' "a bare-LF requ
 assert_eq "$(sed -n 2p "$T/keep" | cut -c1-16)" 'HTTP/1.1 200 OK ' "a chunked body in odd pieces, with a trailer"
 assert_eq "$(sed -n 3p "$T/keep")" 'HTTP/1.1 200 OK ' "a HEAD: headers, no body"
 assert_eq "$(sed -n 4p "$T/keep")" 'HTTP/1.1 200 OK {"ok":true}' "the GET after the HEAD on the same connection"
+
+# Pipelined: a refused request behind a good one is answered after it, in order.
+"$PY" - "${U##*:}" >"$T/pipe2" <<'PY' || fail "the pipelined exchange failed"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(10)
+s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nPOST /v1/gc HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}\r\n")
+got = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    got += b
+print(" ".join(l.split(" ")[1] for l in got.decode("latin-1").split("\n") if l.startswith("HTTP/1.1 ")))
+PY
+assert_eq "$(cat "$T/pipe2")" "200 401 400" "answers to a good request, a good one and a stray line after its body, in order"
+
+# Mutated requests, some pipelined (a fixed seed): never libevent's HTML, and every answer
+# carries a request id.
+"$PY" - "${U##*:}" <<'PY' || fail "a mutated request got an answer that is not the API's"
+import random, re, socket, sys
+port = int(sys.argv[1])
+rnd = random.Random(20261130)
+base = [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /v1/gc HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\n{\"dry_run\":true}",
+        b"POST /v1/gc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"dry_run\":true}\r\n0\r\n\r\n",
+        b"HEAD /healthz HTTP/1.0\r\n\r\n",
+        b"PUT /v1/tenants/t/tier HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}"]
+toks = [b"\r\n", b"\n", b"\r", b" ", b"\t", b":", b"\0", b"0", b"ffff", b"-1", b"Content-Length: 99999\r\n",
+        b"Transfer-Encoding: chunked\r\n", b"Expect: x\r\n", b"HTTP/1.1", b"HTTP/2.0", b"%zz", b"x" * 300, b"\x80\xff"]
+bad = 0
+for i in range(400):
+    req = bytearray(rnd.choice(base) * rnd.choice([1, 1, 2]))
+    for _ in range(rnd.randint(1, 4)):
+        op, pos = rnd.random(), rnd.randint(0, len(req))
+        if op < 0.4:
+            req[pos:pos] = rnd.choice(toks)
+        elif op < 0.7 and len(req) > 1:
+            del req[pos:pos + rnd.randint(1, 5)]
+        else:
+            req[pos:pos + 1] = bytes([rnd.randint(0, 255)])
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)
+    try:
+        s.sendall(bytes(req))
+        s.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    got = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+    except OSError:
+        pass
+    s.close()
+    heads = [h for h in re.split(rb"(?:^|\n)(?=HTTP/1\.[01] \d{3} )", got)    # not a 100 Continue
+             if h.startswith(b"HTTP/1.") and not h.startswith(b"HTTP/1.1 100 ")]
+    if b"<HTML" in got.upper() or any(b"\r\nX-Request-Id: " not in h.split(b"\r\n\r\n")[0] for h in heads):
+        print("%r -> %r" % (bytes(req)[:200], got[:300]), file=sys.stderr)
+        bad += 1
+sys.exit(1 if bad else 0)
+PY
 
 # Right at the limit: read and answered as usual.
 printf '{"dry_run":true}' >"$T/fit"
