@@ -87,6 +87,8 @@ typedef struct api_view {
         char id[STORE_NAME_MAX + 3];
         char tenant[STORE_NAME_MAX + 1];
         json_t *j;
+        char *text;           /* or the answer as JSON text (api_view_keep_text) */
+        size_t len;
     } cache[API_VIEW_CACHE];
     unsigned cache_next;
     struct api_view *next;    /* on the retired list (storeref.c) */
@@ -142,6 +144,10 @@ void api_view_write_end(api_storeref *r);
 json_t *api_view_cached(api_view *v, const char *key, char tenant[STORE_NAME_MAX + 1]);
 /* Keeps a copy of j as the answer for key (no-op when out of memory: only speed is lost). */
 void api_view_keep(api_view *v, const char *key, const char *tenant, const json_t *j);
+/* The same for an answer kept as JSON text: a large one (a sandbox's snapshot list) is
+ * then copied as bytes per call instead of rebuilt and encoded. */
+char *api_view_cached_text(api_view *v, const char *key, size_t *len);
+void api_view_keep_text(api_view *v, const char *key, const char *text, size_t len);
 
 /* ---- worker pools ------------------------------------------------------------------- */
 typedef struct api_job {

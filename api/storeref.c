@@ -376,7 +376,10 @@ static api_view *unref(api_view *v)
 static void view_close(api_view *v)
 {
     if (!v) return;
-    for (int i = 0; i < API_VIEW_CACHE; i++) json_decref(v->cache[i].j);
+    for (int i = 0; i < API_VIEW_CACHE; i++) {
+        json_decref(v->cache[i].j);
+        free(v->cache[i].text);
+    }
     pthread_mutex_destroy(&v->cache_mu);
     store_close(v->s);
     free(v);
@@ -402,9 +405,42 @@ void api_view_keep(api_view *v, const char *id, const char *tenant, const json_t
     pthread_mutex_lock(&v->cache_mu);
     unsigned k = v->cache_next++ % API_VIEW_CACHE;
     json_decref(v->cache[k].j);
+    free(v->cache[k].text);
+    v->cache[k].text = NULL;
     v->cache[k].j = c;
     snprintf(v->cache[k].id, sizeof v->cache[k].id, "%s", id);
     snprintf(v->cache[k].tenant, sizeof v->cache[k].tenant, "%s", tenant);
+    pthread_mutex_unlock(&v->cache_mu);
+}
+
+char *api_view_cached_text(api_view *v, const char *id, size_t *len)
+{
+    char *out = NULL;
+    pthread_mutex_lock(&v->cache_mu);
+    for (int i = 0; i < API_VIEW_CACHE && !out; i++)
+        if (v->cache[i].text && !strcmp(v->cache[i].id, id) && (out = malloc(v->cache[i].len + 1))) {
+            memcpy(out, v->cache[i].text, v->cache[i].len + 1);
+            *len = v->cache[i].len;
+        }
+    pthread_mutex_unlock(&v->cache_mu);
+    return out;
+}
+
+void api_view_keep_text(api_view *v, const char *id, const char *text, size_t len)
+{
+    char *c = malloc(len + 1);
+    if (!c) return;
+    memcpy(c, text, len);
+    c[len] = 0;
+    pthread_mutex_lock(&v->cache_mu);
+    unsigned k = v->cache_next++ % API_VIEW_CACHE;
+    json_decref(v->cache[k].j);
+    free(v->cache[k].text);
+    v->cache[k].j = NULL;
+    v->cache[k].text = c;
+    v->cache[k].len = len;
+    snprintf(v->cache[k].id, sizeof v->cache[k].id, "%s", id);
+    v->cache[k].tenant[0] = 0;
     pthread_mutex_unlock(&v->cache_mu);
 }
 
