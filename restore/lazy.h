@@ -119,8 +119,8 @@ typedef struct {
     uint64_t cache_bytes;       /* 0: default */
     int prefetch;               /* install the snapshot's working set first (if it has one) */
     unsigned fault_around;      /* a fault also installs the pages after it that are at
-                                   hand, up to this many past the last faulted one (0 or 1:
-                                   none; restore/uffd.c says which pages) */
+                                   hand, up to this many from the last faulted one on, that
+                                   one included (0 or 1: none; restore/uffd.c says which) */
     double record_seconds;      /* record touched pages for this long after the handshake;
                                    0: do not record */
     int accept_timeout_ms;      /* a connection that sends no handshake within this is
