@@ -18,7 +18,7 @@
 #   (Firecracker's side of the UFFD protocol, 4 touching threads) on 256 MiB of data pages
 #   and on a 1 GiB corpus memory (70% zero pages), every page touched: in order, once
 #   cold (each group decompressed on its first page) and once warm (every group in the
-#   server's cache), and in random order with the default cache (cold); with and without
+#   server's cache), and in random order with a 64 MiB cache (cold) and the default one; with and without
 #   fault-around. Faults per second (faults the touching threads took) and pages per
 #   second, the server's CPU time, the load average. BENCH_LAZY_RATE_RUNS (default 3)
 #   runs of each, every run printed (this machine is shared: say the load).
@@ -204,10 +204,12 @@ with open(sys.argv[1], "wb") as f:
     # server) and touches every page of the first copy in order (cold: each group is
     # decompressed once, on its first page), then of the second (warm: every group is in
     # the server's cache, which holds them all). 4 touching threads side by side.
-    # random: every page once in random order with the default 64 MiB cache (cold: most
-    # data faults decompress a group). fa: --fault-around pages (0: off).
+    # random: every page once in random order with a 64 MiB cache (cold: most data faults
+    # decompress a group), and with the default cache (cache 0: the blob's data, 64..256
+    # MiB). fa: --fault-around pages (0: off).
     for cfg in "warm 1 1024 0 $did" "warm 2 1024 0 $did" "warm 1 1024 16 $did" "warm 2 1024 16 $did" \
-               "warm 1 1024 0 $id" "warm 1 1024 16 $id" "random 2 0 0 $id" "random 2 0 16 $id"; do
+               "warm 1 1024 0 $id" "warm 1 1024 16 $id" "random 2 64 0 $id" "random 2 64 16 $id" \
+               "random 2 0 16 $id"; do
         read -r order nth cmib fa sid <<<"$cfg"
         name=1G; mem=$W/c/sb01/1/memory
         [ "$sid" = "$did" ] && { name=256M-data; mem=$W/data.mem; }
@@ -229,7 +231,7 @@ def row(phase, faults, secs, user, sys_):
     cpu = user + sys_
     print("%-9s %-11s %s srv thr, fault-around %2s, cache %4s MiB: %7d faults, %7d pages in %6.3f s: "
           "%7.0f faults/s %7.0f pages/s; server cpu %.2f+%.2f s (%.1f us/fault); load %s"
-          % (name, phase, nth, fa, cmib if cmib != "0" else "64", faults, c["pages"], secs, faults / secs,
+          % (name, phase, nth, fa, cmib if cmib != "0" else "dflt", faults, c["pages"], secs, faults / secs,
              c["pages"] / secs, user, sys_, cpu * 1e6 / faults if cpu >= 0 else -1, load))
 if order == "warm":
     row("cold-seq", c["cold_faults"], c["cold_seconds"], c["cold_server_user_s"], c["cold_server_sys_s"])
