@@ -18,9 +18,9 @@
 #   (Firecracker's side of the UFFD protocol, 4 touching threads) on 256 MiB of data pages
 #   and on a 1 GiB corpus memory (70% zero pages), every page touched: in order, once
 #   cold (each group decompressed on its first page) and once warm (every group in the
-#   server's cache), and in random order with a 64 MiB cache (cold) and the default one; with and without
-#   fault-around. Faults per second (faults the touching threads took) and pages per
-#   second, the server's CPU time, the load average. BENCH_LAZY_RATE_RUNS (default 3)
+#   server's cache), and in random order with a 64 MiB cache (cold) and the default
+#   one; with and without fault-around. Faults per second (faults the touching threads
+#   took) and pages per second, the server's CPU time, the load average. BENCH_LAZY_RATE_RUNS (default 3)
 #   runs of each, every run printed (this machine is shared: say the load).
 #
 # Each wake is measured BENCH_LAZY_RUNS times (default 2), the best kept.
