@@ -50,6 +50,11 @@ typedef struct {
  * the default: the blob's data pages (x 1.25), at least 64 MiB, at most 256 MiB. */
 int restore_pages_open(const char *dir, const char *id, const char *blob, uint64_t cache_bytes,
                        restore_pages **out, store_err *e);
+/* The same with the manifest already read and checked (a store_manifest_dup; owned by the
+ * call, freed on failure too): used if the file is still there once the lease is held,
+ * else read again. A view stats a file before opening it: one read serves both. */
+int restore_pages_open_from(const char *dir, const char *id, const char *blob, uint64_t cache_bytes,
+                            store_manifest *have, restore_pages **out, store_err *e);
 void restore_pages_close(restore_pages *p);
 uint64_t restore_pages_size(const restore_pages *p);        /* the blob's byte size */
 uint64_t restore_pages_count(const restore_pages *p);       /* its pages (last one padded) */

@@ -41,10 +41,15 @@ typedef struct open_blob {
     struct open_blob *next;
 } open_blob;
 
+#define META_BYTES 2             /* metas that keep their manifest's bytes (for the opens) */
+
 typedef struct {
     char id[STORE_SNAPID_LEN];
-    store_snapshot *snap;       /* blob names and sizes; recipes dropped to keep it small */
+    store_manifest *m;          /* blob names and sizes, no recipe expanded; the file's
+                                   bytes kept only by the META_BYTES most recently loaded */
+    const store_snapshot *snap; /* m's */
     uint64_t used;
+    uint64_t loaded;            /* view.loads at load */
     int64_t checked_ms;         /* when the manifest was last seen to exist */
 } meta;
 
@@ -54,6 +59,7 @@ typedef struct {
     open_blob *open;
     meta metas[META_CACHE];
     uint64_t clock;
+    uint64_t loads;             /* manifests loaded */
     store_t *idx;               /* STORE_PEEK view for sandbox lookups */
     int64_t idx_ms;
 } view;
@@ -100,7 +106,8 @@ static int snapshot_meta(view *v, const char *id, const store_snapshot **out)
                 struct stat st;
                 snprintf(path, sizeof path, "%s/manifests/%s.cmf", v->o->store_dir, id);
                 if (stat(path, &st) < 0) {
-                    store_snapshot_free(m->snap);
+                    store_manifest_free(m->m);
+                    m->m = NULL;
                     m->snap = NULL;
                     return errno == ENOENT ? -ENOENT : -EIO;
                 }
@@ -121,13 +128,19 @@ static int snapshot_meta(view *v, const char *id, const store_snapshot **out)
         if (rc != -ENOENT) logf_("%s", e.msg);
         return rc == -ENOENT ? -ENOENT : -EIO;
     }
-    store_snapshot *snap = store_manifest_take(m);
-    store_snapshot_free(victim->snap);
+    store_manifest_free(victim->m);
     snprintf(victim->id, sizeof victim->id, "%s", id);
-    victim->snap = snap;
+    victim->m = m;
+    victim->snap = store_manifest_snapshot(m);
     victim->used = ++v->clock;
+    victim->loaded = ++v->loads;
+    /* A file is stat'd, then opened: the open reuses these bytes (restore_pages_open_from)
+     * instead of reading the manifest again. Older metas let theirs go: a bound. */
+    uint64_t keep_after = v->loads > META_BYTES ? v->loads - META_BYTES : 0;
+    for (int i = 0; i < META_CACHE; i++)
+        if (v->metas[i].m && v->metas[i].loaded <= keep_after) store_manifest_drop_bytes(v->metas[i].m);
     victim->checked_ms = store_now_ms();
-    *out = snap;
+    *out = victim->snap;
     return 0;
 }
 
@@ -320,10 +333,19 @@ static int v_open(const char *path, struct fuse_file_info *fi)
         pthread_mutex_unlock(&v->mu);
     } else {
         pthread_mutex_unlock(&v->mu);
-        /* Opened outside the lock: it takes the lease and loads the manifest. */
-        restore_pages *p = NULL;
+        /* Opened outside the lock: it takes the lease (and reads the manifest unless the
+         * stat before this open just did). */
+        store_manifest *have = NULL;
+        const store_snapshot *snap = NULL;
         store_err e;
-        int rc = restore_pages_open(v->o->store_dir, c[1], c[2], v->o->cache_bytes, &p, &e);
+        pthread_mutex_lock(&v->mu);
+        if (snapshot_meta(v, c[1], &snap) == 0) {
+            for (int i = 0; i < META_CACHE; i++)
+                if (v->metas[i].snap == snap && store_manifest_dup(v->metas[i].m, &have, &e)) have = NULL;
+        }
+        pthread_mutex_unlock(&v->mu);
+        restore_pages *p = NULL;
+        int rc = restore_pages_open_from(v->o->store_dir, c[1], c[2], v->o->cache_bytes, have, &p, &e);
         if (rc) {
             if (rc != -ENOENT) logf_("%s", e.msg);
             return rc == -ENOENT ? -ENOENT : -EIO;
@@ -448,7 +470,7 @@ int restore_mount(const restore_mount_opts *o, store_err *e)
         free(v.open);
         v.open = n;
     }
-    for (int i = 0; i < META_CACHE; i++) store_snapshot_free(v.metas[i].snap);
+    for (int i = 0; i < META_CACHE; i++) store_manifest_free(v.metas[i].m);
     store_close(v.idx);
     pthread_mutex_destroy(&v.mu);
     if (rc) return store_errf(e, -EIO, "%s: fuse_main failed (exit %d; see the message above)", o->mountpoint, rc);

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "restore/lazy.h"
@@ -106,6 +107,7 @@ static void *expand_main(void *arg)
     restore_pages *p = arg;
     store_err e;
     int rc = store_manifest_expand(p->m, p->b->name, &e);
+    store_manifest_drop_bytes(p->m);    /* the file's bytes: not needed once expanded */
     if (!rc) {
         uint64_t groups = (p->cache_bytes ? p->cache_bytes : default_cache(p->b)) /
                           ((uint64_t)STORE_GROUP_PAGES * STORE_PAGE);
@@ -140,10 +142,31 @@ static int recipe_wait(restore_pages *p, store_err *e)
 int restore_pages_open(const char *dir, const char *id, const char *blob, uint64_t cache_bytes,
                        restore_pages **out, store_err *e)
 {
+    return restore_pages_open_from(dir, id, blob, cache_bytes, NULL, out, e);
+}
+
+/* 0 if manifests/ID.cmf is in the store's folder (remote stores keep a copy there). */
+static int manifest_here(const char *dir, const char *id)
+{
+    char path[4200];
+    struct stat st;
+    if (snprintf(path, sizeof path, "%s/manifests/%s.cmf", dir, id) >= (int)sizeof path) return -ENAMETOOLONG;
+    return stat(path, &st) == 0 ? 0 : -errno;
+}
+
+int restore_pages_open_from(const char *dir, const char *id, const char *blob, uint64_t cache_bytes,
+                            store_manifest *have, restore_pages **out, store_err *e)
+{
     *out = NULL;
-    if (store_snapid_valid(id)) return store_errf(e, -EINVAL, "'%s' is not a snapshot id", id);
+    if (store_snapid_valid(id) || (have && strcmp(store_manifest_snapshot(have)->id, id))) {
+        store_manifest_free(have);
+        return store_errf(e, -EINVAL, "'%s' is not a snapshot id", id);
+    }
     restore_pages *p = calloc(1, sizeof *p);
-    if (!p) return store_errf(e, -ENOMEM, "out of memory");
+    if (!p) {
+        store_manifest_free(have);
+        return store_errf(e, -ENOMEM, "out of memory");
+    }
     p->lease_fd = -1;
     p->cache_bytes = cache_bytes;
     pthread_mutex_init(&p->mu, NULL);
@@ -165,7 +188,14 @@ int restore_pages_open(const char *dir, const char *id, const char *blob, uint64
     /* The manifest is read and checked here (a damaged one is refused at open); only this
      * blob's recipe is expanded, later: the others (the memory's, when a view opens the
      * disk) would cost time in proportion to the VM's size for nothing. */
-    if (!rc) rc = store_manifest_open(p->stores[0], id, &p->m, e);
+    /* A manifest read before the lease is used only if it is still there now that the
+     * lease is held (gc drops nothing leased; manifests never change). */
+    if (!rc && have && manifest_here(dir, id) == 0) {
+        p->m = have;
+        have = NULL;
+    }
+    if (!rc && !p->m) rc = store_manifest_open(p->stores[0], id, &p->m, e);
+    store_manifest_free(have);
     if (!rc) {
         p->snap = store_manifest_snapshot(p->m);
         p->b = store_blob_find(p->snap, blob);

@@ -8,6 +8,7 @@
  * Every recipe names every page, so no snapshot depends on another (no diff chains).
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,11 +228,25 @@ typedef struct {
     uint64_t zl, rl;
 } recipe_ref;
 
+/* The file's bytes, shared by a manifest and its dups (read-only once checked). */
+typedef struct {
+    _Atomic int refs;
+    uint8_t *bytes;
+} mbytes;
+
 struct store_manifest {
-    uint8_t *buf;               /* the whole file: refs point into it */
+    mbytes *mb;                 /* the whole file (refs point into it); NULL once dropped */
     store_snapshot *snap;       /* blobs' ids NULL until expanded */
     recipe_ref refs[STORE_MAX_BLOBS];
 };
+
+static void mbytes_unref(mbytes *mb)
+{
+    if (mb && atomic_fetch_sub_explicit(&mb->refs, 1, memory_order_acq_rel) == 1) {
+        free(mb->bytes);
+        free(mb);
+    }
+}
 
 /* Checks magic, checksum and metadata, and finds each blob's recipe without expanding
  * it: the part of a decode that does not grow with the blobs' sizes (but the checksum). */
@@ -367,11 +382,16 @@ int store_manifest_open(store_t *s, const char *id, store_manifest **out, store_
 {
     *out = NULL;
     store_manifest *m = calloc(1, sizeof *m);
+    if (m && !(m->mb = calloc(1, sizeof *m->mb))) {
+        free(m);
+        m = NULL;
+    }
     if (!m) return store_errf(e, -ENOMEM, "out of memory");
+    m->mb->refs = 1;
     size_t len = 0;
-    int rc = manifest_read(s, id, &m->buf, &len, e);
+    int rc = manifest_read(s, id, &m->mb->bytes, &len, e);
     store_err me;
-    if (!rc && (rc = decode_head(m->buf, len, &m->snap, m->refs, NULL, NULL, &me)))
+    if (!rc && (rc = decode_head(m->mb->bytes, len, &m->snap, m->refs, NULL, NULL, &me)))
         store_errf(e, rc, "snapshot %s: %s", id, me.msg);
     if (!rc && strcmp(m->snap->id, id))
         rc = store_errf(e, -EBADMSG, "snapshot %s: its manifest names another snapshot", id);
@@ -394,6 +414,7 @@ int store_manifest_expand(store_manifest *m, const char *blob, store_err *e)
         store_blob *b = &m->snap->blobs[i];
         if (strcmp(b->name, blob)) continue;
         if (b->ids) return 0;
+        if (!m->mb) return store_errf(e, -ENODATA, "snapshot %s: its manifest's bytes were dropped", m->snap->id);
         int rc = recipe_expand(&m->refs[i], b);
         if (rc) return store_errf(e, rc, "snapshot %s: %s", m->snap->id,
                                   rc == -ENOMEM ? "out of memory" : "manifest is malformed");
@@ -410,10 +431,36 @@ store_snapshot *store_manifest_take(store_manifest *m)
     return snap;
 }
 
+int store_manifest_dup(const store_manifest *m, store_manifest **out, store_err *e)
+{
+    *out = NULL;
+    if (!m->mb) return store_errf(e, -ENODATA, "snapshot %s: its manifest's bytes were dropped", m->snap->id);
+    store_manifest *d = calloc(1, sizeof *d);
+    if (d) d->snap = malloc(sizeof *d->snap);
+    if (!d || !d->snap) {
+        free(d);
+        return store_errf(e, -ENOMEM, "out of memory");
+    }
+    *d->snap = *m->snap;
+    for (int i = 0; i < d->snap->nblobs; i++) d->snap->blobs[i].ids = NULL;
+    d->snap->files = NULL;
+    memcpy(d->refs, m->refs, sizeof d->refs);
+    atomic_fetch_add_explicit(&m->mb->refs, 1, memory_order_relaxed);
+    d->mb = m->mb;
+    *out = d;
+    return 0;
+}
+
+void store_manifest_drop_bytes(store_manifest *m)
+{
+    mbytes_unref(m->mb);
+    m->mb = NULL;
+}
+
 void store_manifest_free(store_manifest *m)
 {
     if (!m) return;
-    free(m->buf);
+    mbytes_unref(m->mb);
     store_snapshot_free(m->snap);
     free(m);
 }

@@ -248,12 +248,17 @@ STORE_MUST_USE int store_snapshot_load(store_t *s, const char *id, store_snapsho
  * snapshot it shows has every blob's ids NULL until expand(blob) fills that blob's (the
  * same checks as a full load: a malformed recipe is -EBADMSG). take hands the snapshot
  * over (the caller frees it with store_snapshot_free) and frees the rest; free drops all.
- * Not thread-safe: one caller at a time. */
+ * dup makes a manifest of its own that shares the checked bytes (nothing read again, no
+ * recipe expanded); drop_bytes lets go of them (keep the metadata and expanded recipes:
+ * a later expand or dup is -ENODATA). One manifest is not thread-safe; dups of it may be
+ * used by other threads (the shared bytes are read-only, counted atomically). */
 typedef struct store_manifest store_manifest;
 STORE_MUST_USE int store_manifest_open(store_t *s, const char *id, store_manifest **out, store_err *e);
 const store_snapshot *store_manifest_snapshot(const store_manifest *m);
 STORE_MUST_USE int store_manifest_expand(store_manifest *m, const char *blob, store_err *e);
 store_snapshot *store_manifest_take(store_manifest *m);
+STORE_MUST_USE int store_manifest_dup(const store_manifest *m, store_manifest **out, store_err *e);
+void store_manifest_drop_bytes(store_manifest *m);
 void store_manifest_free(store_manifest *m);
 
 /* The newest snapshot of a sandbox into id_out; -ENOENT if it has none. */

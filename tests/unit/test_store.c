@@ -140,6 +140,25 @@ static void test_ingest_restore(store_t *s)
         CHECK(ms->nblobs == 1 && ms->blobs[0].ids == NULL && ms->blobs[0].size == full->blobs[0].size &&
               !strcmp(ms->sandbox, "sb"));
         CHECK(store_manifest_expand(m, "disk", &e) == -ENOENT);
+        /* A dup shares the checked bytes: it expands on its own, after the original let
+         * go of them; the original then cannot expand or dup any more. */
+        store_manifest *d = NULL;
+        CHECK(store_manifest_dup(m, &d, &e) == 0 && d);
+        store_manifest *m2 = NULL;
+        CHECK(store_manifest_open(s, id1, &m2, &e) == 0);
+        if (m2) {
+            store_manifest_drop_bytes(m2);
+            CHECK(store_manifest_expand(m2, "memory", &e) == -ENODATA);
+            CHECK(store_manifest_dup(m2, &(store_manifest *){NULL}, &e) == -ENODATA);
+            store_manifest_free(m2);
+        }
+        if (d) {
+            store_manifest *keep = m;
+            m = d;                         /* expand the dup below; free the original now */
+            store_manifest_free(keep);
+            ms = store_manifest_snapshot(m);
+            CHECK(ms->blobs[0].ids == NULL && !strcmp(ms->id, id1));
+        }
         CHECK(store_manifest_expand(m, "memory", &e) == 0);
         CHECK(ms->blobs[0].ids && !memcmp(ms->blobs[0].ids, full->blobs[0].ids, full->blobs[0].npages * 16));
         store_snapshot *taken = store_manifest_take(m);
