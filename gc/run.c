@@ -282,24 +282,32 @@ static int apply_plan(const char *dir, const gc_options *o, plan *p, int deleter
                     d->reason == STORE_DROP_RECLAIMED)
                     skip = 1;
             if (skip) continue;
-            int lease_fd = -1;
-            rc = store_lease_busy(dir, d->id, &lease_fd, e);
+            store_lease_guard g;
+            rc = store_lease_busy(s, d->id, &g, e);
             if (rc == 1) {
                 rc = 0;
                 r->leased++;
-                gc_logf(o->log, o->log_arg, "kept snapshot %s of %s: a reader holds a lease on it (a "
-                        "lazy wake); the next gc retries", d->id, d->sandbox);
+                gc_logf(o->log, o->log_arg, "kept snapshot %s of %s: %s (a lazy wake); the next gc retries", d->id,
+                        d->sandbox, e->msg);
                 continue;
             }
             if (!rc) rc = log_drop_event(s, d, store_now_ms(), e);
-            if (!rc) rc = store_snapshot_drop(s, d->id, e);
-            store_lease_release(dir, d->id, lease_fd);
+            /* Too slow since the drop intent: a reader may no longer see it (store/lease.h).
+             * The drop event stays: the next run resumes the drop. */
+            int stale = !rc && store_lease_guard_fresh(&g, e);
+            if (stale) gc_logf(o->log, o->log_arg, "%s", e->msg);
+            else if (!rc) rc = store_snapshot_drop(s, d->id, e);
+            store_err le;
+            int lr = store_lease_release(s, &g, !stale && (!rc || rc == -ENOENT), &le);
+            if (stale) continue;
             if (rc == -ENOENT) rc = 0;      /* already gone: an earlier run finished it */
             else if (!rc) {
                 r->dropped_snapshots++;
                 gc_logf(o->log, o->log_arg, "dropped snapshot %s of %s (%s)", d->id, d->sandbox,
                         store_drop_reason_name(d->reason));
             }
+            if (lr && !rc) rc = store_errf(e, lr, "snapshot %s: %s", d->id, le.msg);
+            else if (lr) gc_logf(o->log, o->log_arg, "snapshot %s: %s", d->id, le.msg);
         }
         free(view);
         store_close(s);

@@ -60,7 +60,7 @@ typedef struct {
 
 struct restore_pages {
     char *dir;
-    int lease_fd;
+    store_lease *lease;
     store_manifest *m;          /* its snapshot is snap; b->ids filled by the expander */
     const store_snapshot *snap;
     const store_blob *b;
@@ -167,7 +167,6 @@ int restore_pages_open_from(const char *dir, const char *id, const char *blob, u
         store_manifest_free(have);
         return store_errf(e, -ENOMEM, "out of memory");
     }
-    p->lease_fd = -1;
     p->cache_bytes = cache_bytes;
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->rmu, NULL);
@@ -178,13 +177,9 @@ int restore_pages_open_from(const char *dir, const char *id, const char *blob, u
     }
     p->dir = strdup(dir);
     int rc = p->dir ? 0 : store_errf(e, -ENOMEM, "out of memory");
-    if (!rc) {
-        int fd = store_lease_take(dir, id, e);
-        if (fd < 0) rc = fd;
-        else p->lease_fd = fd;
-    }
     if (!rc) rc = store_open(dir, STORE_PEEK, &p->stores[0], e);
     if (!rc) p->nstores = 1;
+    if (!rc) rc = store_lease_take(p->stores[0], id, &p->lease, e);
     /* The manifest is read and checked here (a damaged one is refused at open); only this
      * blob's recipe is expanded, later: the others (the memory's, when a view opens the
      * disk) would cost time in proportion to the VM's size for nothing. */
@@ -234,8 +229,8 @@ void restore_pages_close(restore_pages *p)
     }
     free(p->wfree);
     store_manifest_free(p->m);
+    store_lease_free(p->lease);         /* before stores[0], which it uses */
     for (int i = 0; i < p->nstores; i++) store_close(p->stores[i]);
-    if (p->lease_fd >= 0) close(p->lease_fd);
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->rmu);
     pthread_cond_destroy(&p->rcv);

@@ -49,6 +49,7 @@ static int64_t env_ms(const char *name, int64_t dflt)
 int64_t store_commit_bound_ms(void) { return env_ms("CAIRN_S3_COMMIT_BOUND_MS", 20LL * 60 * 1000); }
 int64_t store_clock_margin_ms(void) { return env_ms("CAIRN_S3_CLOCK_MARGIN_MS", 2LL * 60 * 1000); }
 int64_t store_gc_lease_ttl_ms(void) { return env_ms("CAIRN_GC_LEASE_MS", 10LL * 60 * 1000); }
+int64_t store_read_lease_ttl_ms(void) { return env_ms("CAIRN_S3_READ_LEASE_MS", 5LL * 60 * 1000); }
 
 /* ---- the lease ------------------------------------------------------------------------ */
 

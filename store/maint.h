@@ -68,10 +68,13 @@ uint32_t store_node_tag(const store_t *s);
 /* The bounds every node of a bucket must agree on (environment, for tests; defaults in
  * docs/s3.md): the longest a writer may take from its open to its commit point
  * ($CAIRN_S3_COMMIT_BOUND_MS, 20 min), the clock difference tolerated between nodes
- * ($CAIRN_S3_CLOCK_MARGIN_MS, 2 min), and the gc lease's life ($CAIRN_GC_LEASE_MS, 10 min). */
+ * ($CAIRN_S3_CLOCK_MARGIN_MS, 2 min), and the gc lease's life ($CAIRN_GC_LEASE_MS, 10 min).
+ * A lazy reader's lease (store/lease.h) lives $CAIRN_S3_READ_LEASE_MS (5 min) past its last
+ * renewal. */
 int64_t store_commit_bound_ms(void);
 int64_t store_clock_margin_ms(void);
 int64_t store_gc_lease_ttl_ms(void);
+int64_t store_read_lease_ttl_ms(void);
 
 /* The gc lease (object gc/lease): one node deletes at a time. take: 0 when this node holds
  * it now (the PUT-wait-GET check: RGW 16 has no conditional PUT); -EBUSY when another node
