@@ -240,6 +240,16 @@ typedef struct {
 } remote_footer;
 /* Reads the footers of v[0..n) in parallel. */
 void remote_scan_footers(store_t *s, remote_footer *v, size_t n);
+/* A list of snapshot ids, grown by remote_ids_push (nomem set, and 1 returned, when it
+ * cannot grow: a listing callback returns that to stop). */
+typedef struct {
+    char (*ids)[STORE_SNAPID_LEN];
+    size_t n, cap;
+    int nomem;
+} remote_ids;
+STORE_MUST_USE int remote_ids_push(remote_ids *l, const char *id);
+/* 1 with id set when name is a manifest's object, manifests/<valid id>.cmf; else 0. */
+STORE_MUST_USE int remote_manifest_id(const char *name, char id[STORE_SNAPID_LEN]);
 /* The manifests' ids in the bucket; other names reported as garbage. */
 STORE_MUST_USE int remote_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n,
                                         store_report_fn report, void *arg, store_err *e);
@@ -274,6 +284,10 @@ STORE_MUST_USE int manifest_decode(const uint8_t *buf, size_t len, store_snapsho
                     size_t *npacks, store_err *e);
 char *manifest_record_json(const store_snapshot *snap);
 STORE_MUST_USE int manifest_load_path(const char *path, store_snapshot **out, store_err *e);
+/* Snapshot id's manifest (the local copy, else the bucket's) decoded: -ENOENT when there is
+ * none; *damaged (may be NULL) set when it was read but is not a valid manifest of id (the
+ * callers differ only there: a refresh leaves it out, a load fails); -EINVAL: not an id. */
+STORE_MUST_USE int manifest_load(store_t *s, const char *id, store_snapshot **out, int *damaged, store_err *e);
 
 /* files.c */
 STORE_MUST_USE int files_write(store_t *s, store_snapshot *snap, store_err *e);

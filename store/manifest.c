@@ -476,21 +476,30 @@ int manifest_load_path(const char *path, store_snapshot **out, store_err *e)
     return rc;
 }
 
-int store_snapshot_load(store_t *s, const char *id, store_snapshot **out, store_err *e)
+int manifest_load(store_t *s, const char *id, store_snapshot **out, int *damaged, store_err *e)
 {
     *out = NULL;
+    if (damaged) *damaged = 0;
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = manifest_read(s, id, &buf, &len, e);
     if (rc) return rc;
-    store_err me;
-    rc = manifest_decode(buf, len, out, NULL, NULL, &me);
+    store_err ge;
+    rc = manifest_decode(buf, len, out, NULL, NULL, &ge);
     free(buf);
-    if (rc) return store_errf(e, rc, "snapshot %s: %s", id, me.msg);
-    if (strcmp((*out)->id, id)) {
-        store_snapshot_free(*out);
-        *out = NULL;
-        return store_errf(e, -EBADMSG, "snapshot %s: its manifest names another snapshot", id);
+    if (!rc && strcmp((*out)->id, id)) {
+        rc = -EBADMSG;
+        snprintf(ge.msg, sizeof ge.msg, "its manifest names another snapshot");
     }
-    return 0;
+    if (!rc) return 0;
+    store_snapshot_free(*out);
+    *out = NULL;
+    if (rc == -ENOMEM) return store_errf(e, rc, "out of memory");
+    if (damaged) *damaged = 1;
+    return store_errf(e, rc, "snapshot %s: %s", id, ge.msg);
+}
+
+int store_snapshot_load(store_t *s, const char *id, store_snapshot **out, store_err *e)
+{
+    return manifest_load(s, id, out, NULL, e);
 }

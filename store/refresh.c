@@ -51,29 +51,11 @@ static int note_node(void *arg, const char *name, uint64_t size)
     return 0;
 }
 
-typedef struct {
-    char (*ids)[STORE_SNAPID_LEN];
-    size_t n, cap;
-    int nomem;
-} id_list;
-
 static int note_manifest(void *arg, const char *name, uint64_t size)
 {
     (void)size;
-    id_list *l = arg;
-    char id[STORE_SNAPID_LEN] = "";
-    if (strncmp(name, "manifests/", 10) || strlen(name) != 34 || strcmp(name + 30, ".cmf")) return 0;
-    memcpy(id, name + 10, 20);
-    if (store_snapid_valid(id)) return 0;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? 2 * l->cap : 64;
-        char (*nv)[STORE_SNAPID_LEN] = realloc(l->ids, nc * sizeof *nv);
-        if (!nv) return l->nomem = 1;
-        l->ids = nv;
-        l->cap = nc;
-    }
-    memcpy(l->ids[l->n++], id, STORE_SNAPID_LEN);
-    return 0;
+    char id[STORE_SNAPID_LEN];
+    return remote_manifest_id(name, id) ? remote_ids_push(arg, id) : 0;
 }
 
 typedef struct {
@@ -214,28 +196,15 @@ static int list_new_packs(store_t *s, uint32_t tag, pack_todo *t, store_refresh_
 static int load_new(store_t *s, const char *id, store_snapshot **out, store_report_fn report, void *arg,
                     store_err *e)
 {
-    char name[64];
-    snprintf(name, sizeof name, "manifests/%s.cmf", id);
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    store_err ge;
-    int rc = obj_get(s, name, &buf, &len, &ge);
-    if (rc == -ENOENT) return 0;
-    if (rc) return store_errf(e, rc, "snapshot %s: reading its manifest: %s", id, ge.msg);
-    rc = manifest_decode(buf, len, out, NULL, NULL, &ge);
-    free(buf);
-    if (!rc && strcmp((*out)->id, id)) {
-        rc = -EBADMSG;
-        snprintf(ge.msg, sizeof ge.msg, "its manifest names another snapshot");
-    }
-    if (rc == -ENOMEM) return store_errf(e, rc, "out of memory");
-    if (rc) {
-        store_snapshot_free(*out);
-        *out = NULL;
-        util_reportf(report, arg, 1, "snapshot %s: %s (left out of the index)", id, ge.msg);
+    int damaged = 0;
+    store_err le;
+    int rc = manifest_load(s, id, out, &damaged, &le);
+    if (rc == -ENOENT) return 0;                     /* dropped since the listing */
+    if (rc && damaged) {
+        util_reportf(report, arg, 1, "%s (left out of the index)", le.msg);
         return 0;
     }
-    return 0;
+    return rc ? store_errf(e, rc, "%s", le.msg) : 0;
 }
 
 int store_refresh(store_t *s, store_report_fn report, void *arg, store_err *e)
@@ -250,7 +219,7 @@ int store_refresh(store_t *s, store_report_fn report, void *arg, store_err *e)
     if (rc) return rc;
 
     /* 1. Manifests (before packs: see the top of this file), the new ones read. */
-    id_list ids = {0};
+    remote_ids ids = {0};
     char after[48] = "";
     if (last > (uint64_t)MARGIN_MS)
         snprintf(after, sizeof after, "manifests/%012llx", (unsigned long long)(last - (uint64_t)MARGIN_MS));

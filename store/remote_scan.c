@@ -112,10 +112,29 @@ void remote_scan_footers(store_t *s, remote_footer *v, size_t n)
     store_parallel(s, n, footer_task, &j);
 }
 
+int remote_ids_push(remote_ids *l, const char *id)
+{
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? 2 * l->cap : 64;
+        char (*nv)[STORE_SNAPID_LEN] = realloc(l->ids, nc * sizeof *nv);
+        if (!nv) return l->nomem = 1;
+        l->ids = nv;
+        l->cap = nc;
+    }
+    memcpy(l->ids[l->n++], id, STORE_SNAPID_LEN);
+    return 0;
+}
+
+int remote_manifest_id(const char *name, char id[STORE_SNAPID_LEN])
+{
+    if (strncmp(name, "manifests/", 10) || strlen(name) != 34 || strcmp(name + 30, ".cmf")) return 0;
+    memset(id, 0, STORE_SNAPID_LEN);
+    memcpy(id, name + 10, 20);
+    return !store_snapid_valid(id);
+}
+
 typedef struct {
-    char (*ids)[STORE_SNAPID_LEN];
-    size_t n, cap;
-    int nomem;
+    remote_ids l;
     store_report_fn report;
     void *arg;
 } id_acc;
@@ -123,30 +142,16 @@ typedef struct {
 static int note_manifest(void *arg, const char *name, uint64_t size)
 {
     (void)size;
-    id_acc *l = arg;
-    if (strncmp(name, "manifests/", 10)) return 0;
-    const char *b = name + 10;
-    size_t len = strlen(b);
-    if (len == 24 && !strcmp(b + 20, ".cmf")) {
-        char id[STORE_SNAPID_LEN] = "";
-        memcpy(id, b, 20);
-        if (!store_snapid_valid(id)) {
-            if (l->n == l->cap) {
-                size_t nc = l->cap ? 2 * l->cap : 64;
-                char (*nv)[STORE_SNAPID_LEN] = realloc(l->ids, nc * sizeof *nv);
-                if (!nv) return l->nomem = 1;
-                l->ids = nv;
-                l->cap = nc;
-            }
-            memcpy(l->ids[l->n++], id, STORE_SNAPID_LEN);
-            return 0;
-        }
-    }
-    if (len == 26 && !strcmp(b + 20, ".files")) return 0;   /* checked per manifest */
-    if (l->report) {
+    id_acc *a = arg;
+    char id[STORE_SNAPID_LEN];
+    if (remote_manifest_id(name, id)) return remote_ids_push(&a->l, id);
+    size_t len = strlen(name);
+    /* A file index is checked per manifest. */
+    if (!strncmp(name, "manifests/", 10) && len == 36 && !strcmp(name + 30, ".files")) return 0;
+    if (a->report) {
         char msg[600];
         snprintf(msg, sizeof msg, "%s: not a manifest", name);
-        l->report(l->arg, 0, msg);
+        a->report(a->arg, 0, msg);
     }
     return 0;
 }
@@ -154,15 +159,15 @@ static int note_manifest(void *arg, const char *name, uint64_t size)
 int remote_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n, store_report_fn report,
                          void *arg, store_err *e)
 {
-    id_acc l = {.report = report, .arg = arg};
-    int rc = s->be->ops->list(s->be, "manifests/", note_manifest, &l, e);
-    if (!rc && l.nomem) rc = store_errf(e, -ENOMEM, "out of memory");
-    if (!rc && !l.ids && !(l.ids = malloc(STORE_SNAPID_LEN))) rc = store_errf(e, -ENOMEM, "out of memory");
+    id_acc a = {.report = report, .arg = arg};
+    int rc = s->be->ops->list(s->be, "manifests/", note_manifest, &a, e);
+    if (!rc && a.l.nomem) rc = store_errf(e, -ENOMEM, "out of memory");
+    if (!rc && !a.l.ids && !(a.l.ids = malloc(STORE_SNAPID_LEN))) rc = store_errf(e, -ENOMEM, "out of memory");
     if (rc) {
-        free(l.ids);
+        free(a.l.ids);
         return rc;
     }
-    *ids = l.ids;
-    *n = l.n;
+    *ids = a.l.ids;
+    *n = a.l.n;
     return 0;
 }
