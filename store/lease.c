@@ -14,10 +14,11 @@
 #include "store/internal.h"
 #include "store/lease.h"
 
-/* How long a drop intent keeps readers out: gc deletes the manifest within this long of
- * the intent's PUT (store_lease_guard_fresh) or not at all, so a reader may ignore an older
- * one (by more than the clock margin): a gc died and left it. */
+/* gc starts deleting the manifest within INTENT_MS of the intent's PUT
+ * (store_lease_guard_fresh) or not at all; a reader ignores an intent older than STALE_MS +
+ * the clock margin (a gc died and left it): the rest covers that DELETE's retries. */
 #define INTENT_MS 60000
+#define STALE_MS (10 * 60000)
 #define INTENT_NAME "drop"
 
 struct store_lease {
@@ -146,7 +147,7 @@ static int still_there(store_t *s, const char *id, store_err *e)
         int g = lease_obj_get(s, l.v[i], OBJ_INTENT, &node, &at, &ge);
         if (g == -ENOENT) continue;                        /* that gc is done: the manifest says */
         if (g) rc = store_errf(e, g, "%s", ge.msg);
-        else if (store_now_ms() < at + INTENT_MS + store_clock_margin_ms())
+        else if (store_now_ms() < at + STALE_MS + store_clock_margin_ms())
             rc = store_errf(e, -ENOENT, "snapshot %s is being dropped by the gc of node %06x", id, node);
     }
     free(l.v);

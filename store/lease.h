@@ -47,9 +47,9 @@ typedef struct {
  * none does, with *g keeping new readers out until store_lease_release. Negative on error
  * (nothing held). s: the store gc drops from. */
 STORE_MUST_USE int store_lease_busy(store_t *s, const char *id, store_lease_guard *g, store_err *e);
-/* Call just before deleting the manifest: -ETIMEDOUT when the intent is too old to keep
- * new readers out (readers ignore an intent older than a minute + the clock margin: it
- * was left by a gc that died). */
+/* Call just before deleting the manifest: -ETIMEDOUT when the intent is more than a
+ * minute old (readers ignore one older than 10 min + the clock margin: it was left by a
+ * gc that died; the gap covers the DELETE's retries). */
 STORE_MUST_USE int store_lease_guard_fresh(const store_lease_guard *g, store_err *e);
 /* Ends the guard: dropped = the manifest is gone (then every lease object of the snapshot
  * goes too). Returns the first error of the deletes (the guard is released anyway). */
