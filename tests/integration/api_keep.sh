@@ -19,9 +19,8 @@ OUT=$T/wake
 mkdir -p "$IN" "$OUT"
 for i in 1 2 3; do head -c 3M /dev/urandom >"$IN/mem$i"; done
 must cairn init --store "$S" >/dev/null
-echo '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$OUT'"], "limits": {"max_long_jobs": 2}}' >"$S/serve.json"
-ORCH=$(token orchestrator orch)
-GC=$(token gc gc)
+api_config '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$OUT'"], "limits": {"max_long_jobs": 2}}'
+api_tokens ORCH=orchestrator:orch GC=gc:gc
 snap_api() { expect_status 201 POST /v1/snapshots "$ORCH" '{"tenant":"t1","sandbox":"'$1'","memory":"'$IN/$2'"}'; }
 held() { ! flock -n -x "$S/lock" true; }   # someone holds the store's lock
 
