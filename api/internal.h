@@ -201,11 +201,13 @@ int api_path_open_output(char *const *roots, size_t n, const char *path, int *di
  * from work done by a descriptor's /proc name names the path the client gave. */
 void api_path_unproc(char *msg, size_t cap, const char *proc, const char *shown);
 
-/* ---- size limits (limits.c) ----------------------------------------------------------
- * Answers a head over max_headers (431) or a Content-Length over max_body (413) with the
- * JSON error before evhttp reads it. rid: the request id for the answer (given the
- * client's X-Request-Id or NULL: 0, or -1 when the client's is not valid); log: one log
- * line and the metrics. One server per process. */
+/* ---- framing and size limits (limits.c) ---------------------------------------------
+ * Answers, in the JSON error shape, every request evhttp would refuse with its own HTML
+ * page (a head over max_headers: 431; a body over max_body, by its length or its chunks:
+ * 413; bad framing: 400; an unknown Expect: 417; an unknown method: 501) before evhttp
+ * reads it. rid: the request id for the answer (given the client's X-Request-Id or NULL:
+ * 0, or -1 when the client's is not valid); log: one log line and the metrics. One server
+ * per process. */
 struct evhttp;
 typedef struct {
     long max_body, max_headers;
