@@ -95,22 +95,88 @@ static void drop_bytes(store_fentry *f)
     f->size = 0;     /* listed, but its bytes are not where the stored disk has them */
 }
 
-static void inline_changed(store_findex *fi, int fd, const uint8_t *bits, uint64_t npages, uint64_t budget,
-                           inline_counts *c)
+/* The changed pages in ascending order, and which of them a kept file claimed, counted by
+ * a Fenwick tree over their ranks: whether an extent touches a changed page, or a claimed
+ * one, costs two binary searches and two prefix sums, whatever its length. Testing each
+ * page of each extent cost files x pages: an inode holds 4 inline extents of 32768 blocks,
+ * so 20 000 inodes each claiming a 512 MiB disk cost 2.6e9 bit tests (100 000 inodes on a
+ * larger disk reach the walker's CPU limit, a core burnt per attempt). Now the work is
+ * bounded by the disk (the diff), the index (two searches per extent) and the bytes kept
+ * (a page is claimed once, by a file whose extents are disjoint and within its size). */
+typedef struct {
+    uint64_t *pg;        /* changed pages, ascending */
+    uint32_t *fen;       /* Fenwick tree, 1-based: claimed pages among ranks */
+    uint8_t *taken;      /* by rank: claimed */
+    size_t n;
+} changed_set;
+
+static size_t rank_of(const changed_set *cs, uint64_t p)     /* first rank with pg >= p */
 {
-    uint8_t *claimed = calloc((npages + 7) / 8 + 1, 1);
+    size_t lo = 0, hi = cs->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (cs->pg[mid] < p) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+static uint64_t claimed_below(const changed_set *cs, size_t r)     /* claimed ranks < r */
+{
+    uint64_t sum = 0;
+    for (; r > 0; r &= r - 1) sum += cs->fen[r];
+    return sum;
+}
+
+static void claim(changed_set *cs, size_t r)
+{
+    if (cs->taken[r / 8] >> (r % 8) & 1) return;
+    cs->taken[r / 8] |= (uint8_t)(1u << (r % 8));
+    for (size_t i = r + 1; i <= cs->n; i += i & (~i + 1)) cs->fen[i]++;
+}
+
+static int changed_set_init(changed_set *cs, const uint8_t *bits, uint64_t npages)
+{
+    size_t n = 0;
+    for (uint64_t w = 0; w < (npages + 7) / 8; w++)
+        n += (size_t)__builtin_popcount(bits[w]);
+    *cs = (changed_set){malloc((n ? n : 1) * sizeof *cs->pg), calloc(n + 1, sizeof *cs->fen),
+                        calloc(n / 8 + 1, 1), n};
+    if (!cs->pg || !cs->fen || !cs->taken || n > UINT32_MAX) return -1;
+    size_t k = 0;
+    for (uint64_t w = 0; w < (npages + 7) / 8; w++)
+        for (unsigned b = 0; bits[w] >> b; b++)
+            if (bits[w] >> b & 1) cs->pg[k++] = w * 8 + b;
+    return 0;
+}
+
+static void changed_set_free(changed_set *cs)
+{
+    free(cs->pg);
+    free(cs->fen);
+    free(cs->taken);
+}
+
+/* -1: out of memory (nothing changed in fi). */
+static int inline_changed(store_findex *fi, int fd, const uint8_t *bits, uint64_t npages, uint64_t budget,
+                          inline_counts *c)
+{
+    changed_set cs;
+    if (changed_set_init(&cs, bits, npages)) {
+        changed_set_free(&cs);
+        return -1;
+    }
     uint64_t spent = 0;
     for (size_t i = 0; i < fi->n; i++) {
         store_fentry *f = &fi->e[i];
         int touched = 0, shared = 0;
-        for (uint32_t k = 0; k < f->next; k++) {
+        for (uint32_t k = 0; k < f->next && !shared; k++) {
             uint64_t p, end;
             if (!extent_pages(&f->ext[k], npages, &p, &end)) continue;
-            for (; p < end; p++)
-                if (bits[p / 8] >> (p % 8) & 1) {
-                    touched = 1;
-                    shared |= claimed ? claimed[p / 8] >> (p % 8) & 1 : 1;
-                }
+            size_t lo = rank_of(&cs, p), hi = rank_of(&cs, end);
+            if (lo == hi) continue;
+            touched = 1;
+            shared = claimed_below(&cs, hi) > claimed_below(&cs, lo);
         }
         if (!touched) continue;
         int fits = f->size <= INLINE_MAX && f->size <= budget - spent;
@@ -129,11 +195,12 @@ static void inline_changed(store_findex *fi, int fd, const uint8_t *bits, uint64
             drop_bytes(f);
             continue;
         }
+        /* The walker's extents are ordered and disjoint within the size, so the pages
+         * walked here stay within the bytes kept. */
         for (uint32_t k = 0; k < f->next; k++) {
             uint64_t p, end;
             if (!extent_pages(&f->ext[k], npages, &p, &end)) continue;
-            for (; p < end; p++)
-                if (bits[p / 8] >> (p % 8) & 1) claimed[p / 8] |= (uint8_t)(1u << (p % 8));
+            for (size_t r = rank_of(&cs, p), hi = rank_of(&cs, end); r < hi; r++) claim(&cs, r);
         }
         free(f->ext);
         f->ext = NULL;
@@ -144,7 +211,8 @@ static void inline_changed(store_findex *fi, int fd, const uint8_t *bits, uint64
         spent += f->size;
         c->kept++;
     }
-    free(claimed);
+    changed_set_free(&cs);
+    return 0;
 }
 
 void snap_jdiff_apply(store_findex *fi, int image_fd, int copy_fd, uint64_t budget, char *warn, size_t wcap)
@@ -158,8 +226,13 @@ void snap_jdiff_apply(store_findex *fi, int image_fd, int copy_fd, uint64_t budg
         return;
     }
     inline_counts c = {0};
-    inline_changed(fi, copy_fd, bits, np, budget, &c);
+    int rc = inline_changed(fi, copy_fd, bits, np, budget, &c);
     free(bits);
+    if (rc < 0) {
+        snprintf(warn, wcap, "journal replayed, but comparing it with the disk failed: out of memory "
+                 "for its changed pages");
+        return;
+    }
     if (c.shared)
         snprintf(warn, wcap, "%d files claim blocks the journal changed that another file holds (a "
                  "crafted image: ext4 never shares blocks): listed without their bytes", c.shared);
