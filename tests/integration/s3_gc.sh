@@ -110,7 +110,9 @@ snap_one a st2 0
 snap_one a st2 1
 must cairn gc --store "$T/c" --json >"$T/gc.l0.json"
 assert_json 'j["fossils_recorded"] > 0' "$T/gc.l0.json" "fossils before the lease test"
-until_ms=$(( $(date +%s%3N) + RIPE * 1000 + 500 ))
+# The lease outlives the wait for ripe fossils by 8 s, so a gc slowed by a loaded machine
+# still starts (and lists, and decides) while it holds.
+until_ms=$(( $(date +%s%3N) + RIPE * 1000 + 8000 ))
 printf 'node=abcdef\nexpires_ms=%s\nnonce=00000000000000ff\n' "$until_ms" >"$T/lease"
 [ "$(s3_curl PUT "$B/gc/lease" --data-binary @"$T/lease")" = 200 ] || fail "cannot plant a lease"
 sleep "$RIPE"
