@@ -172,6 +172,7 @@ int api_config_load(const char *path, api_config *c, store_err *e)
     c->max_page_servers = 16;
     c->page_server_wait_s = 60;
     c->max_shares = 1000;
+    c->max_spool = c->max_spool_tenant = c->spool_reserve = -1;   /* by the file system's size */
     json_error_t je;
     json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
@@ -210,6 +211,7 @@ int api_config_load(const char *path, api_config *c, store_err *e)
                     strcmp(lk, "request_timeout_s") && strcmp(lk, "shutdown_timeout_s") &&
                     strcmp(lk, "max_long_jobs") && strcmp(lk, "workers") && strcmp(lk, "max_page_servers") &&
                     strcmp(lk, "page_server_wait_s") && strcmp(lk, "max_spool_bytes") &&
+                    strcmp(lk, "max_spool_bytes_per_tenant") && strcmp(lk, "spool_reserve_bytes") &&
                     strcmp(lk, "max_shares_per_tenant"))
                     rc = store_errf(e, -EINVAL, "%s: unknown limit '%s'", path, lk);
             if (!rc) rc = limit(v, "max_body_bytes", 64, 1L << 30, &c->max_body, e);
@@ -221,6 +223,8 @@ int api_config_load(const char *path, api_config *c, store_err *e)
             if (!rc) rc = limit(v, "max_page_servers", 1, 1024, &mps, e);
             if (!rc) rc = limit(v, "page_server_wait_s", 1, 86400, &psw, e);
             if (!rc) rc = limit(v, "max_spool_bytes", 0, 1L << 50, &c->max_spool, e);
+            if (!rc) rc = limit(v, "max_spool_bytes_per_tenant", 0, 1L << 50, &c->max_spool_tenant, e);
+            if (!rc) rc = limit(v, "spool_reserve_bytes", 0, 1L << 50, &c->spool_reserve, e);
             if (!rc) rc = limit(v, "max_shares_per_tenant", 1, 1000000, &msh, e);
             c->max_shares = (int)msh;
             c->max_page_servers = (int)mps;

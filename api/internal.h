@@ -45,7 +45,10 @@ typedef struct {
     char mount[1024];                         /* a `cairn mount` of the store, "" if none */
     size_t nsnapshot_roots, nrestore_roots;
     long max_body, max_headers;
-    long max_spool;                           /* bytes of downloads spooled at once, 0: no cap */
+    /* Bytes of downloads spooled at once (0: no cap), of them one tenant's (0: no cap of its
+     * own), and the free space a spool must leave in the store's file system; -1: derived
+     * from the file system's size when a spool is checked (server.c spool_limits). */
+    long max_spool, max_spool_tenant, spool_reserve;
     int request_timeout_s, shutdown_timeout_s, max_long_jobs, workers;
     int max_page_servers, page_server_wait_s;   /* uffd wakes: how many at once; how long
                                                    each waits for its VM */
@@ -275,7 +278,9 @@ struct api_req {
     /* streams (server.c): the route writes the body into a spool file (pipe_wr, the same
      * descriptor as spool); the loop sends it from spool at the client's pace */
     int stream, pipe_wr, spool, done, stream_rc, in_flight, read_err;
-    int over_cap;              /* refused: the spools passed limits.max_spool_bytes */
+    int over_cap;              /* refused: a spool limit (server.c SPOOL_OVER_*) was met */
+    struct api_req *spool_prev, *spool_next;   /* the server's list of spools (loop thread) */
+    int spool_linked;
     off_t spool_off;
     off_t spool_seen;          /* the spool's size as counted in the server's total */
     const char *ctype;

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +59,7 @@ struct api_server {
     off_t sb_ev_size;
     uint64_t sb_view;          /* the read view it was read from, 0: a locked handle */
     off_t spool_bytes;         /* the spools of the downloads in flight (loop thread) */
+    api_req *spools;           /* those downloads, to sum one tenant's (loop thread) */
 };
 
 static double now_s(void)
@@ -203,6 +205,11 @@ static void free_req(api_req *r)
     if (r->spool_ev) event_free(r->spool_ev);
     if (r->spool >= 0) close(r->spool);
     r->srv->spool_bytes -= r->spool_seen;
+    if (r->spool_linked) {
+        if (r->spool_prev) r->spool_prev->spool_next = r->spool_next;
+        else r->srv->spools = r->spool_next;
+        if (r->spool_next) r->spool_next->spool_prev = r->spool_prev;
+    }
     free(r);
 }
 
@@ -354,11 +361,68 @@ static void spool_count(api_req *r)
     r->spool_seen = sb.st_size;
 }
 
-/* The spools in flight over limits.max_spool_bytes (0: no cap) with r's counted. */
+/* Why a spool was refused (r->over_cap). */
+enum { SPOOL_OK, SPOOL_OVER_TOTAL, SPOOL_OVER_TENANT, SPOOL_OVER_RESERVE };
+
+/* The limits a spool is held to, as configured or (-1) derived from the size of the store's
+ * file system: the spools may take 1/8 of it (64 MiB..4 GiB), one tenant's half of that,
+ * and must leave 1/32 of it (4 MiB..1 GiB) free. Why: spools and ingests share that file
+ * system; without a cap, slow readers of one share link could hold it full and every
+ * tenant's snapshots would fail (ENOSPC). The reserve also covers what the store keeps free
+ * for its index (store/space.c: its size plus 4-8 MiB) on a file system that is filling
+ * for other reasons. */
+typedef struct {
+    long total, tenant, reserve;
+    uint64_t avail;            /* free now, to an unprivileged writer */
+} spool_limits;
+
+static long clamp_l(uint64_t v, long lo, long hi)
+{
+    return v < (uint64_t)lo ? lo : v > (uint64_t)hi ? hi : (long)v;
+}
+
+static int spool_limits_get(api_req *r, spool_limits *l)
+{
+    const api_config *c = &r->srv->cfg;
+    struct statvfs v;
+    if (fstatvfs(r->spool, &v) < 0) return -errno;
+    uint64_t size = (uint64_t)v.f_blocks * v.f_frsize;
+    l->avail = (uint64_t)v.f_bavail * v.f_frsize;
+    l->total = c->max_spool >= 0 ? c->max_spool : clamp_l(size / 8, 64L << 20, 4L << 30);
+    l->tenant = c->max_spool_tenant >= 0 ? c->max_spool_tenant : l->total / 2;
+    l->reserve = c->spool_reserve >= 0 ? c->spool_reserve : clamp_l(size / 32, 4L << 20, 1L << 30);
+    return 0;
+}
+
+/* The same bucket of the per-tenant share: a tenant's tokens and its sandboxes' share
+ * links together; a token bound to no tenant (support, admin) alone. */
+static int same_bucket(const api_token *a, const api_token *b)
+{
+    if (a->tenant[0] || b->tenant[0]) return !strcmp(a->tenant, b->tenant);
+    return !strcmp(a->name, b->name);
+}
+
+/* SPOOL_OK, or which limit r's spool (counted at its size now) meets. */
 static int spool_over(api_req *r)
 {
     spool_count(r);
-    return r->srv->cfg.max_spool > 0 && r->srv->spool_bytes > r->srv->cfg.max_spool;
+    spool_limits l = {0, 0, 0, 0};
+    int rc = spool_limits_get(r, &l);
+    if (rc) {
+        /* Unchecked, not refused: the write itself still fails on a full disk (507). */
+        fprintf(stderr, "cairn serve: rid=%s: fstatvfs of the spool: %s (limits not checked)\n", r->rid,
+                strerror(-rc));
+        return SPOOL_OK;
+    }
+    if (l.total > 0 && r->srv->spool_bytes > l.total) return SPOOL_OVER_TOTAL;
+    if (l.tenant > 0) {
+        off_t mine = 0;
+        for (api_req *o = r->srv->spools; o; o = o->spool_next)
+            if (same_bucket(&o->tok, &r->tok)) mine += o->spool_seen;
+        if (mine > l.tenant) return SPOOL_OVER_TENANT;
+    }
+    if (l.avail < (uint64_t)l.reserve) return SPOOL_OVER_RESERVE;
+    return SPOOL_OK;
 }
 
 static void stream_finish(api_req *r)
@@ -452,8 +516,7 @@ static void spool_wake(evutil_socket_t fd, short what, void *arg)
     api_req *r = arg;
     if (!r->done) {            /* the route is still writing: held to max_spool_bytes */
         if (r->gone) return;
-        if (spool_over(r)) {
-            r->over_cap = 1;
+        if ((r->over_cap = spool_over(r))) {
             stop_route(r);     /* its next write fails; refused once it ends */
             spool_count(r);
             return;
@@ -488,10 +551,14 @@ static void stream_start(api_req *r)
         stop_route(r);
         return;
     }
+    r->spool_next = r->srv->spools;
+    if (r->spool_next) r->spool_next->spool_prev = r;
+    r->srv->spools = r;
+    r->spool_linked = 1;
     r->spool_ev = evtimer_new(r->srv->base, spool_wake, r);
     if (!r->spool_ev) r->read_err = -ENOMEM;   /* refused once the route ends */
     struct timeval tv = {0, SPOOL_WATCH_US};
-    if (r->spool_ev && r->srv->cfg.max_spool > 0) evtimer_add(r->spool_ev, &tv);
+    if (r->spool_ev) evtimer_add(r->spool_ev, &tv);
 }
 
 /* The route ended having failed, before a byte of its body was sent: the client gets the
@@ -504,10 +571,14 @@ static void stream_refuse(api_req *r)
     snprintf(why, sizeof why, "%s", r->stream_rc ? r->msg : strerror(-rc));
     int full = rc == -ENOSPC || rc == -EDQUOT;
     if (r->over_cap) {
-        /* Not a fault of the store: the share may hear it too. */
-        api_fail(r, 507, "insufficient_storage",
-                 "the downloads in flight would take more than limits.max_spool_bytes (%ld bytes) of spool: "
-                 "retry later", r->srv->cfg.max_spool);
+        /* Not a fault of the store: the share may hear it too (no path, no numbers). */
+        const char *why = r->over_cap == SPOOL_OVER_TOTAL ? "the downloads in flight would take more spool space "
+                          "than limits.max_spool_bytes allows"
+                          : r->over_cap == SPOOL_OVER_TENANT ? "this tenant's downloads in flight would take more "
+                          "spool space than limits.max_spool_bytes_per_tenant allows"
+                          : "the download's spool would leave the store's file system with less free space than "
+                          "limits.spool_reserve_bytes (kept for snapshots)";
+        api_fail(r, 507, "insufficient_storage", "%s: retry later", why);
         r->retry_after = 5;
     } else if (r->tok.role == API_ROLE_SHARE) {
         /* A share's errors name nothing of the store: the cause goes to the log. */
@@ -558,8 +629,7 @@ static void drain_done(evutil_socket_t fd, short what, void *arg)
             r->done = 1;
             if (r->gone) stream_finish(r);
             else if (r->over_cap || r->stream_rc || r->read_err) stream_refuse(r);
-            else if (spool_over(r)) {
-                r->over_cap = 1;
+            else if ((r->over_cap = spool_over(r))) {
                 stream_refuse(r);
             } else {
                 if (r->spool_ev) event_del(r->spool_ev);

@@ -3,7 +3,9 @@
 # system before its status goes out (docs/api.md, "Threads and locking"). On a full disk
 # it is a 507 insufficient_storage in JSON, never a 200 cut short, and it leaves no
 # space taken; what fits is a 200 with its Content-Length and exact bytes; once there is
-# room the same download works. The store lives on a small tmpfs.
+# room the same download works. The store lives on a small tmpfs. With the default limits
+# (derived from the file system's size), slow share downloads of one tenant hold at most
+# its share of the spool cap: another tenant's snapshot and download still work.
 source "$(dirname "$0")/../lib.sh"
 source "$REPO/tests/api_lib.sh"
 
@@ -62,7 +64,7 @@ cmp "$T/x/home/ubuntu/output/big.bin" "$IN/tree/home/ubuntu/output/big.bin" 2>/d
 serve_stop
 
 log "limits.max_spool_bytes: 24 MiB"
-"$PY" -c 'import json, sys; p = sys.argv[1]; j = json.load(open(p)); j["limits"] = {"max_spool_bytes": 24 << 20}
+"$PY" -c 'import json, sys; p = sys.argv[1]; j = json.load(open(p)); j["limits"] = {"max_spool_bytes": 24 << 20, "max_spool_bytes_per_tenant": 24 << 20}
 json.dump(j, open(p, "w"))' "$S/serve.json"    # the tokens stay
 serve_start "$S"
 expect_status 507 GET "/v1/snapshots/$ID/archive?path=/home/ubuntu" "$SUP"
@@ -90,5 +92,52 @@ for _ in $(seq 100); do
 done
 [ "$ok" = 1 ] || fail "the cap was not given back when the slow download ended: $(head -c 300 "$T/body")"
 cmp "$T/body" "$IN/tree/home/ubuntu/output/mid.bin" || fail "the download after the slow one"
+serve_stop
+
+log "the default limits: one tenant's slow share downloads against another tenant's snapshot"
+M2=$T/mnt2
+mkdir -p "$M2"
+at_exit 'umount -l "$M2" 2>/dev/null'
+mount -t tmpfs -o size=128m cairn-spool2 "$M2" || fail "a second tmpfs"
+S=$M2/store
+must cairn init --store "$S" >/dev/null
+ID=$(snap "$S" t1 sb1 disk="$IN/disk.img")
+ID2=$(snap "$S" t2 sb2 disk="$IN/disk.img")      # the same files: deduplicated, no space
+head -c 30M /dev/urandom >"$IN/mem30"
+# (128 MiB: the spools may take 64 MiB, one tenant's 32, and leave 4 MiB free)
+api_serve '{"snapshot_roots": [], "restore_roots": []}' ORCH=orchestrator:orch:t1 SUP2=support:sup2:t2
+expect_status 201 POST /v1/sandboxes/sb1/shares "$ORCH" '{}'
+SHARE=$(json 'j["token"]' "$T/body")
+log "$(free_kib) KiB free before the share's downloads"
+# One at a time (so their spools do not pass the share together and all fail): the first
+# is a 200 that holds its 20 MiB while it reads at 100 KiB/s; the next ones would pass
+# t1's 32 MiB and are refused. Without a cap, each would hold 20 MiB more.
+held=0 refused=0 slows=
+for i in 1 2 3 4 5; do
+    curl -sS --limit-rate 100k -D "$T/h$i" -o "$T/b$i" -H "Authorization: Bearer $SHARE" \
+        "$U/v1/shared/content?path=/home/ubuntu/output/big.bin" 2>/dev/null &
+    slows="$slows $!"
+    at_exit "kill $! 2>/dev/null"
+    for _ in $(seq 600); do [ -s "$T/h$i" ] && break; sleep 0.05; done
+    if grep -q '^HTTP/1.1 200' "$T/h$i"; then
+        held=$((held + 1))
+    elif grep -q '^HTTP/1.1 507' "$T/h$i"; then
+        wait $! 2>/dev/null || true
+        assert_json 'j["error"]["code"] == "insufficient_storage" and "max_spool_bytes_per_tenant" in j["error"]["message"]' \
+            "$T/b$i" "the 507 of a download past the tenant's share"
+        assert_grep '^retry-after: ' "$T/h$i" "the 507 past the tenant's share says when to retry"
+        refused=$((refused + 1))
+    else
+        fail "share download $i: $(head -n 1 "$T/h$i" 2>/dev/null) $(head -c 300 "$T/b$i" 2>/dev/null)"
+    fi
+done
+assert_eq "$held $refused" "1 4" "share downloads held and refused (each 20 MiB, t1's share 32 MiB)"
+log "$(free_kib) KiB free with t1's download held"
+snap "$S" t2 sb2 memory="$IN/mem30" >/dev/null    # fails (exit 1, ENOSPC) if the spools took the room
+expect_status 200 GET "/v1/snapshots/$ID2/content?path=/home/ubuntu/output/mid.bin" "$SUP2"
+cmp "$T/body" "$IN/tree/home/ubuntu/output/mid.bin" || fail "t2's download beside t1's"
+first=${slows# }; first=${first%% *}
+kill -0 "$first" 2>/dev/null || fail "t1's slow download ended early: $(head -c 300 "$T/b1")"
+for p in $slows; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 serve_stop
 log "ok"
