@@ -572,13 +572,13 @@ static void stream_refuse(api_req *r)
     int full = rc == -ENOSPC || rc == -EDQUOT;
     if (r->over_cap) {
         /* Not a fault of the store: the share may hear it too (no path, no numbers). */
-        const char *why = r->over_cap == SPOOL_OVER_TOTAL ? "the downloads in flight would take more spool space "
-                          "than limits.max_spool_bytes allows"
-                          : r->over_cap == SPOOL_OVER_TENANT ? "this tenant's downloads in flight would take more "
-                          "spool space than limits.max_spool_bytes_per_tenant allows"
-                          : "the download's spool would leave the store's file system with less free space than "
-                          "limits.spool_reserve_bytes (kept for snapshots)";
-        api_fail(r, 507, "insufficient_storage", "%s: retry later", why);
+        const char *limit = r->over_cap == SPOOL_OVER_TOTAL ? "the downloads in flight would take more spool space "
+                            "than limits.max_spool_bytes allows"
+                            : r->over_cap == SPOOL_OVER_TENANT ? "this tenant's downloads in flight would take more "
+                            "spool space than limits.max_spool_bytes_per_tenant allows"
+                            : "the download's spool would leave the store's file system with less free space than "
+                            "limits.spool_reserve_bytes (kept for snapshots)";
+        api_fail(r, 507, "insufficient_storage", "%s: retry later", limit);
         r->retry_after = 5;
     } else if (r->tok.role == API_ROLE_SHARE) {
         /* A share's errors name nothing of the store: the cause goes to the log. */
