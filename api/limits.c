@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include "api/internal.h"
@@ -413,6 +415,13 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
     }
     watch *w = &tab[fd];
     if (w->bev != bev) {
+        /* A new connection. Nagle off: bufferevent writes an answer in 16 KiB pieces, and
+         * Nagle held the last short piece of any longer one (a long sandbox's snapshot
+         * list) until the client's delayed ACK, 40 ms later. */
+        int one = 1;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
+            fprintf(stderr, "cairn serve: TCP_NODELAY on a connection: %s (answers over 16 KiB may wait 40 ms)\n",
+                    strerror(errno));
         w->bev = bev;
         w->seen = w->pos = 0;
         next_request(w);
