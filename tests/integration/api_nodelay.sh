@@ -41,6 +41,6 @@ read -r size median max median_us <"$T/times"
 log "GET /v1/sandboxes/{id}: $size bytes, median $median ms, max $max ms over 40 calls"
 assert_cmp "$size" -gt 20000 "the snapshot list's length in bytes (must need more than one 16 KiB write)"
 # Nagle's stall is a delayed ACK: 40 ms at least on Linux. The call itself is ~1 ms.
-assert_cmp "$median_us" -lt 20000 "median time of GET /v1/sandboxes/{id} in us (Nagle's stall is >= 40 ms)"
+assert_cmp "$median_us" -lt 35000 "median time of GET /v1/sandboxes/{id} in us (Nagle's stall, a delayed ACK, is >= 40 ms; 35 ms leaves room for a loaded machine)"
 serve_stop
 log "ok"
