@@ -157,8 +157,8 @@ check_store() {
         if [ ${#pids[@]} = 2 ]; then wait "${pids[0]}" || bad=1; pids=("${pids[1]}"); fi
     done
     for x in "${pids[@]}"; do wait "$x" || bad=1; done
-    [ "$bad" = 0 ] || { cat "$T"/rx.*; rm -f "$T"/rx.*; return 1; }
-    rm -f "$T"/rx.*
+    [ "$bad" = 0 ] || { cat "$W"/rx.*; rm -f "$W"/rx.*; return 1; }
+    rm -f "$W"/rx.*
     if [ "$op" = rebuild ] && [ -e "$W/rebuilt.img" ]; then
         [ "$(size_of "$W/rebuilt.img")" = "$(size_of "$T/rebuilt.ref")" ] &&
             e2fsck -fn "$W/rebuilt.img" >"$W/e2fsck.log" 2>&1 ||
