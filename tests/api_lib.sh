@@ -81,6 +81,10 @@ expect_status() {
     fi
 }
 
+# rawpy ARGS... <<'PY': runs the Python script on stdin with ARGS, tests/rawhttp.py
+# importable (raw HTTP over a socket: what curl will not send).
+rawpy() { PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$REPO/tests${PYTHONPATH:+:$PYTHONPATH}" "$PY" - "$@"; }
+
 # token ROLE NAME [TENANT]: a new token from the CLI.
 token() {
     local args=(--role "$1" --name "$2")

@@ -30,26 +30,20 @@ assert_grep '^x-request-id: ' "$T/hdr" "the 431 carries a request id"
 assert_json 'j["error"]["code"] == "too_large"' "$T/body" "the 431's body"
 
 # Kept alive: a request with a body, then one too large, on one connection.
-"$PY" - "${U##*:}" "$GC" >"$T/pipe" <<'PY' || fail "the kept-alive exchange failed"
-import socket, sys
+rawpy "${U##*:}" "$GC" >"$T/pipe" <<'PY' || fail "the kept-alive exchange failed"
+import sys
+from rawhttp import connect, read_reply, read_to_eof
 port, tok = int(sys.argv[1]), sys.argv[2]
-s = socket.create_connection(("127.0.0.1", port))
+s = connect(port, None)
 small = b'{"dry_run":true}'
 s.sendall(b"POST /v1/gc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok.encode() +
           b"\r\nContent-Length: %d\r\n\r\n" % len(small) + small)
-got = b""
-while b"\r\n\r\n" not in got or len(got.split(b"\r\n\r\n", 1)[1]) < int(got.split(b"Content-Length: ")[1].split(b"\r\n")[0]):
-    got += s.recv(65536)
+head, _ = read_reply(s)
 s.sendall(b"POST /v1/gc HTTP/1.1\r\nHost: x\r\nX-Request-Id: big-2\r\nAuthorization: Bearer " + tok.encode() +
           b"\r\nContent-Length: 999999\r\n\r\n" + b" " * 1000)
 s.settimeout(10)
-rest = b""
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    rest += b
-print(got.split(b"\r\n")[0].decode())
+rest = read_to_eof(s)
+print(head.split("\r\n")[0])
 print(rest.split(b"\r\n")[0].decode())
 print("rid" if b"X-Request-Id: big-2" in rest else "no rid")
 PY
@@ -67,9 +61,10 @@ assert_grep '^x-request-id: chunk-1' "$T/hdr" "the chunked 413 echoes the reques
 assert_json 'j["error"]["code"] == "too_large" and "max_body_bytes" in j["error"]["message"]' "$T/body" \
     "the chunked 413's body"
 # Small chunks that add up to more than the limit.
-"$PY" - "${U##*:}" "$GC" >"$T/chunks" <<'PY' || fail "the many-chunks exchange failed"
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+rawpy "${U##*:}" "$GC" >"$T/chunks" <<'PY' || fail "the many-chunks exchange failed"
+import sys
+from rawhttp import connect, read_to_eof
+s = connect(sys.argv[1], None)
 s.sendall(b"POST /v1/gc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + sys.argv[2].encode() +
           b"\r\nTransfer-Encoding: chunked\r\n\r\n" + b"400\r\n" + b" " * 1024 + b"\r\n")
 s.settimeout(10)
@@ -78,12 +73,7 @@ try:
         s.sendall(b"400\r\n" + b" " * 1024 + b"\r\n")
 except OSError:
     pass
-got = b""
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    got += b
+got = read_to_eof(s)
 print(got.split(b"\r\n")[0].decode())
 print("json" if b'"too_large"' in got and b"X-Request-Id: " in got else "not json")
 PY
@@ -122,21 +112,16 @@ cat >"$T/cases" <<'EOF'
 501 TRACE /healthz HTTP/1.1\r\n\r\n
 501 CONNECT example.com:443 HTTP/1.1\r\n\r\n
 EOF
-"$PY" - "${U##*:}" "$T/cases" <<'PY' || fail "the malformed requests were not each answered in JSON"
-import json, socket, sys
+rawpy "${U##*:}" "$T/cases" <<'PY' || fail "the malformed requests were not each answered in JSON"
+import json, sys
+from rawhttp import connect, read_to_eof
 bad = 0
 for line in open(sys.argv[2]):
     want, raw = line.rstrip("\n").split(" ", 1)
     data = raw.encode().decode("unicode_escape").encode("latin-1")
-    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-    s.settimeout(10)
+    s = connect(sys.argv[1])
     s.sendall(data)
-    got = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        got += b
+    got = read_to_eof(s)
     head, _, body = got.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     hdr = {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in lines[1:] if ":" in l}
@@ -154,23 +139,13 @@ PY
 
 # What libevent reads is still read: a bare-LF head, a chunked body sent in odd pieces with
 # a trailer, a HEAD (its reply has no body) then a GET, all on one kept-alive connection.
-"$PY" - "${U##*:}" "$GC" >"$T/keep" <<'PY' || fail "the kept-alive exchange of good requests failed"
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-s.settimeout(10)
+rawpy "${U##*:}" "$GC" >"$T/keep" <<'PY' || fail "the kept-alive exchange of good requests failed"
+import sys
+from rawhttp import connect, read_reply
+s = connect(sys.argv[1])
 tok = sys.argv[2].encode()
 def reply(head_req=False):
-    got = b""
-    while b"\r\n\r\n" not in got:
-        got += s.recv(1)
-    head = got.decode()
-    n = 0
-    for l in head.split("\r\n"):
-        if l.lower().startswith("content-length:"):
-            n = int(l.split(":")[1])
-    body = b""
-    while not head_req and len(body) < n:
-        body += s.recv(n - len(body))
+    head, body = read_reply(s, head_req)
     print(head.split("\r\n")[0], body.decode().strip())
 s.sendall(b"GET /healthz HTTP/1.1\nHost: x\n\n")
 reply()
@@ -189,25 +164,21 @@ assert_eq "$(sed -n 3p "$T/keep")" 'HTTP/1.1 200 OK ' "a HEAD: headers, no body"
 assert_eq "$(sed -n 4p "$T/keep")" 'HTTP/1.1 200 OK {"ok":true}' "the GET after the HEAD on the same connection"
 
 # Pipelined: a refused request behind a good one is answered after it, in order.
-"$PY" - "${U##*:}" >"$T/pipe2" <<'PY' || fail "the pipelined exchange failed"
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-s.settimeout(10)
+rawpy "${U##*:}" >"$T/pipe2" <<'PY' || fail "the pipelined exchange failed"
+import sys
+from rawhttp import connect, read_to_eof
+s = connect(sys.argv[1])
 s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nPOST /v1/gc HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}\r\n")
-got = b""
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    got += b
+got = read_to_eof(s)
 print(" ".join(l.split(" ")[1] for l in got.decode("latin-1").split("\n") if l.startswith("HTTP/1.1 ")))
 PY
 assert_eq "$(cat "$T/pipe2")" "200 401 400" "answers to a good request, a good one and a stray line after its body, in order"
 
 # Mutated requests, some pipelined (a fixed seed): never libevent's HTML, and every answer
 # carries a request id.
-"$PY" - "${U##*:}" <<'PY' || fail "a mutated request got an answer that is not the API's"
+rawpy "${U##*:}" <<'PY' || fail "a mutated request got an answer that is not the API's"
 import random, re, socket, sys
+from rawhttp import connect, read_to_eof
 port = int(sys.argv[1])
 rnd = random.Random(20261130)
 base = [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -228,22 +199,13 @@ for i in range(400):
             del req[pos:pos + rnd.randint(1, 5)]
         else:
             req[pos:pos + 1] = bytes([rnd.randint(0, 255)])
-    s = socket.create_connection(("127.0.0.1", port))
-    s.settimeout(10)
+    s = connect(port)
     try:
         s.sendall(bytes(req))
         s.shutdown(socket.SHUT_WR)
     except OSError:
         pass
-    got = b""
-    try:
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            got += b
-    except OSError:
-        pass
+    got = read_to_eof(s, partial_ok=True)
     s.close()
     heads = [h for h in re.split(rb"(?:^|\n)(?=HTTP/1\.[01] \d{3} )", got)    # not a 100 Continue
              if h.startswith(b"HTTP/1.") and not h.startswith(b"HTTP/1.1 100 ")]
