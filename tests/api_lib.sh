@@ -21,6 +21,14 @@ serve_start() {
     U=http://127.0.0.1:$port
 }
 
+# api_store: the usual layout of an API test: a new store $S, and the folders $IN (for
+# its snapshot_roots) and $OUT (for its restore_roots), made empty.
+api_store() {
+    S=$T/store IN=$T/in OUT=$T/dst
+    mkdir -p "$IN" "$OUT"
+    must cairn init --store "$S" >/dev/null
+}
+
 # api_config CONFIG: writes CONFIG (JSON text; "-": read from stdin) as $S/serve.json.
 api_config() {
     if [ "$1" = - ]; then cat >"$S/serve.json"; else printf '%s\n' "$1" >"$S/serve.json"; fi

@@ -13,12 +13,8 @@ source "$(dirname "$0")/../lib.sh"
 source "$REPO/tests/api_lib.sh"
 command -v flock >/dev/null || skip "flock is not installed (util-linux)"
 
-S=$T/store
-IN=$T/in
-OUT=$T/wake
-mkdir -p "$IN" "$OUT"
+api_store
 for i in 1 2 3; do head -c 3M /dev/urandom >"$IN/mem$i"; done
-must cairn init --store "$S" >/dev/null
 api_config '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$OUT'"], "limits": {"max_long_jobs": 2}}'
 api_tokens ORCH=orchestrator:orch GC=gc:gc
 snap_api() { expect_status 201 POST /v1/snapshots "$ORCH" '{"tenant":"t1","sandbox":"'$1'","memory":"'$IN/$2'"}'; }

@@ -11,9 +11,7 @@ source "$(dirname "$0")/../lib.sh"
 source "$REPO/tests/api_lib.sh"
 command -v flock >/dev/null || skip "flock is not installed (util-linux)"
 
-S=$T/store
-IN=$T/in
-OUT=$T/dst
+api_store
 OUTSIDE=$T/outside
 mkdir -p "$IN/tree/home/ubuntu/output" "$OUT/sub" "$OUT/img" "$OUTSIDE"
 echo "artifact" >"$IN/tree/home/ubuntu/output/a.txt"
@@ -21,7 +19,6 @@ echo "base" >"$IN/tree/etc-release"
 mkimg "$IN/tree" "$IN/disk.img" 8M
 head -c 300K /dev/urandom >"$IN/mem"
 head -c 300K /dev/urandom >"$OUTSIDE/secret"
-must cairn init --store "$S" >/dev/null
 must cairn template add --store "$S" --name base --disk "$IN/disk.img" >/dev/null
 api_serve '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$OUT'"]}' ORCH=orchestrator:orch
 
