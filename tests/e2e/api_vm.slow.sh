@@ -26,9 +26,7 @@ at_exit '[ "$finished" = 1 ] || [ "$failed" -gt 0 ] || failed=1; echo "$passed p
 
 . "$REPO/tests/e2e/vm_common.sh"
 
-vm_setup "$T/run" 128M
-vm_initramfs "$REPO/tests/e2e/guest-init.sh" "$T/run/initrd"
-e2e_trees
+e2e_guest_setup
 mkdir -p "$T/vms" "$T/dst"
 e2e_mkfs "$tree" "$T/vms/disk1.img"
 e2e_mkfs "$tree" "$T/vms/disk2.img"
@@ -43,20 +41,11 @@ stored() { expect_status 200 GET /metrics ""; sed -n 's/^cairn_store_stored_byte
 phase_done setup
 
 # ---- boot and hibernate vm1 through the API
-vm_start vm1 "$T/run/initrd" "$T/vms/disk1.img" "$T/vms/mem1.raw" cairn.mode=run
-vm_wait vm1 '^CAIRN-READY' 240
-vm_wait vm1 '^CAIRN-LATE' 60
-late_t0=$EPOCHREALTIME
-vm_wait vm1 '^TICK 3 ' 60
-e2e_check_guest_sees vm1
-nonce=$(serial vm1 | sed -n 's/^CAIRN-BOOT //p')
-[ -n "$nonce" ] || fail "no CAIRN-BOOT line from vm1"
+e2e_boot vm1 "$T/vms/disk1.img" "$T/vms/mem1.raw" 3 240 60
 pass "vm1 booted from the template's files and sees them byte for byte"
 phase_done boot
 
-e2e_late_settle
-vm_snapshot vm1 "$T/vms/snap1" "$T/vms/mem1.raw" "$T/vms/disk1.img"
-before=$(serial vm1 | grep -c '^TICK ')
+e2e_hibernate vm1 "$T/vms/snap1" "$T/vms/mem1.raw" "$T/vms/disk1.img"
 (cd "$T/vms/snap1" && sha256sum mem.raw vmstate disk.img) >"$T/snap1.sha"
 s0=$(stored)
 expect_status 201 POST /v1/snapshots "$ORCH" '{"tenant":"t1","sandbox":"vm1","template":"base","memory":"'$T/vms/snap1/mem.raw'","vmstate":"'$T/vms/snap1/vmstate'","disk":"'$T/vms/snap1/disk.img'"}'
@@ -119,15 +108,7 @@ pass "gc at +8 days: vm1 (free) reclaimed, its restore 410; vm2 (pro) kept"
 # ---- rebuild vm1 through the API and cold-boot it
 expect_status 200 POST /v1/sandboxes/vm1/rebuild "$ORCH" '{"out":"'$T/dst/fresh.img'"}'
 assert_json 'j["template"] == "base" and j["files"] > 0' "$T/body" "rebuild reply"
-rc=0; e2fsck -fn "$T/dst/fresh.img" >"$T/e2fsck.log" 2>&1 || rc=$?
-[ $rc = 0 ] || { cat "$T/e2fsck.log" >&2; fail "e2fsck -fn fresh.img exited $rc"; }
-vm_start fresh "$T/run/initrd" "$T/dst/fresh.img" "$T/run/mem-fresh.raw" cairn.mode=list
-vm_wait fresh '^CAIRN-DONE' 240
-vm_wait_exit fresh 30
-serial fresh | grep '^FILE ' >"$T/files.fresh"
-e2e_check_rebuilt "$T/vm1.files" "$T/files.fresh"
-assert_eq "$(serial fresh | sed -n 's/^BASE //p')" "$(sha256sum <"$base/etc/cairn-template" | cut -d' ' -f1)" \
-    "the rebuilt VM's template file"
+e2e_boot_rebuilt "$T/dst/fresh.img" "$T/vm1.files" 240
 pass "POST /v1/sandboxes/vm1/rebuild: the cold-booted VM has its $(wc -l <"$T/files.fresh") important files, no secret or cache"
 phase_done rebuild
 

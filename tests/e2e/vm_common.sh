@@ -1,13 +1,23 @@
 # What the real-VM tests (tests/e2e/*.slow.sh) share, sourced after tests/lib.sh: QEMU
 # checks, tools/vm/vm.sh, phase timings, the sandbox's files and what a rebuild owes.
+#   e2e_guest_setup      the guest's kernel and initramfs ($T/run/initrd), then e2e_trees
 #   e2e_trees            $base (the template's tree) and $tree/$h (a sandbox's: uploads,
 #                        outputs, project files, a secret, caches, temp files); $T/template.img
+#   e2e_boot NAME DISK MEMFILE TICKS READY_S WAIT_S  boots sandbox VM NAME on DISK (a
+#                        copy of $tree): CAIRN-READY within READY_S, then its late artifact
+#                        (late_t0) and TICKS ticks within WAIT_S each; checks it sees $h
+#                        (e2e_check_guest_sees); sets $nonce, its boot's
+#   e2e_hibernate NAME DIR MEMFILE DISK  e2e_late_settle, vm_snapshot into DIR; sets $before,
+#                        the ticks NAME counted before it paused
 #   e2e_mkfs DIR IMG     a 64 MiB ext4 image of DIR with 4 KiB blocks
 #   serial NAME          a VM's console, without CRs
 #   e2e_check_guest_sees NAME  vm NAME listed every file of $h with the bytes the host wrote
 #   e2e_late_settle      sleep until late.txt is 8 s old (after vm_wait ... CAIRN-LATE and
 #                        late_t0=$EPOCHREALTIME): ext4's 5 s commit, not its 30 s writeback
 #   e2e_check_rebuilt ORIG FRESH  FILE lines: FRESH has exactly ORIG's important files
+#   e2e_boot_rebuilt IMG ORIG READY_S  a rebuilt disk passes e2fsck -fn, cold-boots (listing
+#                        within READY_S) with exactly ORIG's important files and the
+#                        template's file; its listing in $T/files.fresh
 #   phase_done NAME      records the time since the last phase in ${timings[@]}
 
 "$REPO/tools/deps.sh" vm >"$T/deps.log" 2>&1 ||
@@ -33,6 +43,12 @@ serial() { tr -d '\r' <"$VM_RUN/$1.serial"; }
 # Real root disks have 4 KiB blocks (mke2fs picks 1 KiB for small images).
 e2e_mkfs() { mke2fs -q -F -t ext4 -b 4096 -d "$1" "$2" 64M >"$T/mkfs.log" 2>&1 ||
              { cat "$T/mkfs.log" >&2; fail "mke2fs -d $1 failed"; }; }
+
+e2e_guest_setup() {
+    vm_setup "$T/run" 128M
+    vm_initramfs "$REPO/tests/e2e/guest-init.sh" "$T/run/initrd"
+    e2e_trees
+}
 
 e2e_trees() {
     base=$T/tree-base
@@ -77,6 +93,26 @@ e2e_check_guest_sees() {
     grep -q ' output/report.txt$' "$T/$1.files" || fail "$1 did not list its output/report.txt"
 }
 
+e2e_boot() {
+    local name=$1 disk=$2 memfile=$3 ticks=$4 ready_s=$5 wait_s=$6
+    vm_start "$name" "$T/run/initrd" "$disk" "$memfile" cairn.mode=run
+    vm_wait "$name" '^CAIRN-READY' "$ready_s"
+    vm_wait "$name" '^CAIRN-LATE' "$wait_s"
+    late_t0=$EPOCHREALTIME
+    vm_wait "$name" "^TICK $ticks " "$wait_s"
+    e2e_check_guest_sees "$name"
+    nonce=$(serial "$name" | sed -n 's/^CAIRN-BOOT //p')
+    [ -n "$nonce" ] || fail "no CAIRN-BOOT line from $name"
+}
+
+# late.txt was written with no sync: give ext4 its 5 s commit (metadata into the journal)
+# but not its 30 s writeback (metadata to its home blocks).
+e2e_hibernate() {
+    e2e_late_settle
+    vm_snapshot "$1" "$2" "$3" "$4"
+    before=$(serial "$1" | grep -c '^TICK ')
+}
+
 e2e_late_settle() {
     sleep "$(awk -v a="$late_t0" -v b="$EPOCHREALTIME" 'BEGIN { d = 8 - (b - a); printf "%.2f", (d > 0 ? d : 0) }')"
     late_age=$(awk -v a="$late_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
@@ -100,4 +136,17 @@ e2e_check_rebuilt() {
         grep -q " $p\$" "$orig" || fail "the sandbox had no $p: the test lost its point"
         ! grep -q " $p\$" "$fresh" || fail "the rebuilt VM has $p (secret or cache)"
     done
+}
+
+e2e_boot_rebuilt() {
+    local img=$1 orig=$2 ready_s=$3 rc=0
+    e2fsck -fn "$img" >"$T/e2fsck.log" 2>&1 || rc=$?
+    [ $rc = 0 ] || { cat "$T/e2fsck.log" >&2; fail "e2fsck -fn $img exited $rc"; }
+    vm_start fresh "$T/run/initrd" "$img" "$T/run/mem-fresh.raw" cairn.mode=list
+    vm_wait fresh '^CAIRN-DONE' "$ready_s"
+    vm_wait_exit fresh 30
+    serial fresh | grep '^FILE ' >"$T/files.fresh"
+    e2e_check_rebuilt "$orig" "$T/files.fresh"
+    assert_eq "$(serial fresh | sed -n 's/^BASE //p')" "$(sha256sum <"$base/etc/cairn-template" | cut -d' ' -f1)" \
+        "the rebuilt VM's template file"
 }
