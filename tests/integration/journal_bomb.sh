@@ -31,15 +31,21 @@ print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 PYEOF
 }
 
-# base IMG: a 128 MiB block-mapped ext4 with /home/ubuntu/output/big.bin (4 MiB); prints
-# the blocks "first_direct ind first_indirect_data last".
+# make_base IMG: a 128 MiB block-mapped ext4 with /home/ubuntu/output/big.bin (4 MiB);
+# sets d0 (big.bin's first direct block), ind (its indirect block), last (its last block).
 make_base() {
     mkdir -p "$T/r/home/ubuntu/output"
     head -c 4194304 /dev/urandom >"$T/r/home/ubuntu/output/big.bin"
     mke2fs -q -F -t ext4 -O ^extent,^64bit -b 4096 -d "$T/r" "$1" 128M >"$T/mke2fs.log" 2>&1 \
         || { cat "$T/mke2fs.log" >&2; fail "mke2fs"; }
+    local b
+    b=$(debugfs -R "stat /home/ubuntu/output/big.bin" "$1" 2>/dev/null | sed -n '/^BLOCKS:/{n;p}')
+    # (0-11):D-D+11, (IND):I, (12-1023):X-Y
+    d0=$(sed -E 's/^\(0-11\):([0-9]+)-.*/\1/' <<<"$b")
+    ind=$(sed -E 's/.*\(IND\):([0-9]+).*/\1/' <<<"$b")
+    last=$(sed -E 's/.*\(12-1023\):[0-9]+-([0-9]+).*/\1/' <<<"$b")
+    [ -n "$d0" ] && [ -n "$ind" ] && [ -n "$last" ] || fail "unexpected block map: $b"
 }
-blocks_of() { debugfs -R "stat $2" "$1" 2>/dev/null | sed -n '/^BLOCKS:/{n;p}'; }
 # journal IMG FIRST LAST KEEP: an unreplayed transaction rewriting blocks FIRST..LAST with
 # random bytes, except block KEEP (an indirect block) which keeps its bytes.
 journal() {
@@ -58,27 +64,29 @@ PYEOF
     dumpe2fs -h "$1" 2>/dev/null | grep -q needs_recovery || fail "the crafted journal is not pending: $(tail -3 "$T/jw.log")"
 }
 
+# snapshot_crafted IMG SANDBOX WHAT: IMG (from make_base) gets the debugfs commands in
+# $T/cmds and the journal over big.bin's blocks, then is snapshotted as SANDBOX: it must
+# succeed with a peak RSS under 256 MiB. WHAT says what IMG holds; --json output in $T/out.
+snapshot_crafted() {
+    local img=$1 sandbox=$2 what=$3 rc rss self kids
+    debugfs -w -f "$T/cmds" "$img" >/dev/null 2>&1
+    journal "$img" "$d0" "$last" "$ind"
+    read -r rc rss < <(peak_rss "$CAIRN_BIN" snapshot --store "$S" --tenant evil --sandbox "$sandbox" --disk "$img" --json)
+    read -r self kids <"$T/rss" || fail "no RSS report from the shim"
+    log "crafted journal, $what: exit $rc, peak RSS $((rss / 1024)) MiB (cairn $((self / 1024)), its largest child $((kids / 1024)))"
+    [ "$rc" = 0 ] || fail "snapshot of the crafted image ($what): exit $rc: $(tail -3 "$T/err")"
+    assert_cmp "$rss" -lt $((256 * 1024)) "peak RSS (KiB) of the snapshot of a crafted journal ($what)"
+}
+
 # ---- 1: N files claiming the real file's blocks, a journal rewriting them.
 make_base "$T/a.img"
-b=$(blocks_of "$T/a.img" /home/ubuntu/output/big.bin)   # (0-11):D-D+11, (IND):I, (12-1023):X-Y
-d0=$(sed -E 's/^\(0-11\):([0-9]+)-.*/\1/' <<<"$b")
-ind=$(sed -E 's/.*\(IND\):([0-9]+).*/\1/' <<<"$b")
-last=$(sed -E 's/.*\(12-1023\):[0-9]+-([0-9]+).*/\1/' <<<"$b")
-[ -n "$d0" ] && [ -n "$ind" ] && [ -n "$last" ] || fail "unexpected block map: $b"
 for i in $(seq 1 "$N"); do
     echo "write /dev/null /home/ubuntu/output/f$i"
     for k in $(seq 0 11); do echo "sif /home/ubuntu/output/f$i block[$k] $((d0 + k))"; done
     echo "sif /home/ubuntu/output/f$i block[IND] $ind"
     echo "sif /home/ubuntu/output/f$i size 4194304"
 done >"$T/cmds"
-debugfs -w -f "$T/cmds" "$T/a.img" >/dev/null 2>&1
-journal "$T/a.img" "$d0" "$last" "$ind"
-
-read -r rc rss < <(peak_rss "$CAIRN_BIN" snapshot --store "$S" --tenant evil --sandbox bomb --disk "$T/a.img" --json)
-read -r self kids <"$T/rss" || fail "no RSS report from the shim"
-log "crafted journal, $N files sharing a 4 MiB region: exit $rc, peak RSS $((rss / 1024)) MiB (cairn $((self / 1024)), its largest child $((kids / 1024)))"
-[ "$rc" = 0 ] || fail "snapshot of the crafted image: exit $rc: $(tail -3 "$T/err")"
-assert_cmp "$rss" -lt $((256 * 1024)) "peak RSS (KiB) of the snapshot of a crafted journal"
+snapshot_crafted "$T/a.img" bomb "$N files sharing a 4 MiB region"
 cp "$T/out" "$T/bomb.json"
 assert_grep 'crafted|share' "$T/bomb.json" "the warning names the crafted sharing"
 id=$(json 'j["snapshot"]' "$T/bomb.json")
@@ -97,23 +105,13 @@ cmp -s "$T/owner" "$T/replayed" || fail "the owner's bytes are not the replayed 
 
 # ---- 2: files that each claim their own changed block but say they are 4 MiB long.
 make_base "$T/b.img"
-b=$(blocks_of "$T/b.img" /home/ubuntu/output/big.bin)
-d0=$(sed -E 's/^\(0-11\):([0-9]+)-.*/\1/' <<<"$b")
-ind=$(sed -E 's/.*\(IND\):([0-9]+).*/\1/' <<<"$b")
-last=$(sed -E 's/.*\(12-1023\):[0-9]+-([0-9]+).*/\1/' <<<"$b")
 M=$(( N < 1000 ? N : 1000 ))
 for i in $(seq 1 "$M"); do
     echo "write /dev/null /home/ubuntu/output/a$i"
     echo "sif /home/ubuntu/output/a$i block[0] $((ind + 1 + i))"
     echo "sif /home/ubuntu/output/a$i size 4194304"
 done >"$T/cmds"
-debugfs -w -f "$T/cmds" "$T/b.img" >/dev/null 2>&1
-journal "$T/b.img" "$d0" "$last" "$ind"
-read -r rc rss < <(peak_rss "$CAIRN_BIN" snapshot --store "$S" --tenant evil --sandbox budget --disk "$T/b.img" --json)
-read -r self kids <"$T/rss" || fail "no RSS report from the shim"
-log "crafted journal, $M sparse 4 MiB files with a changed block each: exit $rc, peak RSS $((rss / 1024)) MiB (cairn $((self / 1024)), its largest child $((kids / 1024)))"
-[ "$rc" = 0 ] || fail "snapshot of the second crafted image: exit $rc: $(tail -3 "$T/err")"
-assert_cmp "$rss" -lt $((256 * 1024)) "peak RSS (KiB) of the second crafted image"
+snapshot_crafted "$T/b.img" budget "$M sparse 4 MiB files with a changed block each"
 id2=$(json 'j["snapshot"]' "$T/out")
 assert_grep 'listed without their bytes' "$T/out" "the files past the budget are named in the warning"
 fidx=$(size_of "$S/manifests/$id2.files")
