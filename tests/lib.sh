@@ -118,6 +118,19 @@ with open(path, "r+b") as f:
 EOF
 }
 
+# damage FILE STRIDE XOR: XORs one byte in every STRIDE with XOR (e.g. 0x55), from offset
+# 4096 to 4096 before the end: damage spread over a pack's records, not only at its ends.
+damage() {
+    "$PY" - "$@" <<'EOF'
+import sys
+p, stride, xor = sys.argv[1], int(sys.argv[2]), int(sys.argv[3], 0)
+b = bytearray(open(p, "rb").read())
+for off in range(4096, len(b) - 4096, stride):
+    b[off] ^= xor
+open(p, "wb").write(b)
+EOF
+}
+
 # nonzero_bytes FILE: 4096 x the number of pages that are not all zero.
 nonzero_bytes() {
     "$PY" - "$1" <<'EOF'

@@ -92,16 +92,7 @@ unmount
 fsck_ok "$S"
 
 # A corrupt pack: reads of the damaged pages fail with EIO (a restore fails as well).
-for p in "$S"/packs/*.pack; do
-    "$PY" - "$p" <<'EOF'
-import sys
-p = sys.argv[1]
-b = bytearray(open(p, "rb").read())
-for off in range(4096, len(b) - 4096, 16384):
-    b[off] ^= 0x55
-open(p, "wb").write(b)
-EOF
-done
+for p in "$S"/packs/*.pack; do damage "$p" 16384 0x55; done
 mount_fg
 if cat "$M/snapshots/$id2/memory" >/dev/null 2>"$T/cat.err"; then fail "a corrupt snapshot read without error"; fi
 assert_grep "Input/output error" "$T/cat.err" "EIO for a page that fails verification"

@@ -188,14 +188,7 @@ log "working set: without prefetch $f1 faults, $(json 'j["bytes_read"]' "$T/w1.j
 # 7. A corrupt pack: the server stops rather than install a page that fails its id. The
 #    "VM" is then stuck on that fault (as a real one would be), so it is killed.
 pack=$(ls "$S"/packs/*.pack | head -1)
-"$PY" - "$pack" <<'EOF'
-import sys
-p = sys.argv[1]
-b = bytearray(open(p, "rb").read())
-for off in range(4096, len(b) - 4096, 8192):
-    b[off] ^= 0xFF
-open(p, "wb").write(b)
-EOF
+damage "$pack" 8192 0xFF
 start_server "$id3" c --no-prefetch
 timeout -k 2 5 "$FC" --socket "$T/c.sock" --expect "$mem2" --threads 1 >/dev/null 2>&1 || true
 wait_server c 1
