@@ -52,6 +52,17 @@ run() {
     fi
 }
 
+# snap_within LIMIT WHAT SNAP-ARGS...: snap SNAP-ARGS (lib.sh), which must take under LIMIT
+# seconds (logged as "WHAT: N s"); sets ID.
+snap_within() {
+    local limit=$1 what=$2 t0 secs; shift 2
+    t0=$EPOCHREALTIME
+    ID=$(snap "$@")
+    secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+    log "$what: ${secs}s"
+    awk -v s="$secs" -v l="$limit" 'BEGIN { exit !(s < l) }' || fail "$what took ${secs}s (the bound: ${limit}s)"
+}
+
 # nothing_escaped: no file made by a hostile name may exist anywhere but in the sources,
 # in $T or in any folder above it.
 nothing_escaped() {
@@ -117,11 +128,7 @@ cp "$T/names.img" "$T/loop.img"
 must "$PY" "$T/patch.py" "$T/loop.img" LOOPCHILDDIR01=ino:LOOPPARENTDIR1 ROOTLOOPDIR1=ino:2 >/dev/null
 debugfs -n -R "ls -p /home/ubuntu/output/rootloop" "$T/loop.img" 2>/dev/null | grep -q '^/2/040755/.*/ROOTLOOPDIR1//$' \
     || fail "the loop to the root was not patched in"
-t0=$EPOCHREALTIME
-ID=$(snap "$S" acme loop "disk=$T/loop.img")
-secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
-log "snapshot of an image with directory loops: ${secs}s"
-awk -v s="$secs" 'BEGIN { exit !(s < 20) }' || fail "a directory loop took ${secs}s to index"
+snap_within 20 "snapshot of an image with directory loops" "$S" acme loop "disk=$T/loop.img"
 assert_json '"partial" in j.get("warning", "")' "$T/snap.json" "a looping image gives a partial index warning"
 must cairn ls --store "$S" --snapshot "$ID" --recursive --json >"$T/ls.json"
 assert_json 'any(e["path"] == "/home/ubuntu/output/loop/LOOPPARENTDIR1/parent.txt" for e in j["entries"]) and len(j["entries"]) < 100' \
@@ -205,11 +212,7 @@ import sys
 with open(sys.argv[1], "wb") as f:
     f.truncate(1 << 40); f.seek(1 << 39); f.write(b"Z" * 4096)' "$T/src/huge/home/ubuntu/output/huge"
 ext4_image "$T/src/huge" "$T/huge.img" 64M
-t0=$EPOCHREALTIME
-ID=$(snap "$S" acme huge "disk=$T/huge.img")
-secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
-log "snapshot + index of a 64 MiB image holding a 1 TiB sparse file: ${secs}s"
-awk -v s="$secs" 'BEGIN { exit !(s < 10) }' || fail "indexing a 1 TiB sparse file took ${secs}s"
+snap_within 10 "snapshot + index of a 64 MiB image holding a 1 TiB sparse file" "$S" acme huge "disk=$T/huge.img"
 must cairn ls --store "$S" --snapshot "$ID" /home/ubuntu/output/huge --json >"$T/ls.json"
 assert_json 'j["entries"][0]["size"] == 1 << 40' "$T/ls.json" "ls size of the 1 TiB file"
 set +o pipefail
@@ -252,11 +255,7 @@ t0=$EPOCHREALTIME
 ext4_image "$shm/many" "$T/many.img" 256M -N 120000
 log "mke2fs -d of 100000 files: $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')s"
 rm -rf "$shm/many"
-t0=$EPOCHREALTIME
-ID=$(snap "$S" acme many "disk=$T/many.img")
-secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
-log "snapshot + index of 100000 files: ${secs}s"
-awk -v s="$secs" 'BEGIN { exit !(s < 60) }' || fail "indexing 100000 files took ${secs}s"
+snap_within 60 "snapshot + index of 100000 files" "$S" acme many "disk=$T/many.img"
 assert_json 'j["files"] >= 101000 and "warning" not in j' "$T/snap.json" "index of 100000 files"
 t0=$EPOCHREALTIME
 must cairn ls --store "$S" --snapshot "$ID" /home/ubuntu/output/many --recursive --json >"$T/ls.json"
