@@ -232,6 +232,18 @@ pack_bytes() {
 std_corpus() { corpus std --sandboxes 2 --snapshots 2 --memory-size 64M --disk-size 64M --seed 7; }
 # set_of DIR SB K: the spec of one corpus snapshot.
 set_of() { echo "memory=$1/$2/$3/memory vmstate=$1/$2/$3/vmstate disk=$1/$2/$3/disk"; }
+# snap_std STORE DIR: every snapshot of the std corpus DIR (sb01 1, 2, then sb02 1, 2) into
+# STORE, tenant acme; spec[ID] = each one's spec (the caller has declared spec with -A).
+snap_std() {
+    local sb k id
+    for sb in sb01 sb02; do
+        for k in 1 2; do
+            # shellcheck disable=SC2046
+            id=$(snap "$1" acme "$sb" $(set_of "$2" $sb $k))
+            spec[$id]=$(set_of "$2" $sb $k)
+        done
+    done
+}
 
 # sandbox_tree DIR SEED: a small sandbox root in DIR, contents a function of SEED: important
 # files (upload, output, project), secrets (.env, .ssh), caches (node_modules, .cache) and /tmp.

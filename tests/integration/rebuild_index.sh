@@ -7,12 +7,7 @@ C=$(std_corpus)
 S=$T/store
 must cairn init --store "$S" >/dev/null
 declare -A spec
-for sb in sb01 sb02; do
-    for k in 1 2; do
-        id=$(snap "$S" acme "$sb" $(set_of "$C" $sb $k))
-        spec[$id]=$(set_of "$C" $sb $k)
-    done
-done
+snap_std "$S" "$C"
 gen "$T/extra" $((3 << 20)) 9 10
 id=$(snap "$S" other sb03 memory="$T/extra"); spec[$id]="memory=$T/extra"
 

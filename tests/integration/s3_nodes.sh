@@ -29,12 +29,7 @@ for sig in v4 v2; do
     A=$T/a-$sig N=$T/b-$sig
     s3_init "$A" "$B" $sig
     declare -A spec=()
-    for sb in sb01 sb02; do
-        for k in 1 2; do
-            id=$(snap "$A" acme "$sb" $(set_of "$C" $sb $k))
-            spec[$id]=$(set_of "$C" $sb $k)
-        done
-    done
+    snap_std "$A" "$C"
     must cairn tier --store "$A" --tenant acme pro >/dev/null
     for id in "${!spec[@]}"; do
         # shellcheck disable=SC2086
