@@ -16,19 +16,10 @@
 #include "snapshotter/snapshotter.h"
 
 #include "tests/unit/check.h"
+#include "tests/unit/scratch.h"
 
 #define PAGES 64
-static char root[256];
 static uint8_t disk[PAGES * 4096];
-
-static char *tpath(const char *name)
-{
-    static char buf[8][1024];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", root, name);
-    return buf[k];
-}
 
 static int run(const char *cmd)
 {
@@ -203,14 +194,14 @@ static void test_cat(store_t *s, store_snapshot *snap)
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         const store_fentry *f = get(names[i]);
         const store_fentry *d = f->type == STORE_FT_HARDLINK ? get(f->target) : f;
-        int fd = open(tpath("cat.out"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int fd = open(scratch_path("cat.out"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
         store_err e;
         int rc = restore_cat(s, snap, fi, f, fd, &e);
         close(fd);
         if (rc) fprintf(stderr, "cat %s: %s\n", names[i], e.msg);
         CHECK(rc == 0);
         uint8_t *want = expected(d);
-        CHECK(file_equals(tpath("cat.out"), want, d->size));
+        CHECK(file_equals(scratch_path("cat.out"), want, d->size));
         free(want);
     }
     CHECK(restore_is_secret(fi, get("/s/.ssh/id_rsa")) && restore_is_secret(fi, get("/s/keylink")));
@@ -360,19 +351,19 @@ static int no_escape_files(void)
 static void test_extract(store_t *s, store_snapshot *snap)
 {
     CHECK(no_escape_files());
-    mkdir(tpath("par"), 0755);
-    char *before_root = listing(root), *before_par = listing(tpath("par"));
+    mkdir(scratch_path("par"), 0755);
+    char *before_root = listing(scratch_root), *before_par = listing(scratch_path("par"));
     restore_extract_stats st = {0};
     store_err e;
-    int rc = restore_extract_dir(s, snap, fi, NULL, 0, 0, 0, tpath("par/out"), &st, &e);
+    int rc = restore_extract_dir(s, snap, fi, NULL, 0, 0, 0, scratch_path("par/out"), &st, &e);
     CHECK(rc == -EIO);   /* /h/badext failed; the rest was refused or extracted */
     fprintf(stderr, "extract all: %s\n", e.msg);
     CHECK(st.refused == 10 && st.failed == 1 && st.specials == 1 && st.secrets_skipped == 4);
     CHECK(st.hardlinks == 2);   /* hl, u/first -> t/hl2 (hl2 and h/hl-dots are copies) */
     CHECK(st.symlinks == 9);
-    check_tree(tpath("par/out"), 1);
-    CHECK(access(tpath("par/out/h/badext"), F_OK) != 0);   /* no file with wrong bytes */
-    char *after_root = listing(root), *after_par = listing(tpath("par"));
+    check_tree(scratch_path("par/out"), 1);
+    CHECK(access(scratch_path("par/out/h/badext"), F_OK) != 0);   /* no file with wrong bytes */
+    char *after_root = listing(scratch_root), *after_par = listing(scratch_path("par"));
     CHECK(!strcmp(after_par, "out\n") && !strcmp(before_par, ""));
     if (strcmp(before_root, after_root)) fprintf(stderr, "%s--\n%s", before_root, after_root);
     CHECK(!strcmp(before_root, after_root));
@@ -384,37 +375,37 @@ static void test_extract(store_t *s, store_snapshot *snap)
 
     /* Again into the same folder: nothing is overwritten. */
     const char *t[] = {"/t"};
-    CHECK(restore_extract_dir(s, snap, fi, t, 1, 0, 0, tpath("out2"), NULL, &e) == 0);
-    int fd = open(tpath("out2/t/empty"), O_WRONLY);
+    CHECK(restore_extract_dir(s, snap, fi, t, 1, 0, 0, scratch_path("out2"), NULL, &e) == 0);
+    int fd = open(scratch_path("out2/t/empty"), O_WRONLY);
     CHECK(write(fd, "changed", 7) == 7);
     close(fd);
     memset(&st, 0, sizeof st);
-    CHECK(restore_extract_dir(s, snap, fi, t, 1, 0, 0, tpath("out2"), &st, &e) == -EPERM);
+    CHECK(restore_extract_dir(s, snap, fi, t, 1, 0, 0, scratch_path("out2"), &st, &e) == -EPERM);
     CHECK(st.files == 0 && st.refused == 16 && strstr(e.msg, "already exists"));
-    CHECK(file_equals(tpath("out2/t/empty"), (const uint8_t *)"changed", 7));
+    CHECK(file_equals(scratch_path("out2/t/empty"), (const uint8_t *)"changed", 7));
 
     /* A symlink planted in the output is never followed. */
-    mkdir(tpath("victim"), 0755);
-    mkdir(tpath("out3"), 0755);
-    CHECK(symlink(tpath("victim"), tpath("out3/t")) == 0);
+    mkdir(scratch_path("victim"), 0755);
+    mkdir(scratch_path("out3"), 0755);
+    CHECK(symlink(scratch_path("victim"), scratch_path("out3/t")) == 0);
     memset(&st, 0, sizeof st);
-    CHECK(restore_extract_dir(s, snap, fi, t, 1, 0, 0, tpath("out3"), &st, &e) == -EPERM);
-    char *v = listing(tpath("victim"));
+    CHECK(restore_extract_dir(s, snap, fi, t, 1, 0, 0, scratch_path("out3"), &st, &e) == -EPERM);
+    char *v = listing(scratch_path("victim"));
     CHECK(!strcmp(v, ""));
     free(v);
 
     /* Only the project class: its folders are made around it. */
     memset(&st, 0, sizeof st);
-    CHECK(restore_extract_dir(s, snap, fi, t, 1, 1u << STORE_CLASS_PROJECT, 0, tpath("out4"),
+    CHECK(restore_extract_dir(s, snap, fi, t, 1, 1u << STORE_CLASS_PROJECT, 0, scratch_path("out4"),
                               &st, &e) == 0);
-    CHECK(st.files == 2 && st.dirs == 1 && access(tpath("out4/t/sub/deep/f"), F_OK) == 0);
-    CHECK(access(tpath("out4/t/a.txt"), F_OK) != 0);
+    CHECK(st.files == 2 && st.dirs == 1 && access(scratch_path("out4/t/sub/deep/f"), F_OK) == 0);
+    CHECK(access(scratch_path("out4/t/a.txt"), F_OK) != 0);
 
     /* Secrets only when asked. */
     memset(&st, 0, sizeof st);
     const char *sp[] = {"/s"};
-    CHECK(restore_extract_dir(s, snap, fi, sp, 1, 0, 1, tpath("out5"), &st, &e) == 0);
-    CHECK(st.secrets_skipped == 0 && access(tpath("out5/s/.ssh/id_rsa"), F_OK) == 0);
+    CHECK(restore_extract_dir(s, snap, fi, sp, 1, 0, 1, scratch_path("out5"), &st, &e) == 0);
+    CHECK(st.secrets_skipped == 0 && access(scratch_path("out5/s/.ssh/id_rsa"), F_OK) == 0);
 }
 
 /* Compares two extracted trees: names, types, modes, owners, mtimes, bytes, links. */
@@ -462,7 +453,7 @@ static void test_tar(store_t *s, store_snapshot *snap)
 {
     restore_extract_stats st = {0};
     store_err e;
-    int fd = open(tpath("all.tar"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int fd = open(scratch_path("all.tar"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     int rc = restore_extract_tar(s, snap, fi, NULL, 0, 0, 0, fd, &st, &e);
     close(fd);
     CHECK(rc == -EIO);   /* /h/badext, as in the folder */
@@ -470,10 +461,10 @@ static void test_tar(store_t *s, store_snapshot *snap)
     CHECK(st.hardlinks == 2 && st.symlinks == 9);
 
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "tar -tvf %s > %s 2>&1", tpath("all.tar"), tpath("list"));
+    snprintf(cmd, sizeof cmd, "tar -tvf %s > %s 2>&1", scratch_path("all.tar"), scratch_path("list"));
     CHECK(run(cmd) == 0);
     uint8_t *text = NULL;
-    FILE *lf = fopen(tpath("list"), "r");
+    FILE *lf = fopen(scratch_path("list"), "r");
     text = calloc(1, 1 << 16);
     CHECK(fread(text, 1, (1 << 16) - 1, lf) > 0);
     fclose(lf);
@@ -490,9 +481,9 @@ static void test_tar(store_t *s, store_snapshot *snap)
           !strstr((char *)text, "PaxHeader"));
     free(text);
     /* No member name is absolute or goes up. */
-    snprintf(cmd, sizeof cmd, "tar -tf %s > %s", tpath("all.tar"), tpath("names"));
+    snprintf(cmd, sizeof cmd, "tar -tf %s > %s", scratch_path("all.tar"), scratch_path("names"));
     CHECK(run(cmd) == 0);
-    lf = fopen(tpath("names"), "r");
+    lf = fopen(scratch_path("names"), "r");
     char line[1024];
     int members = 0;
     while (lf && fgets(line, sizeof line, lf)) {
@@ -504,15 +495,15 @@ static void test_tar(store_t *s, store_snapshot *snap)
     if (lf) fclose(lf);
     CHECK(members == 31);
 
-    mkdir(tpath("par2"), 0755);
-    mkdir(tpath("par2/tx"), 0755);
-    char *before_root = listing(root);
+    mkdir(scratch_path("par2"), 0755);
+    mkdir(scratch_path("par2/tx"), 0755);
+    char *before_root = listing(scratch_root);
     snprintf(cmd, sizeof cmd, "cd %s && tar --xattrs --xattrs-include='user.*' -xpf %s",
-             tpath("par2/tx"), tpath("all.tar"));
+             scratch_path("par2/tx"), scratch_path("all.tar"));
     CHECK(run(cmd) == 0);
-    check_tree(tpath("par2/tx"), 0);
-    same_tree(tpath("par/out"), tpath("par2/tx"));
-    char *after_root = listing(root), *par2 = listing(tpath("par2"));
+    check_tree(scratch_path("par2/tx"), 0);
+    same_tree(scratch_path("par/out"), scratch_path("par2/tx"));
+    char *after_root = listing(scratch_root), *par2 = listing(scratch_path("par2"));
     CHECK(!strcmp(before_root, after_root) && !strcmp(par2, "tx\n"));
     CHECK(no_escape_files());
     free(before_root);
@@ -522,20 +513,19 @@ static void test_tar(store_t *s, store_snapshot *snap)
     /* Only /t: hl2's inode (/u/first) is not in the stream, so hl2 is a copy. */
     const char *t[] = {"/t"};
     memset(&st, 0, sizeof st);
-    fd = open(tpath("t.tar"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    fd = open(scratch_path("t.tar"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     CHECK(restore_extract_tar(s, snap, fi, t, 1, 0, 0, fd, &st, &e) == 0);
     close(fd);
     CHECK(st.hardlinks == 1 && st.specials == 1);
-    mkdir(tpath("tx2"), 0755);
-    snprintf(cmd, sizeof cmd, "cd %s && tar -xf %s", tpath("tx2"), tpath("t.tar"));
+    mkdir(scratch_path("tx2"), 0755);
+    snprintf(cmd, sizeof cmd, "cd %s && tar -xf %s", scratch_path("tx2"), scratch_path("t.tar"));
     CHECK(run(cmd) == 0);
-    CHECK(file_equals(tpath("tx2/t/hl2"), disk + 52 * 4096, 4096));
+    CHECK(file_equals(scratch_path("tx2/t/hl2"), disk + 52 * 4096, 4096));
 }
 
 int main(void)
 {
-    snprintf(root, sizeof root, "%s/cairn-extract.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(root)) return 1;
+    if (scratch_make("cairn-extract.")) return 1;
     memset(long_name, 'L', 200);
     memset(huge_name, 'H', 300);
     for (int i = 0; i < 150; i++) long_target[i] = "abcdefghij/"[i % 11];
@@ -547,20 +537,20 @@ int main(void)
         }
     }
     memset(disk + 10 * 4096, 0, 2 * 4096);
-    int fd = open(tpath("disk.img"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = open(scratch_path("disk.img"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     CHECK(fd >= 0 && write(fd, disk, sizeof disk) == (ssize_t)sizeof disk);
     close(fd);
 
     store_err e;
     store_t *s = NULL;
     store_snapshot *snap = NULL;
-    if (store_init(tpath("store"), &e) || store_open(tpath("store"), STORE_WRITE, &s, &e)) {
+    if (store_init(scratch_path("store"), &e) || store_open(scratch_path("store"), STORE_WRITE, &s, &e)) {
         fprintf(stderr, "store: %s\n", e.msg);
         return 1;
     }
     snap_request req = {.tenant = "t1", .sandbox = "sb1", .tier = STORE_TIER_FREE, .nblobs = 1};
     req.blob_name[0] = "disk";
-    req.blob_path[0] = tpath("disk.img");
+    req.blob_path[0] = scratch_path("disk.img");
     if (snap_ingest(s, &req, &snap, &e)) {
         fprintf(stderr, "ingest: %s\n", e.msg);
         return 1;
@@ -574,13 +564,7 @@ int main(void)
     store_findex_free(fi);
     store_snapshot_free(snap);
     store_close(s);
-    if (!failures && !getenv("KEEP")) {
-        char cmd[1024];
-        snprintf(cmd, sizeof cmd, "chmod -R u+w %s; rm -rf %s", root, root);
-        (void)run(cmd);
-    } else {
-        fprintf(stderr, "kept %s\n", root);
-    }
+    scratch_done(failures);
     printf("%s: %d failures\n", __FILE__, failures);
     return failures != 0;
 }

@@ -12,17 +12,8 @@
 #include "snapshotter/snapshotter.h"
 #include "store/events.h"
 #include "tests/unit/check.h"
+#include "tests/unit/scratch.h"
 
-static char root[256];
-
-static const char *tmp_path(const char *name)
-{
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", root, name);
-    return buf[k];
-}
 
 static int gm(const char *glob, const char *path)
 {
@@ -65,13 +56,13 @@ static void test_glob(void)
                            "/srv/q/name.txt", "/name.txt", "/srv/name.txt.bak", "/srv/cachedir",
                            "/srv/x/cachedir/y", "/srv/cachedirx/y", "/srv/a/gob", "/srv/a/b/gob"};
     for (size_t g = 0; g < sizeof globs / sizeof *globs; g++) {
-        FILE *f = fopen(tmp_path("policy"), "w");
+        FILE *f = fopen(scratch_path("policy"), "w");
         if (!f) continue;
         fprintf(f, "%s artifact\n", globs[g]);
         fclose(f);
         snap_policy *p = NULL;
         store_err e;
-        CHECK(snap_policy_load(NULL, tmp_path("policy"), NULL, &p, &e) == 0);
+        CHECK(snap_policy_load(NULL, scratch_path("policy"), NULL, &p, &e) == 0);
         for (size_t i = 0; p && i < sizeof paths / sizeof *paths; i++) {
             store_class want = gm(globs[g], paths[i]) ? STORE_CLASS_ARTIFACT : STORE_CLASS_RUNTIME;
             if (snap_policy_classify(p, paths[i], strlen(paths[i])) != want) {
@@ -255,7 +246,7 @@ static void test_events(void)
 
     /* The log: a torn last line (a crash mid-append) is skipped; a damaged line with
      * lines after it, or an unknown tier anywhere, fails the read with its line number. */
-    const char *dir = tmp_path("s");
+    const char *dir = scratch_path("s");
     CHECK(store_init(dir, &e) == 0);
     store_t *s = NULL;
     CHECK(store_open(dir, STORE_READ, &s, &e) == 0);
@@ -285,14 +276,11 @@ static void test_events(void)
 
 int main(void)
 {
-    snprintf(root, sizeof root, "%s/cairn-unit-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(root)) return 1;
+    if (scratch_make("cairn-unit-")) return 1;
     test_glob();
     test_lifecycle();
     test_events();
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    if (system(cmd)) fprintf(stderr, "could not remove %s\n", root);
+    scratch_done(failures);
     if (failures) fprintf(stderr, "%d checks failed\n", failures);
     return failures ? 1 : 0;
 }

@@ -22,22 +22,8 @@
 #include "snapshotter/snapshotter.h"
 
 #include "tests/unit/check.h"
+#include "tests/unit/scratch.h"
 
-static char root[512];
-
-static const char *at(const char *fmt, ...)
-{
-    static char buf[8][1500];
-    static int k;
-    k = (k + 1) % 8;
-    char rel[900];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(rel, sizeof rel, fmt, ap);
-    va_end(ap);
-    snprintf(buf[k], sizeof buf[k], "%s/%s", root, rel);
-    return buf[k];
-}
 
 static int run(const char *fmt, ...)
 {
@@ -110,7 +96,7 @@ static void pwrite_at(const char *path, off_t off, const char *s)
 static void make_template(void)
 {
     char t[1500];
-    snprintf(t, sizeof t, "%s", at("template"));
+    snprintf(t, sizeof t, "%s", scratch_path("template"));
     CHECK(run("mkdir -p %s/etc %s/usr/bin %s/home/ubuntu/output %s/home/ubuntu/project "
               "%s/home/ubuntu/artifacts && ln -s usr/bin %s/bin", t, t, t, t, t, t) == 0);
     char p[1600];
@@ -130,9 +116,9 @@ static void make_template(void)
 static void make_sandbox(void)
 {
     char s[1500];
-    snprintf(s, sizeof s, "%s", at("sandbox"));
+    snprintf(s, sizeof s, "%s", scratch_path("sandbox"));
     char p[1600];
-#define S(rel) at("sandbox/home/ubuntu/%s", rel)
+#define S(rel) scratch_path("sandbox/home/ubuntu/%s", rel)
     CHECK(run("rm -rf %s/home/ubuntu/upload %s/home/ubuntu/artifacts && mkdir -p "
               "%s/home/ubuntu/output/deep/a/b/c/d %s/home/ubuntu/upload %s/home/ubuntu/.ssh "
               "%s/home/ubuntu/project/app %s/home/ubuntu/project/node_modules/x %s/tmp",
@@ -225,7 +211,7 @@ static dstat dstat_of(const char *img, const char *path)
 static int same_bytes(const char *img, const char *path, const char *want)
 {
     char out[1500];
-    snprintf(out, sizeof out, "%s", at("dump.out"));
+    snprintf(out, sizeof out, "%s", scratch_path("dump.out"));
     unlink(out);
     free(debugfs(img, "dump %s %s", path, out));
     struct stat st;
@@ -262,7 +248,7 @@ static void check_kept(const char *img, const store_findex *fi, const char *rel,
     CHECK(d.atime_ns == f->atime_ns);
     if (f->type == STORE_FT_FILE || f->type == STORE_FT_HARDLINK) {
         CHECK(!strcmp(d.type, "regular"));
-        CHECK(same_bytes(img, path, at("%s/home/ubuntu/%s", tree, rel)));
+        CHECK(same_bytes(img, path, scratch_path("%s/home/ubuntu/%s", tree, rel)));
     }
 }
 
@@ -278,7 +264,7 @@ static void test_rebuild(store_t *s, const store_snapshot *tmpl, const store_sna
     const store_findex *fi = snap->files;
     char img[1500];
     const char *S = "sandbox";
-    snprintf(img, sizeof img, "%s", at("rebuilt.img"));
+    snprintf(img, sizeof img, "%s", scratch_path("rebuilt.img"));
     restore_rebuild_stats st = {0};
     store_err e = {{0}};
     int rc = restore_rebuild(s, tmpl, snap, img, &st, &e);
@@ -289,8 +275,8 @@ static void test_rebuild(store_t *s, const store_snapshot *tmpl, const store_sna
            (unsigned long long)st.dirs, (unsigned long long)st.symlinks,
            (unsigned long long)st.hardlinks, (unsigned long long)st.bytes,
            (unsigned long long)st.replaced, (unsigned long long)st.skipped, st.first_skip, st.seconds);
-    CHECK(access(at("rebuilt.img.tmp"), F_OK) < 0);
-    CHECK(run("e2fsck -fn %s > %s 2>&1", img, at("fsck.log")) == 0);
+    CHECK(access(scratch_path("rebuilt.img.tmp"), F_OK) < 0);
+    CHECK(run("e2fsck -fn %s > %s 2>&1", img, scratch_path("fsck.log")) == 0);
 
     /* every important file, byte-exact, with its metadata */
     const char *kept[] = {"output/report.txt", "output/hard", "output/deep/a/b/c/d/e.bin",
@@ -317,7 +303,7 @@ static void test_rebuild(store_t *s, const store_snapshot *tmpl, const store_sna
     char *o = debugfs(img, "stat /home/ubuntu/output/link");
     CHECK(strstr(o, "Fast link dest: \"report.txt\"") != NULL);
     free(o);
-    CHECK(same_bytes(img, "/home/ubuntu/output/longlink", at("longlink.want")));
+    CHECK(same_bytes(img, "/home/ubuntu/output/longlink", scratch_path("longlink.want")));
     CHECK(!strcmp(dstat_of(img, "/home/ubuntu/output/fifo").type, "FIFO"));
     o = debugfs(img, "ea_list /home/ubuntu/project/app/index.html");
     CHECK(strstr(o, "user.origin (5) = \"agent\"") != NULL);
@@ -328,7 +314,7 @@ static void test_rebuild(store_t *s, const store_snapshot *tmpl, const store_sna
     /* a template file became the sandbox's folder; a template folder with content stays */
     CHECK(!strcmp(dstat_of(img, "/home/ubuntu/upload").type, "directory"));
     CHECK(!strcmp(dstat_of(img, "/home/ubuntu/artifacts").type, "directory"));
-    CHECK(same_bytes(img, "/home/ubuntu/artifacts/keep.txt", at("template/home/ubuntu/artifacts/keep.txt")));
+    CHECK(same_bytes(img, "/home/ubuntu/artifacts/keep.txt", scratch_path("template/home/ubuntu/artifacts/keep.txt")));
     CHECK(st.replaced >= 2 && st.skipped >= 2 && st.hardlinks == 1 && st.symlinks == 2);
     CHECK(st.files == 11 && st.bytes > (10 << 20));
 
@@ -340,9 +326,9 @@ static void test_rebuild(store_t *s, const store_snapshot *tmpl, const store_sna
                             "/home/ubuntu/.bashrc_sandbox", "/home/ubuntu/output/null-dev"};
     for (size_t i = 0; i < sizeof absent / sizeof *absent; i++) check_absent(img, absent[i]);
     /* the template where the snapshot had nothing important to say */
-    CHECK(same_bytes(img, "/etc/hostname", at("template/etc/hostname")));
-    CHECK(same_bytes(img, "/usr/bin/tool", at("template/usr/bin/tool")));
-    CHECK(same_bytes(img, "/home/ubuntu/.bashrc", at("template/home/ubuntu/.bashrc")));
+    CHECK(same_bytes(img, "/etc/hostname", scratch_path("template/etc/hostname")));
+    CHECK(same_bytes(img, "/usr/bin/tool", scratch_path("template/usr/bin/tool")));
+    CHECK(same_bytes(img, "/home/ubuntu/.bashrc", scratch_path("template/home/ubuntu/.bashrc")));
 }
 
 /* ---- a hostile index ---------------------------------------------------------------- */
@@ -413,45 +399,45 @@ static void test_hostile(store_t *s, const store_snapshot *tmpl, const store_sna
     store_snapshot s2 = *snap;
     s2.files = &h;
     char img[1500];
-    snprintf(img, sizeof img, "%s", at("hostile.img"));
+    snprintf(img, sizeof img, "%s", scratch_path("hostile.img"));
     restore_rebuild_stats st = {0};
     store_err e = {{0}};
     int rc = restore_rebuild(s, tmpl, &s2, img, &st, &e);
     if (rc) fprintf(stderr, "restore_rebuild (hostile): %s\n", e.msg);
     CHECK(rc == 0);
-    CHECK(run("e2fsck -fn %s > %s 2>&1", img, at("fsck2.log")) == 0);
-    CHECK(same_bytes(img, "/etc/passwd", at("template/etc/passwd")));
-    CHECK(same_bytes(img, "/etc/hostname", at("template/etc/hostname")));
+    CHECK(run("e2fsck -fn %s > %s 2>&1", img, scratch_path("fsck2.log")) == 0);
+    CHECK(same_bytes(img, "/etc/passwd", scratch_path("template/etc/passwd")));
+    CHECK(same_bytes(img, "/etc/hostname", scratch_path("template/etc/hostname")));
     char *o = debugfs(img, "stat /home/ubuntu/output/evil");
     CHECK(strstr(o, "Fast link dest: \"/etc\"") != NULL);
     free(o);
     check_absent(img, "/home/ubuntu/output/outside");
     check_absent(img, "/home/ubuntu/output/double");
-    CHECK(same_bytes(img, "/usr/bin/agent-tool", at("sandbox/home/ubuntu/output/report.txt")));
+    CHECK(same_bytes(img, "/usr/bin/agent-tool", scratch_path("sandbox/home/ubuntu/output/report.txt")));
     o = debugfs(img, "stat /bin");
     CHECK(strstr(o, "Fast link dest: \"usr/bin\"") != NULL);
     free(o);
-    put(at("abc.want"), "abc", 3, 0644);
-    CHECK(same_bytes(img, "/home/ubuntu/output/inline", at("abc.want")));
+    put(scratch_path("abc.want"), "abc", 3, 0644);
+    CHECK(same_bytes(img, "/home/ubuntu/output/inline", scratch_path("abc.want")));
     o = debugfs(img, "ea_list /home/ubuntu/output/inline");
     CHECK(strstr(o, "user.ok (1) = \"1\"") != NULL && !strstr(o, "system.data (1)"));
     free(o);
     CHECK(st.xattrs_dropped == 1);
-    CHECK(run("head -c %d %s > %s", NTINY, at("sandbox/home/ubuntu/output/report.txt"), at("head.want")) == 0);
-    CHECK(same_bytes(img, "/home/ubuntu/output/tiny-extents", at("head.want")));
+    CHECK(run("head -c %d %s > %s", NTINY, scratch_path("sandbox/home/ubuntu/output/report.txt"), scratch_path("head.want")) == 0);
+    CHECK(same_bytes(img, "/home/ubuntu/output/tiny-extents", scratch_path("head.want")));
     CHECK(st.skipped >= 4 + 2);
     dstat d = dstat_of(img, rep_path);
     CHECK(d.mtime_ns == 1700000000123456789LL && d.atime_ns == -999999995LL);
 
     /* an index out of order is refused whole, and nothing is left behind */
     char img3[1500];
-    snprintf(img3, sizeof img3, "%s", at("unsorted.img"));
+    snprintf(img3, sizeof img3, "%s", scratch_path("unsorted.img"));
     store_fentry t = all[h.n - 1];
     all[h.n - 1] = all[1];
     all[1] = t;
     rc = restore_rebuild(s, tmpl, &s2, img3, &st, &e);
     CHECK(rc == -EUCLEAN);
-    CHECK(access(img3, F_OK) < 0 && access(at("unsorted.img.tmp"), F_OK) < 0);
+    CHECK(access(img3, F_OK) < 0 && access(scratch_path("unsorted.img.tmp"), F_OK) < 0);
     free(all);
     free(tiny);
 }
@@ -459,26 +445,26 @@ static void test_hostile(store_t *s, const store_snapshot *tmpl, const store_sna
 /* An ext3 template with 1 KiB blocks: block-mapped files (no extents), another block size. */
 static void test_ext3(store_t *s, const store_snapshot *snap)
 {
-    CHECK(mkfs("ext3", 1024, at("template"), at("ext3.img"), "64M") == 0);
+    CHECK(mkfs("ext3", 1024, scratch_path("template"), scratch_path("ext3.img"), "64M") == 0);
     snap_request rq = {.tenant = "t", .sandbox = "tmpl-ext3", .tier = STORE_TIER_FREE, .nblobs = 1,
-                       .blob_name = {"disk"}, .blob_path = {at("ext3.img")}};
+                       .blob_name = {"disk"}, .blob_path = {scratch_path("ext3.img")}};
     store_snapshot *t3 = NULL;
     store_err e = {{0}};
     CHECK(snap_ingest(s, &rq, &t3, &e) == 0);
     if (!t3) return;
     char img[1500];
-    snprintf(img, sizeof img, "%s", at("rebuilt3.img"));
+    snprintf(img, sizeof img, "%s", scratch_path("rebuilt3.img"));
     restore_rebuild_stats st = {0};
     int rc = restore_rebuild(s, t3, snap, img, &st, &e);
     if (rc) fprintf(stderr, "restore_rebuild (ext3): %s\n", e.msg);
     CHECK(rc == 0 && st.files == 11);
-    CHECK(run("e2fsck -fn %s > %s 2>&1", img, at("fsck4.log")) == 0);
+    CHECK(run("e2fsck -fn %s > %s 2>&1", img, scratch_path("fsck4.log")) == 0);
     const char *files[] = {"output/big.bin", "output/sparse.img", "output/report.txt",
                            "output/deep/a/b/c/d/e.bin", "upload/data.csv"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         char path[600];
         snprintf(path, sizeof path, "/home/ubuntu/%s", files[i]);
-        CHECK(same_bytes(img, path, at("sandbox/home/ubuntu/%s", files[i])));
+        CHECK(same_bytes(img, path, scratch_path("sandbox/home/ubuntu/%s", files[i])));
     }
     dstat d = dstat_of(img, "/home/ubuntu/output/sparse.img");
     CHECK(d.size == 64 << 20 && d.blockcount < 64 * 2);   /* a few 1 KiB blocks + map blocks */
@@ -488,49 +474,44 @@ static void test_ext3(store_t *s, const store_snapshot *snap)
 /* A template with no room for the important files: ENOSPC naming a file, no image. */
 static void test_enospc(store_t *s, const store_snapshot *snap)
 {
-    CHECK(run("mkdir -p %s && head -c 9000000 /dev/urandom > %s/filler", at("small"), at("small")) == 0);
-    CHECK(mkfs("ext4", 4096, at("small"), at("small.img"), "16M") == 0);
+    CHECK(run("mkdir -p %s && head -c 9000000 /dev/urandom > %s/filler", scratch_path("small"), scratch_path("small")) == 0);
+    CHECK(mkfs("ext4", 4096, scratch_path("small"), scratch_path("small.img"), "16M") == 0);
     snap_request rq = {.tenant = "t", .sandbox = "tmpl-small", .tier = STORE_TIER_FREE, .nblobs = 1,
-                       .blob_name = {"disk"}, .blob_path = {at("small.img")}};
+                       .blob_name = {"disk"}, .blob_path = {scratch_path("small.img")}};
     store_snapshot *small = NULL;
     store_err e = {{0}};
     CHECK(snap_ingest(s, &rq, &small, &e) == 0);
     if (!small) return;
     restore_rebuild_stats st = {0};
-    int rc = restore_rebuild(s, small, snap, at("full.img"), &st, &e);
+    int rc = restore_rebuild(s, small, snap, scratch_path("full.img"), &st, &e);
     fprintf(stderr, "expected ENOSPC: %s\n", e.msg);
     CHECK(rc == -ENOSPC && strstr(e.msg, "/home/ubuntu/") != NULL);
-    CHECK(access(at("full.img"), F_OK) < 0 && access(at("full.img.tmp"), F_OK) < 0);
+    CHECK(access(scratch_path("full.img"), F_OK) < 0 && access(scratch_path("full.img.tmp"), F_OK) < 0);
     store_snapshot_free(small);
 }
 
 int main(void)
 {
-    const char *tt = getenv("TEST_TMP");
-    snprintf(root, sizeof root, "%s/rebuild.XXXXXX", tt ? tt : "/tmp");
-    if (!mkdtemp(root)) {
-        perror(root);
-        return 1;
-    }
+    if (scratch_make("rebuild.")) return 1;
     make_template();
-    CHECK(run("cp -a %s %s", at("template"), at("sandbox")) == 0);
+    CHECK(run("cp -a %s %s", scratch_path("template"), scratch_path("sandbox")) == 0);
     make_sandbox();
     char longt[200];
     memset(longt, 'l', sizeof longt - 1);
-    put(at("longlink.want"), longt, sizeof longt - 1, 0644);
-    CHECK(mkfs("ext4", 4096, at("template"), at("template.img"), "64M") == 0);
-    CHECK(mkfs("ext4", 4096, at("sandbox"), at("sandbox.img"), "160M") == 0);
+    put(scratch_path("longlink.want"), longt, sizeof longt - 1, 0644);
+    CHECK(mkfs("ext4", 4096, scratch_path("template"), scratch_path("template.img"), "64M") == 0);
+    CHECK(mkfs("ext4", 4096, scratch_path("sandbox"), scratch_path("sandbox.img"), "160M") == 0);
 
     store_err e = {{0}};
     store_t *s = NULL;
     snap_policy *pol = NULL;
-    CHECK(store_init(at("store"), &e) == 0);
-    CHECK(store_open(at("store"), STORE_WRITE, &s, &e) == 0);
+    CHECK(store_init(scratch_path("store"), &e) == 0);
+    CHECK(store_open(scratch_path("store"), STORE_WRITE, &s, &e) == 0);
     CHECK(snap_policy_load(store_dir(s), NULL, NULL, &pol, &e) == 0);
     snap_request tq = {.tenant = "t", .sandbox = "tmpl-base", .tier = STORE_TIER_FREE, .nblobs = 1,
-                       .blob_name = {"disk"}, .blob_path = {at("template.img")}};
+                       .blob_name = {"disk"}, .blob_path = {scratch_path("template.img")}};
     snap_request sq = {.tenant = "t", .sandbox = "sb1", .tier = STORE_TIER_FREE, .nblobs = 1,
-                       .blob_name = {"disk"}, .blob_path = {at("sandbox.img")},
+                       .blob_name = {"disk"}, .blob_path = {scratch_path("sandbox.img")},
                        .template_name = "base", .policy = pol};
     store_snapshot *tmpl = NULL, *snap = NULL;
     CHECK(snap_ingest(s, &tq, &tmpl, &e) == 0);
@@ -549,8 +530,7 @@ int main(void)
     store_snapshot_free(snap);
     snap_policy_free(pol);
     store_close(s);
-    if (!failures) run("rm -rf %s", root);
-    else fprintf(stderr, "kept %s\n", root);
+    scratch_done(failures);
     printf("%s: %d failure(s)\n", failures ? "FAIL" : "ok", failures);
     return failures ? 1 : 0;
 }

@@ -15,19 +15,10 @@
 #include "store/internal.h"
 
 #include "tests/unit/check.h"
+#include "tests/unit/scratch.h"
 
 extern char **environ;
 
-static char root[256];
-
-static char *tmp_path(const char *name)
-{
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", root, name);
-    return buf[k];
-}
 
 static void fill_page(uint8_t *p, uint64_t seed)
 {
@@ -110,9 +101,9 @@ static void test_ingest_restore(store_t *s)
     uint8_t *buf = calloc(n, STORE_PAGE);
     for (size_t i = 0; i < n; i++)
         if (i % 3 == 0) fill_page(buf + i * STORE_PAGE, i % 30);   /* 10 distinct pages */
-    write_file(tmp_path("mem"), buf, n * STORE_PAGE - 100, (off_t)(n * STORE_PAGE - 100));
+    write_file(scratch_path("mem"), buf, n * STORE_PAGE - 100, (off_t)(n * STORE_PAGE - 100));
     snap_request r = {.tenant = "t", .sandbox = "sb", .tier = STORE_TIER_FREE, .nblobs = 1,
-                      .blob_name = {"memory"}, .blob_path = {tmp_path("mem")}};
+                      .blob_name = {"memory"}, .blob_path = {scratch_path("mem")}};
     store_snapshot *snap = NULL;
     store_err e;
     CHECK(snap_ingest(s, &r, &snap, &e) == 0);
@@ -169,10 +160,10 @@ static void test_ingest_restore(store_t *s)
     store_manifest_free(m);
     store_snapshot_free(full);
     CHECK(store_manifest_open(s, "0123456789abcdef0123", &m, &e) == -ENOENT && !m);
-    CHECK(restore_snapshot(s, id1, tmp_path("out"), NULL, NULL, &e) == 0);
-    CHECK(files_equal(tmp_path("mem"), tmp_path("out/memory")));
+    CHECK(restore_snapshot(s, id1, scratch_path("out"), NULL, NULL, &e) == 0);
+    CHECK(files_equal(scratch_path("mem"), scratch_path("out/memory")));
     struct stat st;
-    CHECK(stat(tmp_path("out/memory"), &st) == 0 && st.st_size == (off_t)(n * STORE_PAGE - 100));
+    CHECK(stat(scratch_path("out/memory"), &st) == 0 && st.st_size == (off_t)(n * STORE_PAGE - 100));
     /* Sparse: the zero pages are holes. */
     CHECK((uint64_t)st.st_blocks * 512 < n * STORE_PAGE / 2);
     char latest[STORE_SNAPID_LEN];
@@ -251,7 +242,7 @@ static void test_pack_footer(store_t *s)
     pack_group *g;
     store_id *ids;
     uint32_t ng, nc;
-    char *copy = tmp_path("pack-copy");
+    const char *copy = scratch_path("pack-copy");
     write_file(copy, data, (size_t)st.st_size, st.st_size);
     fd = open(copy, O_RDONLY);
     CHECK(pack_read_footer(fd, (uint64_t)st.st_size, &g, &ng, &ids, &nc, NULL, "x") == 0);
@@ -360,16 +351,15 @@ int main(int argc, char **argv)
         store_close(r);
         return rc ? 1 : 0;
     }
-    snprintf(root, sizeof root, "%s/cairn-unit-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(root)) return 1;
+    if (scratch_make("cairn-unit-")) return 1;
     store_err e;
-    CHECK(store_init(tmp_path("a"), &e) == 0);
-    CHECK(store_init(tmp_path("b"), &e) == 0);
-    CHECK(store_init(tmp_path("a"), &e) == -EEXIST);
+    CHECK(store_init(scratch_path("a"), &e) == 0);
+    CHECK(store_init(scratch_path("b"), &e) == 0);
+    CHECK(store_init(scratch_path("a"), &e) == -EEXIST);
     store_t *a = NULL, *b = NULL;
-    CHECK(store_open(tmp_path("a"), STORE_WRITE, &a, &e) == 0);
-    CHECK(store_open(tmp_path("b"), STORE_READ, &b, &e) == 0);
-    CHECK(store_open(tmp_path("nope"), STORE_READ, &(store_t *){NULL}, &e) == -ENOENT);
+    CHECK(store_open(scratch_path("a"), STORE_WRITE, &a, &e) == 0);
+    CHECK(store_open(scratch_path("b"), STORE_READ, &b, &e) == 0);
+    CHECK(store_open(scratch_path("nope"), STORE_READ, &(store_t *){NULL}, &e) == -ENOENT);
     if (!a || !b) return 1;
     test_varint();
     test_names();
@@ -379,11 +369,9 @@ int main(int argc, char **argv)
     test_pack_footer(a);
     store_close(a);
     store_close(b);
-    test_pending_recovery(tmp_path("a"));
-    test_locked_out_reader(tmp_path("a"));
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    if (system(cmd)) fprintf(stderr, "could not remove %s\n", root);
+    test_pending_recovery(scratch_path("a"));
+    test_locked_out_reader(scratch_path("a"));
+    scratch_done(failures);
     if (failures) fprintf(stderr, "%d checks failed\n", failures);
     return failures ? 1 : 0;
 }
