@@ -70,12 +70,13 @@ const api_token *api_token_find(const api_token *t, size_t n, const char *text);
 int api_file_replace(const char *path, const void *buf, size_t len, store_err *e);
 
 /* ---- store handle ------------------------------------------------------------------- */
-/* A lock-free read view (STORE_PEEK) of the index and manifests, kept open across ingests
- * (storeref.c says when it is replaced). Refcounted: a replaced view closes when its last
- * user puts it. */
+/* A read view of the index and manifests (storeref.c says which handle and when it is
+ * replaced): a lock-free STORE_PEEK handle of its own, or (a W-view) the kept writer
+ * handle, borrowed. Refcounted: a replaced view closes when its last user puts it. */
 #define API_VIEW_CACHE 64
 typedef struct api_view {
-    store_t *s;
+    store_t *s;               /* a W-view's is the storeref's writer handle: not closed by it */
+    int wview;                /* 1: a W-view, which pins that handle open while it lives */
     int refs;                 /* users, + 1 while it is the current view */
     struct timespec stamp;    /* manifests/'s mtime, taken before the open */
     int settled;              /* the stamp was old enough at open that a later change moves it */
@@ -110,8 +111,16 @@ typedef struct {
     int64_t idle_ms, yield_ms, keep_ms;
     pthread_t keeper;
     pthread_cond_t kcv;       /* CLOCK_MONOTONIC: the keeper's tick */
-    api_view *view;           /* the current view, NULL before the first */
+    api_view *view;           /* the current PEEK view, NULL before the first */
     int view_opening, view_off;
+    /* The current W-view (NULL when none is offered) and the W-views alive (current or
+     * still used), each of which keeps s open; closing: the keeper lets s go once none is
+     * alive and no one uses s, and takes no new user meanwhile; reopen: it then opens the
+     * PEEK view that calls wait for (view_opening is set). */
+    api_view *wview;
+    int wpins, closing, reopen;
+    int trim_due;             /* memory was freed by a job: the keeper trims the heap */
+    int64_t trim_ms;
     uint64_t view_gen;
     /* While this server's writer job holds the store's lock (api_view_write_begin..end):
      * manifests/'s mtime when it began. No one else can commit meanwhile, so a view with
@@ -137,12 +146,11 @@ void api_store_spoil(api_storeref *r);
  * NULL with 0 returned when views are off for this store (an S3 node): use STORE_READ. */
 int api_view_get(api_storeref *r, api_view **out, store_err *e);
 void api_view_put(api_storeref *r, api_view *v);
-/* Around a writer job of this server, with the store's lock held throughout: begin once it
- * has its handle; end after its last change and before its answer, which replaces the view
- * when the job changed the store. So a call that starts after the answer finds the view
- * fresh, and calls during the job keep the view they have instead of waiting. */
+/* Once a writer job of this server has its handle (the store's lock held from there to its
+ * api_store_put, which makes its changes visible to the views before it returns: call it
+ * before the answer). So a call that starts after the answer finds its view fresh, and
+ * calls during the job keep the view they have instead of waiting. */
 void api_view_write_begin(api_storeref *r);
-void api_view_write_end(api_storeref *r);
 /* The cached answer for key (a copy, the caller's) and its tenant, or NULL. */
 json_t *api_view_cached(api_view *v, const char *key, char tenant[STORE_NAME_MAX + 1]);
 /* Keeps a copy of j as the answer for key (no-op when out of memory: only speed is lost). */

@@ -138,7 +138,6 @@ void api_store_done(api_req *r, int mode)
         r->view_locked = 0;
         mode = STORE_READ;
     }
-    if (mode == STORE_WRITE) api_view_write_end(&r->srv->ref);
     api_store_put(&r->srv->ref, mode);
 }
 

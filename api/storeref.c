@@ -25,19 +25,57 @@
  *     open at once.
  * gc_run opens the store itself: it waits for these handles like any other process.
  *
- * The read view (metadata routes): readers of the handle above wait whenever it changes
- * hands, i.e. around every ingest (the writer waits for readers to leave, opens, closes;
- * readers then reopen), which under load was most of the metadata calls' latency. The
- * view is a STORE_PEEK handle: no flock, so it stays open across ingests and the CLI's
- * writers and never waits for them. What it may serve: the index's snapshot and sandbox
- * records and the manifests, which a commit makes visible atomically (the manifest last),
- * so it is never half a snapshot; it does not read packs (gc may move chunks under a
- * lock-free reader) and writes nothing. It is as fresh as a locked read:
- *   - this server's own commits: the ingest replaces the view after its commit and before
- *     its answer (api_view_write_end), while it still holds the store's lock; calls made
- *     meanwhile keep the current view, which lacks only that unacknowledged commit (no
- *     one else can commit while the lock is held). So calls never wait for a view to open
- *     because of the server's own ingests, and one that starts after a 201 sees it;
+ * The read views (metadata routes: the index's snapshot and sandbox records and the
+ * manifests; no pack reads, nothing written). Readers of the handle above would wait
+ * whenever it changes hands, i.e. around every ingest, which under load was most of the
+ * metadata calls' latency. So a call takes a view, of one of two kinds:
+ *   - the W-view: while this server keeps its writer handle, the view is that handle
+ *     itself (store_t is thread-safe for reads, and the handle's own reads beside a job
+ *     were relied on above already). Nobody else can commit or drop while it holds the
+ *     exclusive flock, and its own changes are visible on it at once, so it is fresh by
+ *     construction: no stamp, no open. A commit shows at its commit point (store/commit.c:
+ *     the manifest's rename, after its packs and chunk records are durable; the index
+ *     record, which listings and "latest" read, comes after the manifest), so a call
+ *     during a job may see the job's snapshot a moment before its 201, never half of one;
+ *   - the PEEK view: a STORE_PEEK handle of its own, no flock, so it stays open across
+ *     ingests and the CLI's writers and never waits for them. It is what calls use when
+ *     the writer is not kept (CAIRN_SERVE_KEEP_MS=0, the first ingest, after the keeper
+ *     let go); see "The PEEK view" below.
+ * States of the kept writer handle (r->s, mode STORE_WRITE), all under r->mu:
+ *   OFFERED   r->wview set: calls take it (a reference on the view object). Each W-view
+ *             object pins the handle while it lives (r->wpins: the current one, and retired
+ *             ones until their last call puts them), and jobs and readers take it as before
+ *             (r->refs). A job's end (write_end, before its answer) makes a new W-view
+ *             object, a new generation whose caches (api_view_cached/_keep/_text, the
+ *             server's sandbox summary) start empty, and retires the old one: microseconds.
+ *             The PEEK view, if any, is retired at that moment: it lacks the commits made
+ *             on the W-view and is never used again.
+ *   CLOSING   r->closing set: the keeper decided to let go (idle for GRACE_MS, a waiter in
+ *             lock.wait, spoiled) at a moment no job or reader held the handle; the W-view
+ *             is withdrawn and no one takes the handle any more (api_store_get waits), so
+ *             the calls in flight drain in a ms or two whatever the load, and the keeper
+ *             closes it once r->refs and r->wpins are 0. Calls meanwhile wait for the PEEK
+ *             view the keeper opens right after the close (r->reopen, with view_opening
+ *             set), cheap then as the close flushed the index's log; that view's stamp is
+ *             taken after every commit made on the W-view.
+ *   NOT KEPT  a job's end on a handle that will not be kept (spoiled, a waiter, keep off,
+ *             no keeper thread, no memory for a W-view) withdraws the W-view, if any, and
+ *             replaces the PEEK view before its answer, while it still holds the lock.
+ * Invariants (check_state: a broken one is logged, "invariant broken", which the tests
+ * look for): a current W-view implies the handle open in STORE_WRITE, not busy, not
+ * closing, and pinned (wpins >= 1); no pin outlives the handle; the handle is closed only
+ * with refs and wpins 0; a reopen is pending only while closing, with view_opening set and
+ * no PEEK view, so no call uses a PEEK view from before a W-view's commits. The heap is
+ * trimmed by the keeper after a job's answer (TRIM_MS), not before it.
+ *
+ * The PEEK view: what it may serve, the index's records and the manifests, a commit
+ * makes visible atomically (the manifest last), so it is never half a snapshot; it does
+ * not read packs (gc may move chunks under a lock-free reader). It is as fresh as a
+ * locked read:
+ *   - this server's own commits when the writer is not kept: the ingest replaces the view
+ *     after its commit and before its answer (write_end), while it still holds the store's
+ *     lock; calls made meanwhile keep the current view, which lacks only that
+ *     unacknowledged commit (no one else can commit while the lock is held);
  *   - anyone else's commit or drop (the CLI, gc) changes manifests/'s mtime; each get
  *     compares it with the view's stamp (taken before the view opened) and, when it moved,
  *     opens a new view and waits for it (one opener; the others wait for the same open),
@@ -47,9 +85,8 @@
  *     where the file system's granularity is coarser, a view whose stamp was younger than
  *     SETTLE_MS at open is replaced once more after that, by one call (the others keep the
  *     current view);
- *   - a replaced view is closed (its RocksDB instance freed) by the next opener once its
- *     last call let go, so no call pays for a close and at most the views in use and the
- *     ones retired since the last open exist;
+ *   - a replaced view is closed (its RocksDB instance freed) by the next opener or the
+ *     keeper once its last call let go, so no call pays for a close;
  *   - an S3 node's folder holds caches only (other nodes commit into the bucket): no view,
  *     its routes use STORE_READ. */
 #include <dirent.h>
@@ -72,8 +109,27 @@
                              * ($CAIRN_SERVE_KEEP_MS; 0: never kept) */
 #define TICK_MS 10        /* how often the keeper looks for a waiter */
 #define YIELD_MS 1000     /* how long an ingest lets a waiter take the lock first */
+#define TRIM_MS 20        /* the heap is trimmed this long after a job's end: after its answer */
 
 static void view_close(api_view *v);
+static int view_open(api_storeref *r, store_err *e);
+
+/* A broken invariant of this file is a bug: said once, loudly, never an abort (the house
+ * rule); the tests fail on the line in the server's log. */
+static void check(int ok, const char *what)
+{
+    static int said;
+    if (!ok && !said++) fprintf(stderr, "cairn serve: internal error: storeref invariant broken: %s\n", what);
+}
+
+/* The invariants of the state under r->mu (see the comment at the top). */
+static void check_state(api_storeref *r)
+{
+    check(!r->wview || (r->s && r->mode == STORE_WRITE && !r->closing && !r->busy), "a W-view without its kept writer");
+    check(!r->wview || r->wpins >= 1, "a current W-view holds no pin");
+    check(!r->wpins || r->s, "a W-view outlived its handle");
+    check(!r->reopen || (r->closing && r->view_opening && !r->view), "a reopen nobody waits for");
+}
 
 void api_storeref_init(api_storeref *r, const char *dir)
 {
@@ -105,6 +161,7 @@ void api_storeref_init(api_storeref *r, const char *dir)
 /* Closes the open handle (r->mu held, refs 0): nobody opens until its flock is let go. */
 static void close_locked(api_storeref *r)
 {
+    check(!r->refs && !r->wpins && !r->wview, "closing a handle in use");
     store_t *s = r->s;
     r->s = NULL;
     r->busy = 1;
@@ -113,8 +170,92 @@ static void close_locked(api_storeref *r)
     pthread_mutex_unlock(&r->mu);
     store_close(s);
     pthread_mutex_lock(&r->mu);
-    r->busy = 0;
+    r->busy = r->closing = 0;
     pthread_cond_broadcast(&r->cv);
+}
+
+/* Drops one reference (r->mu held); the view to close when it was the last. A W-view's
+ * last reference is its pin on the writer handle: the keeper may be waiting for it. */
+static api_view *unref(api_storeref *r, api_view *v)
+{
+    if (!v || --v->refs) return NULL;
+    if (v->wview && --r->wpins == 0) pthread_cond_broadcast(&r->kcv);
+    return v;
+}
+
+/* Closes views (mu not held): a W-view frees its caches only, a PEEK view its instance. */
+static void close_list(api_view *v)
+{
+    while (v) {
+        api_view *next = v->next;
+        view_close(v);
+        v = next;
+    }
+}
+
+/* The keeper lets the handle go, its W-views done (r->mu held, closing): then, when calls
+ * wait for it (reopen), opens the PEEK view, cheap now that the close flushed the index's
+ * log, and trims the heap the handle's close freed into. */
+static void let_go(api_storeref *r)
+{
+    int reopen = r->reopen;
+    r->reopen = 0;
+    close_locked(r);
+    check_state(r);
+    pthread_mutex_unlock(&r->mu);
+    store_err e;
+    if (reopen && view_open(r, &e))
+        fprintf(stderr, "cairn serve: opening the read view after letting the store go: %s (calls retry)\n", e.msg);
+    malloc_trim(0);
+    pthread_mutex_lock(&r->mu);
+    r->trim_due = 0;
+}
+
+/* The keeper's chores off the calls' path (r->mu held; 1 when it let go of r->mu): closing
+ * replaced PEEK views, and trimming the heap after a job (see write_end). */
+static int tidy(api_storeref *r)
+{
+    if (r->retired) {
+        api_view *v = r->retired;
+        r->retired = NULL;
+        pthread_mutex_unlock(&r->mu);
+        close_list(v);
+        pthread_mutex_lock(&r->mu);
+        return 1;
+    }
+    if (r->trim_due && !r->writer_active && store_now_ms() - r->trim_ms >= TRIM_MS) {
+        r->trim_due = 0;
+        pthread_mutex_unlock(&r->mu);
+        malloc_trim(0);
+        pthread_mutex_lock(&r->mu);
+        return 1;
+    }
+    return 0;
+}
+
+/* The keeper means to let the handle go (r->mu held, refs 0): no one takes it from now on
+ * (closing), and the W-view is withdrawn. Calls then wait for the PEEK view the keeper
+ * opens after the close (view_opening, reopen): the current one, if any, predates the
+ * W-view's commits. 1 when r->mu was let go (the caller looks again). */
+static int close_begin(api_storeref *r)
+{
+    if (r->wview && r->view_opening) {
+        /* A PEEK open begun before the W-view: it ends first (it would publish over ours). */
+        pthread_cond_wait(&r->cv, &r->mu);
+        return 1;
+    }
+    r->closing = 1;
+    if (!r->wview) return 0;
+    api_view *old = unref(r, r->view), *dead = unref(r, r->wview);
+    r->view = r->wview = NULL;
+    if (old) old->next = r->retired, r->retired = old;
+    r->view_opening = r->reopen = 1;
+    check_state(r);
+    if (!dead) return 0;
+    pthread_mutex_unlock(&r->mu);
+    view_close(dead);
+    pthread_mutex_lock(&r->mu);
+    return 1;
 }
 
 /* Lets the kept writer handle go when idle, spoiled, or wanted by a waiter (see above). */
@@ -124,6 +265,14 @@ static void *keeper(void *arg)
     int warned = 0;
     pthread_mutex_lock(&r->mu);
     while (!r->quit) {
+        check_state(r);
+        if (r->closing) {
+            /* W-view calls take a ms or two, and new ones wait: this ends under any load. */
+            if (r->refs || r->wpins || r->busy) pthread_cond_wait(&r->kcv, &r->mu);
+            else let_go(r);
+            continue;
+        }
+        if (tidy(r)) continue;
         if (!r->s || r->busy || r->mode != STORE_WRITE) {
             pthread_cond_wait(&r->kcv, &r->mu);
             continue;
@@ -133,7 +282,7 @@ static void *keeper(void *arg)
         if (w < 0 && !warned++) fprintf(stderr, "cairn serve: %s: not keeping the store open\n", e.msg);
         if (w) r->yielding = 1;           /* unknown: as if someone waited */
         if (!r->refs && (r->yielding || r->spoiled || store_now_ms() - r->idle_ms >= r->keep_ms)) {
-            close_locked(r);
+            close_begin(r);
             continue;
         }
         struct timespec ts;
@@ -153,13 +302,11 @@ void api_storeref_destroy(api_storeref *r)
     pthread_cond_broadcast(&r->kcv);
     pthread_mutex_unlock(&r->mu);
     if (r->keeper_on) pthread_join(r->keeper, NULL);
-    /* Every request has ended: the current view's own reference is the last. */
+    /* Every request has ended: the current views' own references are the last. */
+    view_close(unref(r, r->wview));
     view_close(r->view);
-    while (r->retired) {
-        api_view *v = r->retired;
-        r->retired = v->next;
-        view_close(v);
-    }
+    close_list(r->retired);
+    check(!r->wpins, "a W-view is alive at the end");
     if (r->s) store_close(r->s);
     if (r->wait_fd >= 0) close(r->wait_fd);
     pthread_mutex_destroy(&r->mu);
@@ -190,7 +337,7 @@ int api_store_get(api_storeref *r, int mode, store_t **out, store_err *e)
     pthread_mutex_lock(&r->mu);
     if (mode == STORE_WRITE) r->writers_waiting++;
     for (;;) {
-        int kept = r->s && !r->busy && r->mode == STORE_WRITE && !r->yielding && !r->spoiled;
+        int kept = r->s && !r->busy && r->mode == STORE_WRITE && !r->yielding && !r->spoiled && !r->closing;
         if (kept || (mode != STORE_WRITE && r->s && !r->busy && r->mode != STORE_WRITE &&
                      !r->writers_waiting && store_now_ms() - r->opened_ms < REUSE_MS)) {
             if (mode == STORE_WRITE) r->writers_waiting--, r->writer_active = 1;
@@ -233,20 +380,18 @@ void api_store_spoil(api_storeref *r)
     pthread_mutex_unlock(&r->mu);
 }
 
+static void write_end(api_storeref *r);
+
 void api_store_put(api_storeref *r, int mode)
 {
+    if (mode == STORE_WRITE) write_end(r);
     pthread_mutex_lock(&r->mu);
-    if (mode == STORE_WRITE) {
-        r->writer_active = 0;
-        /* A commit whose index record was deferred (store/commit.c): the next open
-         * finishes it, so this handle is not kept. */
-        int any = 0;
-        store_err e;
-        if (store_commit_pending(r->s, &any, &e) || any) r->spoiled = 1;
-    }
     if (--r->refs == 0) {
         if (r->mode != STORE_WRITE || r->keep_off || r->quit || r->spoiled || r->yielding) {
-            close_locked(r);
+            /* W-views alive (a W-view exists only while the keeper runs): the keeper
+             * withdraws them and closes once they are done. */
+            if (r->wview || r->wpins) pthread_cond_broadcast(&r->kcv);
+            else close_locked(r);
         } else {
             r->idle_ms = store_now_ms();
             if (!r->keeper_on) r->keeper_on = pthread_create(&r->keeper, NULL, keeper, r) == 0;
@@ -365,12 +510,6 @@ static int open_stamp(const char *dir, struct timespec *st, int *is_settled)
     }
 }
 
-/* Drops one reference (r->mu held); the view to close when it was the last. */
-static api_view *unref(api_view *v)
-{
-    return --v->refs == 0 ? v : NULL;
-}
-
 /* Closing a view closes its RocksDB instance (a few ms): done by whoever opens the next
  * one, never by a call that merely let go of it (api_view_put). */
 static void view_close(api_view *v)
@@ -381,7 +520,7 @@ static void view_close(api_view *v)
         free(v->cache[i].text);
     }
     pthread_mutex_destroy(&v->cache_mu);
-    store_close(v->s);
+    if (!v->wview) store_close(v->s);
     free(v);
 }
 
@@ -479,30 +618,43 @@ static int view_open(api_storeref *r, store_err *e)
     if (v) {
         v->refs = 1;
         v->gen = ++r->view_gen;
-        if (r->view) old = unref(r->view);
+        old = unref(r, r->view);
         r->view = v;
     }
     r->view_opening = 0;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     view_close(old);
-    while (retired) {
-        api_view *next = retired->next;
-        view_close(retired);
-        retired = next;
-    }
+    close_list(retired);
     return rc;
+}
+
+/* The current W-view with a reference for the caller, or NULL (r->mu held). */
+static api_view *wview_get(api_storeref *r)
+{
+    api_view *v = r->wview;
+    if (v) v->refs++;
+    return v;
 }
 
 int api_view_get(api_storeref *r, api_view **out, store_err *e)
 {
     *out = NULL;
     if (r->view_off) return 0;
+    /* The W-view is fresh by construction: nobody else can commit while it is offered. */
+    pthread_mutex_lock(&r->mu);
+    *out = wview_get(r);
+    pthread_mutex_unlock(&r->mu);
+    if (*out) return 0;
     struct timespec now;
     if (manifests_stamp(r->dir, &now))
         return store_errf(e, -errno, "%s/manifests: %s", r->dir, strerror(errno));
     pthread_mutex_lock(&r->mu);
     for (;;) {
+        if ((*out = wview_get(r))) {
+            pthread_mutex_unlock(&r->mu);
+            return 0;
+        }
         api_view *v = r->view;
         /* Changed since, but only by this server's writer job still running: its changes
          * are not acknowledged yet, so the view is as fresh as a locked read. */
@@ -555,12 +707,15 @@ int api_view_get(api_storeref *r, api_view **out, store_err *e)
 void api_view_put(api_storeref *r, api_view *v)
 {
     pthread_mutex_lock(&r->mu);
-    if (unref(v)) {
-        /* Replaced, and this was its last user: the next opener closes it. */
-        v->next = r->retired;
-        r->retired = v;
+    api_view *dead = unref(r, v);
+    if (dead && !dead->wview) {
+        /* Replaced, and this was its last user: the next opener or the keeper closes it. */
+        dead->next = r->retired;
+        r->retired = dead;
+        dead = NULL;
     }
     pthread_mutex_unlock(&r->mu);
+    view_close(dead);          /* a W-view: its caches only, microseconds */
 }
 
 void api_view_write_begin(api_storeref *r)
@@ -574,24 +729,77 @@ void api_view_write_begin(api_storeref *r)
     pthread_mutex_unlock(&r->mu);
 }
 
-void api_view_write_end(api_storeref *r)
+/* A new W-view over the writer handle s (mu not held), or NULL when out of memory. */
+static api_view *wview_new(store_t *s)
 {
-    if (r->view_off) return;
+    api_view *v = calloc(1, sizeof *v);
+    if (!v) return NULL;
+    pthread_mutex_init(&v->cache_mu, NULL);
+    v->s = s;
+    v->wview = 1;
+    return v;
+}
+
+/* The end of a writer job (its reference still held, so r->s is its handle), before its
+ * answer: its changes become the views'. */
+static void write_end(api_storeref *r)
+{
+    /* A commit whose index record was deferred (store/commit.c): the next open finishes
+     * it, so this handle is not kept. */
+    int any = 0;
+    store_err e;
+    int pend = store_commit_pending(r->s, &any, &e) || any;
+    api_view *nv = NULL, *dead = NULL;
     pthread_mutex_lock(&r->mu);
+    r->writer_active = 0;
+    if (pend) r->spoiled = 1;
+    int keep = !r->view_off && !r->keep_off && !r->quit && !r->spoiled && !r->yielding;
+    if (keep && !r->keeper_on) r->keeper_on = pthread_create(&r->keeper, NULL, keeper, r) == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (r->view_off) return;
+    if (keep && r->keeper_on) nv = wview_new(r->s);
+    pthread_mutex_lock(&r->mu);
+    check(!r->closing, "a writer job ended on a handle being let go");
+    if (nv) {
+        /* The handle stays this server's: the view is a new W-view (a new generation:
+         * empty caches), no open. The PEEK view, from before, is retired for good. */
+        dead = unref(r, r->wview);
+        api_view *old = unref(r, r->view);
+        if (old) old->next = r->retired, r->retired = old;
+        r->view = NULL;
+        nv->refs = 1;
+        nv->gen = ++r->view_gen;
+        r->wview = nv;
+        r->wpins++;
+        r->own_writing = 0;
+        /* The job's buffers were freed into the arenas of the threads that used them, and
+         * glibc hands little of an arena back (RSS grew ~20 MiB per round of the API bench
+         * while ~4 MiB were in use): the keeper trims after the answer (~7 ms). */
+        r->trim_due = 1;
+        r->trim_ms = store_now_ms();
+        check_state(r);
+        pthread_mutex_unlock(&r->mu);
+        view_close(dead);
+        return;
+    }
+    /* Not kept (or no memory for a W-view): the PEEK view is replaced while this job still
+     * holds the lock, as before W-views. One that began during a W-view's time is stale. */
     while (r->view_opening) pthread_cond_wait(&r->cv, &r->mu);
+    dead = unref(r, r->wview);
+    int was_w = r->wview != NULL;
+    r->wview = NULL;
     struct timespec now;
     api_view *v = r->view;
     /* Unreadable: replaced, and calls then find out for themselves. */
-    int stale = !v || v->pending || manifests_stamp(r->dir, &now) || !same_time(&v->stamp, &now);
+    int stale = was_w || !v || v->pending || manifests_stamp(r->dir, &now) || !same_time(&v->stamp, &now);
     if (stale) r->view_opening = 1;
+    check_state(r);
     pthread_mutex_unlock(&r->mu);
-    store_err e;
+    view_close(dead);
     if (stale && view_open(r, &e))
         fprintf(stderr, "cairn serve: replacing the read view after a commit: %s (calls reopen it)\n", e.msg);
-    /* The replaced view's RocksDB instance and the job's buffers were freed into the
-     * arenas of the threads that used them, and glibc hands little of an arena back: the
-     * server's RSS grew ~20 MiB per round of the API bench while ~4 MiB were in use
-     * (malloc_stats). This returns every arena's free pages; ~7 ms once per commit. */
+    /* The replaced view's RocksDB instance and the job's buffers: as above, but no keeper
+     * may be running to trim. */
     if (stale) malloc_trim(0);
     pthread_mutex_lock(&r->mu);
     r->own_writing = 0;
