@@ -6,11 +6,9 @@
 source "$(dirname "$0")/../lib.sh"
 source "$REPO/tests/api_lib.sh"
 
-S=$T/store
-IN=$T/in
-OUT=$T/dst
+api_store
 mkdir -p "$IN/tree/home/ubuntu/output" "$IN/tree/home/ubuntu/.ssh" "$IN/tree/home/ubuntu/project" \
-    "$IN/tpl/home/ubuntu" "$OUT"
+    "$IN/tpl/home/ubuntu"
 echo "result data" >"$IN/tree/home/ubuntu/output/report.txt"
 head -c 300000 /dev/urandom >"$IN/tree/home/ubuntu/output/big.bin"
 echo "PRIVATE KEY" >"$IN/tree/home/ubuntu/.ssh/id_rsa"
@@ -21,7 +19,6 @@ mkimg "$IN/tpl" "$IN/tpl.img" 16M
 head -c 8M /dev/urandom >"$IN/mem"
 head -c 12345 /dev/urandom >"$IN/vmstate"
 
-must cairn init --store "$S" >/dev/null
 must cairn template add --store "$S" --name base --disk "$IN/tpl.img" >/dev/null
 api_serve - ORCH=orchestrator:orch SUP=support:sup GC=gc:gcbot ADM=admin:root <<JSON
 {"snapshot_roots": ["$IN"], "restore_roots": ["$OUT"], "limits": {"max_body_bytes": 65536}}

@@ -9,14 +9,11 @@ source "$REPO/tests/api_lib.sh"
 
 SHIM=$BUILD/libcairn-failio.so
 [ -f "$SHIM" ] || fail "$SHIM is missing (make builds it)"
-S=$T/store
-IN=$T/in
-OUT=$T/dst
-mkdir -p "$IN/tree/home/ubuntu/output" "$OUT"
+api_store
+mkdir -p "$IN/tree/home/ubuntu/output"
 echo "artifact" >"$IN/tree/home/ubuntu/output/a.txt"
 mkimg "$IN/tree" "$IN/disk.img" 8M
 head -c 256K /dev/urandom >"$IN/mem"
-must cairn init --store "$S" >/dev/null
 api_config '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$OUT'"]}'
 api_tokens ORCH=orchestrator:orch
 FLAG=$T/fault-on

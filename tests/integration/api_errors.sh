@@ -7,10 +7,8 @@
 source "$(dirname "$0")/../lib.sh"
 source "$REPO/tests/api_lib.sh"
 
-S=$T/store
-IN=$T/in
-OUT=$T/dst
-mkdir -p "$IN/tree/home/ubuntu/output" "$OUT" "$T/elsewhere"
+api_store
+mkdir -p "$IN/tree/home/ubuntu/output" "$T/elsewhere"
 echo "artifact" >"$IN/tree/home/ubuntu/output/a.txt"
 mkimg "$IN/tree" "$IN/disk.img" 8M
 head -c 1M /dev/urandom >"$IN/mem"
@@ -19,7 +17,6 @@ echo secret >"$T/elsewhere/x"
 ln -s "$T/elsewhere/x" "$IN/link-out"
 ln -s "$T/elsewhere" "$OUT/link-dir"
 
-must cairn init --store "$S" >/dev/null
 api_serve - ORCH=orchestrator:orch SUP=support:sup GC=gc:gcbot ADM=admin:root ORCH2=orchestrator:orch-t2:t2 \
     SUP2=support:sup-t2:t2 <<JSON
 {"snapshot_roots": ["$IN"], "restore_roots": ["$OUT"],

@@ -7,8 +7,7 @@
 source "$(dirname "$0")/../lib.sh"
 source "$REPO/tests/api_lib.sh"
 
-S=$T/store
-IN=$T/in
+api_store
 mkdir -p "$IN/b/home/ubuntu/output" "$IN/a/home/ubuntu/output"
 echo "bee data" >"$IN/b/home/ubuntu/output/b.txt"
 echo "ay data" >"$IN/a/home/ubuntu/output/a.txt"
@@ -16,7 +15,6 @@ mkimg "$IN/b" "$IN/b.img" 8M
 mkimg "$IN/a" "$IN/a.img" 8M
 head -c 64K /dev/urandom >"$IN/mem"
 
-must cairn init --store "$S" >/dev/null
 api_serve '{"snapshot_roots": ["'"$IN"'"], "restore_roots": []}' ORCH=orchestrator:orch \
     OB=orchestrator:orch-bee:tenant-bee OA=orchestrator:orch-ay:tenant-ay GC=gc:gcbot
 

@@ -7,15 +7,12 @@
 source "$(dirname "$0")/../lib.sh"
 source "$REPO/tests/api_lib.sh"
 
-S=$T/store
-IN=$T/in
-OUT=$T/dst
-mkdir -p "$IN/tree/home/ubuntu/output" "$OUT"
+api_store
+mkdir -p "$IN/tree/home/ubuntu/output"
 echo "artifact" >"$IN/tree/home/ubuntu/output/a.txt"
 echo "other" >"$IN/tree/home/ubuntu/b.txt"
 mkimg "$IN/tree" "$IN/disk.img" 8M
 head -c 1M /dev/urandom >"$IN/mem"
-must cairn init --store "$S" >/dev/null
 api_serve '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$OUT'"]}' ORCH=orchestrator:orch ORCH2=orchestrator:orch2 \
     SUP=support:sup GC=gc:gcbot ADMIN=admin:adm
 
