@@ -22,6 +22,11 @@ def du_allocated(path):
                               text=True).stdout.split()[0])
 
 
+def by_name(snap, out):
+    """Where a restore that writes each file into out under its own name puts them."""
+    return {n: os.path.join(out, n) for n, _ in snap.files}
+
+
 class Cmd:
     """One process to run: argv plus how to run it."""
     def __init__(self, argv, cwd=None, stdout=None, on_stdout=None):
@@ -69,7 +74,7 @@ class Cairn(System):
     def restore(self, snap, out):
         cmd = Cmd([self.exe, "restore", "--store", self.repo, "--snapshot",
                    self.ids[snap.key], "--out", out])
-        return [cmd], {name: os.path.join(out, name) for name, _ in snap.files}
+        return [cmd], by_name(snap, out)
 
     def extra(self):
         r = subprocess.run([self.exe, "stats", "--store", self.repo, "--json"],
@@ -157,7 +162,7 @@ class Casync(System):
     def restore(self, snap, out):
         return ([Cmd(["casync", "extract", "--store=" + self.store, self._index(snap, n),
                       os.path.join(out, n)]) for n, _ in snap.files],
-                {n: os.path.join(out, n) for n, _ in snap.files})
+                by_name(snap, out))
 
 
 class Cat(System):
@@ -170,12 +175,15 @@ class Cat(System):
         return None
 
 
-class Copy(System):
-    kind, label = "limit", "cp --sparse=always"
+class FolderPerSnapshot(System):
+    """A limit that keeps each snapshot's files in a folder of its own, named by its key,
+    under the repo folder `name` of its work folder; a restore writes them into `out`
+    under their own names."""
+    kind = "limit"
 
-    def __init__(self, work, env):
+    def __init__(self, work, env, name):
         super().__init__(work, env)
-        self.repo = os.path.join(work, "copy")
+        self.repo = os.path.join(work, name)
 
     def _dir(self, snap):
         return os.path.join(self.repo, snap.key)
@@ -183,6 +191,13 @@ class Copy(System):
     def setup(self):
         os.makedirs(self.repo)
         return []
+
+
+class Copy(FolderPerSnapshot):
+    label = "cp --sparse=always"
+
+    def __init__(self, work, env):
+        super().__init__(work, env, "copy")
 
     def ingest(self, snap):
         os.makedirs(self._dir(snap))
@@ -193,25 +208,15 @@ class Copy(System):
 
     def restore(self, snap, out):
         src = [os.path.join(self._dir(snap), n) for n, _ in snap.files]
-        return ([Cmd(["cp", "--sparse=always"] + src + [out])],
-                {n: os.path.join(out, n) for n, _ in snap.files})
+        return [Cmd(["cp", "--sparse=always"] + src + [out])], by_name(snap, out)
 
 
-class Zstd(System):
-    kind = "limit"
-
+class Zstd(FolderPerSnapshot):
     def __init__(self, work, env, level):
-        super().__init__(work, env)
-        self.level, self.repo = level, os.path.join(work, "zst")
+        super().__init__(work, env, "zst")
+        self.level = level
         self.label = f"zstd -{level} -T0"
         self.restores = level == 3  # issue 2 compares restore with `zstd -d` of -3 data
-
-    def _dir(self, snap):
-        return os.path.join(self.repo, snap.key)
-
-    def setup(self):
-        os.makedirs(self.repo)
-        return []
 
     def ingest(self, snap):
         os.makedirs(self._dir(snap))  # zstd 1.5.4 crashes on a missing --output-dir-flat
@@ -220,8 +225,7 @@ class Zstd(System):
 
     def restore(self, snap, out):
         src = [os.path.join(self._dir(snap), n + ".zst") for n, _ in snap.files]
-        return ([Cmd(["zstd", "-d", "-q", "-f"] + src + ["--output-dir-flat", out])],
-                {n: os.path.join(out, n) for n, _ in snap.files})
+        return [Cmd(["zstd", "-d", "-q", "-f"] + src + ["--output-dir-flat", out])], by_name(snap, out)
 
 
 def make_systems(work_of, cairn_exe):
