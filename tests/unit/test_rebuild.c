@@ -43,6 +43,20 @@ static int mkfs(const char *type, int bs, const char *dir, const char *img, cons
     return run("mke2fs -q -F -t %s -b %d -d %s %s %s", type, bs, dir, img, size);
 }
 
+/* The image img stored as sandbox `sandbox` of tenant t, as a template's disk is: no
+ * template, no policy. NULL (a failed check, said why) if the ingest fails. */
+static store_snapshot *ingest_disk(store_t *s, const char *sandbox, const char *img)
+{
+    snap_request rq = {.tenant = "t", .sandbox = sandbox, .tier = STORE_TIER_FREE, .nblobs = 1,
+                       .blob_name = {"disk"}, .blob_path = {img}};
+    store_snapshot *snap = NULL;
+    store_err e = {{0}};
+    int rc = snap_ingest(s, &rq, &snap, &e);
+    if (rc) fprintf(stderr, "ingest of %s: %s\n", img, e.msg);
+    CHECK(rc == 0);
+    return snap;
+}
+
 /* debugfs exits 0 whatever happened: its output is what tells. */
 static char *debugfs(const char *img, const char *fmt, ...)
 {
@@ -446,12 +460,9 @@ static void test_hostile(store_t *s, const store_snapshot *tmpl, const store_sna
 static void test_ext3(store_t *s, const store_snapshot *snap)
 {
     CHECK(mkfs("ext3", 1024, scratch_path("template"), scratch_path("ext3.img"), "64M") == 0);
-    snap_request rq = {.tenant = "t", .sandbox = "tmpl-ext3", .tier = STORE_TIER_FREE, .nblobs = 1,
-                       .blob_name = {"disk"}, .blob_path = {scratch_path("ext3.img")}};
-    store_snapshot *t3 = NULL;
-    store_err e = {{0}};
-    CHECK(snap_ingest(s, &rq, &t3, &e) == 0);
+    store_snapshot *t3 = ingest_disk(s, "tmpl-ext3", scratch_path("ext3.img"));
     if (!t3) return;
+    store_err e = {{0}};
     char img[1500];
     snprintf(img, sizeof img, "%s", scratch_path("rebuilt3.img"));
     restore_rebuild_stats st = {0};
@@ -476,12 +487,9 @@ static void test_enospc(store_t *s, const store_snapshot *snap)
 {
     CHECK(run("mkdir -p %s && head -c 9000000 /dev/urandom > %s/filler", scratch_path("small"), scratch_path("small")) == 0);
     CHECK(mkfs("ext4", 4096, scratch_path("small"), scratch_path("small.img"), "16M") == 0);
-    snap_request rq = {.tenant = "t", .sandbox = "tmpl-small", .tier = STORE_TIER_FREE, .nblobs = 1,
-                       .blob_name = {"disk"}, .blob_path = {scratch_path("small.img")}};
-    store_snapshot *small = NULL;
-    store_err e = {{0}};
-    CHECK(snap_ingest(s, &rq, &small, &e) == 0);
+    store_snapshot *small = ingest_disk(s, "tmpl-small", scratch_path("small.img"));
     if (!small) return;
+    store_err e = {{0}};
     restore_rebuild_stats st = {0};
     int rc = restore_rebuild(s, small, snap, scratch_path("full.img"), &st, &e);
     fprintf(stderr, "expected ENOSPC: %s\n", e.msg);
@@ -508,13 +516,10 @@ int main(void)
     CHECK(store_init(scratch_path("store"), &e) == 0);
     CHECK(store_open(scratch_path("store"), STORE_WRITE, &s, &e) == 0);
     CHECK(snap_policy_load(store_dir(s), NULL, NULL, &pol, &e) == 0);
-    snap_request tq = {.tenant = "t", .sandbox = "tmpl-base", .tier = STORE_TIER_FREE, .nblobs = 1,
-                       .blob_name = {"disk"}, .blob_path = {scratch_path("template.img")}};
+    store_snapshot *tmpl = ingest_disk(s, "tmpl-base", scratch_path("template.img")), *snap = NULL;
     snap_request sq = {.tenant = "t", .sandbox = "sb1", .tier = STORE_TIER_FREE, .nblobs = 1,
                        .blob_name = {"disk"}, .blob_path = {scratch_path("sandbox.img")},
                        .template_name = "base", .policy = pol};
-    store_snapshot *tmpl = NULL, *snap = NULL;
-    CHECK(snap_ingest(s, &tq, &tmpl, &e) == 0);
     CHECK(snap_ingest(s, &sq, &snap, &e) == 0);
     if (sq.warning[0]) fprintf(stderr, "walker: %s\n", sq.warning);
     CHECK(snap && snap->files);
