@@ -36,27 +36,33 @@ run_script() {
         timeout -k 10 3600 "$REPO/tests/integration/$name.slow.sh" ) >"$work/$name.log" 2>&1
 }
 
+# script_row NAME LABEL SUMMARY ENV...: run_script NAME ENV..., then its row: SUMMARY with
+# each {KEY} in it replaced by the count KEY=N of NAME.out, or FAILED and its first FAIL line.
+script_row() {
+    local name=$1 label=$2 res=$3 t0=$EPOCHREALTIME key; shift 3
+    if run_script "$name" "$@"; then
+        while [[ $res =~ \{([a-z]+)\} ]]; do
+            key=${BASH_REMATCH[1]}
+            res=${res//"{$key}"/$(kv "$key" "$work/$name.out")}
+        done
+    else
+        failed=1; res="FAILED: $(grep -m1 FAIL "$work/$name.log" | cut -c1-120)"
+    fi
+    row "$label" "$res" "$(secs "$t0")"
+}
+
 echo "reliability: building" >&2
 make -s -j2 BUILD="$BUILD" all >/dev/null || { echo "reliability: make failed" >&2; exit 1; }
 
 echo "reliability: crash points" >&2
 cstride=${RELIABILITY_CRASH_STRIDE:-1}
 every="every point"; [ "$cstride" = 1 ] || every="every ${cstride}th point"
-t0=$EPOCHREALTIME
-if run_script crashpoints CRASH_STRIDE="${RELIABILITY_CRASH_STRIDE:-1}"; then
-    row "crash points (kill -9, $every)" "$(kv tried "$work/crashpoints.out") tried, $(kv survived "$work/crashpoints.out") survived" "$(secs "$t0")"
-else
-    failed=1; row "crash points (kill -9, $every)" "FAILED: $(grep -m1 FAIL "$work/crashpoints.log" | cut -c1-120)" "$(secs "$t0")"
-fi
+script_row crashpoints "crash points (kill -9, $every)" "{tried} tried, {survived} survived" CRASH_STRIDE="$cstride"
 grep -E '^crashpoints.slow: (ingest|gc|reindex|rebuild):' "$work/crashpoints.log" | sed 's/^crashpoints.slow: /    /' >"$work/crash.detail"
 
 echo "reliability: faults (every point)" >&2
-t0=$EPOCHREALTIME
-if run_script faults FAULT_POINTS="${RELIABILITY_FAULT_POINTS:-0}"; then
-    row "faults (EIO, ENOSPC, short write)" "$(kv injected "$work/faults.out") injected, $(kv survived "$work/faults.out") survived" "$(secs "$t0")"
-else
-    failed=1; row "faults (EIO, ENOSPC, short write)" "FAILED: $(grep -m1 FAIL "$work/faults.log" | cut -c1-120)" "$(secs "$t0")"
-fi
+script_row faults "faults (EIO, ENOSPC, short write)" "{injected} injected, {survived} survived" \
+    FAULT_POINTS="${RELIABILITY_FAULT_POINTS:-0}"
 grep -E '^faults.slow: [a-z]+/' "$work/faults.log" | sed 's/^faults.slow: /    /' >"$work/faults.detail"
 
 echo "reliability: fuzzing (${FUZZ_SECS}s per target)" >&2
@@ -68,15 +74,16 @@ while read -r t n c s; do
 done <"$REPO/build-fuzz/reliability/summary"
 
 echo "reliability: collisions" >&2
-t0=$EPOCHREALTIME
-if run_script collisions; then
-    row "collisions (16-bit chunk ids)" "$(kv restores "$work/collisions.out") restores verified, $(kv detected "$work/collisions.out") collisions refused" "$(secs "$t0")"
-else
-    failed=1; row "collisions (16-bit chunk ids)" "FAILED: $(grep -m1 FAIL "$work/collisions.log" | cut -c1-120)" "$(secs "$t0")"
-fi
+script_row collisions "collisions (16-bit chunk ids)" "{restores} restores verified, {detected} collisions refused"
 
 SAN_TESTS=${RELIABILITY_SAN_TESTS:---fast}
-summary() { tail -n 4 "$1" | grep -E '^[0-9]+ passed' || echo "no summary"; }
+# summary LOG: tests/run.sh's count line in LOG, and which tests failed.
+summary() {
+    local res fails
+    res=$(tail -n 4 "$1" | grep -E '^[0-9]+ passed' || echo "no summary")
+    fails=$(sed -n 's/^failed: //p' "$1")
+    echo "$res${fails:+; failed: $fails}"
+}
 for san in address undefined; do
     echo "reliability: $san sanitizer ($SAN_TESTS)" >&2
     t0=$EPOCHREALTIME
@@ -85,8 +92,6 @@ for san in address undefined; do
         # shellcheck disable=SC2086
         BUILD=$b tests/run.sh $SAN_TESTS >"$work/$san.log" 2>&1 || failed=1
         res=$(summary "$work/$san.log")
-        fails=$(sed -n 's/^failed: //p' "$work/$san.log")
-        [ -z "$fails" ] || res="$res; failed: $fails"
     else
         res="build failed"; failed=1
     fi
@@ -99,8 +104,6 @@ if [ "${RELIABILITY_VALGRIND:-1}" = 1 ]; then
     make -s BUILD="$BUILD" valgrind ${RELIABILITY_VALGRIND_TESTS:+VALGRIND_TESTS="$RELIABILITY_VALGRIND_TESTS"} \
         >"$work/valgrind.log" 2>&1 || failed=1
     res=$(summary "$work/valgrind.log")
-    fails=$(sed -n 's/^failed: //p' "$work/valgrind.log")
-    [ -z "$fails" ] || res="$res; failed: $fails"
     row "valgrind memcheck: CLI tests (make valgrind)" "$res" "$(secs "$t0")"
 fi
 
