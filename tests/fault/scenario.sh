@@ -77,14 +77,21 @@ shim_run() {
         >"$out.out" 2>"$out.err"; exit $? ) 2>/dev/null || RC=$?
 }
 
+# run_op OP OUT ENV...: OP on a fresh copy of the base store, $W/s, under the shim with the
+# given CAIRN_FAULT_* settings (shim_run: exit status in $RC, output in OUT.out, OUT.err).
+run_op() {
+    local op=$1; shift
+    fresh "$W/s"
+    CMD=$(op_cmd "$op" "$W/s")
+    shim_run "$@"
+}
+
 # clean_count OP: how many counted calls a clean run of OP makes (the largest of 3 runs:
 # RocksDB's background threads make the count vary by a few).
 clean_count() {
     local op=$1 max=0 i n
     for i in 1 2 3; do
-        fresh "$T/s"
-        CMD=$(op_cmd "$op" "$T/s")
-        shim_run "$T/count" CAIRN_FAULT_COUNT="$T/count.n"
+        run_op "$op" "$T/count" CAIRN_FAULT_COUNT="$T/count.n"
         [ "$RC" = 0 ] || { cat "$T/count.err" >&2; fail "clean $op failed (exit $RC)"; }
         n=$(cut -d' ' -f1 "$T/count.n")
         [ "$n" -gt "$max" ] && max=$n

@@ -21,9 +21,7 @@ JOBS=${CRASH_JOBS:-2}
 # crash_point K: $op killed at call K on a fresh store, then checked; prints killed|ended.
 crash_point() {
     local k=$1
-    fresh "$W/s"
-    CMD=$(op_cmd "$op" "$W/s")
-    shim_run "$W/kill" CAIRN_FAULT_MODE=kill CAIRN_FAULT_AT="$k"
+    run_op "$op" "$W/kill" CAIRN_FAULT_MODE=kill CAIRN_FAULT_AT="$k"
     if [ "$RC" != 0 ] && [ "$RC" != 137 ]; then
         cat "$W/kill.err" >&2; fail "$op with a kill at call $k exited $RC, not 137 (SIGKILL)"
     fi

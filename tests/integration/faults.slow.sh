@@ -31,10 +31,8 @@ JOBS=${FAULT_JOBS:-2}
 # none (the run made fewer than K calls).
 fault_point() {
     local k=$1
-    fresh "$W/s"
-    CMD=$(op_cmd "$op" "$W/s")
     rm -f "$W/fault.log"
-    shim_run "$W/f" CAIRN_FAULT_MODE=$mode CAIRN_FAULT_AT=$k CAIRN_FAULT_STICKY=$sticky \
+    run_op "$op" "$W/f" CAIRN_FAULT_MODE=$mode CAIRN_FAULT_AT=$k CAIRN_FAULT_STICKY=$sticky \
         CAIRN_FAULT_LOG="$W/fault.log"
     [ -s "$W/fault.log" ] || { echo none; return 0; }
     local at what
@@ -62,10 +60,8 @@ for pass in "${passes[@]}"; do
   for op in $OPS; do
     for mode in $pmodes; do
         # A short write is a fault of the write family only: count those alone.
-        fresh "$T/s"
-        CMD=$(op_cmd "$op" "$T/s")
         if [ "$mode" = short ]; then
-            shim_run "$T/count" CAIRN_FAULT_MODE=short CAIRN_FAULT_COUNT="$T/count.n"
+            run_op "$op" "$T/count" CAIRN_FAULT_MODE=short CAIRN_FAULT_COUNT="$T/count.n"
             n=$(cut -d' ' -f1 "$T/count.n")
         else
             n=$(clean_count "$op")
