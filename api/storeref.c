@@ -51,7 +51,8 @@
  *             The PEEK view, if any, is retired at that moment: it lacks the commits made
  *             on the W-view and is never used again.
  *   CLOSING   r->closing set: the keeper decided to let go (idle for GRACE_MS, a waiter in
- *             lock.wait, spoiled) at a moment no job or reader held the handle; the W-view
+ *             lock.wait, spoiled) at a moment no job or reader held the handle, or a job
+ *             that will not leave it kept (a waiter, spoiled) ended as its last user; the W-view
  *             is withdrawn and no one takes the handle any more (api_store_get waits), so
  *             the calls in flight drain in a ms or two whatever the load, and the keeper
  *             closes it once r->refs and r->wpins are 0. Calls meanwhile wait for the PEEK
@@ -59,8 +60,9 @@
  *             set), cheap then as the close flushed the index's log; that view's stamp is
  *             taken after every commit made on the W-view.
  *   NOT KEPT  a job's end on a handle that will not be kept (spoiled, a waiter, keep off,
- *             no keeper thread, no memory for a W-view) withdraws the W-view, if any, and
- *             replaces the PEEK view before its answer, while it still holds the lock.
+ *             no keeper thread, no memory for a W-view), other than the CLOSING case above
+ *             (readers still on the handle, or no W-view), withdraws the W-view, if any,
+ *             and replaces the PEEK view before its answer, while it still holds the lock.
  * Invariants (check_state: a broken one is logged, "invariant broken", which the tests
  * look for): a current W-view implies the handle open in STORE_WRITE, not busy, not
  * closing, and pinned (wpins >= 1); no pin outlives the handle; the handle is closed only
@@ -233,7 +235,8 @@ static int tidy(api_storeref *r)
     return 0;
 }
 
-/* The keeper means to let the handle go (r->mu held, refs 0): no one takes it from now on
+/* The keeper means to let the handle go (r->mu held; refs 0, or 1: the last job's end):
+ * no one takes it from now on
  * (closing), and the W-view is withdrawn. Calls then wait for the PEEK view the keeper
  * opens after the close (view_opening, reopen): the current one, if any, predates the
  * W-view's commits. 1 when r->mu was let go (the caller looks again). */
@@ -388,9 +391,9 @@ void api_store_put(api_storeref *r, int mode)
     pthread_mutex_lock(&r->mu);
     if (--r->refs == 0) {
         if (r->mode != STORE_WRITE || r->keep_off || r->quit || r->spoiled || r->yielding) {
-            /* W-views alive (a W-view exists only while the keeper runs): the keeper
+            /* W-views alive or closing begun (only while the keeper runs): the keeper
              * withdraws them and closes once they are done. */
-            if (r->wview || r->wpins) pthread_cond_broadcast(&r->kcv);
+            if (r->wview || r->wpins || r->closing) pthread_cond_broadcast(&r->kcv);
             else close_locked(r);
         } else {
             r->idle_ms = store_now_ms();
@@ -780,6 +783,16 @@ static void write_end(api_storeref *r)
         check_state(r);
         pthread_mutex_unlock(&r->mu);
         view_close(dead);
+        return;
+    }
+    if (r->wview && r->refs == 1) {
+        /* Not kept, and this job is the handle's last user: closing begins now (nobody
+         * takes the handle), and the keeper closes it after the answer and opens the
+         * PEEK view the calls wait for, as when it lets go of an idle handle. */
+        while (close_begin(r)) {}
+        r->own_writing = 0;
+        check_state(r);
+        pthread_mutex_unlock(&r->mu);
         return;
     }
     /* Not kept (or no memory for a W-view): the PEEK view is replaced while this job still
