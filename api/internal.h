@@ -127,7 +127,8 @@ typedef struct {
      * that stamp lacks only the job's own, unacknowledged changes. */
     int own_writing;
     struct timespec own_base;
-    api_view *retired;        /* replaced views nobody uses, closed by the next opener */
+    api_view *retired;        /* replaced PEEK views nobody uses, closed by the next opener
+                               * or the keeper */
 } api_storeref;
 
 /* API_VIEW: not a store mode; api_store(r, API_VIEW) gives the read view (metadata routes:
@@ -142,8 +143,10 @@ void api_store_put(api_storeref *r, int mode);
 /* The writer handle is not to be used again (an ingest failed on it): closed once its
  * users are done, so the next ingest opens afresh (and finishes what the open finishes). */
 void api_store_spoil(api_storeref *r);
-/* The current read view (replaced first when the store changed since it opened); *out is
- * NULL with 0 returned when views are off for this store (an S3 node): use STORE_READ. */
+/* The current read view: the W-view while the writer is kept, else the PEEK view (replaced
+ * first when the store changed since it opened); *out is NULL with 0 returned when views
+ * are off for this store (an S3 node): use STORE_READ. Put it soon: while a W-view has
+ * users the keeper cannot let the store's lock go. */
 int api_view_get(api_storeref *r, api_view **out, store_err *e);
 void api_view_put(api_storeref *r, api_view *v);
 /* Once a writer job of this server has its handle (the store's lock held from there to its
