@@ -2,7 +2,8 @@
  *   1. parallel: pread a slice, zero-test and hash each page        (all cores)
  *   2. serial:   same id as the parent at this offset? seen in this ingest?  (no I/O)
  *   3. serial:   the rest looked up in the index in one multi_get
- *   4. misses are staged; full stages are compressed in parallel and appended to packs
+ *   4. misses are staged (stage.c): full groups are compressed by worker threads while the
+ *      next batches are hashed and classified, and appended to packs in staging order
  * Holes are never read: SEEK_DATA/SEEK_HOLE give the data extents and the recipe's
  * ids start zeroed (a zero id is a zero page). */
 #include <errno.h>
@@ -21,11 +22,11 @@
 #include <xxhash.h>
 
 #include "snapshotter/snapshotter.h"
+#include "snapshotter/stage.h"
 #include "store/toolbox.h"
 
 #define BATCH_PAGES 2048u             /* 8 MiB read per batch */
 #define SLICE_PAGES 128u              /* one parallel task */
-#define STAGE_GROUPS 8u               /* groups compressed per parallel round */
 
 typedef struct {
     store_t *s;
@@ -34,7 +35,6 @@ typedef struct {
     int verify;                      /* store_verify_dedup: every dedup hit is checked */
     struct h2 { store_id id; uint64_t h; } *h2;   /* verify: second hash of each id in seen */
     size_t h2n, h2cap;               /* open addressing, h2cap a power of two */
-    uint64_t seen_gen;               /* writer generation when seen was last cleared */
     /* current batch */
     int fd;
     uint64_t fsize;
@@ -46,14 +46,7 @@ typedef struct {
     const uint8_t *map;              /* the batch's pages mapped read-only, or NULL */
     int read_err;                    /* first -errno of a slice, 0 if none */
     const char *path;                /* the blob's input file, for messages */
-    /* new pages waiting for compression */
-    uint8_t *stage;
-    store_id stage_ids[STAGE_GROUPS * STORE_GROUP_PAGES];
-    unsigned nstage;
-    store_cctx *cctx[STAGE_GROUPS];
-    uint8_t *cbuf[STAGE_GROUPS];
-    ssize_t clen[STAGE_GROUPS];
-    size_t cbound;
+    snap_stage *stage;               /* new pages on their way to the packs */
     /* lookups */
     store_id *look_ids;
     uint32_t *look_pos;
@@ -145,40 +138,6 @@ static void hash_slice(void *arg, size_t t)
     }
 }
 
-static void compress_group(void *arg, size_t i)
-{
-    ingest *g = arg;
-    unsigned first = (unsigned)i * STORE_GROUP_PAGES;
-    unsigned n = g->nstage - first < STORE_GROUP_PAGES ? g->nstage - first : STORE_GROUP_PAGES;
-    g->clen[i] = store_group_compress(g->cctx[i], g->stage + (size_t)first * STORE_PAGE, n,
-                                      g->cbuf[i], g->cbound);
-}
-
-static int flush_stage(ingest *g, store_err *e)
-{
-    if (!g->nstage) return 0;
-    size_t ngroups = (g->nstage + STORE_GROUP_PAGES - 1) / STORE_GROUP_PAGES;
-    store_parallel(g->s, ngroups, compress_group, g);
-    for (size_t i = 0; i < ngroups; i++) {
-        unsigned first = (unsigned)i * STORE_GROUP_PAGES;
-        unsigned n = g->nstage - first < STORE_GROUP_PAGES ? g->nstage - first : STORE_GROUP_PAGES;
-        if (g->clen[i] < 0) return store_errf(e, -EIO, "compression failed");
-        int rc = store_writer_add_group(g->w, g->stage_ids + first, n, g->cbuf[i],
-                                        (size_t)g->clen[i], e);
-        if (rc) return rc;
-    }
-    g->nstage = 0;
-    /* Chunks of a full pack are in the index now: lookups find them, the set can forget
-     * them, and memory stays bounded by one pack whatever the size of the input. */
-    if (store_writer_generation(g->w) != g->seen_gen) {
-        g->seen_gen = store_writer_generation(g->w);
-        store_idset_clear(g->seen);
-        if (g->h2) memset(g->h2, 0, g->h2cap * sizeof *g->h2);
-        g->h2n = 0;
-    }
-    return 0;
-}
-
 /* A second hash, independent of the chunk id (unkeyed, other seed), for pages repeated
  * inside one ingest: their first copy is still staged or in a pack not yet indexed. */
 static uint64_t second_hash(const uint8_t *page) { return XXH3_64bits_withSeed(page, STORE_PAGE, 0x9e3779b97f4a7c15ULL); }
@@ -232,14 +191,33 @@ static int check_repeat(ingest *g, const store_id *id, uint64_t i, store_err *e)
     return x->h == second_hash(g->buf + i * STORE_PAGE) ? 0 : collision(g, id, i, e);
 }
 
+/* seen holds an id from its staging until its pack is indexed (the stage's indexed
+ * callback, seen_forget), so it is added after snap_stage_page, whose appends may call
+ * that back. */
+static int seen_add(void *arg, const store_id *id, const uint8_t *page)
+{
+    ingest *g = arg;
+    if (g->verify && h2_add(g, id, page, NULL)) return -ENOMEM;
+    return store_idset_add(g->seen, id) ? -ENOMEM : 0;
+}
+
+/* A pack's chunks are in the index now: lookups find them, the set can forget them, and
+ * memory stays bounded by one pack whatever the size of the input. What is staged and not
+ * in a pack yet stays. */
+static int seen_forget(void *arg, store_err *e)
+{
+    ingest *g = arg;
+    store_idset_clear(g->seen);
+    if (g->h2) memset(g->h2, 0, g->h2cap * sizeof *g->h2);
+    g->h2n = 0;
+    return snap_stage_pending(g->stage, seen_add, g) ? store_errf(e, -ENOMEM, "out of memory") : 0;
+}
+
 static int stage_page(ingest *g, const store_id *id, const uint8_t *page, store_err *e)
 {
-    if (g->verify && h2_add(g, id, page, e)) return -ENOMEM;
-    memcpy(g->stage + (size_t)g->nstage * STORE_PAGE, page, STORE_PAGE);
-    g->stage_ids[g->nstage++] = *id;
-    if (store_idset_add(g->seen, id)) return store_errf(e, -ENOMEM, "out of memory");
-    if (g->nstage == STAGE_GROUPS * STORE_GROUP_PAGES) return flush_stage(g, e);
-    return 0;
+    int rc = snap_stage_page(g->stage, id, page, e);
+    if (!rc && seen_add(g, id, page)) rc = store_errf(e, -ENOMEM, "out of memory");
+    return rc;
 }
 
 /* Steps 2-4 for the candidates of the batch (g->need). */
@@ -358,12 +336,8 @@ static void ingest_free(ingest *g)
 {
     store_idset_free(g->seen);
     free(g->h2);
+    snap_stage_free(g->stage);   /* first: its workers read the pages it holds */
     free(g->buf);
-    free(g->stage);
-    for (unsigned i = 0; i < STAGE_GROUPS; i++) {
-        store_cctx_free(g->cctx[i]);
-        free(g->cbuf[i]);
-    }
     free(g->look_ids);
     free(g->look_pos);
     free(g->look_locs);
@@ -458,22 +432,16 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
         }
     }
     g.buf = malloc((size_t)BATCH_PAGES * STORE_PAGE);
-    g.stage = malloc((size_t)STAGE_GROUPS * STORE_GROUP_PAGES * STORE_PAGE);
-    g.cbound = store_group_bound(STORE_GROUP_PAGES);
     g.look_ids = malloc(BATCH_PAGES * sizeof *g.look_ids);
     g.look_pos = malloc(BATCH_PAGES * sizeof *g.look_pos);
     g.found = malloc(BATCH_PAGES);
     g.need = malloc(BATCH_PAGES);
     g.seen = store_idset_new();
     if (g.verify) g.look_locs = malloc(BATCH_PAGES * sizeof *g.look_locs);
-    int nomem = (g.verify && !g.look_locs) || !g.seen || !g.need || !g.buf || !g.stage || !g.look_ids || !g.look_pos || !g.found;
-    for (unsigned i = 0; i < STAGE_GROUPS; i++) {
-        g.cctx[i] = store_cctx_new();
-        g.cbuf[i] = malloc(g.cbound);
-        nomem |= !g.cctx[i] || !g.cbuf[i];
-    }
+    int nomem = (g.verify && !g.look_locs) || !g.seen || !g.need || !g.buf || !g.look_ids || !g.look_pos || !g.found;
     if (!rc && nomem) rc = store_errf(e, -ENOMEM, "out of memory");
     if (!rc) rc = store_writer_open(s, &g.w, e);
+    if (!rc) rc = snap_stage_new(s, g.w, seen_forget, &g, &g.stage, e);
     /* The parent's recipe spares lookups only where the store says its chunks will stay
      * (on S3, gc across nodes: docs/s3.md); else every page is looked up. */
     int reuse = 1;
@@ -486,7 +454,9 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
         rc = ingest_blob(&g, &snap->blobs[i], fds[i], pb, req->blob_path[i], req->progress,
                          req->progress_arg, e);
     }
-    if (!rc) rc = flush_stage(&g, e);
+    if (!rc) rc = snap_stage_finish(g.stage, e);
+    snap_stage_free(g.stage);                     /* before the writer it borrows */
+    g.stage = NULL;
     if (!rc) {
         rc = store_writer_commit(g.w, snap, e);   /* frees the writer either way */
         g.w = NULL;
