@@ -149,6 +149,7 @@ struct store_writer {
     int fd;                     /* open .tmp pack, -1 if none */
     uint64_t pack;
     uint64_t off;
+    uint64_t written_back;      /* bytes of the open pack already handed to writeback */
     pack_group *groups;
     uint32_t ngroups, gcap;
     store_id *ids;              /* ids of the open pack, in group/slot order */

@@ -25,6 +25,7 @@
 #include "store/upload.h"
 
 #define ZSTD_LEVEL 3
+#define WRITEBACK_BYTES (4u << 20)
 
 char *pack_path(const store_t *s, uint64_t pack, int tmp)
 {
@@ -216,6 +217,7 @@ static int open_pack(store_writer *w, store_err *e)
         w->fd = fd;
         w->pack = n;
         w->off = PACK_HEADER_LEN;
+        w->written_back = 0;
         w->ngroups = w->nids = 0;
         return 0;
     }
@@ -303,6 +305,14 @@ int store_writer_add_group(store_writer *w, const store_id *ids, unsigned n, con
     }
     w->off += flen;
     w->bytes += flen;
+    /* Writeback starts now, in the background, instead of all at the fsync that makes the
+     * pack durable (a first snapshot's 32 MB pack: that fsync took 20 ms). Only a hint:
+     * the fsync still comes, and reports any write error. */
+    if (w->off - w->written_back >= WRITEBACK_BYTES) {
+        (void)sync_file_range(w->fd, (off_t)w->written_back, (off_t)(w->off - w->written_back),
+                              SYNC_FILE_RANGE_WRITE);
+        w->written_back = w->off;
+    }
     if (w->off >= PACK_TARGET_BYTES) return w->index_early ? commit_index_sealed(w, e) : pack_seal(w, e);
     return 0;
 }
