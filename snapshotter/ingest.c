@@ -1,7 +1,9 @@
 /* Ingest pipeline, one batch of BATCH_PAGES at a time:
- *   1. parallel: pread a slice, zero-test and hash each page        (all cores)
- *   2. serial:   same id as the parent at this offset? seen in this ingest?  (no I/O)
- *   3. serial:   the rest looked up in the index in one multi_get
+ *   1. parallel: map a slice, zero-test and hash each page; drop the pages the parent
+ *                holds: at this offset, or anywhere once its ids are in a set (held)  (all cores)
+ *   2. serial:   seen in this ingest? in the parent's set built since?  (no I/O)
+ *   3. serial:   the rest looked up in the index in one multi_get; the parent's set is
+ *                built once the lookups that found their id have cost as much as it
  *   4. misses are staged (stage.c): full groups are compressed by worker threads while the
  *      next batches are hashed and classified, and appended to packs in staging order
  * Holes are never read: SEEK_DATA/SEEK_HOLE give the data extents and the recipe's
@@ -32,6 +34,9 @@ typedef struct {
     store_t *s;
     store_writer *w;
     store_idset *seen;               /* ids this ingest stored: a repeat needs no lookup */
+    const store_snapshot *reusable;  /* the parent, when its chunks may be named unlooked-up */
+    store_idset *held;               /* every id of reusable's recipe, once built (held_build) */
+    uint64_t found_total;            /* lookups so far that found their id */
     int verify;                      /* store_verify_dedup: every dedup hit is checked */
     struct h2 { store_id id; uint64_t h; } *h2;   /* verify: second hash of each id in seen */
     size_t h2n, h2cap;               /* open addressing, h2cap a power of two */
@@ -78,8 +83,8 @@ static void install_sigbus(void)
     sigaction(SIGBUS, &sa, NULL);
 }
 
-/* Zero-tests and hashes one page; pages equal to the parent's at this offset are done,
- * the others are copied out as candidates for step 2. */
+/* Zero-tests and hashes one page; pages the parent holds (at this offset, or anywhere in
+ * its recipe once held is built) are done, the others are copied out as candidates. */
 static void hash_page(ingest *g, uint64_t i, const uint8_t *p)
 {
     uint64_t pg = g->first_page + i;
@@ -92,6 +97,7 @@ static void hash_page(ingest *g, uint64_t i, const uint8_t *p)
     store_chunk_id(g->s, p, id);
     if (store_id_is_zero(id)) g->read_err = -EILSEQ;   /* 2^-128: refuse, never guess */
     if (!g->verify && g->parent && pg < g->parent->npages && !memcmp(&g->parent->ids[pg], id, 16)) return;
+    if (g->held && store_idset_has(g->held, id)) return;
     g->need[i] = 1;
     memcpy(g->buf + i * STORE_PAGE, p, STORE_PAGE);
 }
@@ -220,6 +226,42 @@ static int stage_page(ingest *g, const store_id *id, const uint8_t *page, store_
     return rc;
 }
 
+/* Every id of the parent's recipe, whatever the blob or offset: a page found in it needs no
+ * lookup, for the reasons the same-offset shortcut needs none, none of which is about the
+ * offset. The id is the keyed hash of the page, so the page has that chunk's bytes (the
+ * verify mode, which doubts exactly that, takes neither shortcut). And the chunk stays
+ * stored until this snapshot is committed: locally, gc keeps every id that any manifest
+ * names, in any blob at any offset (gc/sweep.c), and its exclusive section re-reads the
+ * manifests that appeared meanwhile, the parent's among them; on S3, g->reusable is set
+ * only when store_writer_may_reuse said the parent's manifest is in the bucket and no
+ * fossil was pending, so each chunk it names has a copy that outlives this writer
+ * (docs/s3.md, rule 4). It pays when a guest moved pages (its page cache and heap do):
+ * each such page is found by a lookup otherwise, ~1.2 us of RocksDB multi_get. */
+static int held_build(ingest *g, store_err *e)
+{
+    const store_snapshot *p = g->reusable;
+    size_t n = 0;
+    for (int b = 0; b < p->nblobs; b++)
+        for (uint64_t k = 0; k < p->blobs[b].npages; k++) n += !store_id_is_zero(&p->blobs[b].ids[k]);
+    g->held = store_idset_new();
+    int rc = g->held ? store_idset_reserve(g->held, n) : -ENOMEM;
+    for (int b = 0; !rc && b < p->nblobs; b++)
+        for (uint64_t k = 0; !rc && k < p->blobs[b].npages; k++) rc = store_idset_add(g->held, &p->blobs[b].ids[k]);
+    return rc ? store_errf(e, -ENOMEM, "out of memory for the ids of the parent %s", p->id) : 0;
+}
+
+/* The set costs ~15 ns per page of the parent's recipe, each lookup that it would spare
+ * ~1.2 us: it is built once the lookups that found their id have cost about as much, so
+ * a second snapshot whose pages stayed in place (the usual case) never pays for it and
+ * one whose pages moved pays at most twice the best choice. */
+static int held_due(ingest *g, store_err *e)
+{
+    if (g->held || !g->reusable) return 0;
+    uint64_t pages = 0;
+    for (int b = 0; b < g->reusable->nblobs; b++) pages += g->reusable->blobs[b].npages;
+    return g->found_total >= pages / 64 ? held_build(g, e) : 0;
+}
+
 /* Steps 2-4 for the candidates of the batch (g->need). */
 static int classify_batch(ingest *g, store_err *e)
 {
@@ -232,12 +274,14 @@ static int classify_batch(ingest *g, store_err *e)
             if (rc) return rc;
             continue;
         }
+        if (g->held && store_idset_has(g->held, id)) continue;   /* hashed before held was built */
         g->look_ids[nlook] = *id;
         g->look_pos[nlook++] = (uint32_t)i;
     }
     if (!nlook) return 0;
     int rc = store_writer_lookup(g->w, g->look_ids, nlook, g->found, g->verify ? g->look_locs : NULL, e);
     if (rc) return rc;
+    for (size_t k = 0; k < nlook; k++) g->found_total += g->found[k];
     for (size_t k = 0; k < nlook; k++) {
         if (g->found[k] && g->verify) {
             rc = store_chunk_verify(g->s, &g->look_ids[k], &g->look_locs[k],
@@ -289,7 +333,8 @@ static int ingest_blob(ingest *g, store_blob *b, int fd, const store_blob *paren
                                   g->read_err == -ESTALE   ? "the file changed size while it was read"
                                   : g->read_err == -EILSEQ ? "a page hashed to the reserved zero id"
                                                            : strerror(-g->read_err));
-            int rc = classify_batch(g, e);
+            int rc = held_due(g, e);
+            if (!rc) rc = classify_batch(g, e);
             if (rc) return rc;
             if (progress) progress(parg, g->done_bytes + (p + g->npages) * STORE_PAGE, g->total_bytes);
         }
@@ -335,6 +380,7 @@ static int open_input(const char *path, int *fd, uint64_t *size, store_err *e)
 static void ingest_free(ingest *g)
 {
     store_idset_free(g->seen);
+    store_idset_free(g->held);
     free(g->h2);
     snap_stage_free(g->stage);   /* first: its workers read the pages it holds */
     free(g->buf);
@@ -446,6 +492,7 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
      * (on S3, gc across nodes: docs/s3.md); else every page is looked up. */
     int reuse = 1;
     if (!rc && parent && (reuse = store_writer_may_reuse(g.w, parent->id, 0, e)) < 0) rc = reuse;
+    if (parent && reuse == 1 && !g.verify) g.reusable = parent;
     g.total_bytes = snap ? snap->logical_bytes : 0;
     for (int i = 0; !rc && i < snap->nblobs; i++) {
         const store_blob *pb = NULL;

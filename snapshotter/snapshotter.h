@@ -3,11 +3,13 @@
  *
  * Cost grows with changed pages, not VM size: holes are skipped without reading
  * (SEEK_DATA/SEEK_HOLE), zero pages are recognised by a fast test, each page's id is
- * compared with the parent snapshot's id at the same offset before any index lookup,
+ * compared with the parent snapshot's id at the same offset (and, once many pages turn
+ * out to have moved, with a set of all the parent's ids) before any index lookup,
  * the rest are looked up in batches, and only new pages are compressed (on all cores).
  *
  * Memory: the recipes (16 bytes per page) plus fixed buffers (~16 MiB) plus 32 bytes per
- * new page (the set that dedups new pages within this ingest).
+ * new page (the set that dedups new pages within this ingest), plus 32-64 bytes per
+ * distinct chunk of the parent when its set is built.
  *
  * The store must be open for writing. Inputs must be regular files; anything else is
  * refused before a byte is stored.

@@ -38,25 +38,37 @@ int store_idset_has(const store_idset *s, const store_id *id)
     }
 }
 
+static int grow(store_idset *s, size_t nc)
+{
+    store_id *ns = calloc(nc, sizeof *ns);
+    if (!ns) return -ENOMEM;
+    for (size_t i = 0; i < s->cap; i++) {
+        if (store_id_is_zero(&s->slot[i])) continue;
+        size_t j = slot_of(&s->slot[i], nc - 1);
+        while (!store_id_is_zero(&ns[j])) j = (j + 1) & (nc - 1);
+        ns[j] = s->slot[i];
+    }
+    free(s->slot);
+    s->slot = ns;
+    s->cap = nc;
+    return 0;
+}
+
+int store_idset_reserve(store_idset *s, size_t n)
+{
+    size_t nc = s->cap ? s->cap : 1024;
+    while (nc < 2 * (s->n + n)) nc *= 2;
+    return nc == s->cap ? 0 : grow(s, nc);
+}
+
 int store_idset_add(store_idset *s, const store_id *id)
 {
-    if (store_id_is_zero(id) || store_idset_has(s, id)) return 0;
-    if ((s->n + 1) * 2 > s->cap) {
-        size_t nc = s->cap ? s->cap * 2 : 1024;
-        store_id *ns = calloc(nc, sizeof *ns);
-        if (!ns) return -ENOMEM;
-        for (size_t i = 0; i < s->cap; i++) {
-            if (store_id_is_zero(&s->slot[i])) continue;
-            size_t j = slot_of(&s->slot[i], nc - 1);
-            while (!store_id_is_zero(&ns[j])) j = (j + 1) & (nc - 1);
-            ns[j] = s->slot[i];
-        }
-        free(s->slot);
-        s->slot = ns;
-        s->cap = nc;
-    }
+    if (store_id_is_zero(id)) return 0;
+    if ((s->n + 1) * 2 > s->cap && !store_idset_has(s, id) && grow(s, s->cap ? s->cap * 2 : 1024))
+        return -ENOMEM;
     size_t i = slot_of(id, s->cap - 1);
-    while (!store_id_is_zero(&s->slot[i])) i = (i + 1) & (s->cap - 1);
+    for (; !store_id_is_zero(&s->slot[i]); i = (i + 1) & (s->cap - 1))
+        if (!memcmp(&s->slot[i], id, 16)) return 0;   /* there already */
     s->slot[i] = *id;
     s->n++;
     return 0;

@@ -175,6 +175,8 @@ typedef struct store_idset store_idset;
 store_idset *store_idset_new(void);
 void store_idset_free(store_idset *s);
 STORE_MUST_USE int store_idset_add(store_idset *s, const store_id *id);
+/* Room for n more ids without growing (one allocation instead of a chain of them). */
+STORE_MUST_USE int store_idset_reserve(store_idset *s, size_t n);
 STORE_MUST_USE int store_idset_has(const store_idset *s, const store_id *id);
 size_t store_idset_count(const store_idset *s);
 void store_idset_clear(store_idset *s);

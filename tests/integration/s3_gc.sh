@@ -110,6 +110,24 @@ snap_one a st2 0
 snap_one a st2 1
 must cairn gc --store "$T/c" --json >"$T/gc.l0.json"
 assert_json 'j["fossils_recorded"] > 0' "$T/gc.l0.json" "fossils before the lease test"
+# With a fossil pending, a writer names none of its parent's chunks unlooked-up, not even
+# those at other offsets (snapshotter/ingest.c, docs/s3.md rule 4): st2's pages moved, its
+# kept quarter (page j%4 == 0: only in st2's first pack, a fossil now) behind a hole, so a
+# writer that took them from its parent's recipe would store none of them again.
+"$PY" - "$T/data/st2-moved" <<'EOF2'
+import random, sys
+pages = [j for j in range(192) if j % 4] + [None] * 64 + [j for j in range(192) if j % 4 == 0]
+with open(sys.argv[1], "wb") as f:
+    for at, j in enumerate(pages):
+        if j is not None:
+            f.seek(at * 4096)
+            seed = f"common-{j}" if j % 16 == 15 else f"st2-{j}-{0 if j % 4 == 0 else 1}"   # as mem()
+            f.write(random.Random(seed).randbytes(4096))
+    f.truncate(len(pages) * 4096)
+EOF2
+must cairn snapshot --store "$T/a" --tenant acme --sandbox st2 --memory "$T/data/st2-moved" --json >"$T/st2m.json"
+assert_json 'j["new_chunks"] >= 48' "$T/st2m.json" "the moved pages of a fossil stored again"
+echo "$(json 'j["snapshot"]' "$T/st2m.json") st2 $T/data/st2-moved" >>"$T/acked"
 # The lease outlives the wait for ripe fossils by 8 s, so a gc slowed by a loaded machine
 # still starts (and lists, and decides) while it holds.
 until_ms=$(( $(date +%s%3N) + RIPE * 1000 + 8000 ))
