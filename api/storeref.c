@@ -52,23 +52,27 @@
  *             on the W-view and is never used again.
  *   CLOSING   r->closing set: the keeper decided to let go (idle for GRACE_MS, a waiter in
  *             lock.wait, spoiled) at a moment no job or reader held the handle, or a job
- *             that will not leave it kept (a waiter, spoiled) ended as its last user; the W-view
- *             is withdrawn and no one takes the handle any more (api_store_get waits), so
- *             the calls in flight drain in a ms or two whatever the load, and the keeper
- *             closes it once r->refs and r->wpins are 0. Calls meanwhile wait for the PEEK
- *             view the keeper opens right after the close (r->reopen, with view_opening
- *             set), cheap then as the close flushed the index's log; that view's stamp is
- *             taken after every commit made on the W-view.
+ *             that will not leave it kept (a waiter, spoiled) ended as its last user. No
+ *             one takes the handle any more (api_store_get waits), and the keeper closes it
+ *             once r->refs and r->wpins are 0. The W-view is withdrawn, so the calls in
+ *             flight drain in a ms or two whatever the load; the calls after it use a PEEK
+ *             view that lacks none of its commits: when idle, one the keeper opened before
+ *             withdrawing it (no job could start meanwhile, so it is as fresh; the calls
+ *             kept the W-view during that open and wait for nothing); else, so that a
+ *             waiter gets the lock sooner, one the keeper opens right after the close
+ *             (r->reopen, with view_opening set: calls wait for it), cheap then as the
+ *             close flushed the index's log.
  *   NOT KEPT  a job's end on a handle that will not be kept (spoiled, a waiter, keep off,
  *             no keeper thread, no memory for a W-view), other than the CLOSING case above
  *             (readers still on the handle, or no W-view), withdraws the W-view, if any,
  *             and replaces the PEEK view before its answer, while it still holds the lock.
  * Invariants (check_state: a broken one is logged, "invariant broken", which the tests
- * look for): a current W-view implies the handle open in STORE_WRITE, not busy, not
- * closing, and pinned (wpins >= 1); no pin outlives the handle; the handle is closed only
- * with refs and wpins 0; a reopen is pending only while closing, with view_opening set and
- * no PEEK view, so no call uses a PEEK view from before a W-view's commits. The heap is
- * trimmed by the keeper after a job's answer (TRIM_MS), not before it.
+ * look for): a current W-view implies the handle open in STORE_WRITE, not busy, pinned
+ * (wpins >= 1), and not closing unless the keeper's PEEK open is under way; no pin
+ * outlives the handle; the handle is closed only with refs and wpins 0; a reopen is
+ * pending only while closing, with view_opening set and no PEEK view, so no call uses a
+ * PEEK view from before a W-view's commits. The heap is trimmed by the keeper after a
+ * job's answer (TRIM_MS), not before it.
  *
  * The PEEK view: what it may serve, the index's records and the manifests, a commit
  * makes visible atomically (the manifest last), so it is never half a snapshot; it does
@@ -127,7 +131,8 @@ static void check(int ok, const char *what)
 /* The invariants of the state under r->mu (see the comment at the top). */
 static void check_state(api_storeref *r)
 {
-    check(!r->wview || (r->s && r->mode == STORE_WRITE && !r->closing && !r->busy), "a W-view without its kept writer");
+    check(!r->wview || (r->s && r->mode == STORE_WRITE && !r->busy), "a W-view without its kept writer");
+    check(!r->wview || !r->closing || r->view_opening, "a W-view offered while closing, no view opening");
     check(!r->wview || r->wpins >= 1, "a current W-view holds no pin");
     check(!r->wpins || r->s, "a W-view outlived its handle");
     check(!r->reopen || (r->closing && r->view_opening && !r->view), "a reopen nobody waits for");
@@ -236,11 +241,15 @@ static int tidy(api_storeref *r)
 }
 
 /* The keeper means to let the handle go (r->mu held; refs 0, or 1: the last job's end):
- * no one takes it from now on
- * (closing), and the W-view is withdrawn. Calls then wait for the PEEK view the keeper
- * opens after the close (view_opening, reopen): the current one, if any, predates the
- * W-view's commits. 1 when r->mu was let go (the caller looks again). */
-static int close_begin(api_storeref *r)
+ * no one takes it from now on (closing), and the W-view is withdrawn. Calls then use a
+ * PEEK view that lacks none of the W-view's commits: with open_first (idle: nobody waits
+ * for the lock), one opened here before the close, with the lock still held and no job
+ * able to start, while calls keep the W-view, so none waits; it replays the writer's log
+ * (tens of ms) on this thread. Else the one the keeper opens right after the close, which
+ * calls wait for (view_opening, reopen): a waiter gets the lock sooner. The current PEEK
+ * view, if any, predates the W-view's commits: retired. 1 when r->mu was let go (the
+ * caller looks again). */
+static int close_begin(api_storeref *r, int open_first)
 {
     if (r->wview && r->view_opening) {
         /* A PEEK open begun before the W-view: it ends first (it would publish over ours). */
@@ -249,10 +258,21 @@ static int close_begin(api_storeref *r)
     }
     r->closing = 1;
     if (!r->wview) return 0;
-    api_view *old = unref(r, r->view), *dead = unref(r, r->wview);
-    r->view = r->wview = NULL;
+    api_view *old = unref(r, r->view);
+    r->view = NULL;
     if (old) old->next = r->retired, r->retired = old;
-    r->view_opening = r->reopen = 1;
+    r->view_opening = 1;
+    store_err e;
+    if (open_first) {
+        pthread_mutex_unlock(&r->mu);
+        int rc = view_open(r, &e);
+        if (rc) fprintf(stderr, "cairn serve: opening the read view before letting the store go: %s (again after)\n", e.msg);
+        pthread_mutex_lock(&r->mu);
+        if (rc) r->view_opening = 1;
+    }
+    r->reopen = r->view_opening;
+    api_view *dead = unref(r, r->wview);
+    r->wview = NULL;
     check_state(r);
     if (!dead) return 0;
     pthread_mutex_unlock(&r->mu);
@@ -285,7 +305,7 @@ static void *keeper(void *arg)
         if (w < 0 && !warned++) fprintf(stderr, "cairn serve: %s: not keeping the store open\n", e.msg);
         if (w) r->yielding = 1;           /* unknown: as if someone waited */
         if (!r->refs && (r->yielding || r->spoiled || store_now_ms() - r->idle_ms >= r->keep_ms)) {
-            close_begin(r);
+            close_begin(r, !r->yielding && !r->spoiled);
             continue;
         }
         struct timespec ts;
@@ -789,7 +809,7 @@ static void write_end(api_storeref *r)
         /* Not kept, and this job is the handle's last user: closing begins now (nobody
          * takes the handle), and the keeper closes it after the answer and opens the
          * PEEK view the calls wait for, as when it lets go of an idle handle. */
-        while (close_begin(r)) {}
+        while (close_begin(r, 0)) {}
         r->own_writing = 0;
         check_state(r);
         pthread_mutex_unlock(&r->mu);
