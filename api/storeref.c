@@ -716,12 +716,15 @@ int api_view_get(api_storeref *r, api_view **out, store_err *e)
             pthread_mutex_unlock(&r->mu);
             int rc = view_open(r, e);
             if (rc) return rc;
-            /* Opened after this call began (or a newer one since): fresh enough for it. */
+            /* Opened after this call began (or a newer one since): fresh enough for it.
+             * A job's end may have retired it for a W-view meanwhile: that one, then. */
             pthread_mutex_lock(&r->mu);
-            r->view->refs++;
-            *out = r->view;
-            pthread_mutex_unlock(&r->mu);
-            return 0;
+            if (!(*out = wview_get(r)) && (*out = r->view)) r->view->refs++;
+            if (*out) {
+                pthread_mutex_unlock(&r->mu);
+                return 0;
+            }
+            continue;          /* no view at all now (a W-view came and went): again */
         }
         pthread_cond_wait(&r->cv, &r->mu);
     }
