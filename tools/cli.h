@@ -35,6 +35,13 @@ typedef struct {
     size_t n;
 } cli_args;
 
+/* What a listing command's callback writes into: with --json, the entries' array (the
+ * command's, printed or freed at the end); without, nothing (lines are printed as they come). */
+typedef struct {
+    json_t *list;
+    int json;
+} cli_listing;
+
 /* Parses --name VALUE / --name=VALUE / --flag; --store and --json are always accepted.
  * Positional arguments go to pos (NULL: none allowed; "--" ends the options; free pos->v).
  * Returns 0 or EXIT_USAGE (after printing the command's usage). */

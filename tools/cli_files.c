@@ -84,14 +84,9 @@ static void entry_line(const store_fentry *f)
     fputc('\n', stdout);
 }
 
-typedef struct {
-    json_t *list;
-    int json;
-} ls_ctx;
-
 static int ls_entry(void *arg, const store_fentry *f)
 {
-    ls_ctx *l = arg;
+    cli_listing *l = arg;
     if (!l->json) {
         entry_line(f);
         return 0;
@@ -122,7 +117,7 @@ int cmd_ls(int argc, char **argv)
     char *p = restore_norm_path(path);
     if (!p || !store_findex_get(fi, p)) rc = cli_fail(EXIT_FAIL, "ls", "%s: no such path in snapshot %s", path, snap->id);
     else rc = audit(s, "ls", actor, snap, (const char *const *)&p, 1, 0, NULL) ? EXIT_FAIL : 0;
-    ls_ctx l = {.list = json_array(), .json = c.json};
+    cli_listing l = {.list = json_array(), .json = c.json};
     if (!rc) {
         if (fi->warning) fprintf(stderr, "cairn ls: warning: the file index is partial: %s\n", fi->warning);
         store_err e;
@@ -273,14 +268,9 @@ int cmd_extract(int argc, char **argv)
     return rc;
 }
 
-typedef struct {
-    json_t *list;
-    int json;
-} audit_ctx;
-
 static int audit_line(void *arg, const char *line)
 {
-    audit_ctx *a = arg;
+    cli_listing *a = arg;
     json_t *j = json_loads(line, 0, NULL);
     if (!j) return 0;
     if (a->json) {
@@ -321,7 +311,7 @@ int cmd_audit(int argc, char **argv)
     if (rc) return rc;
     store_t *s = cli_open("audit", &c, STORE_READ);
     if (!s) return EXIT_FAIL;
-    audit_ctx a = {.list = json_array(), .json = c.json};
+    cli_listing a = {.list = json_array(), .json = c.json};
     store_err e;
     rc = store_audit_read(s, audit_line, &a, &e);
     store_close(s);

@@ -160,14 +160,9 @@ int cmd_restore(int argc, char **argv)
     return EXIT_OK;
 }
 
-typedef struct {
-    json_t *list;
-    int json;
-} list_ctx;
-
 static int print_snapshot(void *arg, const store_snaprec *r)
 {
-    list_ctx *l = arg;
+    cli_listing *l = arg;
     if (l->json) {   /* the store's record is the documented output */
         json_t *j = json_loads(r->json, 0, NULL);
         if (!j) return 1;
@@ -192,7 +187,7 @@ int cmd_snapshots(int argc, char **argv)
     if (!sandbox) return cli_usage(cli_find("snapshots"), "--sandbox is required");
     store_t *s = cli_open("snapshots", &c, STORE_READ);
     if (!s) return EXIT_FAIL;
-    list_ctx l = {.list = json_array(), .json = c.json};
+    cli_listing l = {.list = json_array(), .json = c.json};
     if (!c.json) printf("%-20s  %-20s  %10s  %10s\n", "SNAPSHOT", "TIME", "LOGICAL", "NEW");
     store_err e;
     rc = store_snapshot_records(s, sandbox, print_snapshot, &l, &e);
