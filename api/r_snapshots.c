@@ -124,22 +124,29 @@ void r_snapshot_create(api_req *r)
     }
     if (!rc) {
         double t0 = secs();
-        snap_prepare_index(&req);        /* before the store's lock: no writer waits on it */
+        snap_index_start(&req);          /* beside the ingest (snapshotter.h) */
         store_t *s = api_store(r, STORE_WRITE);
         store_snapshot *snap = NULL;
-        if (!s) {
-            store_findex_free(req.files);
-        } else {
-            rc = owner_check(r, s, tenant, sandbox);
-            if (rc) store_findex_free(req.files);
-            else if ((rc = snap_ingest(s, &req, &snap, &e))) {
+        if (s && !(rc = owner_check(r, s, tenant, sandbox))) {
+            rc = snap_ingest(s, &req, &snap, &e);
+            if (rc == -EINPROGRESS) {    /* a slow walk finishes without the store's lock */
+                api_store_done(r, STORE_WRITE);
+                snap_index_wait(&req);
+                s = api_store(r, STORE_WRITE);
+                rc = s ? snap_ingest(s, &req, &snap, &e) : 0;
+            }
+            if (rc) {
                 for (int i = 0; i < 3; i++)
                     if (fds[i] >= 0) api_path_unproc(e.msg, sizeof e.msg, real[i], in[i]);
                 api_fail(r, 500, "ingest_failed", "%s; nothing was stored", e.msg);
             }
+        }
+        if (s) {
             if (rc) api_store_failed(r);
             api_store_done(r, STORE_WRITE);
         }
+        snap_index_wait(&req);
+        store_findex_free(req.files);    /* NULL when the snapshot took it */
         if (snap) {
             json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "snapshot", snap->id, "tenant", snap->tenant,
                                   "sandbox", snap->sandbox, "logical_bytes", (json_int_t)snap->logical_bytes,

@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <linux/magic.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -422,8 +423,91 @@ void snap_prepare_index(snap_request *req)
     }
 }
 
+struct snap_index_job {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;               /* CLOCK_MONOTONIC */
+    int done;
+};
+
+static void *index_main(void *arg)
+{
+    snap_request *req = arg;
+    snap_prepare_index(req);
+    struct snap_index_job *j = req->index_job;
+    pthread_mutex_lock(&j->mu);
+    j->done = 1;
+    pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+void snap_index_start(snap_request *req)
+{
+    struct snap_index_job *j = calloc(1, sizeof *j);
+    pthread_condattr_t ca;
+    int ok = j && !pthread_condattr_init(&ca);
+    if (ok) {
+        ok = !pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) && !pthread_cond_init(&j->cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (ok && pthread_mutex_init(&j->mu, NULL)) {
+        pthread_cond_destroy(&j->cv);
+        ok = 0;
+    }
+    if (ok) {
+        req->index_job = j;
+        if (!pthread_create(&j->thread, NULL, index_main, req)) return;
+        req->index_job = NULL;
+        pthread_mutex_destroy(&j->mu);
+        pthread_cond_destroy(&j->cv);
+    }
+    free(j);
+    snap_prepare_index(req);         /* no thread: the walk costs its time here, as before */
+}
+
+/* The walk is done, or ms have passed: 1 if it is done (and joined). */
+static int index_join(snap_request *req, int64_t ms)
+{
+    struct snap_index_job *j = req->index_job;
+    if (!j) return 1;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&j->mu);
+    int w = 0;
+    while (!j->done && w != ETIMEDOUT)
+        w = ms < 0 ? pthread_cond_wait(&j->cv, &j->mu) : pthread_cond_timedwait(&j->cv, &j->mu, &until);
+    int done = j->done;
+    pthread_mutex_unlock(&j->mu);
+    if (!done) return 0;
+    pthread_join(j->thread, NULL);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+    req->index_job = NULL;
+    return 1;
+}
+
+void snap_index_wait(snap_request *req) { (void)index_join(req, -1); }
+
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+#define INDEX_WAIT_MIN_MS 100
+
 int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *e)
 {
+    int64_t t0 = mono_ms();
     *out = NULL;
     if (store_name_valid(req->tenant) || store_name_valid(req->sandbox))
         return store_errf(e, -EINVAL, "tenant and sandbox names are 1-128 of [A-Za-z0-9._-], "
@@ -456,12 +540,9 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
         if (!b->ids) rc = store_errf(e, -ENOMEM, "%s: out of memory for its recipe", req->blob_path[i]);
         snap->logical_bytes += b->size;
     }
-    /* The disk's file index (unless the caller built it before taking the store's lock). */
-    if (!rc && !req->index_tried) snap_prepare_index(req);
-    if (!rc && req->files) {
-        snap->files = req->files;          /* the snapshot owns it now */
-        req->files = NULL;
-    }
+    /* The disk's file index, unless the caller built it before taking the store's lock or
+     * started it (joined before the commit). */
+    if (!rc && !req->index_job && !req->index_tried) snap_prepare_index(req);
     if (!rc) {
         if (req->template_name) snprintf(snap->template_name, sizeof snap->template_name, "%s", req->template_name);
         snprintf(snap->tenant, sizeof snap->tenant, "%s", req->tenant);
@@ -504,6 +585,21 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
     if (!rc) rc = snap_stage_finish(g.stage, e);
     snap_stage_free(g.stage);                     /* before the writer it borrows */
     g.stage = NULL;
+    /* A walk still running may hold the store's lock only as long again as the ingest took:
+     * past that the caller lets the store go while it finishes, and takes the snapshot again
+     * (so a slow image costs the lock little, and neither the snapshot nor its index). On S3
+     * the writer's commit bound (20 min, docs/s3.md) is not at stake: the wait is also cut
+     * by the walk's own limits (a few minutes with a journal replay), started before. */
+    if (!rc && req->index_job) {
+        int64_t took = mono_ms() - t0;
+        if (!index_join(req, took > INDEX_WAIT_MIN_MS ? took : INDEX_WAIT_MIN_MS))
+            rc = store_errf(e, -EINPROGRESS, "the disk's file index is still being built after %lld ms "
+                            "of ingest: take the snapshot again once it is", (long long)(mono_ms() - t0));
+    }
+    if (!rc && req->files) {
+        snap->files = req->files;          /* the snapshot owns it now */
+        req->files = NULL;
+    }
     if (!rc) {
         rc = store_writer_commit(g.w, snap, e);   /* frees the writer either way */
         g.w = NULL;
@@ -513,8 +609,10 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
         if (fds[i] >= 0) close(fds[i]);
     ingest_free(&g);
     store_snapshot_free(parent);
-    store_findex_free(req->files);         /* not moved into a snapshot: an early error */
-    req->files = NULL;
+    if (!req->index_job) {                 /* else the walk's, for the caller after snap_index_wait */
+        store_findex_free(req->files);     /* not moved into a snapshot: an early error */
+        req->files = NULL;
+    }
     if (rc) {
         store_snapshot_free(snap);
         return rc;

@@ -77,6 +77,8 @@ typedef struct {
     store_findex *files;              /* the disk's index, if built ahead (snap_prepare_index);
                                          snap_ingest takes ownership and frees or keeps it */
     int index_tried;                  /* set by snap_prepare_index: not tried twice */
+    struct snap_index_job *index_job; /* snap_index_start's walk until joined; while it is set,
+                                         files, warning and index_tried are the walk's */
     int template_add;                 /* storing a template: tenant STORE_TEMPLATE_TENANT,
                                          sandbox from store_template_sandbox. Only then are
                                          reserved names ('_...') accepted. */
@@ -86,6 +88,18 @@ typedef struct {
  * store for writing, so the walk and any journal replay do not hold the store's lock.
  * Does nothing without a policy or a disk. Problems become req->warning. */
 void snap_prepare_index(snap_request *req);
+
+/* snap_prepare_index on a thread of its own (or now, when no thread can be made), so that
+ * the walk overlaps the store's open and the ingest's hashing. Call it before taking the
+ * store's lock; snap_ingest joins it before its commit, waiting for it at most as long as
+ * the ingest itself took (>= 100 ms), so that a slow image holds the lock at most that much
+ * longer. Past that snap_ingest returns -EINPROGRESS, having stored nothing: the caller
+ * lets the store go, calls snap_index_wait, takes the store again and calls snap_ingest
+ * again. After snap_ingest, whatever it returned, the caller calls snap_index_wait and
+ * frees req->files (NULL when the snapshot took it). */
+void snap_index_start(snap_request *req);
+/* Waits for snap_index_start's walk; a no-op when none runs. */
+void snap_index_wait(snap_request *req);
 
 /* Ingests the request's files and commits one snapshot. On success *out is the committed
  * snapshot (free with store_snapshot_free); on failure nothing is acknowledged and only

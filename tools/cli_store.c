@@ -88,20 +88,24 @@ int cmd_snapshot(int argc, char **argv)
     if (disk && !no_index && snap_policy_load(c.store, policy, classes, &pol, &pe))
         return cli_fail(EXIT_USAGE, "snapshot", "%s", pe.msg);
     req.policy = pol;
-    snap_prepare_index(&req);            /* before the store's lock: no writer waits on it */
+    snap_index_start(&req);              /* beside the store's open and the ingest (snapshotter.h) */
 
     double t0 = cli_seconds();
     store_t *s = cli_open("snapshot", &c, STORE_WRITE);
-    if (!s) {
-        store_findex_free(req.files);
-        snap_policy_free(pol);
-        return EXIT_FAIL;
-    }
     store_snapshot *snap = NULL;
     store_err e;
-    rc = snap_ingest(s, &req, &snap, &e);
+    rc = s ? snap_ingest(s, &req, &snap, &e) : 0;
+    if (rc == -EINPROGRESS) {            /* a slow walk finishes without the store's lock */
+        store_close(s);
+        snap_index_wait(&req);
+        s = cli_open("snapshot", &c, STORE_WRITE);
+        rc = s ? snap_ingest(s, &req, &snap, &e) : 0;
+    }
     store_close(s);
+    snap_index_wait(&req);               /* the walk reads the policy */
+    store_findex_free(req.files);
     snap_policy_free(pol);
+    if (!s) return EXIT_FAIL;
     cli_progress_end();
     if (req.warning[0]) fprintf(stderr, "cairn snapshot: warning: %s\n", req.warning);
     if (rc) return cli_fail(EXIT_FAIL, "snapshot", "%s; nothing was stored", e.msg);

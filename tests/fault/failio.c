@@ -14,11 +14,14 @@
  *                           the file FAILIO_WRITE_WHILE names exists (always when unset):
  *                           a long-running server can be given the fault and have it lifted
  *   FAILIO_LOG=1            one line on stderr per failure injected
+ *   FAILIO_SLOW_EXT2FS_MS=N ext2fs_open2 sleeps N ms first (not a failure): a disk whose file
+ *                           index takes long, for the tests of the walk beside the ingest
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <dirent.h>
+#include <ext2fs/ext2fs.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
@@ -26,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { MAXDIRS = 64 };
@@ -183,4 +187,16 @@ ssize_t write(int fd, const void *buf, size_t n)
         return -1;
     }
     return real(fd, buf, n);
+}
+
+errcode_t ext2fs_open2(const char *name, const char *io_options, int flags, int superblock,
+                       unsigned int block_size, io_manager manager, ext2_filsys *ret_fs)
+{
+    static errcode_t (*real)(const char *, const char *, int, int, unsigned int, io_manager, ext2_filsys *);
+    if (!real) real = (errcode_t(*)(const char *, const char *, int, int, unsigned int, io_manager,
+                                    ext2_filsys *))dlsym(RTLD_NEXT, "ext2fs_open2");
+    long ms = env_long("FAILIO_SLOW_EXT2FS_MS", 0);
+    struct timespec t = {ms / 1000, ms % 1000 * 1000000L};
+    while (ms > 0 && nanosleep(&t, &t) < 0) {}
+    return real(name, io_options, flags, superblock, block_size, manager, ret_fs);
 }
