@@ -150,17 +150,12 @@ typedef struct {
     const char *actor, *sandbox;     /* NULL: any */
 } audit_filter;
 
-static int audit_line(void *arg, const char *line)
+static int audit_line(void *arg, json_t *j)
 {
     audit_filter *f = arg;
-    json_t *j = json_loads(line, 0, NULL);
-    if (!j) return 0;      /* a torn last line of a crash is not an entry */
     const char *a = json_string_value(json_object_get(j, "actor")), *sb = json_string_value(json_object_get(j, "sandbox"));
-    if ((f->actor && (!a || strcmp(a, f->actor))) || (f->sandbox && (!sb || strcmp(sb, f->sandbox)))) {
-        json_decref(j);
-        return 0;
-    }
-    return json_array_append_new(f->list, j) ? -ENOMEM : 0;
+    if ((f->actor && (!a || strcmp(a, f->actor))) || (f->sandbox && (!sb || strcmp(sb, f->sandbox)))) return 0;
+    return json_array_append(f->list, j) ? -ENOMEM : 0;
 }
 
 /* ?actor=NAME&sandbox=NAME keep the entries of that actor / sandbox; ?limit=N the newest N. */

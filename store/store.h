@@ -427,8 +427,11 @@ STORE_MUST_USE int store_blob_read(store_t *s, const store_snapshot *snap, const
  * DIR/audit.log: one JSON object per line, appended and fsynced before an audited read
  * runs (if the append fails, the read must not run). */
 STORE_MUST_USE int store_audit_append(store_t *s, const char *json_line, store_err *e);
-/* Calls fn for each line, oldest first; stops early when fn returns non-zero. */
-STORE_MUST_USE int store_audit_read(store_t *s, int (*fn)(void *arg, const char *line), void *arg, store_err *e);
+/* Calls fn with each entry, oldest first (j is borrowed: json_incref to keep it). fn
+ * returns 0 to go on or a negative errno, which ends the read and is returned. A line that
+ * is not a JSON object is a torn append when it is the last one (skipped: its read never
+ * ran), and damage otherwise (-EBADMSG naming the line): never skipped in silence. */
+STORE_MUST_USE int store_audit_read(store_t *s, int (*fn)(void *arg, struct json_t *j), void *arg, store_err *e);
 /* DIR/events.log (lifecycle events): store/events.h. */
 
 /* ---- writing ----------------------------------------------------------------------- */

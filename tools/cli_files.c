@@ -268,15 +268,10 @@ int cmd_extract(int argc, char **argv)
     return rc;
 }
 
-static int audit_line(void *arg, const char *line)
+static int audit_line(void *arg, json_t *j)
 {
     cli_listing *a = arg;
-    json_t *j = json_loads(line, 0, NULL);
-    if (!j) return 0;
-    if (a->json) {
-        json_array_append_new(a->list, j);
-        return 0;
-    }
+    if (a->json) return json_array_append(a->list, j) ? -ENOMEM : 0;
     /* Every field as escaped text: an actor or path holding a newline must not print as a
      * line of its own (a forged entry). */
     static const char *const field[] = {"time", "actor", "command", "tenant", "sandbox", "snapshot"};
@@ -300,7 +295,6 @@ static int audit_line(void *arg, const char *line)
         put_path(stdout, why);
     }
     printf("\n");
-    json_decref(j);
     return 0;
 }
 

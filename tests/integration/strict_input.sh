@@ -78,6 +78,16 @@ assert_grep '^[^ ]+  eve\\x0a2030' "$T/audit.txt" "the actor is shown escaped"
 assert_grep 'output/a\\x0ab\.txt$' "$T/audit.txt" "the path is shown escaped"
 must cairn audit --store "$S" --json >"$T/audit.json"
 assert_json "j['entries'][0]['actor'] == '''$forged'''" "$T/audit.json" "JSON keeps the exact actor"
+# a torn last line (a crash mid-append: that read never ran) is not an entry; a damaged
+# line with entries after it is an error naming the line, never skipped in silence
+cp "$S/audit.log" "$T/audit.keep"
+printf '{"time":"2030-01-01T00:00:00Z","act' >>"$S/audit.log"
+must cairn audit --store "$S" --json >"$T/audit.json"
+assert_json 'len(j["entries"]) == 2' "$T/audit.json" "a torn last line is not an entry"
+{ head -n 1 "$T/audit.keep"; echo 'garbage'; tail -n 1 "$T/audit.keep"; } >"$S/audit.log"
+expect 1 cairn audit --store "$S" --json >/dev/null
+assert_grep 'audit.log line 2: not a JSON object \(damaged\)' "$T/err" "a damaged line is named"
+cp "$T/audit.keep" "$S/audit.log"
 # ---- names: every --tenant/--sandbox is checked with the store's rule, never looked up
 for bad in '../../etc' 's1@latest' '../x' '.hidden' 'a/b' '' "$(printf 'x%.0s' $(seq 129))"; do
     expect 2 cairn snapshots --store "$S" --sandbox "$bad" >/dev/null
