@@ -14,8 +14,8 @@
  * Writers (store/gone.c) never deduplicate against a fossil recorded before they opened,
  * and commit within the bound of their open or not at all: so a fossil recorded after a
  * writer opened is deleted only after that writer's manifest is visible to epoch 2.
- * Times are the wall clock, never --now (which only moves retention); a record this boot of
- * this machine wrote must also be old by its boot clock (no step moves that one).
+ * Ages are the bucket's clock (a record's Last-Modified against store_bucket_now), never a
+ * node's wall clock and never --now (which only moves retention).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -177,10 +177,13 @@ int gc_sweep_remote(const char *dir, store_gc_lease *lease, const gc_sweep_opts 
      * listing is not in the candidate set of this run unless the pack listing saw it, and
      * then it is only made a fossil (its writer's manifest resurrects it at epoch 2). */
     if (!rc) rc = store_gc_records(s, STORE_GC_FOSSILS, &recs, &nrecs, e);
-    store_gc_clock now;
-    store_gc_clock_now(&now);
+    /* The bucket's time after the records' listing and before the manifests': a record
+     * ripe by it was PUT more than the bound before the manifests are listed, on the
+     * bucket's clock (docs/s3.md, "Whose clock"). */
+    int64_t now = 0;
+    if (!rc) rc = store_bucket_now(s, &now, e);
     for (size_t i = 0; !rc && i < nrecs; i++) {
-        vec *to = store_gc_record_ripe(&recs[i], &now, wait) ? &ripe : &young;
+        vec *to = store_gc_record_ripe(&recs[i], now, wait) ? &ripe : &young;
         for (size_t k = 0; !rc && k < recs[i].npacks; k++)
             if (vec_push(to, recs[i].packs[k])) rc = store_errf(e, -ENOMEM, "out of memory");
         for (size_t k = 0; !rc && to == &ripe && k < recs[i].nmoved; k++)
@@ -261,7 +264,7 @@ int gc_sweep_remote(const char *dir, store_gc_lease *lease, const gc_sweep_opts 
     }
     if (!rc) r->freed_bytes += del_bytes;
     for (size_t i = 0; !rc && i < nrecs; i++)
-        if (store_gc_record_ripe(&recs[i], &now, wait)) rc = store_gc_record_del(s, recs[i].name, e);
+        if (store_gc_record_ripe(&recs[i], now, wait)) rc = store_gc_record_del(s, recs[i].name, e);
 
     /* Epoch 1: what no fossil record names yet. Each live chunk is held by one pack only
      * (the lowest-numbered that has it): other copies (two nodes that stored the same page

@@ -6,7 +6,7 @@
  *   put        store an object (whole); durable when it returns 0
  *   get        exact byte range of an object (-ENOENT if it does not exist)
  *   get_all    a whole object (malloc'd)
- *   list       names under a prefix, with sizes, in name order
+ *   list       names under a prefix, with sizes and times written, in name order
  *   list_after the same, only names after a given one (S3: start-after, so it costs per new name)
  *   del        remove an object (a missing one is not an error)
  * plus what lifecycle events and the audit trail need:
@@ -35,7 +35,12 @@
 #include "store/store.h"
 
 typedef struct store_backend store_backend;
-typedef int (*backend_list_fn)(void *arg, const char *name, uint64_t size);
+/* mtime_ms: when the object was last written, on the clock of whoever keeps the truth (the
+ * bucket's Last-Modified; a folder's mtime): ages of other nodes' records are judged on it,
+ * never on this node's clock (docs/s3.md, "Whose clock"). */
+typedef int (*backend_list_fn)(void *arg, const char *name, uint64_t size, int64_t mtime_ms);
+/* How far a listed time may be below the true one: libs3 truncates to whole seconds. */
+#define BACKEND_MTIME_SLACK_MS 1000
 
 typedef struct {
     int (*put)(store_backend *b, const char *name, const void *buf, size_t len, store_err *e);

@@ -56,6 +56,7 @@ static int lb_get_all(store_backend *b, const char *name, uint8_t **out, size_t 
 typedef struct {
     char *name;
     uint64_t size;
+    int64_t mtime_ms;
 } entry;
 
 static int cmp_entry(const void *a, const void *b)
@@ -110,6 +111,7 @@ static int lb_list(store_backend *b, const char *prefix, backend_list_fn fn, voi
             rc = -ENOMEM;
             break;
         }
+        v[n].mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
         v[n++].size = (uint64_t)st.st_size;
     }
     if (!rc && errno) rc = -errno;
@@ -118,7 +120,7 @@ static int lb_list(store_backend *b, const char *prefix, backend_list_fn fn, voi
     free(dir);
     if (!rc) qsort(v, n, sizeof *v, cmp_entry);
     for (size_t i = 0; i < n; i++) {
-        if (!rc && fn(arg, v[i].name, v[i].size)) rc = 1;
+        if (!rc && fn(arg, v[i].name, v[i].size, v[i].mtime_ms)) rc = 1;
         free(v[i].name);
     }
     free(v);
@@ -131,10 +133,10 @@ typedef struct {
     void *arg;
 } after_ctx;
 
-static int after_one(void *arg, const char *name, uint64_t size)
+static int after_one(void *arg, const char *name, uint64_t size, int64_t mtime_ms)
 {
     after_ctx *a = arg;
-    return strcmp(name, a->after) > 0 ? a->fn(a->arg, name, size) : 0;
+    return strcmp(name, a->after) > 0 ? a->fn(a->arg, name, size, mtime_ms) : 0;
 }
 
 /* A folder lists whole anyway: the names up to `after` are only skipped. */

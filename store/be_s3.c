@@ -64,8 +64,9 @@ typedef struct {
     int nomem;
 } name_list;
 
-static int collect(void *arg, const char *name, uint64_t size)
+static int collect(void *arg, const char *name, uint64_t size, int64_t mtime_ms)
 {
+    (void)mtime_ms;
     (void)size;
     name_list *l = arg;
     if (l->n == l->cap) {

@@ -59,6 +59,13 @@ static int commit_sequence(store_t *s, int64_t now, int64_t *seq, store_err *e)
         rocksdb_iter_destroy(it);
         if (rc) return rc;
     }
+    /* On S3 not below the bucket's clock either (as last read, plus the time since by the
+     * monotonic clock: a lower bound), so a writer whose clock is behind still names its
+     * manifests within the other nodes' refresh window (refresh.c). */
+    if (s->bucket_mono_ms) {
+        int64_t b = s->bucket_ms + (store_mono_ms() - s->bucket_mono_ms);
+        if (b > now) now = b;
+    }
     int64_t t = now & 0xffffffffffffLL;
     if (t <= s->last_id_ms) t = s->last_id_ms + 1;
     s->last_id_ms = t;

@@ -2,16 +2,27 @@
  * docs/s3.md): the lease gc/lease, fossil records gc/fossils/…, deletion records
  * gc/deleted/…. This file is their one encoder and parser.
  *
- *   gc/lease                     node=%06x expires_ms=… nonce=%016llx (one per line)
- *   gc/fossils/<13 ms>-<node>-<rand>.json  {"at_ms":…, "boot":"…", "boot_ms":…,
- *                                "packs":["%016llx",…], "moved":["%016llx",…]}: the wall
- *                                clock, the boot id and CLOCK_BOOTTIME of the writer (boot
- *                                fields absent in older records), packs made fossils, and the packs
- *                                that hold the live chunks of the rewritten ones
+ *   gc/lease                     node=%06x ttl_ms=… nonce=%016llx (one per line): it
+ *                                ends ttl_ms after its Last-Modified, on the bucket's clock
+ *   gc/fossils/<13 ms>-<node>-<rand>.json  {"at_ms":…, "packs":["%016llx",…],
+ *                                "moved":["%016llx",…]}: the writer's wall clock (a name and a
+ *                                hint only: age is the object's Last-Modified on the bucket's
+ *                                clock; older records also carry "boot", "boot_ms": ignored),
+ *                                packs made fossils, and the packs that hold the live chunks
+ *                                of the rewritten ones
  *   gc/deleted/<13 ms>-<node>-<rand>.json  the same shape: packs deleted (written before they
  *                                are deleted), and where their live chunks went
+ *   clock/<node>                 empty: PUT and listed to read the bucket's clock
+ * and the one text encoder and parser of the small key=value records (the gc lease, a
+ * reader's lease, a drop intent: store_kv_text / store_kv_parse).
  * Records never change once written (unique names), so nodes keep copies of what they read
- * in DIR/cache/ and fetch each one once. */
+ * in DIR/cache/ and fetch each one once.
+ *
+ * Whose clock (docs/s3.md): no node's wall clock decides when another node's record is old
+ * enough. Ages are the bucket's: a record's Last-Modified against the Last-Modified of this
+ * node's own fresh PUT (store_bucket_now), less BACKEND_MTIME_SLACK_MS; a node judges its
+ * own records' lives by its monotonic clock. Assumed: the bucket's clock runs forward at
+ * the rate of real time (a step of it is covered only up to the clock margin). */
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -51,23 +62,71 @@ int64_t store_clock_margin_ms(void) { return env_ms("CAIRN_S3_CLOCK_MARGIN_MS", 
 int64_t store_gc_lease_ttl_ms(void) { return env_ms("CAIRN_GC_LEASE_MS", 10LL * 60 * 1000); }
 int64_t store_read_lease_ttl_ms(void) { return env_ms("CAIRN_S3_READ_LEASE_MS", 5LL * 60 * 1000); }
 
-/* ---- the lease ------------------------------------------------------------------------ */
+/* ---- small key=value records: the gc lease, a reader's lease, a drop intent ----------- */
 
-static int lease_parse(const uint8_t *buf, size_t len, store_gc_lease *l)
+int store_kv_text(char *buf, size_t cap, uint32_t node, const char *field, int64_t v, const uint64_t *nonce)
 {
-    char text[256];
-    if (len >= sizeof text) return -1;
+    int n = nonce ? snprintf(buf, cap, "node=%06x\n%s=%lld\nnonce=%016llx\n", node, field, (long long)v,
+                             (unsigned long long)*nonce)
+                  : snprintf(buf, cap, "node=%06x\n%s=%lld\n", node, field, (long long)v);
+    return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
+int store_kv_parse(const uint8_t *buf, size_t len, const char *field, uint32_t *node, int64_t *v, uint64_t *nonce)
+{
+    char text[256], fmt[96];
+    if (len >= sizeof text || strlen(field) > 32) return -1;
     memcpy(text, buf, len);
     text[len] = 0;
-    unsigned node = 0;
-    long long exp = 0;
-    unsigned long long nonce = 0;
-    if (sscanf(text, "node=%x\nexpires_ms=%lld\nnonce=%llx", &node, &exp, &nonce) != 3) return -1;
-    *l = (store_gc_lease){.node = node, .expires_ms = exp, .nonce = nonce};
+    snprintf(fmt, sizeof fmt, "node=%%x\n%s=%%lld\nnonce=%%llx", field);
+    unsigned n = 0;
+    long long x = 0;
+    unsigned long long nc = 0;
+    if (sscanf(text, fmt, &n, &x, &nc) != (nonce ? 3 : 2)) return -1;
+    *node = n;
+    *v = x;
+    if (nonce) *nonce = nc;
     return 0;
 }
 
-static int lease_get(store_t *s, store_gc_lease *l, int *exists, store_err *e)
+/* ---- the bucket's clock ---------------------------------------------------------------- */
+
+/* Every time another node's record is judged by (docs/s3.md, "Whose clock"): a node PUTs
+ * clock/TAG and lists it; its Last-Modified is the bucket's clock at a moment during this
+ * call, so a lower bound of the bucket's time at any later step of the caller. */
+int store_bucket_now(store_t *s, int64_t *now_ms, store_err *e)
+{
+    if (!s->be->remote) {
+        *now_ms = store_now_ms();
+        return 0;
+    }
+    char name[32];
+    snprintf(name, sizeof name, "clock/%06x", s->node);
+    int rc = s->be->ops->put(s->be, name, "", 0, e);
+    remote_objs l = {0};
+    if (!rc) rc = remote_list(s, name, NULL, &l, e);
+    const remote_obj *o = rc ? NULL : remote_objs_find(&l, name);
+    if (!rc && !o) rc = store_errf(e, -EIO, "%s: %s is not listed right after its PUT", s->be->where, name);
+    if (!rc) {
+        *now_ms = o->mtime_ms;
+        int64_t m = store_mono_ms();
+        pthread_mutex_lock(&s->mu);
+        s->bucket_ms = o->mtime_ms;
+        s->bucket_mono_ms = m ? m : 1;
+        pthread_mutex_unlock(&s->mu);
+    }
+    remote_objs_free(&l);
+    return rc;
+}
+
+/* ---- the lease ------------------------------------------------------------------------ */
+
+/* gc/lease holds its life (ttl_ms), not an end time: it ends ttl_ms after its Last-Modified,
+ * on the bucket's clock. with_time: also list it for that time (l->expires_ms); without,
+ * only its holder and nonce are read (a renewal judges its own lease by its own monotonic
+ * clock). The listing follows the GET: a lease replaced in between shows a later time, so
+ * it is judged younger, never older, than the one read. */
+static int lease_get(store_t *s, store_gc_lease *l, int *exists, int with_time, store_err *e)
 {
     uint8_t *buf = NULL;
     size_t len = 0;
@@ -75,25 +134,33 @@ static int lease_get(store_t *s, store_gc_lease *l, int *exists, store_err *e)
     *exists = 0;
     if (rc == -ENOENT) return 0;
     if (rc) return rc;
-    if (lease_parse(buf, len, l)) rc = store_errf(e, -EBADMSG, "%s: %s is not a gc lease", s->be->where, LEASE_NAME);
-    else *exists = 1;
+    int64_t ttl = 0;
+    *l = (store_gc_lease){0};
+    if (store_kv_parse(buf, len, "ttl_ms", &l->node, &ttl, &l->nonce))
+        rc = store_errf(e, -EBADMSG, "%s: %s is not a gc lease", s->be->where, LEASE_NAME);
     free(buf);
-    return rc;
+    if (rc || !with_time) {
+        *exists = !rc;
+        return rc;
+    }
+    remote_objs o = {0};
+    if ((rc = remote_list(s, LEASE_NAME, NULL, &o, e))) return rc;
+    const remote_obj *lo = remote_objs_find(&o, LEASE_NAME);
+    if (lo) {                               /* else released since the GET */
+        l->expires_ms = lo->mtime_ms + BACKEND_MTIME_SLACK_MS + ttl;
+        *exists = 1;
+    }
+    remote_objs_free(&o);
+    return 0;
 }
 
-static int lease_put(store_t *s, const store_gc_lease *l, store_err *e)
+static int lease_put(store_t *s, store_gc_lease *l, store_err *e)
 {
     char text[128];
-    int n = snprintf(text, sizeof text, "node=%06x\nexpires_ms=%lld\nnonce=%016llx\n", l->node,
-                     (long long)l->expires_ms, (unsigned long long)l->nonce);
+    int n = store_kv_text(text, sizeof text, l->node, "ttl_ms", store_gc_lease_ttl_ms(), &l->nonce);
+    if (n < 0) return store_errf(e, -EINVAL, "gc lease text too long");
+    l->put_mono_ms = store_mono_ms();
     return s->be->ops->put(s->be, LEASE_NAME, text, (size_t)n, e);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
 int store_gc_lease_take(store_t *s, store_gc_lease *mine, store_gc_lease *other, store_err *e)
@@ -101,28 +168,32 @@ int store_gc_lease_take(store_t *s, store_gc_lease *mine, store_gc_lease *other,
     if (!s->be->remote) return store_errf(e, -EINVAL, "a gc lease is for a store on S3");
     uint64_t ours = 0;              /* our PUT of a slow attempt: not another node's */
     for (int attempt = 0; attempt < 3; attempt++) {
-        int64_t m0 = mono_ms();
+        /* The bucket's time before the GET: a holder renews only while its lease has more
+         * than the margin left by its own monotonic clock (store_gc_lease_renew), so a
+         * renewal it counts on was PUT before this moment and the GET sees it. */
+        int64_t now = 0;
+        int rc = store_bucket_now(s, &now, e);
+        if (rc) return rc;
+        int64_t m0 = store_mono_ms();
         store_gc_lease cur;
         int exists = 0;
-        int rc = lease_get(s, &cur, &exists, e);
-        if (rc) return rc;
-        if (exists && cur.nonce != ours && cur.expires_ms + store_clock_margin_ms() > store_now_ms()) {
+        if ((rc = lease_get(s, &cur, &exists, 1, e))) return rc;
+        if (exists && cur.nonce != ours && cur.expires_ms + store_clock_margin_ms() > now) {
             *other = cur;
-            return store_errf(e, -EBUSY, "node %06x holds the gc lease of %s until %lld (unix ms)",
+            return store_errf(e, -EBUSY, "node %06x holds the gc lease of %s until %lld (unix ms, the bucket's clock)",
                               cur.node, s->be->where, (long long)cur.expires_ms);
         }
         if (exists && cur.nonce != ours) *other = cur;
         else if (!ours) memset(other, 0, sizeof *other);
         uint64_t nonce = 0;
         if (getrandom(&nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce) return store_errf(e, -EIO, "getrandom failed");
-        *mine = (store_gc_lease){.node = s->node, .expires_ms = store_now_ms() + store_gc_lease_ttl_ms(),
-                                 .nonce = nonce | 1};
+        *mine = (store_gc_lease){.node = s->node, .nonce = nonce | 1};
         if ((rc = lease_put(s, mine, e))) return rc;
         ours = mine->nonce;
         int64_t settle = LEASE_SETTLE_MS;
-        if (mono_ms() - m0 > settle / 2) continue;   /* too slow to be sure: again */
+        if (store_mono_ms() - m0 > settle / 2) continue;   /* too slow to be sure: again */
         nanosleep(&(struct timespec){settle / 1000, (settle % 1000) * 1000000L}, NULL);
-        if ((rc = lease_get(s, &cur, &exists, e))) return rc;
+        if ((rc = lease_get(s, &cur, &exists, 0, e))) return rc;
         if (exists && cur.nonce == mine->nonce) return 0;
         if (exists) *other = cur;
         return store_errf(e, -EBUSY, "node %06x took the gc lease of %s at the same time; it holds it",
@@ -135,14 +206,16 @@ int store_gc_lease_renew(store_t *s, store_gc_lease *mine, store_err *e)
 {
     store_gc_lease cur;
     int exists = 0;
-    int rc = lease_get(s, &cur, &exists, e);
+    int rc = lease_get(s, &cur, &exists, 0, e);
     if (rc) return rc;
-    /* A holder that stalled past its expiry may have been replaced: it must stop. */
-    if (!exists || cur.nonce != mine->nonce || cur.expires_ms <= store_now_ms() + store_clock_margin_ms())
+    /* A holder that stalled past its expiry may have been replaced: it must stop. Its
+     * lease ends no sooner than its life after its last PUT began (that PUT's Last-Modified
+     * is later), so its monotonic clock tells, whatever the wall clock did. */
+    if (!exists || cur.nonce != mine->nonce ||
+        store_mono_ms() - mine->put_mono_ms >= store_gc_lease_ttl_ms() - store_clock_margin_ms())
         return store_errf(e, -ESTALE, "%s: this gc lost its lease (taken over or expired); it stops",
                           s->be->where);
     store_gc_lease next = *mine;
-    next.expires_ms = store_now_ms() + store_gc_lease_ttl_ms();
     if ((rc = lease_put(s, &next, e))) return rc;
     *mine = next;
     return 0;
@@ -152,34 +225,12 @@ int store_gc_lease_release(store_t *s, const store_gc_lease *mine, store_err *e)
 {
     store_gc_lease cur;
     int exists = 0;
-    int rc = lease_get(s, &cur, &exists, e);
+    int rc = lease_get(s, &cur, &exists, 0, e);
     if (rc || !exists || cur.nonce != mine->nonce) return rc;
     return s->be->ops->del(s->be, LEASE_NAME, e);
 }
 
 /* ---- fossil and deletion records ------------------------------------------------------ */
-
-typedef struct {
-    char **names;
-    size_t n, cap;
-    int nomem;
-} names;
-
-static int note_name(void *arg, const char *name, uint64_t size)
-{
-    (void)size;
-    names *l = arg;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? 2 * l->cap : 16;
-        char **nv = realloc(l->names, nc * sizeof *nv);
-        if (!nv) return l->nomem = 1;
-        l->names = nv;
-        l->cap = nc;
-    }
-    if (!(l->names[l->n] = strdup(name))) return l->nomem = 1;
-    l->n++;
-    return 0;
-}
 
 static const char *prefix_of(int kind) { return kind == STORE_GC_FOSSILS ? FOSSIL_PREFIX : DELETED_PREFIX; }
 
@@ -202,55 +253,24 @@ static int hex_array(json_t *a, uint64_t **out, size_t *n)
     return 0;
 }
 
-static int64_t boot_ms(void)
+int store_gc_record_ripe(const store_gc_record *r, int64_t bucket_now_ms, int64_t wait_ms)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_BOOTTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+    return bucket_now_ms - (r->mtime_ms + BACKEND_MTIME_SLACK_MS) >= wait_ms;
 }
 
-/* This boot's id ("" when unreadable: then only the wall clock judges). */
-static void boot_id(char out[40])
-{
-    out[0] = 0;
-    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
-    if (!f) return;
-    if (!fgets(out, 40, f)) out[0] = 0;
-    fclose(f);
-    out[strcspn(out, "\n")] = 0;
-}
-
-void store_gc_clock_now(store_gc_clock *c)
-{
-    boot_id(c->boot);
-    c->boot_ms = boot_ms();
-    c->wall_ms = store_now_ms();
-}
-
-int store_gc_record_ripe(const store_gc_record *r, const store_gc_clock *c, int64_t wait_ms)
-{
-    if (r->at_ms > c->wall_ms - wait_ms) return 0;
-    return !r->boot[0] || strcmp(r->boot, c->boot) || r->boot_ms <= c->boot_ms - wait_ms;
-}
-
-static int record_parse(const char *name, const uint8_t *buf, size_t len, store_gc_record *r, store_err *e)
+/* Older records carry "boot" and "boot_ms" too (the writer's boot clock, judged before the
+ * bucket's clock was): ignored. */
+static int record_parse(const char *name, int64_t mtime_ms, const uint8_t *buf, size_t len, store_gc_record *r,
+                        store_err *e)
 {
     json_error_t je;
     json_t *j = json_loadb((const char *)buf, len, 0, &je);
     memset(r, 0, sizeof *r);
     snprintf(r->name, sizeof r->name, "%s", name);
+    r->mtime_ms = mtime_ms;
     json_t *at = j ? json_object_get(j, "at_ms") : NULL;
     int bad = !j || !json_is_integer(at);
     if (!bad) r->at_ms = json_integer_value(at);
-    json_t *bt = j ? json_object_get(j, "boot") : NULL, *bm = j ? json_object_get(j, "boot_ms") : NULL;
-    if (!bad && (bt || bm)) {
-        const char *b = json_string_value(bt);
-        if (!b || strlen(b) >= sizeof r->boot || !json_is_integer(bm)) bad = 1;
-        else {
-            snprintf(r->boot, sizeof r->boot, "%s", b);
-            r->boot_ms = json_integer_value(bm);
-        }
-    }
     if (!bad && hex_array(json_object_get(j, "packs"), &r->packs, &r->npacks)) bad = 1;
     if (!bad && hex_array(json_object_get(j, "moved"), &r->moved, &r->nmoved)) bad = 1;
     json_decref(j);
@@ -289,25 +309,23 @@ int store_gc_records(store_t *s, int kind, store_gc_record **out, size_t *n, sto
     *out = NULL;
     *n = 0;
     if (!s->be->remote) return 0;
-    names l = {0};
-    int rc = s->be->ops->list(s->be, prefix_of(kind), note_name, &l, e);
-    if (!rc && l.nomem) rc = store_errf(e, -ENOMEM, "out of memory");
+    remote_objs l = {0};
+    int rc = remote_list(s, prefix_of(kind), NULL, &l, e);
     store_gc_record *v = rc ? NULL : calloc(l.n ? l.n : 1, sizeof *v);
     if (!rc && !v) rc = store_errf(e, -ENOMEM, "out of memory");
     size_t k = 0;
     for (size_t i = 0; !rc && i < l.n; i++) {
         uint8_t *buf = NULL;
         size_t len = 0;
-        rc = record_bytes(s, kind, l.names[i], &buf, &len, e);
+        rc = record_bytes(s, kind, l.v[i].name, &buf, &len, e);
         if (rc == -ENOENT) {          /* removed since the listing (an epoch that finished) */
             rc = 0;
             continue;
         }
-        if (!rc && !(rc = record_parse(l.names[i], buf, len, &v[k], e))) k++;
+        if (!rc && !(rc = record_parse(l.v[i].name, l.v[i].mtime_ms, buf, len, &v[k], e))) k++;
         free(buf);
     }
-    for (size_t i = 0; i < l.n; i++) free(l.names[i]);
-    free(l.names);
+    remote_objs_free(&l);
     if (rc) {
         store_gc_records_free(v, k);
         return rc;
@@ -346,21 +364,18 @@ int store_gc_record_put(store_t *s, int kind, const uint64_t *packs, size_t npac
     if (!s->be->remote) return store_errf(e, -EINVAL, "gc records are for a store on S3");
     uint32_t r = 0;
     if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) return store_errf(e, -EIO, "getrandom failed");
-    /* The time is taken before the PUT and the record counts from it; a PUT slower than
-     * the clock margin is made again with a fresh time, so a node that listed the records
-     * just before this one appeared cannot be more than the margin ahead of it. */
+    /* The record counts from its Last-Modified (the bucket's clock, during the PUT); a PUT
+     * slower than half the clock margin is made again, so a writer whose listing just
+     * missed it did not list it more than that after the time it counts from. at_ms (this
+     * node's clock) only names it and tells a reader when. */
     for (int attempt = 0; attempt < 4; attempt++) {
-        store_gc_clock c;
-        store_gc_clock_now(&c);
-        int64_t t = c.wall_ms, m0 = mono_ms();
+        int64_t t = store_now_ms(), m0 = store_mono_ms();
         char name[96];
         snprintf(name, sizeof name, "%s%013lld-%06x-%08x.json", prefix_of(kind), (long long)t, s->node, r);
         json_t *j = json_object();
         json_t *pa = hex_json(packs, npacks), *ma = hex_json(moved, nmoved);
         int bad = !j || !pa || !ma || json_object_set_new(j, "at_ms", json_integer(t)) ||
-                  json_object_set_new(j, "packs", pa) || json_object_set_new(j, "moved", ma) ||
-                  (c.boot[0] && (json_object_set_new(j, "boot", json_string(c.boot)) ||
-                                 json_object_set_new(j, "boot_ms", json_integer(c.boot_ms))));
+                  json_object_set_new(j, "packs", pa) || json_object_set_new(j, "moved", ma);
         if (bad) {
             if (!j || !pa) json_decref(pa);
             if (!j || !ma) json_decref(ma);
@@ -373,7 +388,7 @@ int store_gc_record_put(store_t *s, int kind, const uint64_t *packs, size_t npac
         int rc = s->be->ops->put(s->be, name, text, strlen(text), e);
         free(text);
         if (rc) return rc;
-        if (mono_ms() - m0 <= store_clock_margin_ms() / 2) {
+        if (store_mono_ms() - m0 <= store_clock_margin_ms() / 2) {
             *at_ms = t;
             return 0;
         }

@@ -157,19 +157,19 @@ static int ensure(store_t *s, store_err *e)
 static int read_footers(store_t *s, const uint64_t *packs, const uint64_t *sizes, size_t n, store_err *e)
 {
     struct gone_view *g = s->gone;
-    remote_footer *v = calloc(n ? n : 1, sizeof *v);
+    store_footer *v = calloc(n ? n : 1, sizeof *v);
     if (!v) return store_errf(e, -ENOMEM, "out of memory");
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
         if (!u64vec_has(&g->read, packs[i]) && !u64vec_has(&g->gone, packs[i]))
-            v[k++] = (remote_footer){.pack = packs[i], .size = sizes ? sizes[i] : UINT64_MAX};
-    remote_scan_footers(s, v, k);
+            v[k++] = (store_footer){.pack = packs[i], .size = sizes ? sizes[i] : UINT64_MAX};
+    store_pack_footers(s, v, k);
     int rc = 0;
     uint64_t *done = malloc((k ? k : 1) * sizeof *done);
     size_t nd = 0;
     if (!done) rc = store_errf(e, -ENOMEM, "out of memory");
     for (size_t i = 0; i < k; i++) {
-        remote_footer *f = &v[i];
+        store_footer *f = &v[i];
         if (!rc && f->rc == -ENOENT) {
             /* Deleted too since (a later gc): nothing of it can be used. */
             if (u64vec_add(&g->gone, &f->pack, 1)) rc = store_errf(e, -ENOMEM, "out of memory");
@@ -210,7 +210,7 @@ static int scan_all(store_t *s, store_err *e)
 {
     uint64_t *packs = NULL, *sizes = NULL;
     size_t n = 0;
-    int rc = remote_list_packs(s, NULL, &packs, &sizes, &n, e);
+    int rc = remote_list_packs(s, NULL, NULL, &packs, &sizes, &n, e);
     if (!rc) rc = read_footers(s, packs, sizes, n, e);
     free(packs);
     free(sizes);
@@ -282,19 +282,12 @@ int gone_is_gone(store_t *s, uint64_t pack)
 
 /* ---- writers ---------------------------------------------------------------------------- */
 
-static int64_t mono_now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 int gone_writer_open(store_writer *w, store_err *e)
 {
     store_t *s = w->s;
     /* The clock starts before the fossils are listed: a fossil this listing misses was
      * recorded after it began, so gc deletes it only after this writer's bound ran out. */
-    w->opened_mono_ms = mono_now_ms();
+    w->opened_mono_ms = store_mono_ms();
     store_gc_record *v = NULL;
     size_t n = 0;
     int rc = store_gc_records(s, STORE_GC_FOSSILS, &v, &n, e);
@@ -314,7 +307,7 @@ int gone_writer_open(store_writer *w, store_err *e)
 
 int gone_writer_in_time(const store_writer *w, store_err *e)
 {
-    int64_t took = mono_now_ms() - w->opened_mono_ms, bound = store_commit_bound_ms();
+    int64_t took = store_mono_ms() - w->opened_mono_ms, bound = store_commit_bound_ms();
     if (took <= bound) return 0;
     return store_errf(e, -ETIMEDOUT, "%s: the snapshot took %lld ms from start to its commit point, past the "
                       "bound of %lld ms that gc across nodes relies on (docs/s3.md); it is not acknowledged: "
@@ -335,17 +328,6 @@ int store_writer_lookup(store_writer *w, const store_id *ids, size_t n, uint8_t 
     return rc;
 }
 
-typedef struct {
-    int any;
-} any_name;
-
-static int note_any_name(void *arg, const char *name, uint64_t size)
-{
-    (void)name;
-    (void)size;
-    ((any_name *)arg)->any = 1;
-    return 1;
-}
 
 int store_writer_may_reuse(store_writer *w, const char *id, int deleter, store_err *e)
 {
@@ -360,9 +342,12 @@ int store_writer_may_reuse(store_writer *w, const char *id, int deleter, store_e
      * writer's bound runs out. */
     char name[64];
     snprintf(name, sizeof name, "manifests/%s.cmf", id);
-    any_name a = {0};
-    int rc = s->be->ops->list(s->be, name, note_any_name, &a, e);
-    return rc ? rc : a.any;
+    remote_objs l;
+    int rc = remote_list(s, name, NULL, &l, e);
+    if (rc) return rc;
+    int there = remote_objs_find(&l, name) != NULL;
+    remote_objs_free(&l);
+    return there;
 }
 
 /* ---- the index catches up (at a refresh) --------------------------------------------- */

@@ -61,6 +61,8 @@ struct store {
     uint64_t space_reserve;            /* free bytes the index needs to be written (space.c) */
     int64_t last_id_ms;                /* time part of the newest snapshot id handed out
                                           (0: not read from the index yet); under mu */
+    int64_t bucket_ms, bucket_mono_ms; /* S3: the bucket's clock at CLOCK_MONOTONIC
+                                          bucket_mono_ms (0: not read; store_bucket_now) */
     struct pack_fd_slot { uint64_t pack; int fd; } *pack_fds;  /* open read fds by pack number:
                                           open addressing, fd 0 = empty (a cache) */
     uint64_t npack_fds, used_pack_fds;   /* capacity (a power of two), slots in use */
@@ -224,23 +226,37 @@ STORE_MUST_USE int obj_put(store_t *s, const char *name, const void *buf, size_t
 /* Reads one: the local file, else (S3) the bucket's object, then kept. -ENOENT if neither. */
 STORE_MUST_USE int obj_get(store_t *s, const char *name, uint8_t **buf, size_t *len, store_err *e);
 
+/* gcrec.c: the one encoder and parser of the small records "node=%06x\n<field>=%lld\n"
+ * [+ "nonce=%016llx\n"] (the gc lease, a reader's lease, a drop intent). text: the
+ * length, or -1 when cap is too small. parse: 0, or -1 when buf is not such a record
+ * (nonce NULL: none expected). */
+int store_kv_text(char *buf, size_t cap, uint32_t node, const char *field, int64_t v, const uint64_t *nonce);
+int store_kv_parse(const uint8_t *buf, size_t len, const char *field, uint32_t *node, int64_t *v, uint64_t *nonce);
+
 /* remote_scan.c */
-/* The bucket's packs under prefix (NULL: all), ascending, with their sizes (both malloc'd). */
-STORE_MUST_USE int remote_list_packs(store_t *s, const char *prefix, uint64_t **packs, uint64_t **sizes,
-                                     size_t *n, store_err *e);
+/* A listing collected whole: every object under prefix after `after` (NULL: from the
+ * start), in name order, with its size and its time on the backend's clock (backend.h). */
+typedef struct {
+    char *name;
+    uint64_t size;
+    int64_t mtime_ms;
+} remote_obj;
+typedef struct {
+    remote_obj *v;
+    size_t n, cap;
+    int nomem;
+} remote_objs;
+STORE_MUST_USE int remote_list(store_t *s, const char *prefix, const char *after, remote_objs *out, store_err *e);
+void remote_objs_free(remote_objs *l);
+/* The object name's entry in l, or NULL. */
+const remote_obj *remote_objs_find(const remote_objs *l, const char *name);
+/* The bucket's packs under prefix (NULL: all) after the key `after` (NULL: from the start),
+ * ascending, with their sizes (both malloc'd). */
+STORE_MUST_USE int remote_list_packs(store_t *s, const char *prefix, const char *after, uint64_t **packs,
+                                     uint64_t **sizes, size_t *n, store_err *e);
 /* A pack's footer by ranged GETs; size UINT64_MAX: looked up first. */
 STORE_MUST_USE int remote_pack_footer(store_t *s, uint64_t pack, uint64_t size, store_group **groups,
                                       uint32_t *ngroups, store_id **ids, uint32_t *nchunks, store_err *e);
-typedef struct {
-    uint64_t pack, size;      /* in */
-    int rc;                   /* out: 0 and the footer, or an error in e */
-    store_group *groups;
-    uint32_t ngroups, nchunks;
-    store_id *ids;
-    store_err e;
-} remote_footer;
-/* Reads the footers of v[0..n) in parallel. */
-void remote_scan_footers(store_t *s, remote_footer *v, size_t n);
 /* A list of snapshot ids, grown by remote_ids_push (nomem set, and 1 returned, when it
  * cannot grow: a listing callback returns that to stop). */
 typedef struct {

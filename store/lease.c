@@ -14,9 +14,10 @@
 #include "store/internal.h"
 #include "store/lease.h"
 
-/* gc starts deleting the manifest within INTENT_MS of the intent's PUT
- * (store_lease_guard_fresh) or not at all; a reader ignores an intent older than STALE_MS +
- * the clock margin (a gc died and left it): the rest covers that DELETE's retries. */
+/* gc starts deleting the manifest within INTENT_MS of the intent's PUT (its monotonic
+ * clock: store_lease_guard_fresh) or not at all; a reader ignores an intent older than
+ * STALE_MS + the clock margin on the bucket's clock (a gc died and left it): the rest covers
+ * that DELETE's retries. */
 #define INTENT_MS 60000
 #define STALE_MS (10 * 60000)
 #define INTENT_NAME "drop"
@@ -26,19 +27,13 @@ struct store_lease {
     int fd;
     char id[STORE_SNAPID_LEN];
     char name[96];                  /* S3: leases/ID/NODE-NONCE */
-    int64_t expires_ms;             /* S3: the expiry of the last successful PUT */
+    int64_t expires_ms;             /* S3: the expiry of the last successful PUT (for messages) */
+    int64_t put_mono_ms;            /* S3: CLOCK_MONOTONIC when that PUT began (lapse is judged by it) */
     pthread_t th;
     int th_started, stop;
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 static int lease_path(const char *dir, const char *id, char *out, size_t cap, store_err *e)
 {
@@ -48,30 +43,17 @@ static int lease_path(const char *dir, const char *id, char *out, size_t cap, st
     return 0;
 }
 
-/* ---- the objects: one encoder, one parser ---------------------------------------------- */
+/* ---- the objects (their text: store_kv_text / store_kv_parse in gcrec.c) ------------------
+ *
+ *   leases/ID/NODE-NONCE   node=%06x ttl_ms=…: valid for ttl_ms after its Last-Modified
+ *   leases/ID/drop         node=%06x stale_ms=…: ignored once that old (a gc died)
+ * Both are judged on the bucket's clock: their Last-Modified in a listing against the
+ * Last-Modified of the judge's own fresh PUT in the same listing (the reader's lease, gc's
+ * intent), never a node's wall clock (docs/s3.md, "Whose clock"). */
 
 enum { OBJ_LEASE, OBJ_INTENT };
 
-static int obj_text(int kind, uint32_t node, int64_t ms, char *buf, size_t cap)
-{
-    return snprintf(buf, cap, kind == OBJ_LEASE ? "node=%06x\nexpires_ms=%lld\n" : "node=%06x\ndrop_at_ms=%lld\n",
-                    node, (long long)ms);
-}
-
-static int obj_parse(int kind, const uint8_t *buf, size_t len, uint32_t *node, int64_t *ms)
-{
-    char text[128];
-    if (len >= sizeof text) return -1;
-    memcpy(text, buf, len);
-    text[len] = 0;
-    unsigned n = 0;
-    long long v = 0;
-    int got = sscanf(text, kind == OBJ_LEASE ? "node=%x\nexpires_ms=%lld" : "node=%x\ndrop_at_ms=%lld", &n, &v);
-    if (got != 2) return -1;
-    *node = n;
-    *ms = v;
-    return 0;
-}
+static const char *obj_field(int kind) { return kind == OBJ_LEASE ? "ttl_ms" : "stale_ms"; }
 
 static int lease_obj_get(store_t *s, const char *name, int kind, uint32_t *node, int64_t *ms, store_err *e)
 {
@@ -79,7 +61,7 @@ static int lease_obj_get(store_t *s, const char *name, int kind, uint32_t *node,
     size_t len = 0;
     int rc = s->be->ops->get_all(s->be, name, &buf, &len, e);
     if (rc) return rc;
-    if (obj_parse(kind, buf, len, node, ms))
+    if (store_kv_parse(buf, len, obj_field(kind), node, ms, NULL))
         rc = store_errf(e, -EBADMSG, "%s: %s is not a %s", s->be->where, name, kind == OBJ_LEASE ? "lease" : "drop intent");
     free(buf);
     return rc;
@@ -88,43 +70,25 @@ static int lease_obj_get(store_t *s, const char *name, int kind, uint32_t *node,
 static int lease_obj_put(store_t *s, const char *name, int kind, int64_t ms, store_err *e)
 {
     char text[128];
-    int n = obj_text(kind, s->node, ms, text, sizeof text);
+    int n = store_kv_text(text, sizeof text, s->node, obj_field(kind), ms, NULL);
+    if (n < 0) return store_errf(e, -EINVAL, "%s: record text too long", name);
     return s->be->ops->put(s->be, name, text, (size_t)n, e);
 }
 
-/* The names under leases/ID/. */
-typedef struct {
-    char (*v)[96];
-    size_t n, cap;
-    int oom;                        /* the listing stopped short: out of memory */
-} names;
-
-static int note_name(void *arg, const char *name, uint64_t size)
-{
-    (void)size;
-    names *l = arg;
-    if (strlen(name) >= sizeof *l->v) return 0;           /* not ours: no such name is made */
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? 2 * l->cap : 8;
-        char (*nv)[96] = realloc(l->v, nc * sizeof *nv);
-        if (!nv) {
-            l->oom = 1;
-            return 1;                                      /* stops the listing */
-        }
-        l->v = nv;
-        l->cap = nc;
-    }
-    snprintf(l->v[l->n++], sizeof *l->v, "%s", name);
-    return 0;
-}
-
-static int list_leases(store_t *s, const char *id, names *out, store_err *e)
+static int list_leases(store_t *s, const char *id, remote_objs *out, store_err *e)
 {
     char prefix[64];
     snprintf(prefix, sizeof prefix, "leases/%s/", id);
-    int rc = s->be->ops->list(s->be, prefix, note_name, out, e);
-    if (!rc && out->oom) rc = store_errf(e, -ENOMEM, "out of memory");
-    return rc;
+    return remote_list(s, prefix, NULL, out, e);
+}
+
+/* The bucket's time of the listing l: the Last-Modified of `mine`, PUT just before it. */
+static int listed_now(store_t *s, const remote_objs *l, const char *mine, int64_t *now, store_err *e)
+{
+    const remote_obj *o = remote_objs_find(l, mine);
+    if (!o) return store_errf(e, -EIO, "%s: %s is not listed right after its PUT", s->be->where, mine);
+    *now = o->mtime_ms;
+    return 0;
 }
 
 static int is_intent(const char *name)
@@ -133,43 +97,36 @@ static int is_intent(const char *name)
     return n >= k && !strcmp(name + n - k, "/" INTENT_NAME);
 }
 
-/* A reader's check after its lease is in the bucket: 0 when no gc is dropping id and its
- * manifest is in the bucket (not a local copy, which outlives another node's drop). */
-static int still_there(store_t *s, const char *id, store_err *e)
+/* A reader's check after its lease `mine` is in the bucket: 0 when no gc is dropping id and
+ * its manifest is in the bucket (not a local copy, which outlives another node's drop). */
+static int still_there(store_t *s, const char *id, const char *mine, store_err *e)
 {
-    names l = {0};
+    remote_objs l = {0};
+    int64_t now = 0;
     int rc = list_leases(s, id, &l, e);
+    if (!rc) rc = listed_now(s, &l, mine, &now, e);
     for (size_t i = 0; !rc && i < l.n; i++) {
-        if (!is_intent(l.v[i])) continue;
+        if (!is_intent(l.v[i].name)) continue;
         uint32_t node;
-        int64_t at;
+        int64_t stale;
         store_err ge;
-        int g = lease_obj_get(s, l.v[i], OBJ_INTENT, &node, &at, &ge);
+        int g = lease_obj_get(s, l.v[i].name, OBJ_INTENT, &node, &stale, &ge);
         if (g == -ENOENT) continue;                        /* that gc is done: the manifest says */
         if (g) rc = store_errf(e, g, "%s", ge.msg);
-        else if (store_now_ms() < at + STALE_MS + store_clock_margin_ms())
+        else if (now - (l.v[i].mtime_ms + BACKEND_MTIME_SLACK_MS) < stale + store_clock_margin_ms())
             rc = store_errf(e, -ENOENT, "snapshot %s is being dropped by the gc of node %06x", id, node);
     }
-    free(l.v);
+    remote_objs_free(&l);
     if (rc) return rc;
     char name[64];
     snprintf(name, sizeof name, "manifests/%s.cmf", id);
-    names m = {0};
-    rc = s->be->ops->list(s->be, name, note_name, &m, e);
-    if (!rc && m.oom) rc = store_errf(e, -ENOMEM, "out of memory");
-    if (!rc && !m.n) rc = store_errf(e, -ENOENT, "no snapshot %s in %s", id, s->be->where);
-    free(m.v);
+    rc = remote_list(s, name, NULL, &l, e);
+    if (!rc && !remote_objs_find(&l, name)) rc = store_errf(e, -ENOENT, "no snapshot %s in %s", id, s->be->where);
+    remote_objs_free(&l);
     return rc;
 }
 
 /* ---- the reader's side ------------------------------------------------------------------ */
-
-static void when_text(int64_t ms, char *buf, size_t cap)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (!gmtime_r(&t, &tm) || !strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm)) snprintf(buf, cap, "%lld ms", (long long)ms);
-}
 
 /* Renews every third of the lease's life; after a failure every ninth, and says so each
  * time: past the expiry another node's gc may drop the snapshot. */
@@ -187,24 +144,27 @@ static void *renewer(void *arg)
         while (!l->stop && pthread_cond_timedwait(&l->cv, &l->mu, &t) == 0) {}   /* till the time, or stop */
         if (l->stop) break;
         pthread_mutex_unlock(&l->mu);
-        int64_t now = store_now_ms(), exp = now + ttl;
+        int64_t now = store_now_ms(), exp = now + ttl, m0 = store_mono_ms();
         store_err e;
-        int rc = lease_obj_put(l->s, l->name, OBJ_LEASE, exp, &e);
+        int rc = lease_obj_put(l->s, l->name, OBJ_LEASE, ttl, &e);
         char when[40];
         if (rc) {
-            when_text(l->expires_ms, when, sizeof when);
+            store_rfc3339(l->expires_ms, when);
             fprintf(stderr, "cairn: WARNING: snapshot %s: cannot renew its lease (%s): it %s at %s; past that "
                     "another node's gc may drop the snapshot and delete its packs, and a page not read yet would "
                     "then fail (EIO). Still serving; retrying.\n", l->id, e.msg,
-                    now < l->expires_ms ? "expires" : "expired", when);
+                    m0 - l->put_mono_ms < ttl ? "expires" : "expired", when);
             wait = every / 3 > 0 ? every / 3 : 1;
         } else {
-            int lapsed = now >= l->expires_ms;
+            /* Another node's gc counts the last lease from its Last-Modified, which is later
+             * than when its PUT began here: so by this clock, never sooner. */
+            int lapsed = m0 - l->put_mono_ms >= ttl;
             l->expires_ms = exp;
+            l->put_mono_ms = m0;
             wait = every;
             if (lapsed) {
                 /* The lease was void for a while: a gc may have dropped the snapshot meanwhile. */
-                rc = still_there(l->s, l->id, &e);
+                rc = still_there(l->s, l->id, l->name, &e);
                 if (rc == -ENOENT)
                     fprintf(stderr, "cairn: WARNING: snapshot %s was dropped while its lease had lapsed (%s): "
                             "pages not read yet will fail (EIO) once gc deletes its packs\n", l->id, e.msg);
@@ -249,11 +209,12 @@ int store_lease_take(store_t *s, const char *id, store_lease **out, store_err *e
     if (getrandom(&nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce) rc = store_errf(e, -EIO, "getrandom failed");
     snprintf(l->name, sizeof l->name, "leases/%s/%06x-%08x", id, s->node, nonce);
     l->expires_ms = store_now_ms() + store_read_lease_ttl_ms();
+    l->put_mono_ms = store_mono_ms();
     store_err pe;
-    if (!rc && (rc = lease_obj_put(s, l->name, OBJ_LEASE, l->expires_ms, &pe)))
+    if (!rc && (rc = lease_obj_put(s, l->name, OBJ_LEASE, store_read_lease_ttl_ms(), &pe)))
         rc = store_errf(e, rc, "snapshot %s: cannot take a lease on it: %s", id, pe.msg);
     if (rc) l->name[0] = 0;
-    if (!rc) rc = still_there(s, id, e);
+    if (!rc) rc = still_there(s, id, l->name, e);
     if (!rc) {
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
@@ -324,19 +285,22 @@ int store_lease_busy(store_t *s, const char *id, store_lease_guard *g, store_err
      * manifest gone). */
     char name[96];
     snprintf(name, sizeof name, "leases/%s/" INTENT_NAME, id);
-    g->t0_mono_ms = mono_ms();
-    rc = lease_obj_put(s, name, OBJ_INTENT, store_now_ms(), e);
+    g->t0_mono_ms = store_mono_ms();
+    rc = lease_obj_put(s, name, OBJ_INTENT, STALE_MS, e);
     if (!rc) g->intent = 1;
-    names l = {0};
+    remote_objs l = {0};
+    int64_t now = 0, margin = store_clock_margin_ms();
     if (!rc) rc = list_leases(s, id, &l, e);
-    int64_t now = store_now_ms(), margin = store_clock_margin_ms();
+    if (!rc) rc = listed_now(s, &l, name, &now, e);
     int busy = 0;
     for (size_t i = 0; !rc && !busy && i < l.n; i++) {
-        if (is_intent(l.v[i])) continue;
+        if (is_intent(l.v[i].name)) continue;
         uint32_t node;
-        int64_t exp;
+        int64_t ttl;
         store_err ge;
-        int r = lease_obj_get(s, l.v[i], OBJ_LEASE, &node, &exp, &ge);
+        int r = lease_obj_get(s, l.v[i].name, OBJ_LEASE, &node, &ttl, &ge);
+        /* It ends ttl after its Last-Modified (rounded up), on the bucket's clock. */
+        int64_t exp = l.v[i].mtime_ms + BACKEND_MTIME_SLACK_MS + ttl;
         if (r == -ENOENT) continue;                        /* released since the listing */
         if (r == -EBADMSG) {
             busy = 1;                                      /* not ours to judge: keep the snapshot */
@@ -346,11 +310,11 @@ int store_lease_busy(store_t *s, const char *id, store_lease_guard *g, store_err
         } else if (now < exp + margin) {
             busy = 1;
             char when[40];
-            when_text(exp, when, sizeof when);
-            store_errf(e, 1, "node %06x holds a lease on it until %s", node, when);
+            store_rfc3339(exp, when);
+            store_errf(e, 1, "node %06x holds a lease on it until %s (the bucket's clock)", node, when);
         }
     }
-    free(l.v);
+    remote_objs_free(&l);
     if (rc || busy) {
         store_err re;
         int r2 = store_lease_release(s, g, 0, &re);
@@ -361,7 +325,7 @@ int store_lease_busy(store_t *s, const char *id, store_lease_guard *g, store_err
 
 int store_lease_guard_fresh(const store_lease_guard *g, store_err *e)
 {
-    if (!g->intent || mono_ms() - g->t0_mono_ms < INTENT_MS) return 0;
+    if (!g->intent || store_mono_ms() - g->t0_mono_ms < INTENT_MS) return 0;
     return store_errf(e, -ETIMEDOUT, "snapshot %s: gc took longer than %d s from its drop intent to the drop; "
                       "kept for the next run", g->id, INTENT_MS / 1000);
 }
@@ -372,11 +336,11 @@ int store_lease_release(store_t *s, store_lease_guard *g, int dropped, store_err
     if (g->intent) {
         /* After a drop every lease of the snapshot goes: their readers have failed (they
          * found the intent or no manifest) or are dead. The intent goes last. */
-        names l = {0};
+        remote_objs l = {0};
         if (dropped) rc = list_leases(s, g->id, &l, e);
         for (size_t i = 0; !rc && i < l.n; i++)
-            if (!is_intent(l.v[i])) rc = s->be->ops->del(s->be, l.v[i], e);
-        free(l.v);
+            if (!is_intent(l.v[i].name)) rc = s->be->ops->del(s->be, l.v[i].name, e);
+        remote_objs_free(&l);
         char name[96];
         snprintf(name, sizeof name, "leases/%s/" INTENT_NAME, g->id);
         store_err de;

@@ -9,10 +9,11 @@
  * snapshot: if a reader holds it the drop is skipped (the next gc retries).
  *
  * On S3 the lease is also an object leases/ID/NODE-NONCE in the bucket ("node=…
- * expires_ms=…"), renewed by a thread of the lease every third of its life
- * ($CAIRN_S3_READ_LEASE_MS, 5 min) and deleted at release; a dead holder's expires. gc on
- * any node, before it drops a snapshot, PUTs leases/ID/drop (the drop intent), then lists
- * leases/ID/: an unexpired lease (by more than the clock margin) keeps the snapshot. A
+ * ttl_ms=…": valid for ttl_ms after its Last-Modified), renewed by a thread of the lease
+ * every third of its life ($CAIRN_S3_READ_LEASE_MS, 5 min) and deleted at release; a dead
+ * holder's expires. gc on any node, before it drops a snapshot, PUTs leases/ID/drop (the
+ * drop intent), then lists leases/ID/: an unexpired lease (by more than the clock margin,
+ * on the bucket's clock: the intent's Last-Modified is "now") keeps the snapshot. A
  * reader PUTs its lease, then lists leases/ID/ (a fresh intent: it gives up) and asks the
  * bucket for the manifest (gone: it gives up): so either gc's listing saw the lease or the
  * reader saw the intent or the missing manifest; never a reader of a dropped snapshot.

@@ -72,7 +72,7 @@ int store_pack_list(store_t *s, uint64_t **packs, size_t *n, store_err *e)
 {
     if (s->be->remote) {
         uint64_t *sizes = NULL;
-        int rc = remote_list_packs(s, NULL, packs, &sizes, n, e);
+        int rc = remote_list_packs(s, NULL, NULL, packs, &sizes, n, e);
         free(sizes);
         return rc;
     }
@@ -158,7 +158,7 @@ int store_pack_delete(store_t *s, uint64_t pack, store_err *e)
 
 int store_pack_list_sizes(store_t *s, uint64_t **packs, uint64_t **sizes, size_t *n, store_err *e)
 {
-    if (s->be->remote) return remote_list_packs(s, NULL, packs, sizes, n, e);
+    if (s->be->remote) return remote_list_packs(s, NULL, NULL, packs, sizes, n, e);
     int rc = store_pack_list(s, packs, n, e);
     if (rc) return rc;
     *sizes = malloc((*n ? *n : 1) * sizeof **sizes);

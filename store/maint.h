@@ -79,8 +79,15 @@ int64_t store_read_lease_ttl_ms(void);
 /* The gc lease (object gc/lease): one node deletes at a time. take: 0 when this node holds
  * it now (the PUT-wait-GET check: RGW 16 has no conditional PUT); -EBUSY when another node
  * holds an unexpired one (*other says which, until when). renew: extends it, or -ESTALE
- * when it is no longer ours (the caller must stop deleting). release: deletes it if ours. */
-typedef struct { uint32_t node; int64_t expires_ms; uint64_t nonce; } store_gc_lease;
+ * when it is no longer ours (the caller must stop deleting). release: deletes it if ours.
+ * Another node's lease is judged on the bucket's clock (its Last-Modified + its life
+ * against store_bucket_now), this node's own by its monotonic clock: no wall clock. */
+typedef struct {
+    uint32_t node;
+    int64_t expires_ms;             /* another node's: when it ends, on the bucket's clock */
+    uint64_t nonce;
+    int64_t put_mono_ms;            /* ours: CLOCK_MONOTONIC when its last PUT began */
+} store_gc_lease;
 STORE_MUST_USE int store_gc_lease_take(store_t *s, store_gc_lease *mine, store_gc_lease *other, store_err *e);
 STORE_MUST_USE int store_gc_lease_renew(store_t *s, store_gc_lease *mine, store_err *e);
 STORE_MUST_USE int store_gc_lease_release(store_t *s, const store_gc_lease *mine, store_err *e);
@@ -91,22 +98,19 @@ STORE_MUST_USE int store_gc_lease_release(store_t *s, const store_gc_lease *mine
 enum { STORE_GC_FOSSILS = 1, STORE_GC_DELETED };
 typedef struct {
     char name[96];                  /* the object's name */
-    int64_t at_ms;                  /* wall clock of the writing node, before its PUT */
-    char boot[40];                  /* the writer's boot id ("" in older records) */
-    int64_t boot_ms;                /* its CLOCK_BOOTTIME then: no clock step moves it */
+    int64_t at_ms;                  /* wall clock of the writing node (a hint: never judged) */
+    int64_t mtime_ms;               /* its Last-Modified: the bucket's clock at its PUT */
     uint64_t *packs, *moved;
     size_t npacks, nmoved;
 } store_gc_record;
-/* The clocks a ripeness check reads, once per run (every record judged at one instant). */
-typedef struct {
-    int64_t wall_ms, boot_ms;
-    char boot[40];
-} store_gc_clock;
-void store_gc_clock_now(store_gc_clock *c);
-/* 1 when record r is at least wait_ms old: by the wall clock (other nodes, other boots)
- * and, for a record this boot of this machine wrote, by its boot clock as well, so that a
- * wall clock stepped forward (or back when it was written) cannot ripen it early. */
-int store_gc_record_ripe(const store_gc_record *r, const store_gc_clock *c, int64_t wait_ms);
+/* The bucket's clock now (S3: the Last-Modified of a fresh PUT of clock/TAG, listed; a
+ * lower bound of the bucket's time at every later step of the caller). A local store: the
+ * wall clock. */
+STORE_MUST_USE int store_bucket_now(store_t *s, int64_t *now_ms, store_err *e);
+/* 1 when record r is at least wait_ms old on the bucket's clock: its Last-Modified (less
+ * the listing's rounding) against bucket_now_ms (store_bucket_now, taken after the records
+ * were listed). No node's wall clock counts, so no step of one ripens a record early. */
+int store_gc_record_ripe(const store_gc_record *r, int64_t bucket_now_ms, int64_t wait_ms);
 STORE_MUST_USE int store_gc_records(store_t *s, int kind, store_gc_record **out, size_t *n, store_err *e);
 void store_gc_records_free(store_gc_record *v, size_t n);
 /* Writes one; *at_ms is the time it counts from. */

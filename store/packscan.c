@@ -32,16 +32,16 @@ static int scan_remote(store_t *s, pack_list *pl, store_report_fn report, void *
     uint64_t *packs = NULL, *sizes = NULL;
     size_t n = 0;
     store_err e;
-    int rc = remote_list_packs(s, NULL, &packs, &sizes, &n, &e);
+    int rc = remote_list_packs(s, NULL, NULL, &packs, &sizes, &n, &e);
     if (rc) {
         if (report) report(arg, 1, e.msg);
         return rc;
     }
-    remote_footer *v = calloc(n ? n : 1, sizeof *v);
+    store_footer *v = calloc(n ? n : 1, sizeof *v);
     pack_info *pv = calloc(n ? n : 1, sizeof *pv);
     if (!v || !pv) rc = -ENOMEM;
-    for (size_t i = 0; !rc && i < n; i++) v[i] = (remote_footer){.pack = packs[i], .size = sizes[i]};
-    if (!rc) remote_scan_footers(s, v, n);
+    for (size_t i = 0; !rc && i < n; i++) v[i] = (store_footer){.pack = packs[i], .size = sizes[i]};
+    if (!rc) store_pack_footers(s, v, n);
     size_t k = 0;
     for (size_t i = 0; !rc && i < n; i++) {
         if (v[i].rc) {

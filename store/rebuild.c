@@ -85,8 +85,9 @@ int store_rebuild_index(store_t *s, store_report_fn report, void *arg, store_err
 
 static int rebuild_into(store_t *s, store_report_fn report, void *arg, store_err *e)
 {
-    int rc;
-    int64_t t0 = store_now_ms();
+    int64_t t0 = 0;
+    int rc = store_bucket_now(s, &t0, e);      /* the refresh window counts from it */
+    if (rc) return rc;
     pack_list pl = {0};
     if ((rc = packscan_read(s, &pl, report, arg, NULL)))
         return store_errf(e, rc, "%s/packs: %s", s->dir, strerror(-rc));

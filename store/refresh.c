@@ -1,14 +1,17 @@
 /* The incremental refresh of a node over a bucket (store.h, "refresh"; docs/s3.md).
  *
  * What the index remembers between refreshes (default family):
- *   refresh:ms        when the last refresh (or rebuild) started listing manifests
+ *   refresh:ms        when the last refresh (or rebuild) started listing manifests, on the
+ *                     bucket's clock (store_bucket_now: a fresh PUT's Last-Modified)
  *   rpack:%016x       a pack of another node whose footer is in the index
  *   rhi:%06x          the highest pack number of that node read so far
  * Why listing from there is enough:
  *   - Manifest keys are "manifests/ID.cmf" and ids start with 12 hex digits of the writer's
- *     clock at its commit, so the listing starts after "manifests/<refresh:ms - MARGIN>".
- *     A manifest is PUT within seconds of its id being taken (retries included); MARGIN
- *     also covers clocks of nodes that run behind ours (NTP keeps them far closer).
+ *     clock at its commit, never below the bucket's clock as that writer last read it (at
+ *     its open's refresh) plus the time since by its monotonic clock (commit.c), so the
+ *     listing starts after "manifests/<refresh:ms - MARGIN>" whatever the nodes' wall
+ *     clocks say (docs/s3.md, "Whose clock"). A manifest is PUT within seconds of its id
+ *     being taken (retries included); MARGIN covers that with room to spare.
  *   - Pack keys are "packs/<node tag><counter>" and a node numbers its packs upwards; they
  *     are uploaded a few at a time, so one may land after a higher one: the listing starts
  *     PACK_WINDOW numbers below the highest read, and rpack: keys skip the ones known.
@@ -27,39 +30,7 @@
 #define KEY_MS "refresh:ms"
 
 typedef struct {
-    uint32_t *tags;
-    size_t n, cap;
-    int nomem;
-} tag_list;
-
-static int note_node(void *arg, const char *name, uint64_t size)
-{
-    (void)size;
-    tag_list *l = arg;
-    char *end;
-    if (strncmp(name, "nodes/", 6) || strlen(name) != 12) return 0;
-    unsigned long t = strtoul(name + 6, &end, 16);
-    if (*end || !t) return 0;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? 2 * l->cap : 16;
-        uint32_t *nv = realloc(l->tags, nc * sizeof *nv);
-        if (!nv) return l->nomem = 1;
-        l->tags = nv;
-        l->cap = nc;
-    }
-    l->tags[l->n++] = (uint32_t)t;
-    return 0;
-}
-
-static int note_manifest(void *arg, const char *name, uint64_t size)
-{
-    (void)size;
-    char id[STORE_SNAPID_LEN];
-    return remote_manifest_id(name, id) ? remote_ids_push(arg, id) : 0;
-}
-
-typedef struct {
-    remote_footer *v;
+    store_footer *v;
     size_t n, cap;
     int nomem;
 } pack_todo;
@@ -68,20 +39,13 @@ static int push_pack(pack_todo *t, uint64_t p, uint64_t size)
 {
     if (t->n == t->cap) {
         size_t nc = t->cap ? 2 * t->cap : 64;
-        remote_footer *nv = realloc(t->v, nc * sizeof *nv);
+        store_footer *nv = realloc(t->v, nc * sizeof *nv);
         if (!nv) return t->nomem = 1;
         t->v = nv;
         t->cap = nc;
     }
-    t->v[t->n++] = (remote_footer){.pack = p, .size = size};
+    t->v[t->n++] = (store_footer){.pack = p, .size = size};
     return 0;
-}
-
-static int note_pack(void *arg, const char *name, uint64_t size)
-{
-    uint64_t p;
-    if (strncmp(name, "packs/", 6) || pack_parse_name(name + 6, &p)) return 0;
-    return push_pack(arg, p, size);
 }
 
 static int known(store_t *s, int cf, const char *key, size_t klen, int *yes, store_err *e)
@@ -115,7 +79,7 @@ static void hi_key(uint32_t tag, char key[32])
 
 /* One new pack: its chunks the index lacks go in (a chunk may already be known from a pack
  * of this node: that location stays, it may be in the local cache). */
-static int index_pack(store_t *s, remote_footer *f, uint64_t *chunks, store_err *e)
+static int index_pack(store_t *s, store_footer *f, uint64_t *chunks, store_err *e)
 {
     uint8_t *found = malloc(f->nchunks ? f->nchunks : 1);
     if (!found) return store_errf(e, -ENOMEM, "out of memory");
@@ -176,18 +140,19 @@ static int list_new_packs(store_t *s, uint32_t tag, pack_todo *t, store_refresh_
         snprintf(after, sizeof after, "packs/%016llx.pack", (unsigned long long)from);
     }
     snprintf(prefix, sizeof prefix, "packs/%06x", tag);
-    pack_todo all = {0};
-    rc = s->be->ops->list_after(s->be, prefix, after[0] ? after : NULL, note_pack, &all, e);
+    uint64_t *packs = NULL, *sizes = NULL;
+    size_t np = 0;
+    rc = remote_list_packs(s, prefix, after[0] ? after : NULL, &packs, &sizes, &np, e);
     st->requests++;
-    if (!rc && all.nomem) rc = store_errf(e, -ENOMEM, "out of memory");
-    for (size_t i = 0; !rc && i < all.n; i++) {
+    for (size_t i = 0; !rc && i < np; i++) {
         char pk[32];
-        int n = snprintf(pk, sizeof pk, "rpack:%016llx", (unsigned long long)all.v[i].pack);
+        int n = snprintf(pk, sizeof pk, "rpack:%016llx", (unsigned long long)packs[i]);
         int yes = 0;
         if ((rc = known(s, CF_DEFAULT, pk, (size_t)n, &yes, e)) || yes) continue;
-        if (push_pack(t, all.v[i].pack, all.v[i].size)) rc = store_errf(e, -ENOMEM, "out of memory");
+        if (push_pack(t, packs[i], sizes[i])) rc = store_errf(e, -ENOMEM, "out of memory");
     }
-    free(all.v);
+    free(packs);
+    free(sizes);
     return rc;
 }
 
@@ -212,9 +177,11 @@ int store_refresh(store_t *s, store_report_fn report, void *arg, store_err *e)
     if (!s->be->remote) return 0;
     if (s->mode != STORE_WRITE) return store_errf(e, -EROFS, "a refresh needs the store opened for writing");
     store_refresh_stats st = {0};
-    int64_t t0 = store_now_ms();
+    int64_t t0 = 0, m0 = store_mono_ms();
+    int rc = store_bucket_now(s, &t0, e);
+    st.requests += 2;
     uint64_t last = 0;
-    int rc = index_get_u64(s, KEY_MS, &last, e);
+    if (!rc) rc = index_get_u64(s, KEY_MS, &last, e);
     if (rc == -ENOENT) rc = 0;
     if (rc) return rc;
 
@@ -223,11 +190,16 @@ int store_refresh(store_t *s, store_report_fn report, void *arg, store_err *e)
     char after[48] = "";
     if (last > (uint64_t)MARGIN_MS)
         snprintf(after, sizeof after, "manifests/%012llx", (unsigned long long)(last - (uint64_t)MARGIN_MS));
-    rc = s->be->ops->list_after(s->be, "manifests/", after[0] ? after : NULL, note_manifest, &ids, e);
+    remote_objs objs = {0};
+    rc = remote_list(s, "manifests/", after[0] ? after : NULL, &objs, e);
     st.requests++;
-    if (!rc && ids.nomem) rc = store_errf(e, -ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < objs.n; i++) {
+        char id[STORE_SNAPID_LEN];
+        if (remote_manifest_id(objs.v[i].name, id) && remote_ids_push(&ids, id))
+            rc = store_errf(e, -ENOMEM, "out of memory");
+    }
+    remote_objs_free(&objs);
     store_snapshot **snaps = calloc(ids.n + 1, sizeof *snaps);
-    tag_list tags = {0};
     if (!rc && !snaps) rc = store_errf(e, -ENOMEM, "out of memory");
     for (size_t i = 0; !rc && i < ids.n; i++) {
         int yes = 0;
@@ -240,18 +212,23 @@ int store_refresh(store_t *s, store_report_fn report, void *arg, store_err *e)
      * packs no manifest names): footers in parallel, then into the index one by one (a
      * chunk in two new packs counted once). One LIST per node: docs/scale.md says where
      * that stops scaling. */
-    if (!rc) rc = s->be->ops->list(s->be, "nodes/", note_node, &tags, e);
+    if (!rc) rc = remote_list(s, "nodes/", NULL, &objs, e);
     st.requests++;
-    if (!rc && tags.nomem) rc = store_errf(e, -ENOMEM, "out of memory");
     pack_todo t = {0};
-    for (size_t i = 0; !rc && i < tags.n; i++)
-        if (tags.tags[i] != s->node) rc = list_new_packs(s, tags.tags[i], &t, &st, e);
+    for (size_t i = 0; !rc && i < objs.n; i++) {
+        const char *name = objs.v[i].name;
+        char *end;
+        if (strlen(name) != 12) continue;              /* nodes/TAG: 6 hex digits */
+        unsigned long tag = strtoul(name + 6, &end, 16);
+        if (!*end && tag && tag != s->node) rc = list_new_packs(s, (uint32_t)tag, &t, &st, e);
+    }
+    remote_objs_free(&objs);
     if (!rc && t.n) {
-        remote_scan_footers(s, t.v, t.n);
+        store_pack_footers(s, t.v, t.n);
         st.requests += 3 * t.n;
     }
     for (size_t i = 0; !rc && i < t.n; i++) {
-        remote_footer *f = &t.v[i];
+        store_footer *f = &t.v[i];
         if (f->rc == -ENOENT) continue;   /* deleted since the listing */
         if (f->rc == -EBADMSG) {
             util_reportf(report, arg, 1, "%s (left out of the index)", f->e.msg);
@@ -279,11 +256,10 @@ int store_refresh(store_t *s, store_report_fn report, void *arg, store_err *e)
     }
     rocksdb_writebatch_destroy(b);
     free(ids.ids);
-    free(tags.tags);
     /* Entries into packs another node's gc deleted (gone.c). */
     if (!rc) rc = gone_apply_index(s, e);
     if (rc) return rc;
-    st.ms = store_now_ms() - t0;
+    st.ms = store_mono_ms() - m0;
     s->refreshed.snapshots += st.snapshots;
     s->refreshed.packs += st.packs;
     s->refreshed.chunks += st.chunks;

@@ -130,8 +130,9 @@ typedef struct {
     char first[256];
 } any_ctx;
 
-static int note_any(void *arg, const char *name, uint64_t size)
+static int note_any(void *arg, const char *name, uint64_t size, int64_t mtime_ms)
 {
+    (void)mtime_ms;
     (void)size;
     any_ctx *a = arg;
     a->any = 1;

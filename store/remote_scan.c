@@ -7,56 +7,68 @@
 
 #include "store/internal.h"
 
-static int parse_pack_key(const char *name, uint64_t *n)
+static int note_obj(void *arg, const char *name, uint64_t size, int64_t mtime_ms)
 {
-    if (strncmp(name, "packs/", 6) || strlen(name) != 27 || strcmp(name + 22, ".pack")) return -1;
-    char *end;
-    *n = strtoull(name + 6, &end, 16);
-    return end == name + 22 ? 0 : -1;
-}
-
-typedef struct {
-    uint64_t *packs, *sizes;
-    size_t n, cap;
-    int nomem;
-} pack_acc;
-
-static int note_pack(void *arg, const char *name, uint64_t size)
-{
-    pack_acc *r = arg;
-    uint64_t p;
-    if (parse_pack_key(name, &p)) return 0;
-    if (r->n == r->cap) {
-        size_t nc = r->cap ? 2 * r->cap : 64;
-        uint64_t *np = realloc(r->packs, nc * sizeof *np);
-        if (np) r->packs = np;
-        uint64_t *ns = np ? realloc(r->sizes, nc * sizeof *ns) : NULL;
-        if (ns) r->sizes = ns;
-        if (!np || !ns) return r->nomem = 1;
-        r->cap = nc;
+    (void)mtime_ms;
+    remote_objs *l = arg;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? 2 * l->cap : 16;
+        remote_obj *nv = realloc(l->v, nc * sizeof *nv);
+        if (!nv) return l->nomem = 1;
+        l->v = nv;
+        l->cap = nc;
     }
-    r->packs[r->n] = p;
-    r->sizes[r->n++] = size;
+    if (!(l->v[l->n].name = strdup(name))) return l->nomem = 1;
+    l->v[l->n].size = size;
+    l->v[l->n++].mtime_ms = mtime_ms;
     return 0;
 }
 
-int remote_list_packs(store_t *s, const char *prefix, uint64_t **packs, uint64_t **sizes, size_t *n,
-                      store_err *e)
+int remote_list(store_t *s, const char *prefix, const char *after, remote_objs *out, store_err *e)
 {
-    pack_acc r = {0};
-    int rc = s->be->ops->list(s->be, prefix ? prefix : "packs/", note_pack, &r, e);
-    if (!rc && r.nomem) rc = store_errf(e, -ENOMEM, "out of memory");
-    if (!rc && !r.packs && (!(r.packs = malloc(8)) || !(r.sizes = malloc(8))))
-        rc = store_errf(e, -ENOMEM, "out of memory");
+    *out = (remote_objs){0};
+    int rc = after ? s->be->ops->list_after(s->be, prefix, after, note_obj, out, e)
+                   : s->be->ops->list(s->be, prefix, note_obj, out, e);
+    if (!rc && out->nomem) rc = store_errf(e, -ENOMEM, "out of memory");
+    if (rc) remote_objs_free(out);
+    return rc;
+}
+
+void remote_objs_free(remote_objs *l)
+{
+    for (size_t i = 0; i < l->n; i++) free(l->v[i].name);
+    free(l->v);
+    *l = (remote_objs){0};
+}
+
+const remote_obj *remote_objs_find(const remote_objs *l, const char *name)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (!strcmp(l->v[i].name, name)) return &l->v[i];
+    return NULL;
+}
+
+int remote_list_packs(store_t *s, const char *prefix, const char *after, uint64_t **packs, uint64_t **sizes,
+                      size_t *n, store_err *e)
+{
+    remote_objs l;
+    int rc = remote_list(s, prefix ? prefix : "packs/", after, &l, e);
+    if (rc) return rc;
+    uint64_t *p = malloc((l.n ? l.n : 1) * sizeof *p), *z = malloc((l.n ? l.n : 1) * sizeof *z);
+    size_t k = 0;
+    if (!p || !z) rc = store_errf(e, -ENOMEM, "out of memory");
+    /* The listing is in name order, which is number order (fixed-width hex). */
+    for (size_t i = 0; !rc && i < l.n; i++)
+        if (!strncmp(l.v[i].name, "packs/", 6) && !pack_parse_name(l.v[i].name + 6, &p[k])) z[k++] = l.v[i].size;
+    remote_objs_free(&l);
     if (rc) {
-        free(r.packs);
-        free(r.sizes);
+        free(p);
+        free(z);
         return rc;
     }
-    /* The listing is in name order, which is number order (fixed-width hex). */
-    *packs = r.packs;
-    *sizes = r.sizes;
-    *n = r.n;
+    *packs = p;
+    *sizes = z;
+    *n = k;
     return 0;
 }
 
@@ -82,7 +94,7 @@ int remote_pack_footer(store_t *s, uint64_t pack, uint64_t size, store_group **g
         /* The size from a listing of this one name. */
         uint64_t *p = NULL, *sz = NULL;
         size_t n = 0;
-        int rc = remote_list_packs(s, name, &p, &sz, &n, e);
+        int rc = remote_list_packs(s, name, NULL, &p, &sz, &n, e);
         if (!rc && !n) rc = store_errf(e, -ENOENT, "pack %s: not in %s", short_name, s->be->where);
         if (!rc) size = sz[0];
         free(p);
@@ -91,25 +103,6 @@ int remote_pack_footer(store_t *s, uint64_t pack, uint64_t size, store_group **g
     }
     obj_reader r = {s, name};
     return pack_read_footer_with(read_obj, &r, size, groups, ngroups, ids, nchunks, e, short_name);
-}
-
-typedef struct {
-    store_t *s;
-    remote_footer *v;
-} footer_job;
-
-static void footer_task(void *arg, size_t i)
-{
-    footer_job *j = arg;
-    remote_footer *f = &j->v[i];
-    f->rc = remote_pack_footer(j->s, f->pack, f->size, &f->groups, &f->ngroups, &f->ids, &f->nchunks, &f->e);
-}
-
-void remote_scan_footers(store_t *s, remote_footer *v, size_t n)
-{
-    /* One request each, latency-bound: on the store's workers. */
-    footer_job j = {s, v};
-    store_parallel(s, n, footer_task, &j);
 }
 
 int remote_ids_push(remote_ids *l, const char *id)
@@ -133,41 +126,31 @@ int remote_manifest_id(const char *name, char id[STORE_SNAPID_LEN])
     return !store_snapid_valid(id);
 }
 
-typedef struct {
-    remote_ids l;
-    store_report_fn report;
-    void *arg;
-} id_acc;
-
-static int note_manifest(void *arg, const char *name, uint64_t size)
-{
-    (void)size;
-    id_acc *a = arg;
-    char id[STORE_SNAPID_LEN];
-    if (remote_manifest_id(name, id)) return remote_ids_push(&a->l, id);
-    size_t len = strlen(name);
-    /* A file index is checked per manifest. */
-    if (!strncmp(name, "manifests/", 10) && len == 36 && !strcmp(name + 30, ".files")) return 0;
-    if (a->report) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "%s: not a manifest", name);
-        a->report(a->arg, 0, msg);
-    }
-    return 0;
-}
-
 int remote_manifest_list(store_t *s, char (**ids)[STORE_SNAPID_LEN], size_t *n, store_report_fn report,
                          void *arg, store_err *e)
 {
-    id_acc a = {.report = report, .arg = arg};
-    int rc = s->be->ops->list(s->be, "manifests/", note_manifest, &a, e);
-    if (!rc && a.l.nomem) rc = store_errf(e, -ENOMEM, "out of memory");
-    if (!rc && !a.l.ids && !(a.l.ids = malloc(STORE_SNAPID_LEN))) rc = store_errf(e, -ENOMEM, "out of memory");
-    if (rc) {
-        free(a.l.ids);
-        return rc;
+    remote_objs o;
+    int rc = remote_list(s, "manifests/", NULL, &o, e);
+    if (rc) return rc;
+    remote_ids l = {0};
+    for (size_t i = 0; !l.nomem && i < o.n; i++) {
+        const char *name = o.v[i].name;
+        char id[STORE_SNAPID_LEN];
+        if (remote_manifest_id(name, id)) {
+            if (remote_ids_push(&l, id)) break;
+            continue;
+        }
+        /* A file index is checked per manifest. */
+        if (strlen(name) == 36 && !strcmp(name + 30, ".files")) continue;
+        util_reportf(report, arg, 0, "%s: not a manifest", name);
     }
-    *ids = a.l.ids;
-    *n = a.l.n;
+    remote_objs_free(&o);
+    if (!l.nomem && !l.ids && !(l.ids = malloc(STORE_SNAPID_LEN))) l.nomem = 1;
+    if (l.nomem) {
+        free(l.ids);
+        return store_errf(e, -ENOMEM, "out of memory");
+    }
+    *ids = l.ids;
+    *n = l.n;
     return 0;
 }

@@ -199,11 +199,11 @@ typedef struct {
     char last[1024];
 } list_ctx;
 
-static int list_one(void *arg, const char *key, uint64_t size)
+static int list_one(void *arg, const char *key, uint64_t size, int64_t mtime_ms)
 {
     list_ctx *l = arg;
     snprintf(l->last, sizeof l->last, "%s", key);
-    if (l->fn(l->arg, key, size)) return l->stopped = 1;
+    if (l->fn(l->arg, key, size, mtime_ms)) return l->stopped = 1;
     return 0;
 }
 

@@ -51,7 +51,9 @@ typedef struct {
 } s3_buf;
 int s3_buf_append(s3_buf *b, const void *data, size_t n);   /* -1 when full / no memory */
 
-typedef int (*s3_list_fn)(void *arg, const char *key, uint64_t size);
+/* One listed object: its key, size and Last-Modified on the bucket's clock (unix ms; the
+ * XML listing gives milliseconds, libs3 whole seconds: backend.h's BACKEND_MTIME_SLACK_MS). */
+typedef int (*s3_list_fn)(void *arg, const char *key, uint64_t size, int64_t mtime_ms);
 
 typedef struct {
     void (*put)(void *t, const char *key, const void *buf, uint64_t len, s3_res *r);

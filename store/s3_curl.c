@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "store/s3.h"
+#include "store/toolbox.h"
 
 #define POOL 32
 
@@ -308,7 +309,7 @@ static void ct_list(void *p, const char *prefix, const char *after, s3_list_fn f
         return;
     }
     const char *xml = (const char *)body.p;
-    char trunc[16], key[1024] = "", size[32];
+    char trunc[16], key[1024] = "", size[32], when[64];
     xml_text(xml, "IsTruncated", trunc, sizeof trunc);
     if (!strstr(xml, "<ListBucketResult")) {
         r->kind = S3R_FAIL;
@@ -325,8 +326,18 @@ static void ct_list(void *p, const char *prefix, const char *after, s3_list_fn f
         one[n] = 0;
         xml_text(one, "Key", key, sizeof key);
         xml_text(one, "Size", size, sizeof size);
+        xml_text(one, "LastModified", when, sizeof when);
         xml_unescape(key);
-        if (fn(arg, key, strtoull(size, NULL, 10))) {
+        int64_t mtime = 0;
+        if (store_rfc3339_parse(when, &mtime)) {
+            /* Ages of gc records and leases are judged by it: no guess. */
+            r->kind = S3R_FAIL;
+            snprintf(r->msg, sizeof r->msg, "the listing gives %s no LastModified time", key);
+            next[0] = 0;
+            free(body.p);
+            return;
+        }
+        if (fn(arg, key, strtoull(size, NULL, 10), mtime)) {
             next[0] = 0;
             free(body.p);
             return;

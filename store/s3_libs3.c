@@ -57,6 +57,7 @@ typedef struct {
     /* list: one page is collected, then delivered (a failed page delivers nothing) */
     char **keys;
     uint64_t *sizes;
+    int64_t *mtimes;
     size_t nkeys, kcap;
     int truncated, nomem;
     char marker[1024];
@@ -179,7 +180,9 @@ static S3Status on_list(int truncated, const char *next_marker, int n, const S3L
             if (k) c->keys = k;
             uint64_t *s = realloc(c->sizes, nc * sizeof *s);
             if (s) c->sizes = s;
-            if (!k || !s) {
+            int64_t *m = realloc(c->mtimes, nc * sizeof *m);
+            if (m) c->mtimes = m;
+            if (!k || !s || !m) {
                 c->nomem = 1;
                 return S3StatusAbortedByCallback;
             }
@@ -189,6 +192,8 @@ static S3Status on_list(int truncated, const char *next_marker, int n, const S3L
             c->nomem = 1;
             return S3StatusAbortedByCallback;
         }
+        /* libs3 parses LastModified to whole seconds (S3_MTIME_SLACK_MS covers it). */
+        c->mtimes[c->nkeys] = v[i].lastModified * 1000;
         c->sizes[c->nkeys++] = v[i].size;
         snprintf(c->marker, sizeof c->marker, "%s", v[i].key);
     }
@@ -211,11 +216,12 @@ static void lt_list(void *p, const char *prefix, const char *after, s3_list_fn f
     next[0] = 0;
     int stopped = 0;
     for (size_t i = 0; i < c.nkeys; i++) {
-        if (r->kind == S3R_OK && !stopped) stopped = fn(arg, c.keys[i], c.sizes[i]);
+        if (r->kind == S3R_OK && !stopped) stopped = fn(arg, c.keys[i], c.sizes[i], c.mtimes[i]);
         free(c.keys[i]);
     }
     free(c.keys);
     free(c.sizes);
+    free(c.mtimes);
     if (r->kind == S3R_OK && !stopped && c.truncated) snprintf(next, ncap, "%s", c.marker);
 }
 

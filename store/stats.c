@@ -21,7 +21,7 @@ int store_get_stats(store_t *s, store_stats *st, store_err *e)
         /* The bucket's packs, not the local cache's. */
         uint64_t *packs = NULL, *sizes = NULL;
         size_t n = 0;
-        if ((rc = remote_list_packs(s, NULL, &packs, &sizes, &n, e))) return rc;
+        if ((rc = remote_list_packs(s, NULL, NULL, &packs, &sizes, &n, e))) return rc;
         for (size_t i = 0; i < n; i++) st->stored_bytes += sizes[i];
         st->packs = n;
         free(packs);

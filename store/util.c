@@ -31,6 +31,13 @@ int64_t store_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t store_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void util_reportf(store_report_fn fn, void *arg, int problem, const char *fmt, ...)
 {
     char buf[1024];
@@ -48,6 +55,55 @@ void store_rfc3339(int64_t ms, char out[32])
     if (!gmtime_r(&t, &tm) || !strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
         snprintf(out, 32, "@%lld", (long long)(ms / 1000));   /* beyond what tm holds */
 }
+
+/* n decimal digits at *p into *v; advances *p. */
+static int digits(const char **p, int n, int *v)
+{
+    *v = 0;
+    for (int i = 0; i < n; i++, (*p)++) {
+        if (**p < '0' || **p > '9') return -1;
+        *v = *v * 10 + (**p - '0');
+    }
+    return 0;
+}
+
+int store_rfc3339_parse(const char *s, int64_t *ms)
+{
+    const char *p = s;
+    int Y, M, D, h, m, sec;
+    if (digits(&p, 4, &Y) || *p++ != '-' || digits(&p, 2, &M) || *p++ != '-' || digits(&p, 2, &D) ||
+        (*p != 'T' && *p != 't') || (p++, digits(&p, 2, &h)) || *p++ != ':' || digits(&p, 2, &m) ||
+        *p++ != ':' || digits(&p, 2, &sec))
+        return -1;
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (Y % 4 == 0 && Y % 100 != 0) || Y % 400 == 0;
+    if (Y < 1970 || M < 1 || M > 12 || D < 1 || D > mdays[M - 1] + (M == 2 && leap) || h > 23 ||
+        m > 59 || sec > 60)
+        return -1;
+    int64_t frac_ms = 0;
+    if (*p == '.') {
+        int nd = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, nd++)
+            if (nd < 3) frac_ms = frac_ms * 10 + (*p - '0');
+        if (!nd) return -1;
+        for (; nd < 3; nd++) frac_ms *= 10;
+    }
+    int64_t off = 0;
+    if (*p == 'Z' || *p == 'z') p++;
+    else if (*p == '+' || *p == '-') {
+        int sign = *p++ == '+' ? 1 : -1, oh, om;
+        if (digits(&p, 2, &oh) || *p++ != ':' || digits(&p, 2, &om) || oh > 23 || om > 59) return -1;
+        off = (int64_t)(oh * 60 + om) * 60 * sign;
+    } else return -1;
+    if (*p) return -1;
+    struct tm tm = {.tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D, .tm_hour = h, .tm_min = m,
+                    .tm_sec = sec};
+    int64_t t = (int64_t)timegm(&tm) - off;
+    if (t < 0 || t > STORE_TIME_MAX_S) return -1;
+    *ms = t * 1000 + frac_ms;
+    return 0;
+}
+
 
 int util_write_all(int fd, const void *buf, size_t n)
 {

@@ -129,9 +129,11 @@ must cairn snapshot --store "$T/a" --tenant acme --sandbox st2 --memory "$T/data
 assert_json 'j["new_chunks"] >= 48' "$T/st2m.json" "the moved pages of a fossil stored again"
 echo "$(json 'j["snapshot"]' "$T/st2m.json") st2 $T/data/st2-moved" >>"$T/acked"
 # The lease outlives the wait for ripe fossils by 8 s, so a gc slowed by a loaded machine
-# still starts (and lists, and decides) while it holds.
-until_ms=$(( $(date +%s%3N) + RIPE * 1000 + 8000 ))
-printf 'node=abcdef\nexpires_ms=%s\nnonce=00000000000000ff\n' "$until_ms" >"$T/lease"
+# still starts (and lists, and decides) while it holds. It ends its life after its
+# Last-Modified (+ the listing's 1 s rounding), on the bucket's clock (here the same).
+ttl=$((RIPE * 1000 + 8000))
+until_ms=$(( $(date +%s%3N) + ttl + 1000 ))
+printf 'node=abcdef\nttl_ms=%s\nnonce=00000000000000ff\n' "$ttl" >"$T/lease"
 [ "$(s3_curl PUT "$B/gc/lease" --data-binary @"$T/lease")" = 200 ] || fail "cannot plant a lease"
 sleep "$RIPE"
 must cairn gc --store "$T/c" --json >"$T/gc.l1.json"
