@@ -11,8 +11,10 @@
  * A staged page is in the index only once its group is appended and its pack indexed
  * (store_writer_generation changes). Right after an append that changed the generation,
  * before any later group goes into the next pack, the stage calls the caller's indexed
- * callback: snap_stage_pending then lists exactly the staged pages not in the index (the
- * page being staged by the call that appends is not among them yet). */
+ * callback: snap_stage_pending then lists the staged pages not appended yet (the page
+ * being staged by the call that appends is not among them yet). On a local store those
+ * are exactly the pages not in the index; on S3 the packs still uploading are not indexed
+ * either (store_writer_add_group), and forgetting their pages costs only missed dedups. */
 #ifndef CAIRN_SNAPSHOTTER_STAGE_H
 #define CAIRN_SNAPSHOTTER_STAGE_H
 
