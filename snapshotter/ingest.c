@@ -1,5 +1,6 @@
 /* Ingest pipeline, one batch of BATCH_PAGES at a time:
- *   1. parallel: map a slice, zero-test and hash each page; drop the pages the parent
+ *   1. parallel: read a slice (a long extent mapped, short ones by pread, several extents
+ *                to a batch), zero-test and hash each page; drop the pages the parent
  *                holds: at this offset, or anywhere once its ids are in a set (held)  (all cores)
  *   2. serial:   seen in this ingest? in the parent's set built since?  (no I/O)
  *   3. serial:   the rest looked up in the index in one multi_get; the parent's set is
@@ -44,7 +45,7 @@ typedef struct {
     /* current batch */
     int fd;
     uint64_t fsize;
-    uint64_t first_page, npages;     /* pages of the batch within the blob */
+    uint64_t *pg, npages;            /* the batch's pages: page numbers in the blob, ascending */
     store_blob *blob;
     const store_blob *parent;        /* the same blob in the parent snapshot, or NULL */
     uint8_t *buf;                    /* BATCH_PAGES pages; only candidates are filled */
@@ -88,7 +89,7 @@ static void install_sigbus(void)
  * its recipe once held is built) are done, the others are copied out as candidates. */
 static void hash_page(ingest *g, uint64_t i, const uint8_t *p)
 {
-    uint64_t pg = g->first_page + i;
+    uint64_t pg = g->pg[i];
     store_id *id = &g->blob->ids[pg];
     g->need[i] = 0;
     if (store_page_is_zero(p)) {
@@ -103,9 +104,9 @@ static void hash_page(ingest *g, uint64_t i, const uint8_t *p)
     memcpy(g->buf + i * STORE_PAGE, p, STORE_PAGE);
 }
 
-/* Step 1 for one slice. With the batch mapped (the usual case) pages are hashed where
- * they sit in the page cache: no copy, which is what `cat` pays for. Without a mapping,
- * pread goes through a small buffer that stays in L2. */
+/* Step 1 for one slice. With the batch mapped (a long extent) pages are hashed where
+ * they sit in the page cache: no copy, which is what `cat` pays for. Without a mapping
+ * (short extents, several to a batch), pread goes through a small buffer that stays in L2. */
 #define READ_PAGES 32u
 static void hash_slice(void *arg, size_t t)
 {
@@ -125,9 +126,9 @@ static void hash_slice(void *arg, size_t t)
         return;
     }
     _Alignas(64) uint8_t local[READ_PAGES * STORE_PAGE];
-    for (uint64_t c = lo; c < hi; c += READ_PAGES) {
-        uint64_t ce = hi - c < READ_PAGES ? hi : c + READ_PAGES;
-        uint64_t off = (g->first_page + c) * STORE_PAGE;
+    for (uint64_t c = lo, ce; c < hi; c = ce) {
+        for (ce = c + 1; ce < hi && ce - c < READ_PAGES && g->pg[ce] == g->pg[c] + (ce - c); ce++) {}
+        uint64_t off = g->pg[c] * STORE_PAGE;
         size_t want = (size_t)(ce - c) * STORE_PAGE;
         size_t avail = off + want <= g->fsize ? want : (size_t)(g->fsize - off);
         size_t got = 0;
@@ -186,7 +187,7 @@ static int collision(ingest *g, const store_id *id, uint64_t i, store_err *e)
     store_id_hex(id, hex);
     return store_errf(e, -EEXIST, "%s: the page at offset %llu has chunk id %s, which names other "
                       "bytes already (a hash collision): snapshot refused, nothing stored",
-                      g->path, (unsigned long long)((g->first_page + i) * STORE_PAGE), hex);
+                      g->path, (unsigned long long)(g->pg[i] * STORE_PAGE), hex);
 }
 
 /* verify: a repeat of a page this ingest stored must have its bytes (second hash). */
@@ -269,7 +270,7 @@ static int classify_batch(ingest *g, store_err *e)
     size_t nlook = 0;
     for (uint64_t i = 0; i < g->npages; i++) {
         if (!g->need[i]) continue;
-        const store_id *id = &g->blob->ids[g->first_page + i];
+        const store_id *id = &g->blob->ids[g->pg[i]];
         if (store_idset_has(g->seen, id)) {
             int rc = check_repeat(g, id, i, e);
             if (rc) return rc;
@@ -302,6 +303,39 @@ static int classify_batch(ingest *g, store_err *e)
     return 0;
 }
 
+/* Extents shorter than this share batches, read with pread: a sparse guest memory has
+ * ~1 000 short extents (sb01/2: 1 183, 714 of them <= 16 pages), and as a batch each
+ * cost a mapping, a parallel round and an unmapping whose TLB shootdown reaches every core.
+ * A mapping pays for itself over longer runs, which keep batches of their own. */
+#define SHORT_RUN 64u
+
+/* Steps 1-4 for the batch g->pg[0..npages), which then is empty again. */
+static int run_batch(ingest *g, snap_progress_fn progress, void *parg, store_err *e)
+{
+    if (!g->npages) return 0;
+    g->read_err = 0;
+    size_t mlen = (size_t)g->npages * STORE_PAGE;
+    if (g->npages >= SHORT_RUN && g->pg[g->npages - 1] - g->pg[0] == g->npages - 1) {   /* one run */
+        /* Bytes past EOF in the last page read as zeros in a mapping, as in the pread path. */
+        void *m = mmap(NULL, mlen, PROT_READ, MAP_SHARED | MAP_POPULATE, g->fd, (off_t)(g->pg[0] * STORE_PAGE));
+        g->map = m == MAP_FAILED ? NULL : m;
+    }
+    store_parallel(g->s, (g->npages + SLICE_PAGES - 1) / SLICE_PAGES, hash_slice, g);
+    if (g->map) munmap((void *)g->map, mlen);   /* keeps RSS flat whatever the file size */
+    g->map = NULL;
+    if (g->read_err)
+        return store_errf(e, g->read_err, "%s: %s", g->path,
+                          g->read_err == -ESTALE   ? "the file changed size while it was read"
+                          : g->read_err == -EILSEQ ? "a page hashed to the reserved zero id"
+                                                   : strerror(-g->read_err));
+    int rc = held_due(g, e);
+    if (!rc) rc = classify_batch(g, e);
+    if (rc) return rc;
+    if (progress) progress(parg, g->done_bytes + (g->pg[g->npages - 1] + 1) * STORE_PAGE, g->total_bytes);
+    g->npages = 0;
+    return 0;
+}
+
 static int ingest_blob(ingest *g, store_blob *b, int fd, const store_blob *parent, const char *path,
                        snap_progress_fn progress, void *parg, store_err *e)
 {
@@ -310,40 +344,29 @@ static int ingest_blob(ingest *g, store_blob *b, int fd, const store_blob *paren
     g->fsize = b->size;
     g->blob = b;
     g->parent = parent;
+    g->npages = 0;
     uint64_t pos = 0;
-    while (pos < b->size) {
+    int rc = 0;
+    while (!rc && pos < b->size) {
         off_t ds = lseek(fd, (off_t)pos, SEEK_DATA);
         if (ds < 0 && errno == ENXIO) break;                /* only a hole remains */
         if (ds < 0) ds = (off_t)pos;                        /* no SEEK_DATA here: read all */
         off_t de = lseek(fd, ds, SEEK_HOLE);
         if (de < 0 || (uint64_t)de > b->size) de = (off_t)b->size;
         uint64_t p0 = (uint64_t)ds / STORE_PAGE, p1 = ((uint64_t)de + STORE_PAGE - 1) / STORE_PAGE;
-        for (uint64_t p = p0; p < p1; p += BATCH_PAGES) {
-            g->first_page = p;
-            g->npages = p1 - p < BATCH_PAGES ? p1 - p : BATCH_PAGES;
-            g->read_err = 0;
-            /* Bytes past EOF in the last page read as zeros in a mapping, as in the pread path. */
-            size_t mlen = (size_t)g->npages * STORE_PAGE;
-            void *m = mmap(NULL, mlen, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, (off_t)(p * STORE_PAGE));
-            g->map = m == MAP_FAILED ? NULL : m;
-            store_parallel(g->s, (g->npages + SLICE_PAGES - 1) / SLICE_PAGES, hash_slice, g);
-            if (g->map) munmap((void *)g->map, mlen);   /* keeps RSS flat whatever the file size */
-            g->map = NULL;
-            if (g->read_err)
-                return store_errf(e, g->read_err, "%s: %s", path,
-                                  g->read_err == -ESTALE   ? "the file changed size while it was read"
-                                  : g->read_err == -EILSEQ ? "a page hashed to the reserved zero id"
-                                                           : strerror(-g->read_err));
-            int rc = held_due(g, e);
-            if (!rc) rc = classify_batch(g, e);
-            if (rc) return rc;
-            if (progress) progress(parg, g->done_bytes + (p + g->npages) * STORE_PAGE, g->total_bytes);
+        int own = p1 - p0 >= SHORT_RUN;                     /* a long run: batches of its own */
+        if (own) rc = run_batch(g, progress, parg, e);
+        for (uint64_t p = p0; !rc && p < p1; p++) {
+            g->pg[g->npages++] = p;
+            if (g->npages == BATCH_PAGES) rc = run_batch(g, progress, parg, e);
         }
+        if (!rc && own) rc = run_batch(g, progress, parg, e);
         pos = (uint64_t)de > pos ? (uint64_t)de : b->size;
         if (pos % STORE_PAGE) pos = (pos / STORE_PAGE + 1) * STORE_PAGE;
     }
-    g->done_bytes += b->size;
-    return 0;
+    if (!rc) rc = run_batch(g, progress, parg, e);
+    if (!rc) g->done_bytes += b->size;
+    return rc;
 }
 
 static int open_input(const char *path, int *fd, uint64_t *size, store_err *e)
@@ -390,6 +413,7 @@ static void ingest_free(ingest *g)
     free(g->look_locs);
     free(g->found);
     free(g->need);
+    free(g->pg);
 }
 
 void snap_prepare_index(snap_request *req)
@@ -563,9 +587,10 @@ int snap_ingest(store_t *s, snap_request *req, store_snapshot **out, store_err *
     g.look_pos = malloc(BATCH_PAGES * sizeof *g.look_pos);
     g.found = malloc(BATCH_PAGES);
     g.need = malloc(BATCH_PAGES);
+    g.pg = malloc(BATCH_PAGES * sizeof *g.pg);
     g.seen = store_idset_new();
     if (g.verify) g.look_locs = malloc(BATCH_PAGES * sizeof *g.look_locs);
-    int nomem = (g.verify && !g.look_locs) || !g.seen || !g.need || !g.buf || !g.look_ids || !g.look_pos || !g.found;
+    int nomem = (g.verify && !g.look_locs) || !g.seen || !g.need || !g.pg || !g.buf || !g.look_ids || !g.look_pos || !g.found;
     if (!rc && nomem) rc = store_errf(e, -ENOMEM, "out of memory");
     if (!rc) rc = store_writer_open(s, &g.w, e);
     if (!rc) rc = snap_stage_new(s, g.w, seen_forget, &g, &g.stage, e);
