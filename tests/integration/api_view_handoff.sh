@@ -8,6 +8,8 @@
 #     CAIRN_SERVE_KEEP_MS) or kept its writer and let go for the CLI;
 #   - a CLI snapshot waiting for the lock gets in while 24 clients call the metadata routes
 #     without pause and the API ingests: the W-view's readers never keep the lock from it;
+#   - the same, the writer let go and taken again every few ms under that load (no call
+#     fails, the server lives, every GET right after a 201 or a CLI snapshot shows it);
 #   - the server reports no broken invariant of its store handle (api/storeref.c's check).
 source "$(dirname "$0")/../lib.sh"
 source "$REPO/tests/api_lib.sh"
@@ -79,41 +81,66 @@ seen "$ID" sb2 "after the server opened its writer again"
 no_broken
 serve_stop
 
-log "a CLI snapshot waits for the lock while 24 clients call metadata routes and the API ingests"
-CAIRN_SERVE_KEEP_MS=60000 serve_start "$S"
-snap_api sb3 mem1
-"$PY" - "${U##*:}" "$ORCH" "$IN" "$T/stop" >"$T/load.out" 2>&1 <<'PYEOF' &
-import http.client, json, os, sys, threading
-port, tok, inp, stop = sys.argv[1:5]
+# load_start PAUSE: 24 clients on the metadata routes and one ingesting into sb4 (pausing up
+# to PAUSE seconds between ingests; after each 201, sb4@latest must be it or newer), until
+# $T/stop; then load_end checks them.
+load_start() {
+    rm -f "$T/stop"
+    "$PY" - "${U##*:}" "$ORCH" "$IN" "$T/stop" "$1" >"$T/load.out" 2>&1 <<'PYEOF' &
+import http.client, json, os, random, sys, threading
+port, tok, inp, stop, pause = sys.argv[1:6]
 hdr = {"Authorization": "Bearer " + tok, "Content-Type": "application/json"}
 counts, errors = [0, 0], []
 def call(c, method, path, body=None):
     c.request(method, path, body=body, headers=hdr)
     r = c.getresponse()
-    r.read()
-    return r.status
+    return r.status, r.read()
 def reader(k):
     c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
-    # /metrics holds its view longest (it walks the store's folders): the W-view always has
-    # a user, so a handle let go only when its view has none would never be.
+    # /metrics holds its view longest (it walks the store's folders).
     paths = ["/metrics", "/v1/sandboxes/sb3", "/v1/snapshots/sb3@latest", "/v1/sandboxes?tenant=t1"]
     while not os.path.exists(stop):
-        st = call(c, "GET", paths[(counts[0] + k) % 4])
+        st, _ = call(c, "GET", paths[(counts[0] + k) % 4])
         if st != 200: errors.append("GET %d" % st)
         counts[0] += 1
 def ingester():
     c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=120)
     while not os.path.exists(stop):
         body = json.dumps({"tenant": "t1", "sandbox": "sb4", "memory": "%s/mem%d" % (inp, counts[1] % 3 + 1)})
-        st = call(c, "POST", "/v1/snapshots", body)
-        if st != 201: errors.append("POST %d" % st)
+        st, b = call(c, "POST", "/v1/snapshots", body)
+        if st != 201:
+            errors.append("POST %d" % st)
+            continue
         counts[1] += 1
-ts = [threading.Thread(target=reader, args=(k,)) for k in range(24)] + [threading.Thread(target=ingester)]
+        sid = json.loads(b)["snapshot"]
+        st, b = call(c, "GET", "/v1/snapshots/sb4@latest")
+        if st != 200 or json.loads(b)["snapshot"] < sid: errors.append("sb4@latest right after %s: %d %s" % (sid, st, b[:60]))
+        threading.Event().wait(random.random() * float(pause))
+def guard(f, *a):
+    try: f(*a)
+    except Exception as e: errors.append(repr(e))   # the server went away
+ts = [threading.Thread(target=guard, args=(reader, k)) for k in range(24)] + [threading.Thread(target=guard, args=(ingester,))]
 for t in ts: t.start()
 for t in ts: t.join()
 print(counts[0], counts[1], len(errors), " ".join(errors[:5]))
 PYEOF
-load=$!
+    LOAD=$!
+}
+load_end() {
+    touch "$T/stop"
+    wait "$LOAD" || fail "the load failed: $(cat "$T/load.out")"
+    read -r calls ingests nerr rest <"$T/load.out"
+    log "$1: $calls metadata calls, $ingests API ingests, $nerr errors $rest"
+    assert_eq "$nerr" 0 "failed calls $1: $rest"
+    assert_cmp "$ingests" -ge 2 "API ingests $1"
+    TOTAL=$((TOTAL + ingests))
+    no_broken
+}
+
+log "a CLI snapshot waits for the lock while 24 clients call metadata routes and the API ingests"
+CAIRN_SERVE_KEEP_MS=60000 serve_start "$S"
+snap_api sb3 mem1
+load_start 0
 sleep 1
 for i in 1 2 3; do
     t0=$(date +%s%N)
@@ -122,13 +149,22 @@ for i in 1 2 3; do
     expect_status 200 GET "/v1/snapshots/cli2@latest" "$ORCH"
     assert_json 'j["snapshot"] == "'$ID'"' "$T/body" "GET cli2@latest right after CLI snapshot $i under load"
 done
-touch "$T/stop"
-wait "$load" || fail "the load failed: $(cat "$T/load.out")"
-read -r calls ingests nerr rest <"$T/load.out"
-log "under load: $calls metadata calls, $ingests API ingests, $nerr errors $rest"
-assert_eq "$nerr" 0 "failed calls under load: $rest"
-assert_cmp "$ingests" -ge 2 "API ingests beside the CLI snapshots"
-no_broken
+load_end "under load"
+serve_stop
+
+log "the writer let go and taken again every few ms (a 30 ms keep), under the same load"
+# Every hand-over at once, with calls in flight: idle let-gos (the view opened before the
+# close), let-gos for the CLI (after it), reopens by calls after the CLI's commits.
+CAIRN_SERVE_KEEP_MS=30 serve_start "$S"
+load_start 0.08
+t_end=$(( $(date +%s) + 5 ))
+while [ "$(date +%s)" -lt "$t_end" ]; do
+    snap_cli cli3 mem1 "beside a server that lets go every few ms"
+    expect_status 200 GET "/v1/snapshots/cli3@latest" "$ORCH"
+    assert_json 'j["snapshot"] >= "'$ID'"' "$T/body" "GET cli3@latest right after a CLI snapshot"
+    sleep 0.$((RANDOM % 3))
+done
+load_end "with the writer let go every few ms"
 serve_stop
 must cairn fsck --store "$S" >/dev/null
 echo "api_view_handoff: ok"
