@@ -120,7 +120,6 @@ typedef struct {
     api_view *wview;
     int wpins, closing, reopen;
     int trim_due;             /* memory was freed by a job: the keeper trims the heap */
-    int64_t trim_ms;
     uint64_t view_gen;
     /* While this server's writer job holds the store's lock (api_view_write_begin..end):
      * manifests/'s mtime when it began. No one else can commit meanwhile, so a view with
