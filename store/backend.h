@@ -21,7 +21,9 @@
  *               audit.log, appended with O_APPEND + fdatasync)
  *   be_s3.c     one S3 bucket (store/s3.h: libs3 V2 or libcurl V4). Log lines are objects
  *               LOG/<13-digit ms>-<node>-<random>.json, so appends from many nodes never
- *               contend and never overwrite; read lists them in name (time) order.
+ *               contend and never overwrite; read lists them and reads them in the order
+ *               the bucket stored them (Last-Modified, then name), not by the writers'
+ *               clocks in their names.
  *
  * Thread-safety: every operation may be called from many threads at once.
  * Lifetime: backend_close frees it; nothing returned borrows from it.

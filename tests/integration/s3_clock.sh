@@ -12,7 +12,9 @@
 #    node that recorded them) deletes the garbage among them (and keeps the one y needs):
 #    no record waits for a node's clock;
 #  - a writer 3 h behind names its snapshots on the bucket's clock, so another node's
-#    refresh (which lists the manifests of its last 10 min) finds them.
+#    refresh (which lists the manifests of its last 10 min) finds them;
+#  - lifecycle events are in the order the bucket stored them: q pins a snapshot, then p
+#    (3 h behind) unpins it: it is unpinned, and gc drops it (superseded).
 # Each of those fails with ages judged by the wall clock (gc/fossil.c, store/gcrec.c).
 . "$(dirname "$0")/../lib.sh"
 need_s3
@@ -100,4 +102,11 @@ stepped -$HOURS3 snapshot --store "$T/p" --tenant acme --sandbox p --memory "$T/
 must cairn refresh --store "$T/q" --json >"$T/refresh.json"
 assert_json 'j["snapshots"] == 1' "$T/refresh.json" "node q's refresh after a snapshot of a node 3 h behind"
 verify "$T/q" "$(tail -n 1 "$T/p2.out")" "memory=$T/p2"
+p1=$(tail -n 1 "$T/p1.out")
+must cairn pin --store "$T/q" --snapshot "$p1" >/dev/null
+stepped -$HOURS3 unpin --store "$T/p" --snapshot "$p1" >/dev/null 2>>"$T/gc.err" || fail "unpin on p: $(tail -n 3 "$T/gc.err")"
+gc_json q 0 "$T/gc6.json"
+assert_json 'j["dropped_snapshots"] == 1' "$T/gc6.json" "gc after a pin, then an unpin by a node 3 h behind"
+[ "$(s3_curl GET "$B2?list-type=2&prefix=manifests%2F$p1")" = 200 ] || fail "cannot list $B2"
+! grep -q "<Key>manifests/$p1" "$T/s3_curl.out" || fail "the unpinned, superseded snapshot $p1 was kept"
 log "ok"
