@@ -332,7 +332,7 @@ static void ct_list(void *p, const char *prefix, const char *after, s3_list_fn f
         if (store_rfc3339_parse(when, &mtime)) {
             /* Ages of gc records and leases are judged by it: no guess. */
             r->kind = S3R_FAIL;
-            snprintf(r->msg, sizeof r->msg, "the listing gives %s no LastModified time", key);
+            snprintf(r->msg, sizeof r->msg, "the listing gives %.120s no LastModified time", key);
             next[0] = 0;
             free(body.p);
             return;
