@@ -20,6 +20,9 @@
  * bounds-checked decoder, under a wall-clock timeout. So a disk snapshot's peak RSS stays
  * under 256 MiB whatever the image says (tests/integration/index_rss.sh measures it).
  * A child that crashes or times out costs the snapshot its index, never the snapshot.
+ * The child is a fork, or, in cairn (snap_walker_exec), a fresh process of the same binary
+ * spawned with the pipe and the images as its fds 3-5: a fork of a server with busy threads
+ * made every thread take copy-on-write faults and TLB shootdowns while the walk ran.
  */
 #include <sys/types.h>
 
@@ -29,6 +32,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -733,7 +737,70 @@ static void child_main(const char *image, const char *stored, uint64_t disk_byte
     _exit(0);
 }
 
-/* Forks the walker (child_main) and decodes what it sends. */
+/* ---- starting the walker: fork, or spawn a fresh process (snap_walker_exec) ---------- */
+
+static const char *walker_exe;
+#define WALK_ARG "__cairn_walk"      /* argv[1] of a spawned walker */
+enum { WALK_PIPE_FD = 3, WALK_IMAGE_FD = 4, WALK_STORED_FD = 5 };
+
+void snap_walker_exec(const char *exe) { walker_exe = exe; }
+
+int snap_walker_main(int argc, char **argv)
+{
+    if (argc != 6 || strcmp(argv[1], WALK_ARG)) return 0;
+    char *end;
+    unsigned long long disk_bytes = strtoull(argv[4], &end, 10);
+    if (*end) _exit(2);
+    child_main(argv[2], strcmp(argv[3], "-") ? argv[3] : NULL, disk_bytes, argv[5], WALK_PIPE_FD);
+    return 0;   /* not reached: child_main exits */
+}
+
+/* Spawns walker_exe as the walker: its fds 3 (the pipe), 4 (the image) and 5 (the stored
+ * disk, for a replayed copy) are ours; nothing else of this process is shared. Its name
+ * (argv[0], cairn-walk) tells the tests' fault shim it is not the cairn it counts. */
+static int walker_spawn(const char *image, const char *stored, uint64_t disk_bytes, const char *empty, int wfd,
+                        pid_t *pid, store_err *e)
+{
+    int fds[3] = {-1, -1, -1}, rc = 0;
+    const char *what[3] = {"the parser's pipe", image, stored};
+    /* Copies at 10 and up: a dup2 onto a target it already is would keep close-on-exec. */
+    fds[0] = fcntl(wfd, F_DUPFD_CLOEXEC, 10);
+    if (fds[0] >= 0) fds[1] = open(image, O_RDONLY | O_CLOEXEC);
+    if (fds[1] >= 0 && fds[1] < 10) {
+        int hi = fcntl(fds[1], F_DUPFD_CLOEXEC, 10);
+        close(fds[1]);
+        fds[1] = hi;
+    }
+    if (fds[1] >= 0 && stored) fds[2] = open(stored, O_RDONLY | O_CLOEXEC);
+    if (fds[2] >= 0 && fds[2] < 10) {
+        int hi = fcntl(fds[2], F_DUPFD_CLOEXEC, 10);
+        close(fds[2]);
+        fds[2] = hi;
+    }
+    for (int i = 0; i < (stored ? 3 : 2) && !rc; i++)
+        if (fds[i] < 0) rc = store_errf(e, -errno, "%s: %s", what[i], strerror(errno));
+    char bytes[24];
+    snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)disk_bytes);
+    char *argv[] = {"cairn-walk", WALK_ARG, "/proc/self/fd/4", stored ? "/proc/self/fd/5" : "-", bytes,
+                    (char *)empty, NULL};
+    posix_spawn_file_actions_t fa;
+    int fa_ok = !rc && posix_spawn_file_actions_init(&fa) == 0;
+    if (!rc && !fa_ok) rc = store_errf(e, -ENOMEM, "out of memory");
+    int sr = 0;
+    if (fa_ok && ((sr = posix_spawn_file_actions_adddup2(&fa, fds[0], WALK_PIPE_FD)) ||
+                  (sr = posix_spawn_file_actions_adddup2(&fa, fds[1], WALK_IMAGE_FD)) ||
+                  (stored && (sr = posix_spawn_file_actions_adddup2(&fa, fds[2], WALK_STORED_FD)))))
+        rc = store_errf(e, -sr, "spawning the disk image parser: %s", strerror(sr));
+    extern char **environ;
+    if (!rc && (sr = posix_spawn(pid, walker_exe, &fa, NULL, argv, environ)))
+        rc = store_errf(e, -sr, "spawning the disk image parser (%s): %s", walker_exe, strerror(sr));
+    if (fa_ok) posix_spawn_file_actions_destroy(&fa);
+    for (int i = 0; i < 3; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    return rc;
+}
+
+/* Starts the walker (child_main: forked, or spawned) and decodes what it sends. */
 static int index_child(const char *image, const char *stored, uint64_t disk_bytes, store_findex **out,
                        char *warn, size_t wcap, store_err *e)
 {
@@ -752,20 +819,23 @@ static int index_child(const char *image, const char *stored, uint64_t disk_byte
         rmdir(empty);
         return store_errf(e, -err, "pipe: %s", strerror(err));
     }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        int err = errno;
-        close(p[0]);
-        close(p[1]);
-        rmdir(empty);
-        return store_errf(e, -err, "fork: %s", strerror(err));
-    }
-    if (pid == 0) {
-        close(p[0]);
-        child_main(image, stored, disk_bytes, empty, p[1]);
+    pid_t pid = -1;
+    int src = walker_exe ? walker_spawn(image, stored, disk_bytes, empty, p[1], &pid, e) : 0;
+    if (!walker_exe) {
+        fflush(NULL);
+        pid = fork();
+        if (pid < 0) src = store_errf(e, -errno, "fork: %s", strerror(errno));
+        if (pid == 0) {
+            close(p[0]);
+            child_main(image, stored, disk_bytes, empty, p[1]);
+        }
     }
     close(p[1]);
+    if (src) {
+        close(p[0]);
+        rmdir(empty);
+        return src;
+    }
     uint8_t *buf = NULL;
     size_t len = 0, cap = 0;
     int rc = 0;

@@ -58,6 +58,18 @@ STORE_MUST_USE int snap_index_disk_replayed(const char *image, uint64_t disk_byt
                              size_t wcap, store_err *e);
 STORE_MUST_USE int snap_journal_needs_recovery(const char *image);
 
+/* How the walker is started. By default it is fork()ed: a copy of this process. A process
+ * with busy threads (`cairn serve`) pays for that: until the child exits, the first write
+ * to each page it shares takes a copy-on-write fault and a TLB shootdown of every thread
+ * (the API's p99 doubled beside back-to-back ingests). After snap_walker_exec(EXE) the
+ * walker is a fresh process instead: EXE (a binary whose main calls snap_walker_main
+ * first, e.g. "/proc/self/exe" of cairn) is spawned with the pipe and the images as fds.
+ * Call it once, before any walk, with a string that outlives them. */
+void snap_walker_exec(const char *exe);
+/* In a binary that may be EXE above: when argv says it was spawned as the walker, walks
+ * and never returns (it _exits); else returns 0 and main goes on. */
+int snap_walker_main(int argc, char **argv);
+
 /* The same parse in this process, with no confinement: for the fuzzer and tests only. */
 STORE_MUST_USE int snap_index_disk_unconfined(const char *image, uint64_t disk_bytes, store_findex **out,
                                store_err *e);

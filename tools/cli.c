@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "snapshotter/snapshotter.h"
 #include "store/toolbox.h"
 #include "tools/cli.h"
 
@@ -412,6 +413,9 @@ int main(int argc, char **argv)
      * RocksDB creates the index's files 0644 & ~umask, so the mask is what keeps them 0600;
      * restores and extracts are made private too (extract then sets each file's own mode). */
     umask(077);
+    /* Spawned as the confined disk walker (snapshotter.h): it never comes back. */
+    snap_walker_main(argc, argv);
+    snap_walker_exec("/proc/self/exe");
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         FILE *out = argc < 2 ? stderr : stdout;
         fputs(main_usage, out);
