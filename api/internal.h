@@ -17,6 +17,7 @@
 #define CAIRN_API_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "api/api.h"
@@ -91,8 +92,7 @@ typedef struct api_view {
         char id[STORE_NAME_MAX + 3];
         char tenant[STORE_NAME_MAX + 1];
         json_t *j;
-        char *text;           /* or the answer as JSON text (api_view_keep_text) */
-        size_t len;
+        struct api_text *text;   /* or the answer as JSON text (api_view_keep_text) */
     } cache[API_VIEW_CACHE];
     unsigned cache_next;
     struct api_view *next;    /* on the retired list (storeref.c) */
@@ -157,10 +157,22 @@ void api_view_write_begin(api_storeref *r);
 json_t *api_view_cached(api_view *v, const char *key, char tenant[STORE_NAME_MAX + 1]);
 /* Keeps a copy of j as the answer for key (no-op when out of memory: only speed is lost). */
 void api_view_keep(api_view *v, const char *key, const char *tenant, const json_t *j);
-/* The same for an answer kept as JSON text: a large one (a sandbox's snapshot list) is
- * then copied as bytes per call instead of rebuilt and encoded. */
-char *api_view_cached_text(api_view *v, const char *key, size_t *len);
-void api_view_keep_text(api_view *v, const char *key, const char *text, size_t len);
+/* Immutable text shared by reference (atomic count): a large answer (a sandbox's snapshot
+ * list) is built once per view and then sent by every call without a copy, the reply's
+ * evbuffer holding a reference until its bytes left (server.c). Copying it per call (three
+ * times: out of the cache, into the body, into the evbuffer) made the server's RSS follow
+ * the list's length times the calls in flight. */
+typedef struct api_text {
+    atomic_int refs;
+    size_t len;
+    char data[];
+} api_text;
+api_text *api_text_new(const char *s, size_t len);   /* a copy, refs 1; NULL out of memory */
+api_text *api_text_ref(api_text *t);
+void api_text_unref(api_text *t);                    /* NULL is fine */
+/* The same for an answer kept as JSON text: a reference for the caller, or NULL. */
+api_text *api_view_cached_text(api_view *v, const char *key);
+void api_view_keep_text(api_view *v, const char *key, api_text *t);   /* takes its own reference */
 
 /* ---- worker pools ------------------------------------------------------------------- */
 typedef struct api_job {
@@ -282,8 +294,10 @@ struct api_req {
     char code[32];
     char msg[700];
     int retry_after;
-    char *raw;                 /* a non-JSON body (metrics), malloc'd, with raw_type */
+    char *raw;                 /* a body not from resp (metrics), malloc'd, with raw_type */
     size_t raw_len;
+    api_text *raw_ref;         /* sent after raw without a copy, then raw_tail; ours to unref */
+    const char *raw_tail;
     const char *raw_type;
     /* streams (server.c): the route writes the body into a spool file (pipe_wr, the same
      * descriptor as spool); the loop sends it from spool at the client's pace */

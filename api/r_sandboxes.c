@@ -84,17 +84,17 @@ void r_sandbox_get(api_req *r)
      * the sandbox's record with the list's text spliced in as "snapshot_list", its last key. */
     char key[sizeof r->param + 2];
     snprintf(key, sizeof key, "t:%s", r->param);
-    size_t llen = 0;
-    char *ltext = r->view ? api_view_cached_text(r->view, key, &llen) : NULL;
+    api_text *lt = r->view ? api_view_cached_text(r->view, key) : NULL;
     store_err e;
     int rc = 0;
-    if (!ltext) {
+    if (!lt) {
         json_t *list = json_array();
         rc = list ? store_snapshot_records(s, r->param, add_record, list, &e) : store_errf(&e, -ENOMEM, "out of memory");
-        if (!rc && !(ltext = json_dumps(list, JSON_COMPACT))) rc = store_errf(&e, -ENOMEM, "out of memory");
+        char *text = rc ? NULL : json_dumps(list, JSON_COMPACT);
+        if (!rc && !(text && (lt = api_text_new(text, strlen(text))))) rc = store_errf(&e, -ENOMEM, "out of memory");
+        free(text);
         json_decref(list);
-        if (!rc) llen = strlen(ltext);
-        if (!rc && r->view) api_view_keep_text(r->view, key, ltext, llen);
+        if (!rc && r->view) api_view_keep_text(r->view, key, lt);
     }
     api_store_done(r, API_VIEW);
     if (rc) return api_fail_store(r, rc, &e);
@@ -103,25 +103,24 @@ void r_sandbox_get(api_req *r)
     json_decref(j);
     size_t hlen = head ? strlen(head) : 0;
     static const char mid[] = ",\"snapshot_list\":";
-    char *body = hlen >= 2 ? malloc(hlen + sizeof mid + llen + 2) : NULL;
+    char *body = hlen >= 2 ? malloc(hlen + sizeof mid) : NULL;
     if (!body) {
         free(head);
-        free(ltext);
+        api_text_unref(lt);
         return api_fail(r, 500, "internal", "out of memory");
     }
-    /* head is "{...}": its '}' goes after the list (an empty record takes no comma). */
+    /* head is "{...}": its '}' goes after the list (an empty record takes no comma); the
+     * list itself is sent by reference (server.c), never copied per call. */
     size_t n = hlen - 1;
     memcpy(body, head, n);
     const char *m = hlen == 2 ? mid + 1 : mid;
     memcpy(body + n, m, strlen(m));
     n += strlen(m);
-    memcpy(body + n, ltext, llen);
-    n += llen;
-    memcpy(body + n, "}\n", 2);
     free(head);
-    free(ltext);
     r->raw = body;
-    r->raw_len = n + 2;
+    r->raw_len = n;
+    r->raw_ref = lt;
+    r->raw_tail = "}\n";
     r->raw_type = "application/json";
     r->status = 200;
 }

@@ -201,6 +201,7 @@ static void free_req(api_req *r)
     json_decref(r->resp);
     api_request_free(r);
     free(r->raw);
+    api_text_unref(r->raw_ref);
     if (r->spool_ev) event_free(r->spool_ev);
     if (r->spool >= 0) close(r->spool);
     r->srv->spool_bytes -= r->spool_seen;
@@ -224,6 +225,13 @@ static void on_sent(struct evhttp_request *req, void *arg)
 {
     api_limits_answered(req);
     finished(arg);
+}
+
+static void text_sent(const void *data, size_t len, void *t)
+{
+    (void)data;
+    (void)len;
+    api_text_unref(t);
 }
 
 static void set_common_headers(api_req *r, const char *ctype)
@@ -258,7 +266,24 @@ static void reply(api_req *r)
     struct evbuffer *b = evbuffer_new();
     json_t *body = r->resp;
     if (status < 400 && r->raw) {
-        if (b) evbuffer_add(b, r->raw, r->raw_len);
+        int ok = b && !evbuffer_add(b, r->raw, r->raw_len);
+        if (ok && r->raw_ref) {
+            /* The evbuffer holds its own reference until the bytes left. */
+            api_text *t = api_text_ref(r->raw_ref);
+            if (evbuffer_add_reference(b, t->data, t->len, text_sent, t)) {
+                api_text_unref(t);
+                ok = !evbuffer_add(b, t->data, t->len);
+            }
+        }
+        if (ok && r->raw_tail) ok = !evbuffer_add(b, r->raw_tail, strlen(r->raw_tail));
+        if (!ok) {
+            /* A body cut short would read as a whole one: the error instead. */
+            if (b) evbuffer_drain(b, evbuffer_get_length(b));
+            status = 500;
+            snprintf(r->code, sizeof r->code, "internal");
+            snprintf(r->msg, sizeof r->msg, "out of memory for the reply's body (request %s)", r->rid);
+            goto error;
+        }
         set_common_headers(r, r->raw_type);
         send_reply(r, status, "OK", b);
         if (b) evbuffer_free(b);
@@ -267,6 +292,7 @@ static void reply(api_req *r)
         if (!async) finished(r->srv);
         return;
     }
+error:
     if (status >= 400 || !body) {
         if (status < 400) snprintf(r->code, sizeof r->code, "internal"), status = 500;
         body = json_pack("{s:{s:s, s:s}}", "error", "code", r->code[0] ? r->code : "internal", "message",

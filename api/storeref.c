@@ -539,7 +539,7 @@ static void view_close(api_view *v)
     if (!v) return;
     for (int i = 0; i < API_VIEW_CACHE; i++) {
         json_decref(v->cache[i].j);
-        free(v->cache[i].text);
+        api_text_unref(v->cache[i].text);
     }
     pthread_mutex_destroy(&v->cache_mu);
     if (!v->wview) store_close(v->s);
@@ -566,7 +566,7 @@ void api_view_keep(api_view *v, const char *id, const char *tenant, const json_t
     pthread_mutex_lock(&v->cache_mu);
     unsigned k = v->cache_next++ % API_VIEW_CACHE;
     json_decref(v->cache[k].j);
-    free(v->cache[k].text);
+    api_text_unref(v->cache[k].text);
     v->cache[k].text = NULL;
     v->cache[k].j = c;
     snprintf(v->cache[k].id, sizeof v->cache[k].id, "%s", id);
@@ -574,32 +574,46 @@ void api_view_keep(api_view *v, const char *id, const char *tenant, const json_t
     pthread_mutex_unlock(&v->cache_mu);
 }
 
-char *api_view_cached_text(api_view *v, const char *id, size_t *len)
+api_text *api_text_new(const char *s, size_t len)
 {
-    char *out = NULL;
+    api_text *t = malloc(sizeof *t + len + 1);
+    if (!t) return NULL;
+    atomic_init(&t->refs, 1);
+    t->len = len;
+    memcpy(t->data, s, len);
+    t->data[len] = 0;
+    return t;
+}
+
+api_text *api_text_ref(api_text *t)
+{
+    atomic_fetch_add(&t->refs, 1);
+    return t;
+}
+
+void api_text_unref(api_text *t)
+{
+    if (t && atomic_fetch_sub(&t->refs, 1) == 1) free(t);
+}
+
+api_text *api_view_cached_text(api_view *v, const char *id)
+{
+    api_text *out = NULL;
     pthread_mutex_lock(&v->cache_mu);
     for (int i = 0; i < API_VIEW_CACHE && !out; i++)
-        if (v->cache[i].text && !strcmp(v->cache[i].id, id) && (out = malloc(v->cache[i].len + 1))) {
-            memcpy(out, v->cache[i].text, v->cache[i].len + 1);
-            *len = v->cache[i].len;
-        }
+        if (v->cache[i].text && !strcmp(v->cache[i].id, id)) out = api_text_ref(v->cache[i].text);
     pthread_mutex_unlock(&v->cache_mu);
     return out;
 }
 
-void api_view_keep_text(api_view *v, const char *id, const char *text, size_t len)
+void api_view_keep_text(api_view *v, const char *id, api_text *t)
 {
-    char *c = malloc(len + 1);
-    if (!c) return;
-    memcpy(c, text, len);
-    c[len] = 0;
     pthread_mutex_lock(&v->cache_mu);
     unsigned k = v->cache_next++ % API_VIEW_CACHE;
     json_decref(v->cache[k].j);
-    free(v->cache[k].text);
+    api_text_unref(v->cache[k].text);
     v->cache[k].j = NULL;
-    v->cache[k].text = c;
-    v->cache[k].len = len;
+    v->cache[k].text = api_text_ref(t);
     snprintf(v->cache[k].id, sizeof v->cache[k].id, "%s", id);
     v->cache[k].tenant[0] = 0;
     pthread_mutex_unlock(&v->cache_mu);
