@@ -5,7 +5,7 @@
 #             memory on its console
 #   hibernate pause it, snapshot Firecracker-style (memory file, vmstate, disk),
 #             store the three files in a fresh Cairn store; an artifact the
-#             guest wrote 8 s before, with no sync, is in the journal only,
+#             guest wrote 8 s before, fsynced but with no sync of the filesystem, is in the journal only,
 #             yet Cairn lists it and gives its bytes
 #   wake      delete them, restore from Cairn (byte-exact), resume the VM from
 #             the restored files: the counter goes on, the guest did not reboot

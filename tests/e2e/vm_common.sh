@@ -105,8 +105,8 @@ e2e_boot() {
     [ -n "$nonce" ] || fail "no CAIRN-BOOT line from $name"
 }
 
-# late.txt was written with no sync: give ext4 its 5 s commit (metadata into the journal)
-# but not its 30 s writeback (metadata to its home blocks).
+# late.txt was fsynced alone (metadata into the journal): a few seconds more, well inside
+# its 30 s writeback (metadata to its home blocks), as a guest hibernated mid-work would be.
 e2e_hibernate() {
     e2e_late_settle
     vm_snapshot "$1" "$2" "$3" "$4"

@@ -15,7 +15,7 @@ ext4_image "$T/tree" "$T/disk.img" 16M
 gen "$T/mem" $((256 * 4096)) 3
 gen "$T/mem2" $((64 * 4096)) 4
 
-LD_PRELOAD=$BUILD/libcairn-failio.so FAILIO_SLOW_EXT2FS_MS=4000 "$CAIRN_BIN" snapshot --store "$S" \
+LD_PRELOAD=$BUILD/libcairn-failio.so FAILIO_SLOW_EXT2FS_MS=6000 "$CAIRN_BIN" snapshot --store "$S" \
     --tenant t --sandbox slow --memory "$T/mem" --disk "$T/disk.img" --json >"$T/slow.json" 2>"$T/slow.err" &
 pid=$!
 sleep 1
@@ -38,7 +38,7 @@ must cairn init --store "$S" >/dev/null
 cp "$T/mem" "$T/disk.img" "$T/mem2" "$IN/"
 api_config '{"snapshot_roots": ["'$IN'"], "restore_roots": ["'$OUT'"], "limits": {"max_long_jobs": 2}}'
 api_tokens ORCH=orchestrator:orch
-LD_PRELOAD=$BUILD/libcairn-failio.so FAILIO_SLOW_EXT2FS_MS=4000 serve_start "$S"
+LD_PRELOAD=$BUILD/libcairn-failio.so FAILIO_SLOW_EXT2FS_MS=6000 serve_start "$S"
 curl -sS -o "$T/slow.body" -w '%{http_code}' --max-time 120 -H "Authorization: Bearer $ORCH" \
     -H "Content-Type: application/json" -X POST "$U/v1/snapshots" \
     --data-binary '{"tenant":"t","sandbox":"slow","memory":"'$IN/mem'","disk":"'$IN/disk.img'"}' >"$T/slow.code" &
