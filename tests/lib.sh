@@ -6,6 +6,13 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${BUILD:-$REPO/build}
+# The test shims (tests/fault: fault, failio, clockstep) are preloaded ahead of the ASan
+# runtime under `make asan`, whose link-order check would refuse to start cairn.
+export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
+# For a test that bounds cairn's RSS: under AddressSanitizer freed memory waits in its
+# quarantine, 256 MiB by default, and counts in the RSS; a small one keeps the bound the
+# program's.
+asan_small_quarantine() { export ASAN_OPTIONS=$ASAN_OPTIONS:quarantine_size_mb=16; }
 case $BUILD in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 CAIRN_BIN=$BUILD/cairn
 CORPUS_BIN=$BUILD/cairn-corpus

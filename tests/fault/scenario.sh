@@ -19,9 +19,6 @@ FAULT_LIB=$BUILD/libcairn-fault.so
 # and the restores'): $T, or one per worker when points run side by side (run_points).
 W=$T
 [ -f "$FAULT_LIB" ] || fail "no $FAULT_LIB (run make first)"
-# Under make asan the shim is preloaded ahead of the ASan runtime, whose link-order check
-# would refuse to start cairn.
-export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
 DAY_MS=86400000
 
 # in_files DIR SEED: memory and disk of one snapshot (disk: a small ext4 with a sandbox tree).

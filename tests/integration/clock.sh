@@ -13,8 +13,6 @@ S=$T/store
 must cairn init --store "$S" >/dev/null
 latest() { must cairn snapshots --store "$S" --sandbox "$1" --json | json 'j["snapshots"][0]["snapshot"]'; }
 ids() { must cairn snapshots --store "$S" --sandbox "$1" --json | json '" ".join(s["snapshot"] for s in j["snapshots"])'; }
-# ASan wants its runtime first in the link order; the shim only wraps clock_gettime.
-export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
 stepped() { local ms=$1; shift; LD_PRELOAD=$BUILD/libcairn-clockstep.so CAIRN_TEST_CLOCK_STEP_MS=$ms "$@"; }
 
 for i in 1 2 3 4 5 6; do gen "$T/m$i" 65536 "$i"; done

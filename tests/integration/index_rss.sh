@@ -15,6 +15,7 @@
 # the stored file index smaller than half the disk, and a truncated index says so.
 # INDEX_RSS_SCALE=N divides the counts (a quick run by hand).
 source "$(dirname "$0")/../lib.sh"
+asan_small_quarantine
 
 SCALE=${INDEX_RSS_SCALE:-1}
 S=$T/store

@@ -13,7 +13,6 @@
 
 FAULT_LIB=$BUILD/libcairn-fault.so
 [ -f "$FAULT_LIB" ] || fail "no $FAULT_LIB (run make first)"
-export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
 
 # 192 distinct pages that compress well (3 small groups: the seal falls in no round number
 # of groups), 20000 distinct random ones (incompressible: the first 64 MiB pack is sealed

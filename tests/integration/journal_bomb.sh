@@ -10,9 +10,7 @@
 # own changed block but say they are 4 MiB long: the bytes kept stay within a budget.
 source "$(dirname "$0")/../lib.sh"
 
-# Under AddressSanitizer (make asan) freed memory waits in its quarantine, 256 MiB by
-# default, and counts in the RSS measured here: a small one keeps the bound the program's.
-export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=16
+asan_small_quarantine
 N=${JOURNAL_BOMB_FILES:-400}
 S=$T/store
 must cairn init --store "$S" >/dev/null
