@@ -58,40 +58,13 @@ static int sb_log_append(store_backend *b, const char *log, const char *line, st
     return s3_put(s->c, name, line, strlen(line), e);
 }
 
-typedef struct {
-    char *name;
-    int64_t mtime_ms;
-} log_obj;
-
-typedef struct {
-    log_obj *v;
-    size_t n, cap;
-    int nomem;
-} name_list;
-
-static int collect(void *arg, const char *name, uint64_t size, int64_t mtime_ms)
-{
-    (void)size;
-    name_list *l = arg;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? 2 * l->cap : 64;
-        log_obj *nn = realloc(l->v, nc * sizeof *nn);
-        if (!nn) return l->nomem = 1;
-        l->v = nn;
-        l->cap = nc;
-    }
-    if (!(l->v[l->n].name = strdup(name))) return l->nomem = 1;
-    l->v[l->n++].mtime_ms = mtime_ms;
-    return 0;
-}
-
 /* Log order is the order the bucket stored the lines in (Last-Modified), not the order of
  * their names, which carry each writer's wall clock: a node hours behind would otherwise
  * put its "unpin" before a "pin" another node logged before it. Names break ties (the
  * listing's times may be whole seconds). */
 static int cmp_log(const void *a, const void *b)
 {
-    const log_obj *x = a, *y = b;
+    const remote_obj *x = a, *y = b;
     if (x->mtime_ms != y->mtime_ms) return x->mtime_ms < y->mtime_ms ? -1 : 1;
     return strcmp(x->name, y->name);
 }
@@ -124,8 +97,8 @@ static int sb_log_read(store_backend *b, const char *log, int (*fn)(void *arg, c
     s3_be *s = (s3_be *)b;
     char prefix[80];
     snprintf(prefix, sizeof prefix, "%s/", log);
-    name_list l = {0};
-    int rc = s3_list(s->c, prefix, collect, &l, e);
+    remote_objs l = {0};
+    int rc = s3_list(s->c, prefix, remote_objs_note, &l, e);
     if (!rc && l.nomem) rc = store_errf(e, -ENOMEM, "out of memory");
     if (!rc && l.n) qsort(l.v, l.n, sizeof *l.v, cmp_log);
     int stop = 0;
@@ -144,9 +117,8 @@ static int sb_log_read(store_backend *b, const char *log, int (*fn)(void *arg, c
             }
         }
         free(buf);
-        free(l.v[i].name);
     }
-    free(l.v);
+    remote_objs_free(&l);
     return rc;
 }
 

@@ -248,6 +248,9 @@ typedef struct {
 } remote_objs;
 STORE_MUST_USE int remote_list(store_t *s, const char *prefix, const char *after, remote_objs *out, store_err *e);
 void remote_objs_free(remote_objs *l);
+/* The listing callback (backend_list_fn) remote_list collects with, for a listing made
+ * below store_t (be_s3.c's logs); out of memory sets l->nomem and stops the listing. */
+int remote_objs_note(void *arg, const char *name, uint64_t size, int64_t mtime_ms);
 /* The object name's entry in l, or NULL. */
 const remote_obj *remote_objs_find(const remote_objs *l, const char *name);
 /* The bucket's packs under prefix (NULL: all) after the key `after` (NULL: from the start),

@@ -7,9 +7,8 @@
 
 #include "store/internal.h"
 
-static int note_obj(void *arg, const char *name, uint64_t size, int64_t mtime_ms)
+int remote_objs_note(void *arg, const char *name, uint64_t size, int64_t mtime_ms)
 {
-    (void)mtime_ms;
     remote_objs *l = arg;
     if (l->n == l->cap) {
         size_t nc = l->cap ? 2 * l->cap : 16;
@@ -27,8 +26,8 @@ static int note_obj(void *arg, const char *name, uint64_t size, int64_t mtime_ms
 int remote_list(store_t *s, const char *prefix, const char *after, remote_objs *out, store_err *e)
 {
     *out = (remote_objs){0};
-    int rc = after ? s->be->ops->list_after(s->be, prefix, after, note_obj, out, e)
-                   : s->be->ops->list(s->be, prefix, note_obj, out, e);
+    int rc = after ? s->be->ops->list_after(s->be, prefix, after, remote_objs_note, out, e)
+                   : s->be->ops->list(s->be, prefix, remote_objs_note, out, e);
     if (!rc && out->nomem) rc = store_errf(e, -ENOMEM, "out of memory");
     if (rc) remote_objs_free(out);
     return rc;
