@@ -100,8 +100,8 @@ clean_count() {
 # byte-exact. DROPPABLE: a snapshot gc was dropping (B1, O1) may instead be refused as
 # dropped (the drop event is logged before the manifest goes; the next gc finishes it).
 restores_exact() {
-    # Restores run in parallel (background subshells, which share $RANDOM's sequence): names
-    # from $RANDOM collided, and the second restore into one folder is refused as busy.
+    # Restores run in parallel: a name from $RANDOM is not sure to be free (crashpoints.slow
+    # once found two restores in one folder, the second refused as busy); mktemp makes it so.
     local o err
     o=$(mktemp -d "$W/r.XXXXXX") && err=$(mktemp "$W/restore.err.XXXXXX") || { echo "mktemp in $W failed"; return 1; }
     timeout -k 5 "$CAIRN_TIMEOUT" "$CAIRN_BIN" restore --store "$1" --snapshot "$2" --out "$o" \
